@@ -1,0 +1,1 @@
+"""ipyparallel engines, device pinning, launching a run and following it."""

@@ -1,0 +1,88 @@
+"""Pin an engine to its device, and read its memory figures.
+
+Pinning sets CUDA_VISIBLE_DEVICES, which CUDA reads once, when it initialises. So it must run
+before torch touches CUDA in this process; ``pin`` checks that and refuses otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+
+from parakit.engine.state import STATE
+
+
+def pin(gpu_uuid: str | None, threads: int) -> dict:
+    """Pin this engine to one GPU, named by UUID (or to the CPU), and set its thread count.
+
+    Returns a description of the engine: pid, host, torch device and device name.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("CUDA was initialised in this engine before parakit could pin it")
+    # A CPU engine hides every GPU, so nothing in it can start a CUDA context by accident.
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu_uuid or ""
+    import torch
+
+    torch.set_num_threads(threads)
+    STATE.gpu_uuid, STATE.pinned = gpu_uuid, True
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "device": str(device()),
+        "device_name": device_name(),
+        "threads": threads,
+    }
+
+
+def device():
+    import torch
+
+    return torch.device("cuda", 0) if STATE.gpu_uuid is not None else torch.device("cpu")
+
+
+def device_name() -> str:
+    import torch
+
+    if STATE.gpu_uuid is not None:
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def reset_peak_memory() -> tuple[str | None, str | None]:
+    """Start a peak-memory window. Returns (kind, reason it cannot be measured)."""
+    import torch
+
+    if STATE.gpu_uuid is not None:
+        torch.cuda.reset_peak_memory_stats()
+        return "cuda_max_allocated", None
+    # Writing 5 to clear_refs resets the kernel's peak-RSS mark (VmHWM) for this process,
+    # so a reused engine reports this run's peak, not the largest of all its runs.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "process_peak_rss", None
+    except OSError as e:
+        return None, f"cannot reset the process peak RSS on this OS: {e}"
+
+
+def peak_memory_bytes(kind: str | None) -> int | None:
+    import torch
+
+    if kind == "cuda_max_allocated":
+        return int(torch.cuda.max_memory_allocated())
+    if kind == "process_peak_rss":
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return None

@@ -1,0 +1,144 @@
+"""What a run produced: step records, the per-rank results they come from, and RunResult.
+
+Records are plain data (JSON in, JSON out). A figure that could not be measured is None,
+and its reason is kept beside it in ``unmeasured``; it is never a made-up 0.
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from parakit.config import RunConfig
+
+OK, FAILED, STOPPED = "ok", "failed", "stopped"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class StepRecord:
+    """One optimizer step, seen across all ranks."""
+
+    step: int
+    loss: float | None
+    """Mean of the ranks' losses: equal slices of the global batch, so the global-batch loss."""
+    step_time_s: float
+    """The slowest rank's time: a synchronous step is only done when every rank is."""
+    rank_step_time_s: list[float]
+    warmup: bool
+
+
+@dataclass
+class RankInfo:
+    """Where one rank ran."""
+
+    rank: int
+    engine_id: int
+    pid: int
+    host: str
+    device: str
+    """torch device of the rank, e.g. 'cpu' or 'cuda:0' (after pinning every engine sees cuda:0)."""
+    device_name: str
+    gpu_index: int | None = None
+    """The physical GPU index the engine was pinned to (None on CPU)."""
+    threads: int | None = None
+    peak_mem_bytes: int | None = None
+    peak_mem_kind: str | None = None
+    """'cuda_max_allocated' on GPU; 'process_peak_rss' on CPU."""
+    params_digest: str | None = None
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced; saved as one JSON file in the run store."""
+
+    run_id: str
+    status: str
+    config: dict[str, Any]
+    world_size: int
+    backend: str | None
+    device: list[str]
+    steps: list[StepRecord] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    ranks: list[RankInfo] = field(default_factory=list)
+    error: str | None = None
+    started_at: str = ""
+    ended_at: str = ""
+    unmeasured: dict[str, str] = field(default_factory=dict)
+    """Figure name -> why it is None."""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunResult":
+        d = dict(d)
+        d["steps"] = [StepRecord(**s) for s in d.get("steps", [])]
+        d["ranks"] = [RankInfo(**r) for r in d.get("ranks", [])]
+        return cls(**d)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        c = self.config
+        head = f"RunResult({self.run_id}, {self.status}, {c.get('strategy')} x{self.world_size}"
+        if self.status != OK:
+            return f"{head}, error={self.error!r})"
+        return (
+            f"{head}, {c.get('model')}, {s.get('samples_per_s', 0):.1f} samples/s, "
+            f"loss {s.get('loss_first', float('nan')):.4f} -> {s.get('loss_last', float('nan')):.4f})"
+        )
+
+
+def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> list[StepRecord]:
+    """Merge per-rank step lists (same length on every rank) into one record per step."""
+    n = min(len(r["step_time_s"]) for r in rank_results)
+    steps = []
+    for i in range(n):
+        losses = [r["losses"][i] for r in rank_results if r["losses"][i] is not None]
+        times = [r["step_time_s"][i] for r in rank_results]
+        steps.append(
+            StepRecord(
+                step=i,
+                loss=sum(losses) / len(losses) if losses else None,
+                step_time_s=max(times),
+                rank_step_time_s=times,
+                warmup=i < warmup_steps,
+            )
+        )
+    return steps
+
+
+def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo]) -> dict[str, Any]:
+    """Summary figures over the measured (non-warm-up) steps."""
+    measured = [s for s in steps if not s.warmup] or steps
+    step_time = statistics.median(s.step_time_s for s in measured)
+    losses = [s.loss for s in steps if s.loss is not None]
+    peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
+    digests = [r.params_digest for r in ranks if r.params_digest]
+    return {
+        "step_time_s": step_time,
+        # At the median step, so one slow step on a noisy machine does not move it.
+        "samples_per_s": config.batch_size / step_time,
+        "measured_steps": len(measured),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "peak_mem_bytes": max(peaks) if peaks else None,
+        # Bit-identical replicas at the end; None where ranks do not each hold a full replica.
+        "params_in_sync": len(set(digests)) == 1 if digests and len(digests) == len(ranks) else None,
+    }

@@ -1,0 +1,85 @@
+"""The run store: a folder with one JSON file per run.
+
+Files are written atomically (a temp file in the same folder, then ``os.replace``), so a
+crash mid-write never leaves a half file under a run's name. JSON only, never pickle: a run
+file from someone else cannot run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from parakit.records import RunResult
+
+if TYPE_CHECKING:
+    import pandas
+
+DEFAULT_RUNS_DIR = "parakit-runs"
+
+
+def save_run(result: RunResult, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> Path:
+    """Write ``result`` to ``runs_dir/<run_id>.json`` atomically and return the path."""
+    folder = Path(runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{result.run_id}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{result.run_id}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(result.to_dict(), f, indent=1, allow_nan=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def read_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[RunResult]:
+    """All runs in the folder, oldest first; a damaged file is skipped with a warning naming it."""
+    runs = []
+    for path in sorted(Path(runs_dir).glob("*.json")):
+        try:
+            runs.append(RunResult.from_dict(json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            warnings.warn(f"parakit: skipped damaged run file {path}: {e}", stacklevel=2)
+    runs.sort(key=lambda r: r.started_at)
+    return runs
+
+
+def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
+    """One row per run: id, status, the config's fields and the summary's figures."""
+    import pandas as pd  # imported here: the store is also read where pandas is not needed
+
+    rows = []
+    for r in runs:
+        row = {
+            "run_id": r.run_id,
+            "status": r.status,
+            "started_at": r.started_at,
+            "world_size": r.world_size,
+            "backend": r.backend,
+            "device": r.device[0] if r.device else None,
+        }
+        row.update({k: v for k, v in r.config.items() if k != "model_options"})
+        row.update(r.summary)
+        row["error"] = r.error
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> "pandas.DataFrame":
+    """The run store as a pandas DataFrame, one row per run.
+
+    Args:
+        runs_dir: the run folder (default ``./parakit-runs``).
+
+    Returns:
+        A DataFrame with ``run_id``, ``status``, the run's config and its summary figures.
+    """
+    return runs_frame(read_runs(runs_dir))
