@@ -1,9 +1,29 @@
-"""parakit: see what parallel training does, in Jupyter, on your own hardware."""
+"""parakit: see what parallel training does, in Jupyter, on your own hardware.
 
-from parakit.config import RunConfig
-from parakit.records import RunResult
-from parakit.session import Session
-from parakit.store import load_runs
+Names are imported on first use (PEP 562), so ``import parakit.engine...`` on an engine does
+not pull in ipyparallel, and ``import parakit`` stays quick.
+"""
 
-__all__ = ["RunConfig", "RunResult", "Session", "load_runs"]
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "RunConfig": "parakit.config",
+    "RunResult": "parakit.records",
+    "Session": "parakit.session",
+    "load_runs": "parakit.store",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'parakit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

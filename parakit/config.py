@@ -160,7 +160,7 @@ class RunConfig:
         def name(obj: Any) -> Any:
             if obj is None or isinstance(obj, (str, int, float)):
                 return obj
-            return getattr(obj, "__qualname__", type(obj).__name__)
+            return getattr(obj, "__name__", type(obj).__name__)
 
         return {
             "model": name(self.model),

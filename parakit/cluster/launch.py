@@ -39,18 +39,20 @@ def pack(config: RunConfig) -> bytes:
     """cloudpickle the config. A user's callables from a module the engines may not be able to
     import (a test file, a script beside the notebook) travel by value; notebook cells do anyway."""
     roots = _installed_roots()
-    by_value = []
+    by_value = {}
     for obj in (config.model, config.data, config.loss):
         module = sys.modules.get(getattr(obj, "__module__", None) or "")
         path = getattr(module, "__file__", None) or ""
         if module and module.__name__ != "__main__" and path and not path.startswith(roots):
-            by_value.append(module)
-    for module in by_value:
+            by_value[module.__name__] = module
+    # Only modules registered here are unregistered after: a user's own registration stays.
+    ours = [m for name, m in by_value.items() if name not in cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES]
+    for module in ours:
         cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(config)
     finally:
-        for module in by_value:
+        for module in ours:
             cloudpickle.unregister_pickle_by_value(module)
 
 

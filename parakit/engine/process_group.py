@@ -32,9 +32,17 @@ def join(rank: int, world_size: int, addr: str, port: int, backend: str, timeout
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "backend": backend}
 
 
-def leave() -> None:
+def leave(abort: bool = False) -> None:
+    """Leave the process group. ``abort`` closes its connections at once (after a failure), so
+    peers blocked in a collective with this rank fail fast instead of waiting out the timeout."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        if abort:
+            try:
+                dist.distributed_c10d._abort_process_group()  # private: no public abort yet
+            except Exception:  # noqa: BLE001 - fall back to a normal destroy
+                dist.destroy_process_group()
+        else:
+            dist.destroy_process_group()
     STATE.rank, STATE.world_size, STATE.backend = 0, 1, None

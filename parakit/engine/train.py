@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from parakit.config import RunConfig, Strategy
-from parakit.engine import devices
+from parakit.engine import devices, process_group
 from parakit.engine.batches import make_batches, to_device
 from parakit.engine.state import STATE
 from parakit.engine.strategies import APPLY, REPLICATED
@@ -48,6 +48,17 @@ def train(payload: bytes) -> dict[str, Any]:
         payload: a cloudpickled RunConfig (callables defined in a notebook travel inside it).
     """
     config: RunConfig = cloudpickle.loads(payload)
+    try:
+        return _train(config)
+    except BaseException:
+        # Leaving the group closes this rank's connections, so peers blocked in a collective
+        # with it fail at once instead of waiting out the group's timeout.
+        if config.strategy is not Strategy.SINGLE:
+            process_group.leave(abort=True)
+        raise
+
+
+def _train(config: RunConfig) -> dict[str, Any]:
     single = config.strategy is Strategy.SINGLE
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()

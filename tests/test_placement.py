@@ -1,0 +1,102 @@
+"""Device planning and backend choice, with NVML faked (autospec) so no GPU is needed."""
+
+from unittest import mock
+
+import pynvml
+import pytest
+
+from parakit.cluster import placement
+from parakit.cluster.placement import Gpu, HostFacts
+
+GPUS = [Gpu(0, "GPU-aaaa"), Gpu(1, "GPU-bbbb"), Gpu(2, "GPU-cccc")]
+
+
+def facts(gpus=GPUS, cpus=2, memory=24 * 2**30):
+    return HostFacts(cpus, memory, list(gpus), None if gpus else "no GPU is visible")
+
+
+def test_engine_i_gets_gpu_i_mod_g():
+    assert [placement.gpu_for_engine(i, GPUS[:2]).index for i in range(4)] == [0, 1, 0, 1]
+    assert placement.gpu_for_engine(3, []) is None
+
+
+def test_user_gpu_list_and_cpu_device():
+    chosen = placement.choose_gpus("auto", [0, 2], facts())
+    assert [g.index for g in chosen] == [0, 2]
+    assert placement.choose_gpus("cpu", None, facts()) == []
+    assert placement.choose_gpus("auto", None, facts(gpus=[])) == []
+
+
+@pytest.mark.parametrize(
+    "device, gpus, host, message",
+    [
+        ("cuda", None, facts(gpus=[]), "device cuda was asked for, but no GPU is visible"),
+        ("auto", [5], facts(), "not visible; visible: [0, 1, 2]"),
+        ("cpu", [0], facts(), "drop one of them"),
+        ("tpu", None, facts(), "device must be one of auto, cpu, cuda"),
+    ],
+)
+def test_bad_device_requests(device, gpus, host, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        placement.choose_gpus(device, gpus, host)
+
+
+def test_backend_nccl_only_when_every_rank_has_its_own_gpu():
+    assert placement.choose_backend(GPUS[:2], nccl_available=True) == ("nccl", None)
+    backend, warning = placement.choose_backend([GPUS[0], GPUS[0]], nccl_available=True)
+    assert backend == "gloo" and "share 1 GPU" in warning and "not representative" in warning
+    assert placement.choose_backend([None, None], nccl_available=True) == ("gloo", None)
+    assert placement.choose_backend(GPUS[:2], nccl_available=False)[0] == "gloo"
+
+
+def test_more_workers_than_the_machine_holds():
+    placement.check_workers(8, facts(cpus=2))
+    with pytest.raises(ValueError, match="use workers <= 8"):
+        placement.check_workers(9, facts(cpus=2))
+    with pytest.raises(ValueError, match="use workers <= 2"):
+        placement.check_workers(3, facts(cpus=2, memory=2 * 2**30))
+
+
+def test_cuda_visible_devices_by_index_and_uuid_in_cuda_order():
+    assert [g.index for g in placement.filter_visible(GPUS, "2,0")] == [2, 0]
+    assert [g.index for g in placement.filter_visible(GPUS, "GPU-bbbb")] == [1]
+    # CUDA stops at the first entry that names no device
+    assert [g.index for g in placement.filter_visible(GPUS, "1,7,0")] == [1]
+    assert placement.filter_visible(GPUS, "") == []
+    assert placement.filter_visible(GPUS, None) == GPUS
+
+
+@pytest.fixture
+def cuda_torch(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+
+
+def test_visible_gpus_reads_nvml_without_cuda(cuda_torch, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with mock.patch.multiple(
+        pynvml, autospec=True, nvmlInit=mock.DEFAULT, nvmlShutdown=mock.DEFAULT,
+        nvmlDeviceGetCount=mock.DEFAULT, nvmlDeviceGetHandleByIndex=mock.DEFAULT,
+        nvmlDeviceGetUUID=mock.DEFAULT,
+    ) as nvml:
+        nvml["nvmlDeviceGetCount"].return_value = 2
+        nvml["nvmlDeviceGetHandleByIndex"].side_effect = lambda i: f"handle{i}"
+        nvml["nvmlDeviceGetUUID"].side_effect = lambda h: f"GPU-{h}"
+        gpus, reason = placement.visible_gpus()
+        nvml["nvmlShutdown"].assert_called_once()
+    assert gpus == [Gpu(1, "GPU-handle1")] and reason is None
+
+
+def test_no_driver_means_cpu_with_a_reason(cuda_torch):
+    with mock.patch.object(pynvml, "nvmlInit", autospec=True,
+                           side_effect=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)):
+        gpus, reason = placement.visible_gpus()
+    assert gpus == [] and "NVML is not available" in reason
+
+
+def test_cpu_build_of_torch_means_no_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    assert placement.visible_gpus() == ([], "this torch is a CPU build")

@@ -1,0 +1,219 @@
+"""Plots and the HTML report, from hand-built RunResults (plain data, no engines)."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import plotly.offline
+import pytest
+
+from parakit import plots, report
+from parakit.records import FAILED, OK, STOPPED, RankInfo, RunResult, StepRecord
+
+BATCH = 64
+
+
+def make_run(run_id, workers, samples_per_s, *, strategy=None, model="mlp", batch=BATCH,
+             status=OK, mem=None, losses=None, warmup=2, error=None):
+    """A RunResult as the session would record it; failed/stopped runs have no steps/summary."""
+    strategy = strategy or ("single" if workers == 1 else "ddp")
+    mem = mem if mem is not None else [100 * 2**20] * workers
+    ranks = [RankInfo(rank=i, engine_id=i, pid=1000 + i, host="box", device="cpu",
+                      device_name="Test CPU", peak_mem_bytes=m, peak_mem_kind="process_peak_rss")
+             for i, m in enumerate(mem)]
+    config = {"model": model, "model_options": {}, "strategy": strategy, "workers": workers,
+              "batch_size": batch, "warmup_steps": warmup}
+    run = RunResult(run_id=run_id, status=status, config=config, world_size=workers,
+                    backend="gloo", device=["Test CPU"] * workers, ranks=ranks, error=error)
+    if status != OK:
+        return run
+    step_s = batch / samples_per_s
+    losses = losses or [2.0 - 0.1 * i for i in range(6)]
+    run.steps = [StepRecord(step=i, loss=v, step_time_s=step_s,
+                            rank_step_time_s=[step_s] * workers, warmup=i < warmup)
+                 for i, v in enumerate(losses)]
+    peaks = [m for m in mem if m is not None]
+    run.summary = {"step_time_s": step_s, "samples_per_s": samples_per_s,
+                   "loss_first": losses[0], "loss_last": losses[-1],
+                   "peak_mem_bytes": max(peaks, default=None)}
+    return run
+
+
+@pytest.fixture
+def runs():
+    return [
+        make_run("r1", 1, 100.0),
+        make_run("r2", 2, 180.0),
+        make_run("r4", 4, 320.0),
+        make_run("bad", 2, 0, status=FAILED, error="rank 1: <script>alert('x')</script> & boom"),
+    ]
+
+
+def row(table, run_id):
+    return table.set_index("run_id").loc[run_id]
+
+
+def test_speedup_table_numbers(runs):
+    table = plots.speedup_table(runs)
+    assert list(table.columns) == plots.TABLE_COLUMNS
+    assert list(table["run_id"]) == ["r1", "r2", "r4"]  # the failed run is not a row
+    assert row(table, "r2")["speedup"] == pytest.approx(1.8)
+    assert row(table, "r2")["efficiency"] == pytest.approx(0.9)
+    assert row(table, "r4")["speedup"] == pytest.approx(3.2)
+    assert row(table, "r4")["efficiency"] == pytest.approx(0.8)
+    assert row(table, "r1")["speedup"] == pytest.approx(1.0)
+    assert row(table, "r2")["step_time_ms"] == pytest.approx(1e3 * BATCH / 180.0)
+
+
+def test_baseline_is_same_model_and_batch_size():
+    results = [make_run("mlp1", 1, 100.0), make_run("gpt1", 1, 10.0, model="gpt"),
+               make_run("gpt2", 2, 15.0, model="gpt"), make_run("mlp2-b128", 2, 300.0, batch=128)]
+    table = plots.speedup_table(results)
+    assert row(table, "gpt2")["speedup"] == pytest.approx(1.5)
+    # No 1-worker run at batch 128: no speed-up, and NaN rather than an invented 0 or 1.
+    assert math.isnan(row(table, "mlp2-b128")["speedup"])
+    assert math.isnan(row(table, "mlp2-b128")["efficiency"])
+
+
+def test_single_preferred_over_ddp_x1_as_baseline():
+    results = [make_run("ddp1", 1, 90.0, strategy="ddp"), make_run("single", 1, 100.0),
+               make_run("r2", 2, 180.0)]
+    assert row(plots.speedup_table(results), "r2")["speedup"] == pytest.approx(1.8)
+
+
+def test_explicit_baseline(runs):
+    table = plots.speedup_table(runs, baseline=runs[1])
+    assert row(table, "r4")["speedup"] == pytest.approx(320 / 180)
+    with pytest.raises(ValueError, match="completed run"):
+        plots.speedup_table(runs, baseline=runs[3])
+
+
+def test_speedup_figure_matches_table_and_has_ideal_line(runs):
+    fig = plots.speedup(runs)
+    lines = [t for t in fig.data if t.name != "ideal (linear)"]
+    assert sorted(t.name for t in lines) == ["ddp · mlp", "single · mlp"]
+    drawn = {x: y for t in lines for x, y in zip(t.x, t.y)}
+    table = plots.speedup_table(runs)
+    assert drawn == pytest.approx(dict(zip(table["workers"], table["speedup"])))
+    ideal = next(t for t in fig.data if t.name == "ideal (linear)")
+    assert ideal.line.dash == "dash"
+    assert list(ideal.x) == list(ideal.y) == [1, 4]
+    assert "1 run skipped" in fig.layout.title.subtitle.text
+    assert fig.layout.template.layout.paper_bgcolor == "white"
+
+
+def test_speedup_without_one_worker_run_raises():
+    with pytest.raises(ValueError, match="include a 1-worker run"):
+        plots.speedup([make_run("r2", 2, 180.0), make_run("r4", 4, 320.0)])
+    with pytest.raises(ValueError, match="include a 1-worker run"):
+        plots.speedup([make_run("x", 1, 0, status=STOPPED)])
+
+
+def test_failed_runs_are_skipped_everywhere(runs):
+    for draw in (plots.throughput, plots.loss, plots.step_times, plots.memory):
+        fig = draw(runs)
+        names = " ".join(str(t.name) for t in fig.data)
+        xs = [x for t in fig.data for x in (t.x or [])]
+        assert "bad" not in names and "bad" not in xs, draw.__name__
+        assert "1 run skipped" in fig.layout.title.subtitle.text, draw.__name__
+
+
+def test_throughput_bars_and_labels(runs):
+    fig = plots.throughput(runs)
+    (bars,) = fig.data
+    assert list(bars.y) == [100.0, 180.0, 320.0]
+    assert list(fig.layout.xaxis.ticktext) == ["single x1", "ddp x2", "ddp x4"]
+    assert "run %{customdata[0]}" in bars.hovertemplate
+
+
+def test_duplicate_labels_stay_separate_bars():
+    fig = plots.throughput([make_run("a", 2, 180.0), make_run("b", 2, 190.0)])
+    assert list(fig.data[0].x) == ["a", "b"]
+    assert list(fig.layout.xaxis.ticktext) == ["ddp x2 (a)", "ddp x2 (b)"]
+
+
+def test_loss_gaps_and_warmup():
+    run = make_run("r1", 1, 100.0, losses=[2.0, 1.9, None, 1.7], warmup=2)
+    fig = plots.loss([run])
+    (line,) = fig.data
+    assert list(line.y) == [2.0, 1.9, None, 1.7]  # a missing loss is a gap, not 0
+    assert list(line.marker.opacity) == [0.35, 0.35, 1.0, 1.0]
+    (shade,) = fig.layout.shapes
+    assert (shade.x0, shade.x1) == (-0.5, 1.5)
+
+
+def test_step_times_in_ms(runs):
+    fig = plots.step_times(runs)
+    assert fig.data[0].y[0] == pytest.approx(1e3 * BATCH / 100.0)
+    assert fig.layout.yaxis.title.text == "step time (ms)"
+    assert any(s.fillcolor == "gray" for s in fig.layout.shapes)  # warm-up shaded
+
+
+def test_memory_omits_unmeasured_ranks():
+    runs = [make_run("r2", 2, 180.0, mem=[200 * 2**20, None]),
+            make_run("r4", 4, 320.0, mem=[None] * 4)]
+    fig = plots.memory(runs)
+    ys = [y for t in fig.data for y in t.y]
+    assert ys == [200.0]  # one measured rank; None is not drawn as 0
+    assert [t.name for t in fig.data] == ["rank 0"]
+    note = fig.layout.title.subtitle.text
+    assert "5 ranks not measured" in note and "1 run skipped" in note
+    assert fig.layout.yaxis.title.text == "peak memory (MiB)"
+
+
+def test_empty_input_gives_empty_figures():
+    for draw in (plots.throughput, plots.loss, plots.step_times, plots.memory):
+        assert all(len(t.x or []) == 0 for t in draw([]).data)
+
+
+def test_report_is_self_contained_and_escaped(tmp_path, runs):
+    out = report.write_report(runs, tmp_path / "sub" / "report.html", title="a <b> title")
+    html = out.read_text(encoding="utf-8")
+    bundle_head = plotly.offline.get_plotlyjs()[:200]
+    assert html.count(bundle_head) == 1  # plotly.js inlined exactly once
+    assert "<script src=" not in html and 'src="https://cdn.plot.ly' not in html
+    assert html.count("Plotly.newPlot(") == 5
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; boom" in html
+    assert "<script>alert(" not in html
+    assert "a &lt;b&gt; title" in html
+    assert "Test CPU" in html and "box" in html
+    assert "<table" in html and "1.80x" in html and "90%" in html
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.html"]  # no temp left
+
+
+def test_report_without_baseline_still_draws_the_rest(tmp_path):
+    out = report.write_report([make_run("r2", 2, 180.0)], tmp_path / "r.html")
+    html = out.read_text(encoding="utf-8")
+    assert "include a 1-worker run" in html
+    assert html.count(plotly.offline.get_plotlyjs()[:200]) == 1  # moved to the next figure
+    assert html.count("Plotly.newPlot(") == 4
+
+
+def test_report_write_is_atomic(tmp_path, runs, monkeypatch):
+    target = tmp_path / "report.html"
+    target.write_text("old report")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_report(runs, target)
+    assert target.read_text() == "old report"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_plots_import_only_lower_layers():
+    allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records", "parakit.config"}
+    tree = ast.parse(Path(plots.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            assert any(name == a or name.startswith(a + ".") for a in allowed), name
