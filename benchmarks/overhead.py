@@ -51,7 +51,9 @@ def torchrun_command(args: argparse.Namespace) -> list[str]:
 def run_torchrun(args: argparse.Namespace) -> dict[str, Any]:
     done = subprocess.run(torchrun_command(args), capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"torchrun failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        raise RuntimeError(
+            f"torchrun failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

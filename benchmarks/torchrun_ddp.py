@@ -104,12 +104,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--batch-size {args.batch_size} does not divide over {world} ranks")
     threads = max(1, cores() // world)  # parakit's share per engine; overrides torchrun's OMP_NUM_THREADS=1
     torch.set_num_threads(threads)
-    try:
-        mine = train(args, rank, world)
-        ranks: list[dict] = [{}] * world
-        dist.all_gather_object(ranks, mine)  # after the timed loop
-    finally:
-        dist.destroy_process_group()
+    mine = train(args, rank, world)
+    ranks: list[dict] = [{}] * world
+    dist.all_gather_object(ranks, mine)  # after the timed loop
+    # Every rank past the last collective before any tears its connections down; a rank that
+    # closes early can abort the other inside gloo ("terminate called without an active exception").
+    dist.barrier()
+    dist.destroy_process_group()
     if rank == 0:
         summary = summarize(ranks, args)
         summary.update(

@@ -90,13 +90,14 @@ def run_command(args: argparse.Namespace) -> int:
         facts = placement.host_facts()
         gpus = placement.choose_gpus(args.device, args.gpus, facts)
         strategy = Strategy.parse(args.strategy, "strategy")
-        workers = args.workers or (1 if strategy is Strategy.SINGLE else max(len(gpus), 2))
+        workers = args.workers if args.workers is not None else (1 if strategy is Strategy.SINGLE else max(len(gpus), 2))
+        if workers >= 1:
+            placement.check_workers(workers, facts)  # first: a clearer message than the batch's
         config = RunConfig(
             model=args.model, model_options=dict(args.model_option), strategy=strategy, workers=workers,
             steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
             seed=args.seed,
         )
-        placement.check_workers(workers, facts)
     with Session(workers, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir) as session:
         settings = {k: v for k, v in vars(config).items() if k not in ("data", "loss")}
         result = session.run(**settings)

@@ -1,0 +1,66 @@
+"""The parakit command: bad input is one line and exit code 2 with nothing started; a real run
+prints only JSON with --json; the demo prints its table and writes its report."""
+
+import json
+import re
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def parakit(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "parakit.cli", *args], capture_output=True, text=True,
+        cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"},
+    )
+
+
+@pytest.mark.parametrize(
+    "args, fix",
+    [
+        (["--workers", "0"], "workers must be >= 1"),
+        (["--workers", "999"], "use workers <="),
+        (["--workers", "3", "--batch-size", "64"], "use a multiple of 3"),
+        (["--model", "resnet"], "model must be one of mlp, cnn, gpt"),
+        (["--strategy", "fsdpp"], "strategy must be one of single, ddp"),
+        (["--device", "tpu"], "device must be one of auto, cpu, cuda"),
+        (["--device", "cuda"], "use device cpu or auto"),
+        (["--strategy", "single", "--workers", "2"], "use strategy ddp"),
+        (["--workers", "two"], "invalid int value"),
+        (["--model-option", "width"], "expected KEY=INT"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, args, fix):
+    out = parakit("run", *args, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("parakit: error:") and fix in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was started or written
+
+
+def test_run_json_prints_only_the_run_result(tmp_path):
+    out = parakit("run", "--workers", "2", "--model", "mlp", "--steps", "4", "--batch-size", "16",
+                  "--device", "cpu", "--json", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)  # stdout is JSON and nothing else
+    assert result["status"] == "ok" and result["world_size"] == 2 and result["backend"] == "gloo"
+    assert len(result["steps"]) == 4 and result["summary"]["samples_per_s"] > 0
+    saved = list((tmp_path / "runs").glob("*.json"))
+    assert [p.stem for p in saved] == [result["run_id"]]
+
+
+def test_demo_prints_speedup_table_and_writes_report(tmp_path):
+    out = parakit("demo", "--steps", "4", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "speedup" in out.stdout and "samples_per_s" in out.stdout
+    report = tmp_path / "runs" / "demo-report.html"
+    assert f"report: {report}" in out.stdout
+    html = report.read_text()
+    assert "Plotly" in html and not re.search(r"<script[^>]*\ssrc=", html)  # self-contained
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4  # 2 models x 1 and 2 workers
