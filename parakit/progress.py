@@ -19,6 +19,14 @@ def in_notebook() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
 
+def note(text: str, stream=None) -> None:
+    """A one-off status line (e.g. engines starting), where someone is watching."""
+    stream = stream or sys.stderr
+    if in_notebook() or getattr(stream, "isatty", lambda: False)():
+        stream.write(f"[parakit] {text}\n")
+        stream.flush()
+
+
 class ProgressPrinter:
     def __init__(self, config: RunConfig, stream=None):
         self.stream = stream or sys.stderr

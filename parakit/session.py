@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from typing import Any
 
@@ -10,7 +11,7 @@ from parakit.cluster import placement
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.launch import launch
 from parakit.config import Device, RunConfig, Strategy
-from parakit.progress import ProgressPrinter
+from parakit.progress import ProgressPrinter, note
 from parakit.records import OK, RankInfo, RunResult, new_run_id, now_iso, steps_from_ranks, summarize
 from parakit.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_run
 
@@ -52,11 +53,16 @@ class Session:
         self.progress = progress
         self._warned: set[str] = set()
         self._engines = EngineSet(self.gpus)
+        started = time.monotonic()
+        if progress:
+            note(f"starting {workers} engine(s) on {self._device_text()} ...")
         try:
             self._engines.start(workers)
         except BaseException:
             self._engines.close()
             raise
+        if progress:
+            note(f"{workers} engine(s) ready in {time.monotonic() - started:.1f} s")
 
     # -- engines -----------------------------------------------------------------------
     @property
@@ -79,8 +85,10 @@ class Session:
         self.close()
 
     def __repr__(self) -> str:
-        kind = f"{len(self.gpus)} GPU(s)" if self.gpus else "CPU"
-        return f"Session({self.workers} engines on {kind}, runs in {self.runs_dir!s})"
+        return f"Session({self.workers} engines on {self._device_text()}, runs in {self.runs_dir!s})"
+
+    def _device_text(self) -> str:
+        return f"{len(self.gpus)} GPU(s)" if self.gpus else "CPU"
 
     # -- runs --------------------------------------------------------------------------
     def config(self, **settings: Any) -> RunConfig:
