@@ -96,9 +96,10 @@ class Session:
         settings = {k: v for k, v in settings.items() if v is not None}
         strategy = Strategy.parse(settings.get("strategy", Strategy.DDP), "strategy")
         settings.setdefault("workers", 1 if strategy is Strategy.SINGLE else self.workers)
-        config = RunConfig(**settings)
-        placement.check_workers(config.workers, self.facts)
-        return config
+        workers = settings["workers"]
+        if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
+            placement.check_workers(workers, self.facts)  # first: clearer than the batch's message
+        return RunConfig(**settings)
 
     def run(self, model: Any = "mlp", **settings: Any) -> RunResult:
         """Train once on the engines and save the result to the run store.

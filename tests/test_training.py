@@ -127,3 +127,20 @@ def test_an_error_on_one_rank_is_reported_saved_and_the_next_run_works(session):
     after = session.run("mlp", workers=2, steps=3, batch_size=8)
     assert after.ok, after.error
     assert session.workers == 2
+
+
+@pytest.mark.parametrize(
+    "settings, fix",
+    [
+        (dict(workers=3, batch_size=64), "use a multiple of 3"),
+        (dict(strategy="single", workers=2), "use strategy ddp"),
+        (dict(workers=10_000), "use workers <="),
+        (dict(model="resnet"), "model must be one of"),
+    ],
+)
+def test_bad_run_settings_are_refused_before_engines_are_touched(session, settings, fix):
+    before = (session._engines.pids(), session._engines.group, len(read_runs(session.runs_dir)))
+    with pytest.raises(ValueError, match=fix):
+        session.run(**settings)
+    after = (session._engines.pids(), session._engines.group, len(read_runs(session.runs_dir)))
+    assert after == before
