@@ -77,7 +77,8 @@ def launch(
             failed = [r for r, ar in pending.items() if ar.ready() and not ar.successful()]
             if failed:
                 return _stop_others(engines, ids, pending, FAILED)
-            time.sleep(POLL_S)
+            # Wait on a rank still running, so the loop ends as soon as the run does.
+            next(ar for ar in pending.values() if not ar.ready()).wait(POLL_S)
             if on_progress is not None and isinstance(pending[0].data, dict) and pending[0].data:
                 on_progress(dict(pending[0].data))
     except KeyboardInterrupt:
