@@ -4,6 +4,7 @@ linear, top to bottom, one global batch per step, every host-device sync marked.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import cloudpickle
@@ -17,6 +18,8 @@ from parakit.engine.state import STATE
 from parakit.engine.strategies import APPLY, REPLICATED
 from parakit.engine.timing import StepTimer
 from parakit.engine.workloads import build_model
+
+PUBLISH_EVERY_S = 0.2
 
 
 def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -74,6 +77,7 @@ def _train(config: RunConfig) -> dict[str, Any]:
     mem_kind, mem_reason = devices.reset_peak_memory()
     timer = StepTimer(device)
     losses: list[torch.Tensor] = []
+    last_publish = 0.0
     timer.mark()
     for step in range(config.steps):
         inputs, targets = batches.rows(step, config.batch_size, lo, hi)
@@ -84,8 +88,13 @@ def _train(config: RunConfig) -> dict[str, Any]:
         optimizer.step()
         timer.mark()
         losses.append(loss.detach())
-        if rank == 0:
-            # On a CPU .item() is free; on a GPU it would sync every step, so only the count goes.
+        # Progress at most every PUBLISH_EVERY_S (the rate the notebook reads it) and at the end:
+        # each message costs ~2.6 ms of CPU across engine, controller and client, which per step
+        # took ~14% off a small model's throughput on 2 cores.
+        now = time.perf_counter()
+        if rank == 0 and (now - last_publish >= PUBLISH_EVERY_S or step + 1 == config.steps):
+            last_publish = now
+            # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
             value = loss.item() if device.type == "cpu" else None
             _publish({"step": step + 1, "steps": config.steps, "loss": value})
     step_times = timer.step_times_s()  # note: syncs the GPU once
