@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 from parakit.cluster import placement
-from parakit.config import RunConfig, Strategy
+from parakit.config import Hybrid, Precision, RunConfig, Schedule, Strategy
+from parakit.levers import check_cpu_precision, default_workers
 from parakit.store import DEFAULT_RUNS_DIR
 
 
@@ -47,21 +48,61 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="run store folder (default ./parakit-runs)")
 
 
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _plan_entry(text: str) -> tuple[str, str]:
+    name, sep, style = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=colwise|rowwise, got {text!r}")
+    return name.strip(), style.strip()
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The settings of one run; shared by ``parakit run`` and the ``%parakit run`` magic."""
+    p.add_argument("--workers", type=int, default=None, help="ranks (default: 1 for single, else 2 or one per GPU)")
+    p.add_argument("--strategy", default="ddp", help=f"{Strategy.allowed()}")
+    p.add_argument("--model", default="mlp", help="mlp, cnn or gpt")
+    p.add_argument("--model-option", type=_model_option, action="append", default=[],
+                   metavar="KEY=INT", help="size of the built-in model, e.g. --model-option width=256")
+    p.add_argument("--precision", default="fp32", help=f"{Precision.allowed()}")
+    p.add_argument("--compression", default="none", help="none, fp16, bf16, powersgd:R, topk:K, randomk:K")
+    p.add_argument("--no-error-feedback", dest="error_feedback", action="store_false",
+                   help="topk/randomk: drop what compression leaves out instead of carrying it over")
+    p.add_argument("--sync", default="every-step", help="every-step, local-sgd:H or accumulate:K")
+    p.add_argument("--schedule", default="gpipe", help=f"pipeline schedule: {Schedule.allowed()}")
+    p.add_argument("--microbatches", type=int, default=None, help="pipeline micro-batches per step")
+    p.add_argument("--split", type=_str_list, default=None, help="pipeline split points, e.g. layers.2,layers.4")
+    p.add_argument("--tp-plan", type=_plan_entry, action="append", default=None, metavar="NAME=STYLE",
+                   help="tensor-parallel plan entry for your own model, e.g. fc1=colwise")
+    p.add_argument("--hybrid", default="fsdp+tensor", help=f"hybrid layout: {Hybrid.allowed()}")
+    p.add_argument("--mesh", default=None, help="hybrid mesh, outer x inner, e.g. 2x2")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup-steps", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig keyword arguments from parsed run options (workers left to the caller)."""
+    return dict(
+        model=args.model, model_options=dict(args.model_option), strategy=args.strategy,
+        precision=args.precision, compression=args.compression, error_feedback=args.error_feedback,
+        sync=args.sync, schedule=args.schedule, microbatches=args.microbatches, split=args.split,
+        tp_plan=dict(args.tp_plan) if args.tp_plan else None, hybrid=args.hybrid, mesh=args.mesh,
+        steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="parakit", description="See what parallel training does.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="one training run on local engines")
-    run.add_argument("--workers", type=int, default=None, help="ranks (default: 1 for single, else 2 or one per GPU)")
-    run.add_argument("--strategy", default="ddp", help="single or ddp")
-    run.add_argument("--model", default="mlp", help="mlp, cnn or gpt")
-    run.add_argument("--model-option", type=_model_option, action="append", default=[],
-                     metavar="KEY=INT", help="size of the built-in model, e.g. --model-option width=256")
-    run.add_argument("--steps", type=int, default=20)
-    run.add_argument("--warmup-steps", type=int, default=2)
-    run.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    run.add_argument("--lr", type=float, default=1e-3)
-    run.add_argument("--seed", type=int, default=0)
+    add_run_options(run)
     run.add_argument("--json", action="store_true", help="print the RunResult as JSON (only JSON on stdout)")
     _add_engine_options(run)
 
@@ -90,17 +131,15 @@ def run_command(args: argparse.Namespace) -> int:
         facts = placement.host_facts()
         gpus = placement.choose_gpus(args.device, args.gpus, facts)
         strategy = Strategy.parse(args.strategy, "strategy")
-        workers = args.workers if args.workers is not None else (1 if strategy is Strategy.SINGLE else max(len(gpus), 2))
+        workers = args.workers if args.workers is not None else default_workers(strategy, args.mesh, max(len(gpus), 2))
         if workers >= 1:
             placement.check_workers(workers, facts)  # first: a clearer message than the batch's
-        config = RunConfig(
-            model=args.model, model_options=dict(args.model_option), strategy=strategy, workers=workers,
-            steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
-            seed=args.seed,
-        )
+        settings = run_settings(args)
+        config = RunConfig(workers=workers, **settings)
+        if not gpus:
+            check_cpu_precision(config.precision)
     with Session(workers, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir) as session:
-        settings = {k: v for k, v in vars(config).items() if k not in ("data", "loss")}
-        result = session.run(**settings)
+        result = session.run(workers=workers, **settings)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:

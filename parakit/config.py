@@ -1,41 +1,27 @@
-"""What a run is: enums and frozen dataclasses that check themselves.
+"""What a run is: a frozen dataclass that checks itself.
 
 This layer is standard library only, so every mistake in a run's settings is found in the
-notebook's process, before an engine is started or touched.
+notebook's process, before an engine is started or touched. The strategies' and levers' own
+vocabularies live in layouts.py and levers.py; this module checks how they combine.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from parakit.choices import Choice, check_int
+from parakit.layouts import (
+    STAGES_PER_RANK, Hybrid, Schedule, Strategy, built_in_blocks, check_microbatches,
+    check_pipeline, check_tensor, parse_mesh,
+)
+from parakit.levers import Compression, CompressionKind, Precision, Sync, SyncKind
 
-class Choice(str, enum.Enum):
-    """A string enum whose parse error lists the allowed values."""
-
-    @classmethod
-    def parse(cls, value: Any, what: str) -> "Choice":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise ValueError(f"{what} must be one of {allowed} (got {value!r})") from None
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class Strategy(Choice):
-    SINGLE = "single"  # one engine, no process group
-    DDP = "ddp"  # DistributedDataParallel: full replica per rank, gradients all-reduced
-
-
-class Precision(Choice):
-    FP32 = "fp32"
+__all__ = [
+    "Choice", "Compression", "Device", "Hybrid", "MODEL_OPTIONS", "Precision", "RunConfig",
+    "Schedule", "Strategy", "Sync", "Workload",
+]
 
 
 class Device(Choice):
@@ -57,12 +43,20 @@ MODEL_OPTIONS: dict[Workload, dict[str, int]] = {
     Workload.GPT: {"width": 128, "depth": 2, "heads": 4, "seq_len": 64},
 }
 
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer (got {value!r})")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low} (got {value})")
+_ALL_KINDS = set(CompressionKind)
+_CAST_KINDS = {CompressionKind.NONE, CompressionKind.FP16, CompressionKind.BF16}
+# Which gradient compressions each layout can apply: DDP takes communication hooks; FSDP (also
+# inside fsdp+tensor) only a reduce dtype; the others have no gradient all-reduce to compress.
+COMPRESSION_FOR: dict[Any, set[CompressionKind]] = {
+    Strategy.DDP: _ALL_KINDS,
+    Strategy.FSDP: _CAST_KINDS,
+    Hybrid.FSDP_TENSOR: _CAST_KINDS,
+}
+SYNC_FOR: dict[SyncKind, set[Strategy]] = {
+    SyncKind.EVERY_STEP: set(Strategy),
+    SyncKind.LOCAL_SGD: {Strategy.DDP},
+    SyncKind.ACCUMULATE: {Strategy.SINGLE, Strategy.DDP, Strategy.FSDP},
+}
 
 
 def check_model_options(model: Workload, options: Mapping[str, Any]) -> None:
@@ -73,7 +67,7 @@ def check_model_options(model: Workload, options: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"model {model.value} has no option {key!r}; options: {', '.join(allowed)}"
             )
-        _check_int(f"model option {key}", value, 1)
+        check_int(f"model option {key}", value, 1)
     if model is Workload.GPT:
         merged = {**allowed, **options}
         if merged["width"] % merged["heads"]:
@@ -84,7 +78,7 @@ def check_model_options(model: Workload, options: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
-    """One training run: what to train, how, and for how long."""
+    """One training run: what to train, how it is split over ranks, and for how long."""
 
     model: str | Callable[[], Any] = "mlp"
     """A built-in model name (mlp, cnn, gpt) or a zero-argument callable returning an nn.Module."""
@@ -96,11 +90,29 @@ class RunConfig:
     loss: Callable[[Any, Any], Any] | None = None
     """A callable (outputs, targets) -> scalar; cross-entropy when None."""
     strategy: Strategy = Strategy.DDP
-    """How the work is split across workers."""
+    """How the work is split across workers: single, ddp, fsdp, pipeline, tensor or hybrid."""
     workers: int = 1
     """Number of ranks (engines) taking part."""
     precision: Precision = Precision.FP32
-    """Numeric format of the training step."""
+    """Numeric format of the training step: fp32, tf32, fp16, bf16 or bf16-pure."""
+    compression: Compression = field(default_factory=Compression)
+    """Gradient compression: none, fp16, bf16, powersgd:R or topk:K / randomk:K (K a ratio)."""
+    error_feedback: bool = True
+    """Carry what compression dropped into the next step (topk, randomk; PowerSGD always does)."""
+    sync: Sync = field(default_factory=Sync)
+    """every-step, local-sgd:H (average parameters every H steps) or accumulate:K."""
+    schedule: Schedule = Schedule.GPIPE
+    """Pipeline schedule: gpipe, 1f1b or interleaved (two stages per rank)."""
+    microbatches: int | None = None
+    """Pipeline micro-batches per step (default: twice the pipeline ranks)."""
+    split: tuple[str, ...] | None = None
+    """Pipeline split points for a model of your own: names of the modules that begin a stage."""
+    tp_plan: Mapping[str, str] | None = None
+    """Tensor-parallel plan for a model of your own: module name -> colwise or rowwise."""
+    hybrid: Hybrid = Hybrid.FSDP_TENSOR
+    """Layout of strategy hybrid: ddp+tensor, fsdp+tensor or pipeline+ddp."""
+    mesh: tuple[int, int] | str | None = None
+    """Hybrid mesh, outer x inner, e.g. "2x2" (default: workers/2 x 2)."""
     steps: int = 20
     """Optimizer steps to run, warm-up included."""
     warmup_steps: int = 2
@@ -113,11 +125,30 @@ class RunConfig:
     """Seed for weights and data; the same seed gives the same run at any world size."""
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: normalise strings to enums once, here
+        set_ = object.__setattr__  # frozen: normalise user input to enums and values once, here
         set_(self, "strategy", Strategy.parse(self.strategy, "strategy"))
         set_(self, "precision", Precision.parse(self.precision, "precision"))
+        set_(self, "compression", Compression.parse(self.compression))
+        set_(self, "sync", Sync.parse(self.sync))
+        set_(self, "schedule", Schedule.parse(self.schedule, "schedule"))
+        set_(self, "hybrid", Hybrid.parse(self.hybrid, "hybrid"))
+        if isinstance(self.split, str):
+            set_(self, "split", (self.split,))
+        elif self.split is not None:
+            set_(self, "split", tuple(self.split))
+        self._check_model()
+        self._check_numbers()
+        if self.strategy is Strategy.HYBRID:
+            set_(self, "mesh", parse_mesh(self.mesh, self.workers, self.hybrid))
+        elif self.mesh is not None:
+            raise ValueError(f"mesh applies to strategy hybrid only (strategy is {self.strategy})")
+        self._check_layout()
+        self._check_levers()
+
+    # -- checks, in the order a user would want to hear about them ---------------------
+    def _check_model(self) -> None:
         if isinstance(self.model, str):
-            set_(self, "model", Workload.parse(self.model, "model").value)
+            object.__setattr__(self, "model", Workload.parse(self.model, "model").value)
             check_model_options(Workload(self.model), self.model_options)
         elif not callable(self.model):
             raise ValueError(
@@ -129,31 +160,119 @@ class RunConfig:
             raise ValueError("a model of your own needs data=: a callable or a Dataset")
         if self.loss is not None and not callable(self.loss):
             raise ValueError("loss must be a callable (outputs, targets) -> scalar tensor")
-        _check_int("workers", self.workers, 1)
-        _check_int("steps", self.steps, 1)
-        _check_int("warmup_steps", self.warmup_steps, 0)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("seed", self.seed, 0)
+
+    def _check_numbers(self) -> None:
+        check_int("workers", self.workers, 1)
+        check_int("steps", self.steps, 1)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seed", self.seed, 0)
+        if self.microbatches is not None:
+            check_int("microbatches", self.microbatches, 1)
         if self.warmup_steps >= self.steps:
             raise ValueError(
                 f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})"
             )
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise ValueError(f"lr must be a positive number (got {self.lr!r})")
-        if self.strategy is Strategy.SINGLE and self.workers != 1:
+        if not isinstance(self.error_feedback, bool):
+            raise ValueError(f"error_feedback must be True or False (got {self.error_feedback!r})")
+
+    def _check_layout(self) -> None:
+        s = self.strategy
+        if s is Strategy.SINGLE and self.workers != 1:
             raise ValueError(
                 f"strategy single runs on 1 worker (got workers={self.workers}); "
                 "use strategy ddp for more"
             )
-        if self.batch_size % self.workers:
+        dp = self.data_parallel_size
+        if self.batch_size % dp:
             raise ValueError(
-                f"batch_size {self.batch_size} does not divide over {self.workers} workers; "
-                f"use a multiple of {self.workers}"
+                f"batch_size {self.batch_size} does not divide over {dp} data-parallel ranks; "
+                f"use a multiple of {dp}"
             )
+        if self.uses_pipeline:
+            stages = self.pipeline_ranks * STAGES_PER_RANK[self.schedule]
+            blocks = built_in_blocks(self.model, self.options) if isinstance(self.model, str) else None
+            check_pipeline(stages, blocks, self.split, self.model if isinstance(self.model, str) else "")
+            check_microbatches(self.n_microbatches, self.per_rank_batch_size, self.pipeline_ranks, self.schedule)
+        elif self.split is not None:
+            raise ValueError(f"split applies to pipelines only (strategy is {s})")
+        elif self.microbatches is not None:
+            raise ValueError(f"microbatches apply to pipelines only (strategy is {s})")
+        if self.tensor_degree > 1 or s is Strategy.TENSOR:
+            check_tensor(self.model, self.options, self.tensor_degree, self.tp_plan)
+        elif self.tp_plan is not None:
+            raise ValueError(f"tp_plan applies to tensor parallelism only (strategy is {s})")
+
+    def _check_levers(self) -> None:
+        layout = self.hybrid if self.strategy is Strategy.HYBRID else self.strategy
+        kind = self.compression.kind
+        if kind is not CompressionKind.NONE and kind not in COMPRESSION_FOR.get(layout, set()):
+            takes = [str(k) for k, kinds in COMPRESSION_FOR.items() if kind in kinds]
+            raise ValueError(
+                f"compression {self.compression} does not apply to {layout}; it works with "
+                f"{', '.join(takes)} (use compression='none' here)"
+            )
+        if self.sync.kind is not SyncKind.EVERY_STEP and self.strategy not in SYNC_FOR[self.sync.kind]:
+            takes = ", ".join(sorted(str(s) for s in SYNC_FOR[self.sync.kind]))
+            raise ValueError(f"sync {self.sync} applies to {takes}, not {self.strategy}")
+        if self.sync.kind is SyncKind.ACCUMULATE and self.per_rank_batch_size % self.sync.every:
+            raise ValueError(
+                f"accumulate:{self.sync.every} does not divide each rank's batch of "
+                f"{self.per_rank_batch_size}; use a batch_size that is a multiple of {self.sync.every * self.data_parallel_size}"
+            )
+        if self.sync.kind is SyncKind.LOCAL_SGD and kind is not CompressionKind.NONE:
+            raise ValueError("local-sgd averages parameters, not gradients; use compression='none' with it")
+
+    # -- derived sizes ------------------------------------------------------------------
+    @property
+    def options(self) -> dict[str, int]:
+        """A built-in model's options with defaults filled in ({} for a model of your own)."""
+        if not isinstance(self.model, str):
+            return {}
+        return {**MODEL_OPTIONS[Workload(self.model)], **self.model_options}
+
+    @property
+    def uses_pipeline(self) -> bool:
+        return self.strategy is Strategy.PIPELINE or (
+            self.strategy is Strategy.HYBRID and self.hybrid is Hybrid.PIPELINE_DDP
+        )
+
+    @property
+    def data_parallel_size(self) -> int:
+        """Ranks that each take a different slice of the global batch."""
+        if self.strategy in (Strategy.DDP, Strategy.FSDP):
+            return self.workers
+        if self.strategy is Strategy.HYBRID:
+            outer, inner = self.mesh
+            return inner if self.hybrid is Hybrid.PIPELINE_DDP else outer
+        return 1
+
+    @property
+    def tensor_degree(self) -> int:
+        if self.strategy is Strategy.TENSOR:
+            return self.workers
+        if self.strategy is Strategy.HYBRID and self.hybrid is not Hybrid.PIPELINE_DDP:
+            return self.mesh[1]
+        return 1
+
+    @property
+    def pipeline_ranks(self) -> int:
+        if self.strategy is Strategy.PIPELINE:
+            return self.workers
+        if self.strategy is Strategy.HYBRID and self.hybrid is Hybrid.PIPELINE_DDP:
+            return self.mesh[0]
+        return 1
+
+    @property
+    def n_microbatches(self) -> int:
+        return self.microbatches if self.microbatches is not None else 2 * self.pipeline_ranks
 
     @property
     def per_rank_batch_size(self) -> int:
-        return self.batch_size // self.workers
+        """Rows of the global batch each data-parallel rank (or pipeline, or TP group) takes."""
+        return self.batch_size // self.data_parallel_size
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view; callables are named, not serialised."""
@@ -162,7 +281,7 @@ class RunConfig:
                 return obj
             return getattr(obj, "__name__", type(obj).__name__)
 
-        return {
+        described = {
             "model": name(self.model),
             "model_options": dict(self.model_options),
             "data": name(self.data),
@@ -170,9 +289,20 @@ class RunConfig:
             "strategy": self.strategy.value,
             "workers": self.workers,
             "precision": self.precision.value,
+            "compression": str(self.compression),
+            "error_feedback": self.error_feedback,
+            "sync": str(self.sync),
             "steps": self.steps,
             "warmup_steps": self.warmup_steps,
             "batch_size": self.batch_size,
             "lr": self.lr,
             "seed": self.seed,
         }
+        if self.uses_pipeline:
+            described.update(schedule=self.schedule.value, microbatches=self.n_microbatches,
+                             split=list(self.split) if self.split else None)
+        if self.strategy is Strategy.HYBRID:
+            described.update(hybrid=self.hybrid.value, mesh=f"{self.mesh[0]}x{self.mesh[1]}")
+        if self.tp_plan is not None:
+            described["tp_plan"] = dict(self.tp_plan)
+        return described

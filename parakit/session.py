@@ -11,6 +11,7 @@ from parakit.cluster import placement
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.launch import launch
 from parakit.config import Device, RunConfig, Strategy
+from parakit.levers import check_cpu_precision, default_workers
 from parakit.progress import ProgressPrinter, note
 from parakit.records import OK, RankInfo, RunResult, new_run_id, now_iso, steps_from_ranks, summarize
 from parakit.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_run
@@ -95,11 +96,14 @@ class Session:
         """Check run settings and fill in defaults, without touching an engine."""
         settings = {k: v for k, v in settings.items() if v is not None}
         strategy = Strategy.parse(settings.get("strategy", Strategy.DDP), "strategy")
-        settings.setdefault("workers", 1 if strategy is Strategy.SINGLE else self.workers)
+        settings.setdefault("workers", default_workers(strategy, settings.get("mesh"), self.workers))
         workers = settings["workers"]
         if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
             placement.check_workers(workers, self.facts)  # first: clearer than the batch's message
-        return RunConfig(**settings)
+        config = RunConfig(**settings)
+        if not self.gpus:
+            check_cpu_precision(config.precision)
+        return config
 
     def run(self, model: Any = "mlp", **settings: Any) -> RunResult:
         """Train once on the engines and save the result to the run store.
