@@ -57,6 +57,16 @@ class RankInfo:
     peak_mem_kind: str | None = None
     """'cuda_max_allocated' on GPU; 'process_peak_rss' on CPU."""
     params_digest: str | None = None
+    param_bytes: int | None = None
+    """Bytes of parameters this rank holds (its shard, under fsdp and tensor parallelism)."""
+    optimizer_bytes: int | None = None
+    """Bytes of optimizer state this rank holds (AdamW: two moments per local parameter)."""
+    bubble: float | None = None
+    """Pipeline: share of this rank's step spent waiting, median over measured steps."""
+    bubble_ideal: float | None = None
+    """Pipeline: the schedule's ideal bubble, (p-1)/(v*m+p-1)."""
+    stages: list[int] | None = None
+    """Pipeline: the stage indices this rank held."""
 
 
 @dataclass
@@ -131,6 +141,7 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
     losses = [s.loss for s in steps if s.loss is not None]
     peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
     digests = [r.params_digest for r in ranks if r.params_digest]
+    bubbles = [r.bubble for r in ranks if r.bubble is not None]
     return {
         "step_time_s": step_time,
         # At the median step, so one slow step on a noisy machine does not move it.
@@ -141,4 +152,14 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
         "peak_mem_bytes": max(peaks) if peaks else None,
         # Bit-identical replicas at the end; None where ranks do not each hold a full replica.
         "params_in_sync": len(set(digests)) == 1 if digests and len(digests) == len(ranks) else None,
+        # The largest rank's share: what decides whether a model fits.
+        "param_bytes": _largest(r.param_bytes for r in ranks),
+        "optimizer_bytes": _largest(r.optimizer_bytes for r in ranks),
+        "bubble": statistics.mean(bubbles) if bubbles else None,
+        "bubble_ideal": next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
     }
+
+
+def _largest(values) -> int | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None

@@ -4,6 +4,7 @@ linear, top to bottom, one global batch per step, every host-device sync marked.
 from __future__ import annotations
 
 import hashlib
+import statistics
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from parakit.config import RunConfig, Strategy
 from parakit.engine import devices, process_group
 from parakit.engine.batches import make_batches, to_device
 from parakit.engine.state import STATE
-from parakit.engine.strategies import APPLY, REPLICATED
+from parakit.engine.strategies import APPLY, Context
 from parakit.engine.timing import StepTimer
 from parakit.engine.workloads import build_model
 
@@ -61,33 +62,54 @@ def train(payload: bytes) -> dict[str, Any]:
         raise
 
 
+def local_bytes(tensors) -> int:
+    """Bytes this rank holds of these tensors: the local shard of a DTensor, all of a tensor."""
+    total = 0
+    for t in tensors:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        total += t.numel() * t.element_size()
+    return total
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    return local_bytes(v for state in optimizer.state.values() for v in state.values()
+                       if isinstance(v, torch.Tensor))
+
+
 def _train(config: RunConfig) -> dict[str, Any]:
     single = config.strategy is Strategy.SINGLE
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()
-    lo, hi = rank * config.per_rank_batch_size, (rank + 1) * config.per_rank_batch_size
+    loss_fn = config.loss or cross_entropy
 
     # The same seed on every rank gives the same initial weights without a broadcast.
     torch.manual_seed(config.seed)
     model = build_model(config.model, dict(config.model_options)) if isinstance(config.model, str) else config.model()
-    model = APPLY[config.strategy](model.to(device), device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    loss_fn = config.loss or cross_entropy
-    batches = make_batches(config, rank, world)
+    # Which rows a rank reads depends on the layout, so a pipeline, which traces the model
+    # with real inputs, gets the first step's rows before its own data source exists.
+    sample = None
+    if config.uses_pipeline:
+        first = make_batches(config, 0, config.data_parallel_size)
+        sample = first.rows(0, config.batch_size, 0, config.per_rank_batch_size)[0]
+    ctx = Context(config, device, rank, world, loss_fn, sample_inputs=sample)
+    parallel = APPLY[config.strategy](model.to(device), ctx)
+    optimizer = torch.optim.AdamW(parallel.parameters(), lr=config.lr)
+    batches = make_batches(config, parallel.data_rank, parallel.data_size)
+    per = config.per_rank_batch_size
+    lo, hi = parallel.data_rank * per, (parallel.data_rank + 1) * per
     mem_kind, mem_reason = devices.reset_peak_memory()
     timer = StepTimer(device)
-    losses: list[torch.Tensor] = []
+    losses: list[torch.Tensor | None] = []
     last_publish = 0.0
     timer.mark()
     for step in range(config.steps):
         inputs, targets = batches.rows(step, config.batch_size, lo, hi)
         inputs, targets = to_device(inputs, device), to_device(targets, device)
-        loss = loss_fn(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # ddp: the gradient all-reduce runs here, bucket by bucket
+        loss = parallel.forward_backward(inputs, targets)
         optimizer.step()
         timer.mark()
-        losses.append(loss.detach())
+        losses.append(None if loss is None else loss.detach())
         # Progress at most every PUBLISH_EVERY_S (the rate the notebook reads it) and at the end:
         # each message costs ~2.6 ms of CPU across engine, controller and client, which per step
         # took ~14% off a small model's throughput on 2 cores.
@@ -95,15 +117,34 @@ def _train(config: RunConfig) -> dict[str, Any]:
         if rank == 0 and (now - last_publish >= PUBLISH_EVERY_S or step + 1 == config.steps):
             last_publish = now
             # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
-            value = loss.item() if device.type == "cpu" else None
+            value = loss.item() if loss is not None and device.type == "cpu" else None
             _publish({"step": step + 1, "steps": config.steps, "loss": value})
     step_times = timer.step_times_s()  # note: syncs the GPU once
-    return {
+    result = {
         "rank": rank,
-        "losses": torch.stack(losses).float().cpu().tolist(),  # note: one device-to-host copy
+        # note: one device-to-host copy; None where this rank computes no loss (early stages)
+        "losses": [None if l is None else l.float().item() for l in losses],
         "step_time_s": step_times,
         "peak_mem_bytes": devices.peak_memory_bytes(mem_kind),
         "peak_mem_kind": mem_kind,
         "peak_mem_reason": mem_reason,
-        "params_digest": params_digest(model) if config.strategy in REPLICATED else None,
+        "param_bytes": local_bytes(parallel.parameters()),
+        "optimizer_bytes": optimizer_state_bytes(optimizer),
+        "params_digest": params_digest(parallel.modules[0]) if parallel.replicated else None,
+    }
+    result.update(pipeline_figures(parallel.stats(), step_times, config.warmup_steps))
+    return result
+
+
+def pipeline_figures(stats: dict[str, Any], step_times: list[float], warmup: int) -> dict[str, Any]:
+    """A pipeline rank's bubble: the share of each step it spent not computing (waiting for a
+    neighbour), median over the measured steps, beside the schedule's ideal (p-1)/(v*m+p-1)."""
+    busy = stats.get("pipeline_busy_s")
+    if not busy:
+        return {}
+    idle = [1 - b / t for b, t in zip(busy[warmup:], step_times[warmup:]) if t > 0]
+    return {
+        "bubble": statistics.median(idle) if idle else None,
+        "bubble_ideal": stats["bubble_ideal"],
+        "stages": stats["stages"],
     }

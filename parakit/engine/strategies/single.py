@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
 
-def apply_single(model: nn.Module, device: torch.device) -> nn.Module:
-    return model
+
+def apply_single(model: nn.Module, ctx: Context) -> Parallel:
+    return Parallel([model], plain_forward_backward(model, ctx.loss_fn), replicated=True)

@@ -1,0 +1,67 @@
+"""What every strategy is given (Context) and what it hands back to the training loop (Parallel)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from parakit.config import RunConfig
+
+
+@dataclass
+class Context:
+    config: RunConfig
+    device: torch.device
+    rank: int
+    world_size: int
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+    sample_inputs: Any = None
+    """This rank's inputs of the first step: a pipeline traces the model with a slice of them."""
+
+
+@dataclass
+class Parallel:
+    """A model laid out over the ranks, ready for the loop: ``zero_grad``, ``forward_backward``,
+    ``optimizer.step()``."""
+
+    modules: list[nn.Module]
+    """What this rank holds and its optimizer updates (a pipeline rank: its stages only)."""
+    forward_backward: Callable[[Any, Any], torch.Tensor | None]
+    """(inputs, targets) -> this rank's loss, gradients ready; None where no loss is computed
+    here (pipeline stages before the last)."""
+    data_rank: int = 0
+    """Which slice of the global batch this rank reads..."""
+    data_size: int = 1
+    """...out of this many (the data-parallel degree)."""
+    replicated: bool = False
+    """Every rank holds the full model, so ranks must end bit-identical."""
+    stats: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    """Strategy-specific figures for the run record (e.g. a pipeline's bubble)."""
+
+    def parameters(self):
+        for module in self.modules:
+            yield from module.parameters()
+
+
+def plain_forward_backward(model: nn.Module, loss_fn) -> Callable[[Any, Any], torch.Tensor]:
+    def forward_backward(inputs, targets):
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()  # ddp/fsdp: gradient communication runs in here, bucket by bucket
+        return loss
+
+    return forward_backward
+
+
+def repeated_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's first top-level list of repeated blocks (a ModuleList, or a Sequential whose
+    children are all one class), or []: the units FSDP shards one by one."""
+    for child in model.children():
+        if isinstance(child, nn.ModuleList) and len(child):
+            return list(child)
+        if isinstance(child, nn.Sequential) and len(child) > 1 and len({type(c) for c in child}) == 1:
+            return list(child)
+    return []

@@ -1,0 +1,145 @@
+"""Every strategy trains the same model to the same losses as single, on the same engines.
+
+Same seed, same global batch, fp32, 20 steps on CPU engines with gloo: the loss curves of
+ddp, fsdp, pipeline (each schedule), tensor and the 2-D hybrids must equal single's within
+1e-4 relative. They differ only in the order floating-point sums are taken (sharded matmuls,
+all-reduce), which moves losses by about 1e-7 here.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import parakit
+
+STEPS = 20
+GPT = dict(model="gpt", model_options={"depth": 4, "width": 64, "heads": 4, "seq_len": 32},
+           steps=STEPS, batch_size=16, seed=7)
+REL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    with parakit.Session(workers=4, device="cpu", runs_dir=runs, progress=False) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def single_gpt(four):
+    r = four.run(strategy="single", **GPT)
+    assert r.ok, r.error
+    assert r.steps[-1].loss < r.steps[0].loss  # it trains
+    return r
+
+
+def mismatches(run, reference, rel=REL):
+    assert run.ok, run.error
+    assert len(run.steps) == len(reference.steps) == STEPS
+    return [(s.step, s.loss, t.loss) for s, t in zip(run.steps, reference.steps)
+            if abs(s.loss - t.loss) > rel * abs(t.loss)]
+
+
+LAYOUTS = [
+    dict(strategy="ddp", workers=2),
+    dict(strategy="fsdp", workers=2),
+    dict(strategy="tensor", workers=2),
+    dict(strategy="pipeline", workers=2, schedule="gpipe"),
+    dict(strategy="pipeline", workers=2, schedule="1f1b"),
+    dict(strategy="pipeline", workers=2, schedule="interleaved"),
+    dict(strategy="hybrid", workers=4, hybrid="fsdp+tensor", mesh="2x2"),
+    dict(strategy="hybrid", workers=4, hybrid="ddp+tensor", mesh="2x2"),
+    dict(strategy="hybrid", workers=4, hybrid="pipeline+ddp", mesh="2x2"),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: "-".join(str(v) for v in d.values()))
+def test_every_strategy_matches_single(four, single_gpt, layout):
+    run = four.run(**GPT, **layout)
+    assert mismatches(run, single_gpt) == []
+    assert run.world_size == layout["workers"]
+    assert all(r.param_bytes and r.optimizer_bytes for r in run.ranks)
+
+
+def test_fsdp_holds_at_most_0_6_of_ddp_state_per_rank(four):
+    gpt = dict(model="gpt", steps=4, batch_size=8, workers=2)
+    ddp = four.run(strategy="ddp", **gpt)
+    fsdp = four.run(strategy="fsdp", **gpt)
+    assert ddp.ok and fsdp.ok, (ddp.error, fsdp.error)
+    state = lambda r: r.summary["param_bytes"] + r.summary["optimizer_bytes"]
+    n_params = sum(p.numel() for p in _gpt_params())
+    assert ddp.summary["param_bytes"] == 4 * n_params  # a full fp32 replica on each rank
+    assert ddp.summary["optimizer_bytes"] >= 2 * 4 * n_params  # AdamW's two moments
+    assert state(fsdp) <= 0.6 * state(ddp)
+    assert ddp.summary["params_in_sync"] is True and fsdp.summary["params_in_sync"] is None
+
+
+def _gpt_params():
+    from parakit.engine.workloads import build_model
+
+    return build_model("gpt", {}).parameters()
+
+
+def test_pipeline_reports_its_bubble_beside_the_ideal(four):
+    run = four.run(strategy="pipeline", workers=2, model="mlp", steps=6, batch_size=32, microbatches=4)
+    assert run.ok, run.error
+    assert [r.stages for r in run.ranks] == [[0], [1]]
+    assert run.summary["bubble_ideal"] == pytest.approx(1 / 5)  # (p-1)/(m+p-1), p=2, m=4
+    assert all(0 < r.bubble < 1 for r in run.ranks)
+    assert run.config["microbatches"] == 4 and run.config["schedule"] == "gpipe"
+    # Only the last stage computes the loss, and it is still the whole batch's loss.
+    assert all(s.loss is not None for s in run.steps)
+
+
+def test_strategies_follow_each_other_on_the_same_engines(four):
+    pids = four._engines.pids()
+    order = ["ddp", "pipeline", "tensor", "fsdp", "ddp"]
+    runs = [four.run(strategy=s, workers=2, model="mlp", steps=3, batch_size=16) for s in order]
+    assert [r.status for r in runs] == ["ok"] * len(order), [r.error for r in runs]
+    assert four._engines.pids() == pids
+
+
+class Stack(nn.Module):
+    """A user's model: its blocks in a Sequential named `layers`."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        self.layers = nn.Sequential(*(nn.Sequential(nn.Linear(32, 32), nn.Tanh()) for _ in range(4)))
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.out(self.layers(self.inp(x)))
+
+
+def stack_data(step, n):
+    g = torch.Generator().manual_seed(step)
+    x = torch.randn(n, 8, generator=g)
+    return x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+
+
+def test_a_users_model_in_pipeline_and_fsdp_matches_single(four):
+    own = dict(model=Stack, data=stack_data, steps=STEPS, batch_size=16, seed=3)
+    single = four.run(strategy="single", **own)
+    pipe = four.run(strategy="pipeline", workers=2, split=["layers.2"], **own)
+    fsdp = four.run(strategy="fsdp", workers=2, **own)
+    assert single.ok, single.error
+    assert mismatches(pipe, single) == [] and mismatches(fsdp, single) == []
+    bad = four.run(strategy="pipeline", workers=2, split=["layers.9"], **own)
+    assert bad.status == "failed" and "split names modules the model does not have: layers.9" in bad.error
+
+
+def test_tensor_parallel_takes_a_users_plan(four):
+    own = dict(model=Stack, data=stack_data, steps=5, batch_size=16, seed=3)
+    single = four.run(strategy="single", **own)
+    plan = {"layers.0.0": "colwise", "layers.1.0": "rowwise"}
+    tp = four.run(strategy="tensor", workers=2, tp_plan=plan, **own)
+    assert mismatches_n(tp, single) == []
+    full = 32 * 32 + 32
+    # Each rank holds half of the two planned layers (the row-wise bias stays whole).
+    assert single.ranks[0].param_bytes - tp.ranks[0].param_bytes == 4 * (full // 2 + 32 * 16)
+
+
+def mismatches_n(run, reference):
+    assert run.ok, run.error
+    return [(s.loss, t.loss) for s, t in zip(run.steps, reference.steps) if abs(s.loss - t.loss) > REL * abs(t.loss)]
