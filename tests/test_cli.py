@@ -31,6 +31,12 @@ def parakit(*args, cwd=None, timeout=300):
         (["--workers", "two"], "invalid int value"),
         (["--model-option", "width"], "expected KEY=INT"),
         (["--bogus"], "unrecognized arguments"),
+        (["--strategy", "tensor", "--model", "cnn"], "no plan for cnn"),
+        (["--strategy", "hybrid", "--workers", "4", "--mesh", "2x3"], "has 6 ranks but workers=4"),
+        (["--strategy", "pipeline", "--model", "gpt", "--workers", "2", "--microbatches", "5"], "micro-batches do not divide"),
+        (["--precision", "fp16", "--device", "cpu"], "fp16 with loss scaling needs a GPU"),
+        (["--compression", "topk:2"], "ratio must be in (0, 1]"),
+        (["--strategy", "pipeline", "--compression", "powersgd:4"], "does not apply to pipeline"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, args, fix):
