@@ -222,6 +222,11 @@ class RunConfig:
                 f"accumulate:{self.sync.every} does not divide each rank's batch of "
                 f"{self.per_rank_batch_size}; use a batch_size that is a multiple of {self.sync.every * self.data_parallel_size}"
             )
+        if self.precision is Precision.FP16 and self.uses_pipeline:
+            raise ValueError(
+                "fp16 needs loss scaling, which parakit does not do across pipeline stages; "
+                "use bf16 (no scaling needed) with pipelines"
+            )
         if self.sync.kind is SyncKind.LOCAL_SGD and kind is not CompressionKind.NONE:
             raise ValueError("local-sgd averages parameters, not gradients; use compression='none' with it")
 

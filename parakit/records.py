@@ -37,6 +37,11 @@ class StepRecord:
     """The slowest rank's time: a synchronous step is only done when every rank is."""
     rank_step_time_s: list[float]
     warmup: bool
+    rank_comm_bytes: list[int] | None = None
+    """Bytes each rank handed to gradient-synchronisation collectives in this step (counted in
+    DDP's communication hooks); None where they are not counted."""
+    rank_uncompressed_bytes: list[int] | None = None
+    """Bytes of the gradient buckets: what plain fp32 all-reduce would have sent."""
 
 
 @dataclass
@@ -122,6 +127,7 @@ def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> l
     for i in range(n):
         losses = [r["losses"][i] for r in rank_results if r["losses"][i] is not None]
         times = [r["step_time_s"][i] for r in rank_results]
+        counted = all(r.get("comm_bytes") for r in rank_results)
         steps.append(
             StepRecord(
                 step=i,
@@ -129,6 +135,8 @@ def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> l
                 step_time_s=max(times),
                 rank_step_time_s=times,
                 warmup=i < warmup_steps,
+                rank_comm_bytes=[r["comm_bytes"][i] for r in rank_results] if counted else None,
+                rank_uncompressed_bytes=[r["uncompressed_bytes"][i] for r in rank_results] if counted else None,
             )
         )
     return steps
@@ -156,6 +164,7 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
         "param_bytes": _largest(r.param_bytes for r in ranks),
         "optimizer_bytes": _largest(r.optimizer_bytes for r in ranks),
         "bubble": statistics.mean(bubbles) if bubbles else None,
+        **wire_summary(measured),
         "bubble_ideal": next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
     }
 
@@ -163,3 +172,19 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
 def _largest(values) -> int | None:
     known = [v for v in values if v is not None]
     return max(known) if known else None
+
+
+def wire_summary(measured: list[StepRecord]) -> dict[str, Any]:
+    """Bytes the largest sender gave to gradient collectives per step (mean over measured
+    steps), beside the plain fp32 all-reduce bytes of the same buckets."""
+    sent = [max(s.rank_comm_bytes) for s in measured if s.rank_comm_bytes]
+    full = [max(s.rank_uncompressed_bytes) for s in measured if s.rank_uncompressed_bytes]
+    if not sent:
+        return {"comm_bytes_per_step": None, "uncompressed_bytes_per_step": None, "compression_ratio": None}
+    comm, plain = statistics.mean(sent), statistics.mean(full)
+    return {
+        "comm_bytes_per_step": comm,
+        "uncompressed_bytes_per_step": plain,
+        # None, not infinity, when nothing was sent at the median step (local SGD between averages)
+        "compression_ratio": plain / comm if comm else None,
+    }

@@ -3,6 +3,7 @@ linear, top to bottom, one global batch per step, every host-device sync marked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import statistics
 import time
@@ -13,8 +14,9 @@ import torch
 from torch.nn import functional as F
 
 from parakit.config import RunConfig, Strategy
-from parakit.engine import devices, process_group
-from parakit.engine.batches import make_batches, to_device
+from parakit.levers import SyncKind
+from parakit.engine import devices, precision, process_group
+from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.state import STATE
 from parakit.engine.strategies import APPLY, Context
 from parakit.engine.timing import StepTimer
@@ -81,35 +83,54 @@ def _train(config: RunConfig) -> dict[str, Any]:
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()
     loss_fn = config.loss or cross_entropy
+    math_flags = precision.set_math_flags(config.precision, device)  # explicit, and recorded
+    scaler = precision.grad_scaler(config.precision, device)
 
     # The same seed on every rank gives the same initial weights without a broadcast.
     torch.manual_seed(config.seed)
     model = build_model(config.model, dict(config.model_options)) if isinstance(config.model, str) else config.model()
+    model = precision.cast_model(model.to(device), config.precision)
     # Which rows a rank reads depends on the layout, so a pipeline, which traces the model
     # with real inputs, gets the first step's rows before its own data source exists.
     sample = None
     if config.uses_pipeline:
         first = make_batches(config, 0, config.data_parallel_size)
         sample = first.rows(0, config.batch_size, 0, config.per_rank_batch_size)[0]
-    ctx = Context(config, device, rank, world, loss_fn, sample_inputs=sample)
-    parallel = APPLY[config.strategy](model.to(device), ctx)
+    ctx = Context(config, device, rank, world, loss_fn, sample_inputs=sample,
+                  scale_loss=scaler.scale if scaler else (lambda loss: loss))
+    parallel = APPLY[config.strategy](model, ctx)
     optimizer = torch.optim.AdamW(parallel.parameters(), lr=config.lr)
     batches = make_batches(config, parallel.data_rank, parallel.data_size)
     per = config.per_rank_batch_size
     lo, hi = parallel.data_rank * per, (parallel.data_rank + 1) * per
+    micro_steps = config.sync.every if config.sync.kind is SyncKind.ACCUMULATE else 1
     mem_kind, mem_reason = devices.reset_peak_memory()
     timer = StepTimer(device)
     losses: list[torch.Tensor | None] = []
+    comm_bytes: list[int] = []
+    uncompressed_bytes: list[int] = []
     last_publish = 0.0
     timer.mark()
     for step in range(config.steps):
         inputs, targets = batches.rows(step, config.batch_size, lo, hi)
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         optimizer.zero_grad(set_to_none=True)
-        loss = parallel.forward_backward(inputs, targets)
-        optimizer.step()
+        with precision.autocast(config.precision, device):
+            loss = forward_backward(parallel, inputs, targets, micro_steps, per)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+            agree_on_overflow(scaler, optimizer, world)
+            scaler.step(optimizer)  # skipped, on every rank alike, when a gradient overflowed
+            scaler.update()
+        else:
+            optimizer.step()
+        parallel.after_step()
         timer.mark()
         losses.append(None if loss is None else loss.detach())
+        if parallel.wire is not None:
+            sent = parallel.wire.take_step()  # plain ints counted in the hooks: no device sync
+            comm_bytes.append(sent.comm_bytes)
+            uncompressed_bytes.append(sent.uncompressed_bytes)
         # Progress at most every PUBLISH_EVERY_S (the rate the notebook reads it) and at the end:
         # each message costs ~2.6 ms of CPU across engine, controller and client, which per step
         # took ~14% off a small model's throughput on 2 cores.
@@ -131,9 +152,41 @@ def _train(config: RunConfig) -> dict[str, Any]:
         "param_bytes": local_bytes(parallel.parameters()),
         "optimizer_bytes": optimizer_state_bytes(optimizer),
         "params_digest": params_digest(parallel.modules[0]) if parallel.replicated else None,
+        "math_flags": math_flags,
+        "comm_bytes": comm_bytes or None,
+        "uncompressed_bytes": uncompressed_bytes or None,
     }
     result.update(pipeline_figures(parallel.stats(), step_times, config.warmup_steps))
     return result
+
+
+def forward_backward(parallel, inputs, targets, micro_steps: int, rows: int):
+    """One step's forward and backward: in one go, or accumulated over equal micro-steps with
+    gradient synchronisation only in the last one (DDP's no_sync, FSDP2's equivalent)."""
+    if micro_steps == 1:
+        return parallel.forward_backward(inputs, targets)
+    size = rows // micro_steps  # RunConfig checked that it divides
+    total = 0.0
+    for i in range(micro_steps):
+        x, y = slice_rows(inputs, i * size, (i + 1) * size), slice_rows(targets, i * size, (i + 1) * size)
+        sync = contextlib.nullcontext() if i == micro_steps - 1 else parallel.no_sync()
+        with sync:
+            total = total + parallel.forward_backward(x, y, weight=1 / micro_steps).detach()
+    return total / micro_steps
+
+
+def agree_on_overflow(scaler, optimizer, world: int) -> None:
+    """Make every rank skip the step when any rank saw inf/nan in its gradients. Under DDP all
+    ranks hold the same gradients, but sharded layouts (fsdp, tensor) each check only their
+    own shard, and ranks that disagreed would step apart. Reads GradScaler's per-optimizer
+    record (private): torch has no public hook for this yet."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    state = scaler._per_optimizer_states[id(optimizer)]
+    for found in state["found_inf_per_device"].values():
+        dist.all_reduce(found, op=dist.ReduceOp.MAX)
 
 
 def pipeline_figures(stats: dict[str, Any], step_times: list[float], warmup: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ class Context:
     loss_fn: Callable[[Any, Any], torch.Tensor]
     sample_inputs: Any = None
     """This rank's inputs of the first step: a pipeline traces the model with a slice of them."""
+    scale_loss: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss
+    """What backward starts from: fp16's GradScaler scales the loss; identity otherwise."""
 
 
 @dataclass
@@ -41,16 +44,24 @@ class Parallel:
     """Every rank holds the full model, so ranks must end bit-identical."""
     stats: Callable[[], dict[str, Any]] = field(default=lambda: {})
     """Strategy-specific figures for the run record (e.g. a pipeline's bubble)."""
+    wire: Any = None
+    """A WireCounter of the bytes gradient synchronisation sends, where it is counted (ddp)."""
+    after_step: Callable[[], None] = lambda: None
+    """Run after each optimizer step (local SGD's periodic parameter average)."""
+    no_sync: Callable[[], Any] = contextlib.nullcontext
+    """A context in which backward accumulates gradients without synchronising them."""
 
     def parameters(self):
         for module in self.modules:
             yield from module.parameters()
 
 
-def plain_forward_backward(model: nn.Module, loss_fn) -> Callable[[Any, Any], torch.Tensor]:
-    def forward_backward(inputs, targets):
-        loss = loss_fn(model(inputs), targets)
-        loss.backward()  # ddp/fsdp: gradient communication runs in here, bucket by bucket
+def plain_forward_backward(model: nn.Module, ctx: Context) -> Callable[..., torch.Tensor]:
+    def forward_backward(inputs, targets, weight: float = 1.0):
+        loss = ctx.loss_fn(model(inputs), targets)
+        # weight < 1 when a step accumulates over micro-steps: their mean is the batch's loss.
+        # ddp/fsdp: gradient communication runs inside backward, bucket by bucket.
+        ctx.scale_loss(loss * weight if weight != 1.0 else loss).backward()
         return loss
 
     return forward_backward

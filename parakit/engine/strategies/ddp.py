@@ -1,12 +1,17 @@
 """DistributedDataParallel: a full replica on every rank, gradients all-reduced in buckets
-during backward, so communication overlaps with the rest of backward."""
+during backward, so communication overlaps with the rest of backward. Every bucket goes
+through a communication hook that compresses it (or not) and counts the bytes it sends;
+under local SGD the hook skips the all-reduce and parameters are averaged every H steps."""
 
 from __future__ import annotations
 
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from parakit.engine import compression
+from parakit.engine.local_sgd import LocalSGD
 from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
+from parakit.levers import SyncKind
 
 
 def wrap_ddp(model: nn.Module, ctx: Context, process_group=None) -> DistributedDataParallel:
@@ -17,8 +22,20 @@ def wrap_ddp(model: nn.Module, ctx: Context, process_group=None) -> DistributedD
 
 
 def apply_ddp(model: nn.Module, ctx: Context) -> Parallel:
+    config = ctx.config
     ddp = wrap_ddp(model, ctx)
-    return Parallel(
-        [ddp], plain_forward_backward(ddp, ctx.loss_fn),
-        data_rank=ctx.rank, data_size=ctx.world_size, replicated=True,
+    parallel = Parallel(
+        [ddp], plain_forward_backward(ddp, ctx),
+        data_rank=ctx.rank, data_size=ctx.world_size, replicated=True, no_sync=ddp.no_sync,
     )
+    if config.sync.kind is SyncKind.LOCAL_SGD:
+        local = LocalSGD(ddp, config.sync.every)
+        parallel.wire = local.counter
+        parallel.after_step = lambda: local.after_step(ddp.parameters())
+        # Between averages the replicas differ by design; they are equal right after one.
+        parallel.replicated = config.steps % config.sync.every == 0
+    else:
+        parallel.wire = compression.register(
+            ddp, config.compression, error_feedback=config.error_feedback, seed=config.seed
+        )
+    return parallel

@@ -4,24 +4,41 @@ a rank keeps (and steps the optimizer on) only its shard."""
 
 from __future__ import annotations
 
+import contextlib
+
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
+from parakit.engine.precision import fsdp_mixed_precision
 from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward, repeated_blocks
 
 
-def shard(model: nn.Module, mesh=None) -> nn.Module:
+def shard(model: nn.Module, ctx: Context, mesh=None) -> nn.Module:
     """Shard each repeated block on its own (so only one block is gathered at a time), then the
     rest of the model (embeddings, head) as the root unit. A model without a block list is one
     unit: correct, just with no overlap between gathering and compute."""
+    # Precision as FSDP does it: parameters gathered in the compute dtype, gradients reduced in
+    # fp32 or in the dtype compression asks for.
+    policy = fsdp_mixed_precision(ctx.config.precision, ctx.config.compression)
+    options = {"mesh": mesh} if policy is None else {"mesh": mesh, "mp_policy": policy}
     for block in repeated_blocks(model):
-        fully_shard(block, mesh=mesh)
-    return fully_shard(model, mesh=mesh)
+        fully_shard(block, **options)
+    return fully_shard(model, **options)
 
 
 def apply_fsdp(model: nn.Module, ctx: Context) -> Parallel:
-    sharded = shard(model)
+    sharded = shard(model, ctx)
     return Parallel(
-        [sharded], plain_forward_backward(sharded, ctx.loss_fn),
-        data_rank=ctx.rank, data_size=ctx.world_size,
+        [sharded], plain_forward_backward(sharded, ctx),
+        data_rank=ctx.rank, data_size=ctx.world_size, no_sync=lambda: skip_gradient_sync(sharded),
     )
+
+
+@contextlib.contextmanager
+def skip_gradient_sync(model):
+    """FSDP2's no_sync: keep unsharded gradients and reduce-scatter only on the last micro-step."""
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)

@@ -26,9 +26,9 @@ def _mesh(ctx: Context, names: tuple[str, str]):
 
 def fsdp_tensor(model: nn.Module, ctx: Context) -> Parallel:
     mesh = _mesh(ctx, ("data", "tensor"))
-    model = shard(parallelize(model, ctx, mesh["tensor"]), mesh=mesh["data"])
+    model = shard(parallelize(model, ctx, mesh["tensor"]), ctx, mesh=mesh["data"])
     data = mesh["data"]
-    return Parallel([model], plain_forward_backward(model, ctx.loss_fn),
+    return Parallel([model], plain_forward_backward(model, ctx),
                     data_rank=data.get_local_rank(), data_size=data.size())
 
 
@@ -50,7 +50,7 @@ def ddp_tensor(model: nn.Module, ctx: Context) -> Parallel:
     mesh = _mesh(ctx, ("data", "tensor"))
     model = parallelize(model, ctx, mesh["tensor"])
     data = mesh["data"]
-    inner = plain_forward_backward(model, ctx.loss_fn)
+    inner = plain_forward_backward(model, ctx)
     params = list(model.parameters())
 
     def forward_backward(inputs, targets):

@@ -8,4 +8,4 @@ from parakit.engine.strategies.base import Context, Parallel, plain_forward_back
 
 
 def apply_single(model: nn.Module, ctx: Context) -> Parallel:
-    return Parallel([model], plain_forward_backward(model, ctx.loss_fn), replicated=True)
+    return Parallel([model], plain_forward_backward(model, ctx), replicated=True)

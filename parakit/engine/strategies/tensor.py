@@ -53,4 +53,4 @@ def apply_tensor(model: nn.Module, ctx: Context) -> Parallel:
     mesh = init_device_mesh(ctx.device.type, (ctx.world_size,), mesh_dim_names=("tensor",))
     model = parallelize(model, ctx, mesh)
     # Every rank reads the whole batch: tensor parallelism splits the model, not the data.
-    return Parallel([model], plain_forward_backward(model, ctx.loss_fn))
+    return Parallel([model], plain_forward_backward(model, ctx))
