@@ -17,6 +17,13 @@ from parakit.records import OK, RankInfo, RunResult, new_run_id, now_iso, steps_
 from parakit.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_run
 
 
+def unmeasured_wire(config: RunConfig) -> str:
+    if config.strategy is Strategy.SINGLE:
+        return "a single worker sends nothing"
+    return (f"bytes are counted in DDP's communication hooks; {config.strategy}'s collectives "
+            "(all-gather, reduce-scatter, send/recv) are not counted yet")
+
+
 class Session:
     """Local ipyparallel engines pinned to devices, reused by every run.
 
@@ -110,8 +117,9 @@ class Session:
 
         Args:
             model: "mlp", "cnn", "gpt" or a zero-argument callable returning an nn.Module.
-            **settings: any RunConfig field: strategy, workers, steps, batch_size, data, loss,
-                model_options, lr, seed, warmup_steps.
+            **settings: any RunConfig field: strategy, workers, precision, compression,
+                error_feedback, sync, schedule, microbatches, split, tp_plan, hybrid, mesh, steps,
+                batch_size, data, loss, model_options, lr, seed, warmup_steps.
 
         Returns:
             The RunResult (also saved as JSON in ``runs_dir``). A failed or interrupted run is
@@ -154,6 +162,9 @@ class Session:
                 gpu_index=engine["gpu_index"], threads=engine["threads"],
                 peak_mem_bytes=measured.get("peak_mem_bytes"), peak_mem_kind=measured.get("peak_mem_kind"),
                 params_digest=measured.get("params_digest"),
+                param_bytes=measured.get("param_bytes"), optimizer_bytes=measured.get("optimizer_bytes"),
+                bubble=measured.get("bubble"), bubble_ideal=measured.get("bubble_ideal"),
+                stages=measured.get("stages"),
             ))
         result = RunResult(
             run_id=new_run_id(), status=outcome.status, config=config.describe(),
@@ -166,6 +177,9 @@ class Session:
             reason = outcome.rank_results[0].get("peak_mem_reason")
             if result.summary["peak_mem_bytes"] is None and reason:
                 result.unmeasured["peak_mem_bytes"] = reason
+            result.summary["math_flags"] = outcome.rank_results[0].get("math_flags")
+            if result.summary["comm_bytes_per_step"] is None:
+                result.unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
         return result
 
     def _restart_engines(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import sysconfig
 import time
@@ -56,9 +57,14 @@ def pack(config: RunConfig) -> bytes:
             cloudpickle.unregister_pickle_by_value(module)
 
 
+ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def describe_error(rank: int, engine_id: int, exc: BaseException) -> str:
     if isinstance(exc, ipp_error.RemoteError):
-        return f"rank {rank} (engine {engine_id}): {exc.ename}: {exc.evalue}\n{exc.traceback or ''}".rstrip()
+        # Engine tracebacks come coloured for a terminal; a saved run and a notebook want text.
+        text = f"rank {rank} (engine {engine_id}): {exc.ename}: {exc.evalue}\n{exc.traceback or ''}"
+        return ANSI_COLOURS.sub("", text).rstrip()
     return f"rank {rank} (engine {engine_id}): {type(exc).__name__}: {exc}"
 
 
