@@ -51,9 +51,7 @@ class Compression:
     def parse(cls, value: Any) -> "Compression":
         if isinstance(value, cls):
             return value
-        text = "none" if value is None else str(value).strip().lower()
-        name, _, arg = text.partition(":")
-        kind = CompressionKind.parse(name, "compression")
+        kind, arg, text = _kind_and_value(value, CompressionKind, "compression")
         if kind is CompressionKind.POWERSGD:
             rank = cls.DEFAULT_RANK if not arg else _number(arg, int, "powersgd rank", "powersgd:4")
             check_int("powersgd rank", rank, 1)
@@ -93,9 +91,7 @@ class Sync:
     def parse(cls, value: Any) -> "Sync":
         if isinstance(value, cls):
             return value
-        text = "every-step" if value is None else str(value).strip().lower()
-        name, _, arg = text.partition(":")
-        kind = SyncKind.parse(name, "sync")
+        kind, arg, text = _kind_and_value(value, SyncKind, "sync")
         if kind is SyncKind.EVERY_STEP:
             if arg:
                 raise ValueError(f"sync every-step takes no value (got {text!r})")
@@ -109,6 +105,13 @@ class Sync:
 
     def __str__(self) -> str:
         return self.kind.value if self.kind is SyncKind.EVERY_STEP else f"{self.kind}:{self.every}"
+
+
+def _kind_and_value(value: Any, kinds: type[Choice], what: str) -> tuple[Any, str, str]:
+    """``"kind:value"`` -> (kind, value text, whole text); None means the first kind listed."""
+    text = next(iter(kinds)).value if value is None else str(value).strip().lower()
+    name, _, arg = text.partition(":")
+    return kinds.parse(name, what), arg, text
 
 
 def _number(text: str, kind: type, what: str, example: str):
