@@ -11,6 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    "Panel": "parakit.panel",
     "RunConfig": "parakit.config",
     "RunResult": "parakit.records",
     "Session": "parakit.session",
@@ -27,3 +28,10 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(list(globals()) + __all__)
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext parakit``: registers the ``%parakit`` line and cell magics."""
+    from parakit.magics import load_ipython_extension as load
+
+    load(ipython)

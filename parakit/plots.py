@@ -261,3 +261,13 @@ def memory(results: list[RunResult]) -> go.Figure:
              f"{_count(unmeasured, 'rank')} not measured, omitted" if unmeasured else "",
              f"kind: {', '.join(kinds)}" if kinds else ""]
     return _finish(fig, "Peak memory per rank", "run", "peak memory (MiB)", notes)
+
+
+# What ``%parakit plot KIND`` can draw: a new figure is one more line here.
+PLOTS: dict[str, Callable[[list[RunResult]], go.Figure]] = {
+    "speedup": speedup,
+    "loss": loss,
+    "memory": memory,
+    "throughput": throughput,
+    "step_times": step_times,
+}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from parakit.cluster import placement
 from parakit.cluster.engines import EngineSet
-from parakit.cluster.launch import launch
+from parakit.cluster.launch import launch, run_code
 from parakit.config import Device, RunConfig, Strategy
 from parakit.levers import check_cpu_precision, default_workers
 from parakit.progress import ProgressPrinter, note
@@ -60,6 +64,9 @@ class Session:
         self.runs_dir = runs_dir
         self.progress = progress
         self._warned: set[str] = set()
+        self._stop = threading.Event()  # set by stop(), from another thread, to end a run
+        self._state_lock = threading.Lock()
+        self._running = False
         self._engines = EngineSet(self.gpus)
         started = time.monotonic()
         if progress:
@@ -112,7 +119,13 @@ class Session:
             check_cpu_precision(config.precision)
         return config
 
-    def run(self, model: Any = "mlp", **settings: Any) -> RunResult:
+    def run(
+        self,
+        model: Any = "mlp",
+        *,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        **settings: Any,
+    ) -> RunResult:
         """Train once on the engines and save the result to the run store.
 
         Args:
@@ -120,20 +133,31 @@ class Session:
             **settings: any RunConfig field: strategy, workers, precision, compression,
                 error_feedback, sync, schedule, microbatches, split, tp_plan, hybrid, mesh, steps,
                 batch_size, data, loss, model_options, lr, seed, warmup_steps.
+            on_progress: called (in the calling thread, a few times a second) with rank 0's
+                progress, a dict with step, steps and loss (None where reading it would sync a
+                GPU), instead of the printed progress line.
 
         Returns:
             The RunResult (also saved as JSON in ``runs_dir``). A failed or interrupted run is
             returned and saved too, with its status and error; the engines stay usable.
+
+        Raises:
+            ValueError: If the settings do not fit together (no engine is touched then).
+            RuntimeError: If another run or cell is going on this session (from another thread).
         """
         config = self.config(model=model, **settings)
+        with self._one_at_a_time():
+            return self._launch_run(config, on_progress)
+
+    def _launch_run(self, config: RunConfig, on_progress) -> RunResult:
         self._engines.grow(config.workers)
         backend, warning = None, None
         if config.strategy is not Strategy.SINGLE:
             backend, warning = self._engines.ensure_group(config.workers)
             self._warn_once(warning)
         started = now_iso()
-        printer = ProgressPrinter(config) if self.progress else None
-        outcome = launch(self._engines, config, printer)
+        printer = ProgressPrinter(config) if self.progress and on_progress is None else None
+        outcome = launch(self._engines, config, on_progress or printer, stop=self._stop)
         if printer:
             printer.done(outcome.status)
         result = self._result(config, backend, outcome, started)
@@ -150,6 +174,94 @@ class Session:
     def runs(self):
         """The run store as a pandas DataFrame."""
         return runs_frame(read_runs(self.runs_dir))
+
+    def stop(self) -> bool:
+        """Stop the run going on this session, from another thread (a panel's Stop button).
+
+        Every rank is interrupted within a few seconds; the run is saved as ``stopped`` and the
+        engines stay usable. Safe to call from any thread, and when nothing runs.
+
+        Returns:
+            True if a run (or cell) was going and has been asked to stop.
+        """
+        with self._state_lock:
+            if self._running:
+                self._stop.set()
+            return self._running
+
+    @property
+    def busy(self) -> bool:
+        """True while a run or a cell is going on these engines (in any thread)."""
+        return self._running
+
+    def execute(self, code: str, workers: int | None = None) -> list[dict[str, Any]]:
+        """Run Python code on the first ``workers`` engines (default: all), each in its own
+        namespace, with the process group formed and ``rank``, ``world_size`` and ``device``
+        defined there. Names the code defines stay on the engines for the next call.
+
+        Example:
+            >>> out = s.execute("import torch.distributed as dist; print(rank, dist.get_world_size())")
+            >>> [r["stdout"] for r in out]
+            ['0 2\n', '1 2\n']
+
+        Args:
+            code: the code, as in a notebook cell.
+            workers: how many engines take part (ranks 0..workers-1); more are started if needed.
+
+        Returns:
+            One dict per rank: rank, engine_id, stdout, stderr, result (the text of the last
+            expression's value, or None) and error (the rank's exception, or None). When a rank
+            fails while others wait for it, the others are interrupted after a few seconds.
+        """
+        world = self.workers if workers is None else workers
+        if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+            raise ValueError(f"workers must be an integer >= 1 (got {world!r})")
+        placement.check_workers(world, self.facts)
+        with self._one_at_a_time():
+            self._engines.grow(world)
+            _, warning = self._engines.ensure_group(world)
+            self._warn_once(warning)
+            outcome = run_code(self._engines, code, world)
+        if outcome.status != OK:
+            self._engines.group = None  # a rank may have left mid-collective: form it afresh
+            if outcome.engines_unusable:
+                self._restart_engines()
+        return outcome.rank_results
+
+    def status(self) -> list[dict[str, Any]]:
+        """One dict per engine: rank (its position), engine id, pid, alive, device, device name,
+        threads, whether it is in the process group and its backend, and memory (resident and
+        peak resident bytes of the process, read from /proc; None where that cannot be read).
+        Asks no engine anything, so it answers during a run too."""
+        world, backend = self._engines.group or (0, None)
+        rows = []
+        for position, e in enumerate(self._engines.engines):
+            rss, peak = _process_memory(e["pid"])
+            rows.append({
+                "rank": position, "engine_id": e["engine_id"], "pid": e["pid"],
+                "alive": rss is not None or _alive(e["pid"]), "device": e["device"],
+                "device_name": e["device_name"], "threads": e.get("threads"),
+                "in_group": position < world, "backend": backend if position < world else None,
+                "rss_bytes": rss, "peak_rss_bytes": peak,
+            })
+        return rows
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self) -> Iterator[None]:
+        """One run or cell at a time: the engines (and the client) are shared by every thread."""
+        with self._state_lock:
+            if self._running:
+                raise RuntimeError(
+                    "a run is already going on this session (a panel's?); wait for it to end, "
+                    "or stop it with session.stop()"
+                )
+            self._running = True
+            self._stop.clear()
+        try:
+            yield
+        finally:
+            with self._state_lock:
+                self._running = False
 
     # -- helpers -----------------------------------------------------------------------
     def _result(self, config: RunConfig, backend, outcome, started: str) -> RunResult:
@@ -192,3 +304,53 @@ class Session:
         if message and message not in self._warned:
             self._warned.add(message)
             warnings.warn(f"parakit: {message}", stacklevel=3)
+
+
+@dataclass(frozen=True)
+class _Host:
+    """What ``Session.config`` reads of a session, for one not started yet."""
+
+    facts: placement.HostFacts
+    gpus: list
+    workers: int
+
+
+def check_settings(
+    *, device: str = "auto", gpus: list[int] | None = None, engines: int | None = None, **settings: Any
+) -> RunConfig:
+    """``Session.config`` before a session exists: check run settings against this machine
+    without starting an engine (the magics check a first ``%parakit run`` this way).
+
+    Args:
+        device, gpus: as ``Session`` takes them.
+        engines: the engines the session would start (default as ``Session``: one per GPU, else 2).
+        **settings: RunConfig fields.
+
+    Raises:
+        ValueError: naming what does not fit.
+    """
+    facts = placement.host_facts()
+    chosen = placement.choose_gpus(Device.parse(device, "device"), gpus, facts)
+    host = _Host(facts, chosen, engines or len(chosen) or 2)
+    return Session.config(host, **settings)  # the same checks, on a stand-in for the session
+
+
+def _process_memory(pid: int) -> tuple[int | None, int | None]:
+    """(resident, peak resident) bytes of a local process, from /proc; (None, None) elsewhere."""
+    found = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    found[line[:5]] = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None, None
+    return found.get("VmRSS"), found.get("VmHWM")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

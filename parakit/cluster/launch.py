@@ -5,16 +5,20 @@ from __future__ import annotations
 import re
 import sys
 import sysconfig
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+import torch
 from ipyparallel import error as ipp_error
 
 from parakit.cluster.engines import EngineSet
 from parakit.config import RunConfig
+from parakit.engine import process_group
 from parakit.engine.train import train
 from parakit.records import FAILED, OK, STOPPED
 
@@ -72,14 +76,22 @@ def launch(
     engines: EngineSet,
     config: RunConfig,
     on_progress: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Outcome:
     """Run ``config`` on the first ``config.workers`` engines; one AsyncResult per rank, so a
-    failure on one rank is seen while the others still run."""
+    failure on one rank is seen while the others still run. Setting ``stop`` (from another
+    thread) stops every rank within a poll and a few seconds, as Ctrl-C does."""
+    if stop is not None and stop.is_set():
+        return Outcome(STOPPED, error="stopped on request before it started")
     payload = pack(config)
     ids = engines.ids(config.workers)
-    pending = {rank: engines.client[e].apply_async(train, payload) for rank, e in enumerate(ids)}
+    token = uuid.uuid4().hex
+    pending = {rank: engines.client[e].apply_async(train, payload, token)
+               for rank, e in enumerate(ids)}
     try:
         while not all(ar.ready() for ar in pending.values()):
+            if stop is not None and stop.is_set():
+                return _stop_on_request(engines, ids, pending)
             failed = [r for r, ar in pending.items() if ar.ready() and not ar.successful()]
             if failed:
                 return _stop_others(engines, ids, pending, FAILED)
@@ -115,11 +127,103 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str)
     stuck = [rank for rank, ar in pending.items() if not ar.ready()]
     if stuck:
         errors.append(f"ranks {stuck} did not stop within {STOP_GRACE_S:.0f} s; their engines are restarted")
+    # A stop that every rank honoured after the same step (see engine.stopping) leaves each
+    # rank's measurements of the steps it made: they are kept, not thrown away.
+    kept = []
+    if status == STOPPED and all(ar.ready() and ar.successful() for ar in pending.values()):
+        kept = [pending[r].get(0) for r in sorted(pending)]
     if status == STOPPED and not errors:
-        errors.append("interrupted by the user")
-    return Outcome(status, error="\n".join(errors) or None, engines_unusable=bool(stuck))
+        steps = len(kept[0]["step_time_s"]) if kept else 0
+        errors.append(f"interrupted by the user after {steps} steps" if kept else "interrupted by the user")
+    return Outcome(status, kept, error="\n".join(errors) or None, engines_unusable=bool(stuck))
 
 
 def _is_interrupt(e: BaseException) -> bool:
     return isinstance(e, ipp_error.RemoteError) and e.ename == "KeyboardInterrupt"
 
+
+def _stop_on_request(engines: EngineSet, ids: list[int], pending: dict) -> Outcome:
+    """Stop asked for from another thread (``Session.stop``, a panel's Stop button).
+
+    An engine ignores SIGINT while it is idle, so a task that has not started yet would run
+    on regardless: such tasks are aborted first, then the running ones are interrupted.
+    """
+    progress = pending[0].data if isinstance(pending[0].data, dict) else {}
+    waiting = [ar for ar in pending.values() if not ar.ready()]
+    if waiting:
+        engines.client.abort(waiting, targets=ids, block=True)
+    outcome = _stop_others(engines, ids, pending, STOPPED)
+    where = f" (last progress seen: step {progress['step']} of {progress['steps']})" if progress.get("step") else ""
+    # What the ranks raised is the stop itself: an interrupt, an aborted task, or a collective
+    # cut short by a peer that stopped first. Only ranks that did not stop are news.
+    kept = outcome.rank_results
+    errors = [f"stopped on request after {len(kept[0]['step_time_s'])} steps" if kept else f"stopped on request{where}"]
+    if outcome.engines_unusable:
+        errors.append(outcome.error.splitlines()[-1])  # which ranks did not stop
+    outcome.error = "\n".join(errors)
+    return outcome
+
+
+# -- code from a notebook cell --------------------------------------------------------------
+CODE_GRACE_S = 5.0  # after one rank fails, how long the others get before they are interrupted
+
+
+def run_code(engines: EngineSet, code: str, world: int) -> Outcome:
+    """Run a cell's code on the first ``world`` engines, each in its own namespace with
+    ``rank``, ``world_size`` and ``device`` defined (the process group is the caller's).
+
+    Returns:
+        An Outcome whose ``rank_results`` hold, per rank: rank, engine_id, stdout, stderr,
+        result (the text of the last expression's value, or None) and error (a RemoteError or
+        None). A rank that fails leaves the process group at once, so ranks waiting for it in
+        a collective fail too instead of waiting out the group's timeout; any still running
+        CODE_GRACE_S later are interrupted. Status is then FAILED, and the group must be formed
+        afresh.
+    """
+    ids = engines.ids(world)
+    for rank, info in enumerate(engines.engines[:world]):
+        names = {"rank": rank, "world_size": world, "device": torch.device(info["device"])}
+        engines.client[info["engine_id"]].push(names, block=False)
+    pending = {rank: engines.client[e].execute(code, silent=False, block=False) for rank, e in enumerate(ids)}
+    status, failed_at, left = OK, None, set()
+    try:
+        while not all(ar.ready() for ar in pending.values()):
+            for rank, ar in pending.items():
+                if rank not in left and ar.ready() and not ar.successful():
+                    left.add(rank)
+                    engines.client[ids[rank]].apply_async(process_group.leave, True)
+                    failed_at = failed_at or time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > CODE_GRACE_S:
+                status = FAILED
+                break
+            next(ar for ar in pending.values() if not ar.ready()).wait(POLL_S)
+    except KeyboardInterrupt:
+        status = STOPPED
+    stuck = []
+    if status != OK:
+        outcome = _stop_others(engines, ids, pending, status)
+        stuck = [rank for rank, ar in pending.items() if not ar.ready()]
+    ranks = [_cell_output(rank, ids[rank], pending[rank]) for rank in sorted(pending)]
+    if status == OK and any(r["error"] is not None for r in ranks):
+        status = FAILED
+    error = outcome.error if stuck else None
+    return Outcome(status, ranks, error=error, engines_unusable=bool(stuck))
+
+
+def _cell_output(rank: int, engine_id: int, ar) -> dict[str, Any]:
+    out = {"rank": rank, "engine_id": engine_id, "stdout": "", "stderr": "", "result": None, "error": None}
+    if not ar.ready():
+        out["error"] = RuntimeError("did not stop")
+        return out
+    try:
+        ar.wait_for_output(timeout=2)  # streams can trail the reply by a moment
+    except Exception:  # noqa: BLE001 - output is best effort; the reply itself has arrived
+        pass
+    out["stdout"], out["stderr"] = ar.stdout or "", ar.stderr or ""
+    try:
+        reply = ar.get(0)
+        value = (reply.execute_result or {}).get("data", {}).get("text/plain")
+        out["result"] = value
+    except Exception as e:  # noqa: BLE001 - the rank's own error, shown under its rank
+        out["error"] = e
+    return out

@@ -18,6 +18,7 @@ from parakit.levers import SyncKind
 from parakit.engine import devices, precision, process_group
 from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.state import STATE
+from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies import APPLY, Context
 from parakit.engine.timing import StepTimer
 from parakit.engine.workloads import build_model
@@ -47,15 +48,19 @@ def _publish(progress: dict[str, Any]) -> None:
         pass
 
 
-def train(payload: bytes) -> dict[str, Any]:
+def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
     """Run one training run on this engine and return this rank's measurements.
 
     Args:
         payload: a cloudpickled RunConfig (callables defined in a notebook travel inside it).
+        stop_token: unique per launch. Given, a SIGINT during training ends the run on every
+            rank after the same step, and the steps made so far are returned with
+            ``stopped_early`` set (see ``stopping``); without it, SIGINT raises as usual.
     """
     config: RunConfig = cloudpickle.loads(payload)
     try:
-        return _train(config)
+        with StopRequest(stop_token) as stop:
+            return _train(config, stop)
     except BaseException:
         # Leaving the group closes this rank's connections, so peers blocked in a collective
         # with it fail at once instead of waiting out the group's timeout.
@@ -78,7 +83,7 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
                        if isinstance(v, torch.Tensor))
 
 
-def _train(config: RunConfig) -> dict[str, Any]:
+def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
     single = config.strategy is Strategy.SINGLE
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()
@@ -140,9 +145,12 @@ def _train(config: RunConfig) -> dict[str, Any]:
             # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
             value = loss.item() if loss is not None and device.type == "cpu" else None
             _publish({"step": step + 1, "steps": config.steps, "loss": value})
+        if stop.should_stop(step + 1):
+            break
     step_times = timer.step_times_s()  # note: syncs the GPU once
     result = {
         "rank": rank,
+        "stopped_early": len(losses) < config.steps,
         # note: one device-to-host copy; None where this rank computes no loss (early stages)
         "losses": [None if l is None else l.float().item() for l in losses],
         "step_time_s": step_times,

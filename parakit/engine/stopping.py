@@ -1,0 +1,68 @@
+"""Stopping a run on request (a panel's Stop button, Ctrl-C in the notebook) so that every
+rank ends after the same step and the steps made so far are kept.
+
+A KeyboardInterrupt raised wherever SIGINT lands can stop one rank mid-step while a peer is
+inside backward, waiting for its gradients; DDP's reducer then waits forever (seen with
+py-spy: ``Reducer::finalize_backward`` in a condition wait), which only a restart of the
+engines undoes. So during training the signal only marks the stop; the loop asks
+``StopRequest.should_stop`` after each optimizer step, and the ranks agree on the step to end
+after through the process group's store (the first proposal wins). Before the first step
+there is nothing to keep, and the signal raises at once.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import TracebackType
+
+STOP_MARGIN_STEPS = 2  # a stop ends every rank this many steps after the first to see it
+
+
+class StopRequest:
+    """Installs the SIGINT handler for one run (a context manager) and answers, after each step,
+    whether this rank should end the run now.
+
+    Args:
+        token: unique per launch; names this run's agreement in the (reused) store.
+    """
+
+    def __init__(self, token: str | None):
+        self.key = f"parakit/stop-after/{token}"
+        self.enabled = token is not None
+        self.steps_done = 0
+        self.requested = False
+        self.stop_after: int | None = None
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value, tb: TracebackType | None) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_interrupt(self, signum, frame) -> None:
+        if self.steps_done == 0:
+            raise KeyboardInterrupt  # still setting up: no step to finish, nothing to keep
+        self.requested = True
+
+    def should_stop(self, steps_done: int) -> bool:
+        """Call after each step, with the number of steps done so far."""
+        self.steps_done = steps_done
+        if not self.requested:
+            return False
+        if self.stop_after is None:
+            self.stop_after = self._agree(steps_done + STOP_MARGIN_STEPS)
+        return steps_done >= self.stop_after
+
+    def _agree(self, proposal: int) -> int:
+        """Ranks run within a step of each other, and every rank is signalled at once, so a
+        stop a margin ahead of the first rank to see it is ahead of every rank."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return proposal  # one rank, no group: nobody to agree with
+        store = dist.distributed_c10d._get_default_store()  # private: torch has no public getter
+        return int(store.compare_set(self.key, "", str(proposal)))

@@ -1,0 +1,261 @@
+"""The %parakit magics, driven through a real IPython shell with 2 CPU engines: bad input is
+one line naming the fix and touches no engine; runs, sweeps, plots, the store and the cell
+magic do what they say."""
+
+import contextlib
+import io
+import os
+import time
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from parakit import magics
+from parakit.plots import PLOTS
+from parakit.store import read_runs
+
+SMALL = "--model mlp --steps 3 --batch-size 8"
+
+
+@pytest.fixture(scope="module")
+def shell():
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "parakit")
+    return ip
+
+
+@pytest.fixture(scope="module")
+def started(shell, tmp_path_factory):
+    """The module's engines, started by a bare ``%parakit`` (defaults) in a fresh folder, so
+    the default run store lands there. Yields (magics, what starting printed)."""
+    folder = tmp_path_factory.mktemp("notebook")
+    before = os.getcwd()
+    os.chdir(folder)
+    m = shell.magics_manager.registry["ParakitMagics"]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            status = shell.run_line_magic("parakit", "")
+        yield m, printed.getvalue(), status
+    finally:
+        if m.session is not None:
+            m.session.close()
+            m.session = None
+        os.chdir(before)
+
+
+def parakit(shell, line):
+    return shell.run_line_magic("parakit", line)
+
+
+# -- bad input -------------------------------------------------------------------------------
+@pytest.mark.parametrize("line, says", [
+    ("nosuch", "use one of: start, status, stop, restart, run, sweep, panel, plot, runs"),
+    ("run --steps x", "invalid int value: 'x' (see: %parakit run -h)"),
+    ("run --strategy tensor --model cnn", "tensor parallelism has no plan for cnn; use gpt or mlp"),
+    ("run --cpu --precision fp16", "fp16 with loss scaling needs a GPU; on CPU use bf16 or fp32"),
+    ("run --cpu --workers 1000", "use workers <="),
+    ("sweep --cpu --workers 1,2 --strategy single,ddp",
+     "1 of 4 combinations do not fit, e.g. model=mlp strategy=single precision=fp32 "
+     "compression=none workers=2: strategy single runs on 1 worker"),
+    ("sweep --workers 1,x", "expected a comma-separated list of int"),
+    ("start -n 0", "-n must be >= 1"),
+    ("start --cpu --gpus 0", "drop one of them"),
+    ("plot nosuch", "available: " + ", ".join(PLOTS)),
+    ("plot loss --last 2 --runs a", "not allowed with argument --last"),
+])
+def test_bad_input_is_one_line_with_the_fix_and_starts_nothing(shell, tmp_path, line, says):
+    fresh = magics.ParakitMagics(shell)  # no engines yet: a mistake must not start them
+    fresh._runs_dir = tmp_path
+    with pytest.raises(UsageError) as caught:
+        fresh.parakit(line)
+    message = str(caught.value)
+    assert says in message
+    assert "\n" not in message
+    assert fresh.session is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cell_options_are_checked_before_engines_start(shell):
+    fresh = magics.ParakitMagics(shell)
+    with pytest.raises(UsageError, match="-n must be >= 1"):
+        fresh.parakit("-n 0", "print(rank)")
+    assert fresh.session is None
+
+
+# -- engines ---------------------------------------------------------------------------------
+def test_bare_parakit_starts_default_engines_and_says_so(started):
+    m, printed, status = started
+    assert "no engines yet: starting them with the defaults" in printed
+    assert m.session.workers == 2 and not m.session.gpus  # the default on a machine without GPUs
+    assert list(status["rank"]) == [0, 1]
+    assert list(status["device"]) == ["cpu", "cpu"]
+    assert status["alive"].all()
+    assert (status["rss_mib"] > 10).all()  # an engine with torch imported holds more than that
+    for pid in status["pid"]:
+        os.kill(int(pid), 0)  # the process exists
+
+
+def test_start_again_and_engine_changes_point_to_restart(started, shell, capsys):
+    m, _, _ = started
+    pids = m.session._engines.pids()
+    parakit(shell, "start")
+    assert "engines already running: 2 engine(s) on CPU" in capsys.readouterr().out
+    with pytest.raises(UsageError, match=r"to change them: %parakit restart -n 3$"):
+        parakit(shell, "start -n 3")
+    with pytest.raises(UsageError, match="drop one of them"):
+        parakit(shell, "restart --cpu --gpus 0")  # checked before the engines are stopped
+    assert m.session._engines.pids() == pids
+
+
+# -- runs ------------------------------------------------------------------------------------
+def test_run_takes_the_cli_flags_and_saves_the_run(started, shell):
+    m, _, _ = started
+    result = parakit(shell, f"run --strategy ddp --workers 2 {SMALL} --seed 1 --lr 0.01")
+    assert result.ok, result.error
+    assert result.world_size == 2 and result.backend == "gloo"
+    assert (result.config["steps"], result.config["batch_size"], result.config["seed"]) == (3, 8, 1)
+    assert result.config["lr"] == 0.01
+    assert len(result.steps) == 3
+    assert result.run_id in {r.run_id for r in read_runs(m.session.runs_dir)}
+
+
+def test_run_while_another_goes_is_refused_and_stop_ends_it(started, shell):
+    import threading
+
+    m, _, _ = started
+    session = m.session
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.setdefault(
+        "result", session.run("mlp", workers=2, steps=10**6, batch_size=8)))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not session.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    with pytest.raises(UsageError, match="a run is going on these engines"):
+        parakit(shell, f"run {SMALL}")
+    asked = time.monotonic()
+    assert session.stop() is True
+    worker.join(15)
+    assert time.monotonic() - asked < 5
+    assert outcome["result"].status == "stopped"
+    assert outcome["result"].error.startswith("stopped on request")
+    assert session.stop() is False  # nothing runs now
+
+
+def test_sweep_checks_all_then_runs_the_product_and_shows_table_and_plots(started, shell, monkeypatch, capsys):
+    m, _, _ = started
+    shown = []
+    monkeypatch.setattr(magics, "display", shown.append)
+    before = {r.run_id for r in read_runs(m.session.runs_dir)}
+    parakit(shell, f"sweep --workers 1,2 --strategy ddp {SMALL}")
+    out = capsys.readouterr().out
+    assert "sweep 1/2: model=mlp strategy=ddp precision=fp32 compression=none workers=1" in out
+    assert "sweep 2/2" in out
+    new = [r for r in read_runs(m.session.runs_dir) if r.run_id not in before]
+    assert sorted(r.world_size for r in new) == [1, 2] and all(r.ok for r in new)
+    table, speedup, loss = shown
+    assert isinstance(table, pd.DataFrame)
+    assert list(table["workers"]) == [1, 2] and list(table["status"]) == ["ok", "ok"]
+    one, two = (next(r for r in new if r.world_size == n) for n in (1, 2))
+    assert table["speedup"][0] == 1.0
+    assert table["speedup"][1] == pytest.approx(two.summary["samples_per_s"] / one.summary["samples_per_s"])
+    assert {t.name for t in speedup.data} >= {"ideal (linear)", "ddp · mlp"}
+    assert sorted(t.customdata[0][0] for t in loss.data) == sorted(r.run_id for r in new)
+
+
+# -- the store -------------------------------------------------------------------------------
+def test_runs_and_plots_read_the_store(started, shell):
+    m, _, _ = started
+    stored = read_runs(m.session.runs_dir)
+    frame = parakit(shell, "runs")
+    assert list(frame["run_id"]) == [r.run_id for r in stored]
+    assert list(parakit(shell, "runs --last 1")["run_id"]) == [stored[-1].run_id]
+
+    figure = parakit(shell, "plot loss --last 2")
+    assert isinstance(figure, go.Figure)
+    assert [t.customdata[0][0] for t in figure.data] == [r.run_id for r in stored[-2:]]
+    ok = [r for r in stored if r.ok]
+    one = next(r for r in ok if r.world_size == 1)
+    two = next(r for r in ok if r.world_size == 2)
+    figure = parakit(shell, f"plot speedup --runs {one.run_id},{two.run_id[-6:]}")  # the end of an id will do
+    drawn = next(t for t in figure.data if t.name != "ideal (linear)")
+    assert list(drawn.x) == [1, 2]
+    step_times = parakit(shell, f"plot step-times --runs {two.run_id}")
+    assert list(step_times.data[0].y) == pytest.approx([s.step_time_s * 1e3 for s in two.steps])
+    with pytest.raises(UsageError, match="no 1-worker baseline"):
+        parakit(shell, f"plot speedup --runs {two.run_id}")
+    with pytest.raises(UsageError, match="no run 'nosuch' in .*; see the ids with %parakit runs"):
+        parakit(shell, "plot memory --runs nosuch")
+
+
+# -- the cell magic --------------------------------------------------------------------------
+ALL_REDUCE = """
+import torch, torch.distributed as dist
+t = torch.ones(1, device=device) * (rank + 1)
+dist.all_reduce(t)
+print(rank, world_size, device, t.item())
+t.item()
+"""
+
+
+def test_cell_runs_on_every_rank_with_the_group_ready(started, shell, capsys):
+    shell.run_cell_magic("parakit", "", ALL_REDUCE)
+    assert capsys.readouterr().out == (
+        "[rank 0]\n0 2 cpu 3.0\nOut[rank 0]: 3.0\n"
+        "[rank 1]\n1 2 cpu 3.0\nOut[rank 1]: 3.0\n"
+    )
+    shell.run_cell_magic("parakit", "", "print(rank, t.item())")  # names stay on the engines
+    assert capsys.readouterr().out == "[rank 0]\n0 3.0\n[rank 1]\n1 3.0\n"
+    shell.run_cell_magic("parakit", "-n 1", ALL_REDUCE)
+    assert capsys.readouterr().out == "[rank 0]\n0 1 cpu 1.0\nOut[rank 0]: 1.0\n"
+
+
+def test_a_failing_rank_is_shown_under_its_rank_and_engines_stay_usable(started, shell, capsys):
+    m, _, _ = started
+    pids = m.session._engines.pids()
+    cell = ("import torch, torch.distributed as dist\nprint('before', rank)\n"
+            "if rank == 1:\n    raise ValueError('boom')\ndist.all_reduce(torch.ones(1))\n")
+    began = time.monotonic()
+    with pytest.raises(magics.RankErrors) as caught:
+        shell.run_cell_magic("parakit", "", cell)
+    # rank 0, left waiting in the all-reduce, fails at once rather than at the group's timeout
+    assert time.monotonic() - began < 5
+    assert capsys.readouterr().out == "[rank 0]\nbefore 0\n[rank 1]\nbefore 1\n"
+    rendered = "\n".join(caught.value._render_traceback_())
+    assert "[rank 1] ValueError: boom" in rendered
+    shell.run_cell_magic("parakit", "", "print(dist.get_world_size())")
+    assert capsys.readouterr().out == "[rank 0]\n2\n[rank 1]\n2\n"
+    assert m.session._engines.pids() == pids
+
+
+# -- last: stopping ------------------------------------------------------------------------
+def test_stop_closes_panels_and_engines_and_the_store_stays_readable(started, shell, capsys):
+    m, _, _ = started
+    panel = parakit(shell, "panel")
+    assert panel.session is m.session
+    pids = m.session._engines.pids()
+    parakit(shell, "stop")
+    assert "stopped 2 engine(s); closed 1 panel(s)" in capsys.readouterr().out
+    assert m.session is None
+    assert panel.widget.comm is None  # closed
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids)
+    assert parakit(shell, "status") is None
+    assert "no engines are running; start them with %parakit start" in capsys.readouterr().out
+    assert len(parakit(shell, "plot loss --last 1").data) == 1  # plots need no engines
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/status") as f:
+        return "zombie" not in f.read()

@@ -1,0 +1,146 @@
+"""The control panel, driven through its widgets' own ``.click()`` and value changes, on a real
+2-engine CPU session (conftest's): settings are checked as they change, a run updates the
+figures while it goes, finished runs stay, and Stop ends a run within 5 s."""
+
+import time
+
+import pytest
+
+from parakit.layouts import Strategy
+from parakit.levers import CompressionKind, Precision
+from parakit.panel import DRAW_EVERY_S, Panel
+from parakit.store import read_runs
+
+
+@pytest.fixture
+def panel(session):
+    p = Panel(session)
+    yield p
+    p.close()
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_controls_offer_what_config_knows(panel):
+    assert list(panel.strategy.options) == [s.value for s in Strategy]
+    assert list(panel.precision.options) == [p.value for p in Precision]
+    assert list(panel.compression.options) == [k.value for k in CompressionKind]
+
+
+def test_settings_that_do_not_fit_disable_run_and_say_why(panel, session):
+    pids, saved = session._engines.pids(), len(read_runs(session.runs_dir))
+    assert not panel.run_button.disabled and panel.problem.value == ""
+    panel.strategy.value = "tensor"
+    panel.model.value = "cnn"
+    assert panel.run_button.disabled
+    assert "tensor parallelism has no plan for cnn" in panel.problem.value
+    panel.run_button.click()  # .click() reaches the handler even on a disabled button
+    assert not panel.running and panel.results == []
+    panel.model.value = "mlp"
+    assert not panel.run_button.disabled and panel.problem.value == ""
+
+    panel.strategy.value = "single"  # with the slider at 2 workers
+    assert panel.run_button.disabled and "strategy single runs on 1 worker" in panel.problem.value
+    panel.workers.value = 1
+    assert not panel.run_button.disabled
+    panel.precision.value = "fp16"
+    assert panel.run_button.disabled and "on CPU use bf16 or fp32" in panel.problem.value
+    assert session._engines.pids() == pids
+    assert len(read_runs(session.runs_dir)) == saved  # nothing ran, nothing was saved
+
+
+def test_compression_shows_the_field_it_takes(panel):
+    panel.compression.value = "powersgd"
+    assert panel.compression_rank.layout.display is None
+    assert panel.compression_ratio.layout.display == "none"
+    panel.compression_rank.value = 2
+    assert panel.settings()["compression"] == "powersgd:2"
+    panel.compression.value = "topk"
+    assert panel.compression_rank.layout.display == "none"
+    assert panel.compression_ratio.layout.display is None
+    panel.compression_ratio.value = 0.05
+    assert panel.settings()["compression"] == "topk:0.05"
+    panel.strategy.value = "fsdp"
+    assert panel.run_button.disabled and "does not apply to fsdp" in panel.problem.value
+    panel.compression.value = "none"
+    assert panel.settings()["compression"] == "none" and not panel.run_button.disabled
+
+
+def test_a_run_updates_the_figures_while_it_goes_and_stays_to_compare(panel, session):
+    updates, live_points = [], []
+    panel.progress.observe(lambda change: updates.append((time.monotonic(), change["new"])), "value")
+    panel.workers.value, panel.model.value, panel.steps.value, panel.batch_size.value = 2, "mlp", 120, 64
+    panel.run_button.click()
+    assert panel.running and panel.run_button.disabled and not panel.stop_button.disabled
+    while panel.running:  # the kernel's thread is free meanwhile: this loop is it
+        traces = panel.loss_figure.data  # (empty for a moment while the end of a run redraws)
+        live_points.append(len(traces[-1].x or ()) if traces else 0)
+        time.sleep(0.02)
+    first = panel.wait()
+    assert first.ok, first.error
+    assert max(live_points) > 0  # the loss line grew before the run ended
+    during = [value for _, value in updates[:-1]]
+    assert during and during == sorted(during) and during[0] < 120
+    gaps = [b - a for (a, _), (b, _) in zip(updates[:-2], updates[1:-1])]
+    assert all(gap >= 0.9 * DRAW_EVERY_S for gap in gaps)  # at most ~4 redraws a second
+    assert panel.progress.value == 120 and panel.progress.bar_style == "success"
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+    assert first.run_id in {r.run_id for r in read_runs(session.runs_dir)}
+
+    panel.strategy.value, panel.workers.value, panel.steps.value = "single", 1, 10
+    panel.run_button.click()
+    second = panel.wait(60)
+    assert second.ok, second.error
+    finished = {t.customdata[0][0]: t for t in panel.loss_figure.data if t.customdata is not None}
+    assert set(finished) == {first.run_id, second.run_id}  # both stay, side by side
+    assert list(finished[first.run_id].y) == pytest.approx([s.loss for s in first.steps])
+    assert finished[first.run_id].name.startswith("ddp x2 mlp")
+    assert finished[second.run_id].name.startswith("single x1 mlp")
+    ddp = next(t for t in panel.speedup_figure.data if t.name == "ddp · mlp")
+    assert list(ddp.x) == [2]
+    assert ddp.y[0] == pytest.approx(first.summary["samples_per_s"] / second.summary["samples_per_s"])
+    assert any(t.name == "ideal (linear)" for t in panel.speedup_figure.data)
+
+
+def test_stop_ends_the_run_within_5_s_saves_it_and_engines_stay_usable(panel, session):
+    pids = session._engines.pids()
+    panel.strategy.value, panel.workers.value, panel.steps.value = "ddp", 2, 10**6
+    panel.run_button.click()
+    wait_for(lambda: panel.progress.value > 0)
+    asked = time.monotonic()
+    panel.stop_button.click()
+    result = panel.wait(15)
+    assert time.monotonic() - asked < 5
+    assert result.status == "stopped" and result.error == f"stopped on request after {len(result.steps)} steps"
+    assert len(result.steps) >= 3 and all(s.loss is not None for s in result.steps)  # the steps made are kept
+    assert result.summary["samples_per_s"] > 0
+    saved = {r.run_id: r for r in read_runs(session.runs_dir)}
+    assert saved[result.run_id].status == "stopped"
+    assert any(t.name.endswith("(stopped)") for t in panel.loss_figure.data)
+    assert panel.progress.bar_style == "warning" and not panel.run_button.disabled
+    after = session.run("mlp", workers=2, steps=3, batch_size=8)
+    assert after.ok, after.error
+    assert session._engines.pids() == pids
+
+
+def test_callback_errors_go_to_the_panel_log(panel, session, monkeypatch):
+    def broken(**settings):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(session, "config", broken)
+    panel.steps.value = 7  # must not raise into the widget machinery
+    assert "RuntimeError: boom" in "".join(o.get("text", "") for o in panel.log.outputs)
+
+
+def test_shows_itself_and_close_leaves_a_session_it_did_not_start(session):
+    panel = Panel(session)
+    bundle = panel._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
+    panel.close()
+    assert panel.widget.comm is None and panel.loss_figure.comm is None
+    assert all(row["alive"] for row in session.status())
