@@ -123,6 +123,12 @@ class RunConfig:
     """AdamW learning rate."""
     seed: int = 0
     """Seed for weights and data; the same seed gives the same run at any world size."""
+    profile_every: int = 5
+    """Record every Nth step after the warm-up with the PyTorch profiler, for the time breakdown
+    (compute, communication, exposed communication, idle); 0 records none."""
+    bucket_mb: float | None = None
+    """DDP gradient bucket size in MB (torch's default, 25, when None): smaller buckets start
+    communicating earlier in backward, so more of it hides behind compute."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise user input to enums and values once, here
@@ -167,6 +173,10 @@ class RunConfig:
         check_int("warmup_steps", self.warmup_steps, 0)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
+        check_int("profile_every", self.profile_every, 0)
+        if self.bucket_mb is not None and (isinstance(self.bucket_mb, bool)
+                                           or not isinstance(self.bucket_mb, (int, float)) or not self.bucket_mb > 0):
+            raise ValueError(f"bucket_mb must be a positive number of MB (got {self.bucket_mb!r})")
         if self.microbatches is not None:
             check_int("microbatches", self.microbatches, 1)
         if self.warmup_steps >= self.steps:
@@ -302,7 +312,10 @@ class RunConfig:
             "batch_size": self.batch_size,
             "lr": self.lr,
             "seed": self.seed,
+            "profile_every": self.profile_every,
         }
+        if self.bucket_mb is not None:
+            described["bucket_mb"] = self.bucket_mb
         if self.uses_pipeline:
             described.update(schedule=self.schedule.value, microbatches=self.n_microbatches,
                              split=list(self.split) if self.split else None)

@@ -22,7 +22,8 @@ import plotly.graph_objects as go
 from parakit.config import RunConfig, Workload
 from parakit.layouts import Strategy
 from parakit.levers import Compression, CompressionKind, Precision
-from parakit.plots import TEMPLATE, loss, speedup
+from parakit.plot_base import TEMPLATE
+from parakit.plots import loss, speedup
 from parakit.records import OK, STOPPED, RunResult
 from parakit.session import Session
 

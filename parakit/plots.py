@@ -12,55 +12,22 @@ from typing import Any, Callable
 import pandas as pd
 import plotly.graph_objects as go
 
+from parakit.measure_plots import breakdown, wire_bytes
+from parakit.plot_base import (
+    HOVER_RUN,
+    MIB,
+    count,
+    finish,
+    measured_runs,
+    model_label,
+    run_axis,
+    run_label,
+    skip_note,
+)
 from parakit.records import RunResult, StepRecord
 
-TEMPLATE = "plotly_white"
-MIB = 2**20
 TABLE_COLUMNS = ["run_id", "model", "strategy", "workers", "samples_per_s", "step_time_ms",
                  "speedup", "efficiency"]
-_HOVER_RUN = "run %{customdata[0]}<br>%{customdata[1]} x%{customdata[2]}"
-
-
-def _measured(results: list[RunResult], figure: str) -> list[RunResult]:
-    """Completed runs whose summary holds ``figure`` (failed/stopped runs have no summary)."""
-    return [r for r in results if r.ok and r.summary.get(figure) is not None]
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}{'s' * (n != 1)}"
-
-
-def _skip_note(results: list[RunResult], drawn: int, why: str) -> str:
-    return f"{_count(len(results) - drawn, 'run')} skipped ({why})" if len(results) > drawn else ""
-
-
-def _model_label(run: RunResult) -> str:
-    """Model name plus its options, so runs of a differently sized model never mix."""
-    options = run.config.get("model_options") or {}
-    sizes = " ".join(f"{k}={v}" for k, v in sorted(options.items()))
-    return f"{run.config.get('model')} {sizes}".strip()
-
-
-def _run_label(run: RunResult) -> str:
-    return f"{run.config.get('strategy')} x{run.world_size}"
-
-
-def _run_axis(fig: go.Figure, runs: list[RunResult]) -> None:
-    """x categories are run ids, so two runs with one label stay two; ticks say 'strategy xN'
-    (plus the run id only where two labels would collide)."""
-    labels = [_run_label(r) for r in runs]
-    ticks = [f"{lab} ({r.run_id})" if labels.count(lab) > 1 else lab
-             for lab, r in zip(labels, runs)]
-    fig.update_xaxes(type="category", tickmode="array", tickvals=[r.run_id for r in runs],
-                     ticktext=ticks)
-
-
-def _finish(fig: go.Figure, title: str, x_title: str, y_title: str, notes: list[str]) -> go.Figure:
-    """Shared layout; notes (what was skipped or omitted) go in the subtitle, to be seen."""
-    note = "; ".join(n for n in notes if n)
-    fig.update_layout(template=TEMPLATE, title={"text": title, "subtitle": {"text": note}},
-                      xaxis_title=x_title, yaxis_title=y_title, legend_title_text="")
-    return fig
 
 
 # -- speed-up ------------------------------------------------------------------------------
@@ -72,7 +39,7 @@ def _baselines(runs: list[RunResult]) -> dict[tuple[str, Any], RunResult]:
     """
     ones = [r for r in runs if r.world_size == 1]
     ones.sort(key=lambda r: (r.config.get("strategy") == "single", r.ended_at))
-    return {(_model_label(r), r.config.get("batch_size")): r for r in ones}  # last one wins
+    return {(model_label(r), r.config.get("batch_size")): r for r in ones}  # last one wins
 
 
 def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -> pd.DataFrame:
@@ -90,18 +57,18 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
     Raises:
         ValueError: If ``baseline`` is given but has no measured samples/s.
     """
-    if baseline is not None and not _measured([baseline], "samples_per_s"):
+    if baseline is not None and not measured_runs([baseline], "samples_per_s"):
         raise ValueError(f"baseline run {baseline.run_id} ({baseline.status}) has no "
                          "samples/s; pass a completed run")
-    runs = _measured(results, "samples_per_s")
+    runs = measured_runs(results, "samples_per_s")
     bases = _baselines(runs)
     rows = []
     for run in runs:
-        base = baseline or bases.get((_model_label(run), run.config.get("batch_size")))
+        base = baseline or bases.get((model_label(run), run.config.get("batch_size")))
         rate = run.summary["samples_per_s"]
         speed = rate / base.summary["samples_per_s"] if base else None
         step_s = run.summary.get("step_time_s")
-        rows.append([run.run_id, _model_label(run), run.config.get("strategy"), run.world_size,
+        rows.append([run.run_id, model_label(run), run.config.get("strategy"), run.world_size,
                      rate, step_s * 1e3 if step_s is not None else None,
                      speed, speed / run.world_size if speed is not None else None])
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
@@ -138,7 +105,7 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> go.F
             x=group["workers"], y=group["speedup"], mode="lines+markers",
             name=f"{strategy} · {model}",
             customdata=group[["run_id", "strategy", "workers", "samples_per_s", "efficiency"]],
-            hovertemplate=_HOVER_RUN + "<br>speed-up %{y:.2f}x, efficiency %{customdata[4]:.0%}"
+            hovertemplate=HOVER_RUN + "<br>speed-up %{y:.2f}x, efficiency %{customdata[4]:.0%}"
             "<br>%{customdata[3]:.1f} samples/s<extra></extra>",
         )
     top = int(drawn["workers"].max())
@@ -148,9 +115,9 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> go.F
     )
     fig.update_xaxes(tick0=1, dtick=1 if top <= 16 else None)
     no_base = len(table) - len(drawn)
-    notes = [_skip_note(results, len(table), "failed, stopped or unmeasured"),
-             f"{_count(no_base, 'run')} without a 1-worker baseline" if no_base else ""]
-    return _finish(fig, "Speed-up vs 1 worker (samples/s)", "workers (ranks)",
+    notes = [skip_note(results, len(table), "failed, stopped or unmeasured"),
+             f"{count(no_base, 'run')} without a 1-worker baseline" if no_base else ""]
+    return finish(fig, "Speed-up vs 1 worker (samples/s)", "workers (ranks)",
                    "speed-up (x)", notes)
 
 
@@ -164,17 +131,17 @@ def throughput(results: list[RunResult]) -> go.Figure:
     Returns:
         A bar figure, one bar per run.
     """
-    runs = _measured(results, "samples_per_s")
+    runs = measured_runs(results, "samples_per_s")
     fig = go.Figure(go.Bar(
         x=[r.run_id for r in runs], y=[r.summary["samples_per_s"] for r in runs],
-        customdata=[[r.run_id, r.config.get("strategy"), r.world_size, _model_label(r)]
+        customdata=[[r.run_id, r.config.get("strategy"), r.world_size, model_label(r)]
                     for r in runs],
         texttemplate="%{y:.0f}", textposition="outside",
-        hovertemplate=_HOVER_RUN + "<br>%{customdata[3]}<br>%{y:.1f} samples/s<extra></extra>",
+        hovertemplate=HOVER_RUN + "<br>%{customdata[3]}<br>%{y:.1f} samples/s<extra></extra>",
     ))
-    _run_axis(fig, runs)
-    return _finish(fig, "Throughput per run (median step)", "run", "samples/s",
-                   [_skip_note(results, len(runs), "failed, stopped or unmeasured")])
+    run_axis(fig, runs)
+    return finish(fig, "Throughput per run (median step)", "run", "samples/s",
+                   [skip_note(results, len(runs), "failed, stopped or unmeasured")])
 
 
 def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | None],
@@ -187,12 +154,12 @@ def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | No
         fig.add_scatter(
             x=[s.step for s in run.steps],
             y=[value(s) for s in run.steps],  # None stays None: a gap in the line, not a 0
-            mode="lines+markers", name=f"{_run_label(run)} · {run.run_id}",
+            mode="lines+markers", name=f"{run_label(run)} · {run.run_id}",
             marker={"opacity": [0.35 if w else 1.0 for w in warm],
                     "symbol": ["circle-open" if w else "circle" for w in warm]},
             customdata=[[run.run_id, run.config.get("strategy"), run.world_size,
                          "warm-up" if w else "measured"] for w in warm],
-            hovertemplate=_HOVER_RUN + f"<br>step %{{x}} (%{{customdata[3]}})<br>%{{y:.4g}} {unit}"
+            hovertemplate=HOVER_RUN + f"<br>step %{{x}} (%{{customdata[3]}})<br>%{{y:.4g}} {unit}"
             "<extra></extra>",
         )
     last_warm = max((s.step for r in runs for s in r.steps if s.warmup), default=None)
@@ -200,8 +167,8 @@ def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | No
         # Warm-up is recorded but left out of the summaries: shade it so the eye does too.
         fig.add_vrect(x0=-0.5, x1=last_warm + 0.5, fillcolor="gray", opacity=0.12, line_width=0,
                       annotation_text="warm-up", annotation_position="top left")
-    return _finish(fig, title, "step", y_title,
-                   [_skip_note(results, len(runs), "failed, stopped or no steps")])
+    return finish(fig, title, "step", y_title,
+                   [skip_note(results, len(runs), "failed, stopped or no steps")])
 
 
 def loss(results: list[RunResult]) -> go.Figure:
@@ -250,17 +217,17 @@ def memory(results: list[RunResult]) -> go.Figure:
             name=f"rank {rank}",
             customdata=[[r.run_id, r.config.get("strategy"), r.world_size, k.rank, k.peak_mem_kind,
                          k.device_name] for r, k in hits],
-            hovertemplate=_HOVER_RUN + "<br>rank %{customdata[3]} on %{customdata[5]}"
+            hovertemplate=HOVER_RUN + "<br>rank %{customdata[3]} on %{customdata[5]}"
             "<br>%{y:.1f} MiB (%{customdata[4]})<extra></extra>",
         )
     fig.update_layout(barmode="group")
-    _run_axis(fig, runs)
+    run_axis(fig, runs)
     # GPU (allocator peak) and CPU (process RSS) peaks measure different things: say which.
     kinds = sorted({k.peak_mem_kind for r in runs for k in r.ranks if k.peak_mem_kind})
-    notes = [_skip_note(results, len(runs), "failed, stopped or unmeasured"),
-             f"{_count(unmeasured, 'rank')} not measured, omitted" if unmeasured else "",
+    notes = [skip_note(results, len(runs), "failed, stopped or unmeasured"),
+             f"{count(unmeasured, 'rank')} not measured, omitted" if unmeasured else "",
              f"kind: {', '.join(kinds)}" if kinds else ""]
-    return _finish(fig, "Peak memory per rank", "run", "peak memory (MiB)", notes)
+    return finish(fig, "Peak memory per rank", "run", "peak memory (MiB)", notes)
 
 
 # What ``%parakit plot KIND`` can draw: a new figure is one more line here.
@@ -270,4 +237,6 @@ PLOTS: dict[str, Callable[[list[RunResult]], go.Figure]] = {
     "memory": memory,
     "throughput": throughput,
     "step_times": step_times,
+    "breakdown": breakdown,
+    "bytes": wire_bytes,
 }

@@ -42,6 +42,14 @@ class StepRecord:
     DDP's communication hooks); None where they are not counted."""
     rank_uncompressed_bytes: list[int] | None = None
     """Bytes of the gradient buckets: what plain fp32 all-reduce would have sent."""
+    rank_compute_time_s: list[float] | None = None
+    """Per rank, from the profiler (recorded steps only, else None): time computing."""
+    rank_comm_time_s: list[float] | None = None
+    """Per rank: time a collective ran (hidden behind compute or not)."""
+    rank_exposed_comm_time_s: list[float] | None = None
+    """Per rank: communication time in which no compute ran."""
+    rank_idle_time_s: list[float] | None = None
+    """Per rank: time in which neither ran (waiting for a peer, a bubble, Python overhead)."""
 
 
 @dataclass
@@ -128,6 +136,8 @@ def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> l
         losses = [r["losses"][i] for r in rank_results if r["losses"][i] is not None]
         times = [r["step_time_s"][i] for r in rank_results]
         counted = all(r.get("comm_bytes") for r in rank_results)
+        profiled = all(r.get("compute_time_s") and r["compute_time_s"][i] is not None for r in rank_results)
+        split = {f"rank_{k}": [r[k][i] for r in rank_results] for k in BREAKDOWN} if profiled else {}
         steps.append(
             StepRecord(
                 step=i,
@@ -137,21 +147,28 @@ def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> l
                 warmup=i < warmup_steps,
                 rank_comm_bytes=[r["comm_bytes"][i] for r in rank_results] if counted else None,
                 rank_uncompressed_bytes=[r["uncompressed_bytes"][i] for r in rank_results] if counted else None,
+                **split,
             )
         )
     return steps
 
 
+BREAKDOWN = ("compute_time_s", "comm_time_s", "exposed_comm_time_s", "idle_time_s")
+
+
 def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo]) -> dict[str, Any]:
     """Summary figures over the measured (non-warm-up) steps."""
     measured = [s for s in steps if not s.warmup] or steps
-    step_time = statistics.median(s.step_time_s for s in measured)
+    times = [s.step_time_s for s in measured]
+    step_time = statistics.median(times)
     losses = [s.loss for s in steps if s.loss is not None]
     peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
     digests = [r.params_digest for r in ranks if r.params_digest]
     bubbles = [r.bubble for r in ranks if r.bubble is not None]
     return {
         "step_time_s": step_time,
+        "step_time_min_s": min(times),
+        "step_time_max_s": max(times),
         # At the median step, so one slow step on a noisy machine does not move it.
         "samples_per_s": config.batch_size / step_time,
         "measured_steps": len(measured),
@@ -166,6 +183,7 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
         "bubble": statistics.mean(bubbles) if bubbles else None,
         **wire_summary(measured),
         "bubble_ideal": next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
+        **breakdown_summary(measured),
     }
 
 
@@ -188,3 +206,63 @@ def wire_summary(measured: list[StepRecord]) -> dict[str, Any]:
         # None, not infinity, when nothing was sent at the median step (local SGD between averages)
         "compression_ratio": plain / comm if comm else None,
     }
+
+
+def breakdown_summary(measured: list[StepRecord]) -> dict[str, Any]:
+    """The time breakdown: per recorded step the mean over ranks, then the median over steps.
+
+    ``breakdown_check`` is compute + exposed communication + idle over the step time the
+    timer measured (a separate clock): near 1 when the breakdown accounts for the step.
+    ``profiler_overhead`` is how much slower recorded steps were than the others (median over
+    median, minus 1): the price of looking, which the breakdown's own step carries.
+    """
+    recorded = [s for s in measured if s.rank_compute_time_s is not None]
+    if not recorded:
+        return {k: None for k in (*BREAKDOWN, "breakdown_steps", "breakdown_check", "profiler_overhead")}
+    out: dict[str, Any] = {
+        k: statistics.median(statistics.mean(getattr(s, f"rank_{k}")) for s in recorded) for k in BREAKDOWN
+    }
+    accounted = [
+        (c + e + i) / t
+        for s in recorded
+        for c, e, i, t in zip(s.rank_compute_time_s, s.rank_exposed_comm_time_s, s.rank_idle_time_s,
+                              s.rank_step_time_s)
+        if t > 0
+    ]
+    others = [s.step_time_s for s in measured if s.rank_compute_time_s is None]
+    out["breakdown_steps"] = len(recorded)
+    out["breakdown_check"] = statistics.median(accounted) if accounted else None
+    out["profiler_overhead"] = (
+        statistics.median(s.step_time_s for s in recorded) / statistics.median(others) - 1 if others else None
+    )
+    return out
+
+
+def unrecorded_breakdown(config: RunConfig) -> str:
+    if config.profile_every == 0:
+        return "the profiler was off (profile_every=0)"
+    return (f"no step after the {config.warmup_steps} warm-up steps was recorded "
+            f"(steps={config.steps}, profile_every={config.profile_every})")
+
+
+def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
+    """How each summary figure was obtained, in words, kept in the record beside it."""
+    n, w = summary["measured_steps"], config.warmup_steps
+    window = f"median over {n} steps after {w} warm-up steps"
+    out = {
+        "step_time_s": f"slowest rank per step, {window} (min {summary['step_time_min_s']:.4g} s, "
+                       f"max {summary['step_time_max_s']:.4g} s); CUDA events on GPU, wall clock on CPU",
+        "samples_per_s": "global batch size / step_time_s",
+        "peak_mem_bytes": "largest rank: torch.cuda.max_memory_allocated on GPU, peak resident set on CPU",
+    }
+    if summary.get("compute_time_s") is not None:
+        out["compute_time_s"] = (
+            f"torch.profiler on {summary['breakdown_steps']} steps (every {config.profile_every}th after "
+            "the warm-up): union of compute intervals (GPU kernels; CPU operators of the training "
+            "thread), mean over ranks, median over recorded steps; comm_time_s the same for "
+            "collectives (gloo threads, NCCL kernels), exposed_comm_time_s the part with no compute, "
+            "idle_time_s the rest of the step"
+        )
+    if summary.get("comm_bytes_per_step") is not None:
+        out["comm_bytes_per_step"] = "counted in DDP's communication hooks, largest sender, mean over measured steps"
+    return out

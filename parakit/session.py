@@ -17,7 +17,8 @@ from parakit.cluster.launch import launch, run_code
 from parakit.config import Device, RunConfig, Strategy
 from parakit.levers import check_cpu_precision, default_workers
 from parakit.progress import ProgressPrinter, note
-from parakit.records import OK, RankInfo, RunResult, new_run_id, now_iso, steps_from_ranks, summarize
+from parakit.records import (OK, RankInfo, RunResult, methods, new_run_id, now_iso, steps_from_ranks, summarize,
+                             unrecorded_breakdown)
 from parakit.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_run
 
 
@@ -292,6 +293,9 @@ class Session:
             result.summary["math_flags"] = outcome.rank_results[0].get("math_flags")
             if result.summary["comm_bytes_per_step"] is None:
                 result.unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
+            if result.summary["compute_time_s"] is None:
+                result.unmeasured["compute_time_s"] = unrecorded_breakdown(config)
+            result.summary["method"] = methods(config, result.summary)
         return result
 
     def _restart_engines(self) -> None:

@@ -206,7 +206,8 @@ def test_report_write_is_atomic(tmp_path, runs, monkeypatch):
 
 
 def test_plots_import_only_lower_layers():
-    allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records", "parakit.config"}
+    allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records", "parakit.config",
+               "parakit.plot_base", "parakit.measure_plots"}
     tree = ast.parse(Path(plots.__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -217,3 +218,38 @@ def test_plots_import_only_lower_layers():
             continue
         for name in names:
             assert any(name == a or name.startswith(a + ".") for a in allowed), name
+
+
+# -- what the measurement layer adds ---------------------------------------------------------
+def with_breakdown(run, compute, comm, exposed, idle):
+    run.summary.update(compute_time_s=compute, comm_time_s=comm, exposed_comm_time_s=exposed,
+                       idle_time_s=idle)
+    return run
+
+
+def test_breakdown_stacks_compute_exposed_comm_and_idle_in_ms():
+    a = with_breakdown(make_run("a", 2, 640), 0.060, 0.030, 0.010, 0.030)
+    b = make_run("b", 2, 640)  # no breakdown recorded: skipped, said so
+    fig = plots.PLOTS["breakdown"]([a, b])
+    bars = {t.name: t for t in fig.data if t.type == "bar"}
+    assert list(bars) == ["compute", "exposed communication", "idle"]
+    assert list(bars["compute"].y) == pytest.approx([60.0])
+    assert list(bars["exposed communication"].y) == pytest.approx([10.0])
+    assert list(bars["idle"].y) == pytest.approx([30.0])
+    assert bars["compute"].customdata[0][4] == pytest.approx(20.0)  # hidden communication, ms
+    marker = next(t for t in fig.data if t.type == "scatter")
+    assert list(marker.y) == pytest.approx([100.0])  # 64 / 640 s
+    assert fig.layout.barmode == "stack"
+    assert "1 run skipped (no recorded breakdown)" in fig.layout.title.subtitle.text
+
+
+def test_bytes_plot_draws_sent_beside_fp32_and_skips_uncounted_runs():
+    a = make_run("a", 2, 640)
+    a.config["compression"] = "powersgd:4"
+    a.summary.update(comm_bytes_per_step=2**20, uncompressed_bytes_per_step=64 * 2**20, compression_ratio=64.0)
+    b = make_run("b", 2, 640)
+    b.summary.update(comm_bytes_per_step=None)
+    fig = plots.PLOTS["bytes"]([a, b])
+    got = {t.name: list(t.y) for t in fig.data}
+    assert got == {"fp32 all-reduce": [64.0], "sent": [1.0]}
+    assert "1 run skipped (bytes not counted)" in fig.layout.title.subtitle.text

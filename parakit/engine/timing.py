@@ -2,6 +2,8 @@
 
 On a GPU each step is bracketed by CUDA events and the elapsed times are read once, at the
 end. On a CPU the work is done when the Python call returns, so a wall clock is exact.
+Each step has its own start and stop, so work between steps (the profiler saving a sampled
+step, progress messages) is not counted in any step.
 """
 
 from __future__ import annotations
@@ -14,19 +16,24 @@ import torch
 class StepTimer:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.marks: list = []
+        self.spans: list[tuple] = []
+        self._start = None
 
-    def mark(self) -> None:
-        """Call at the start of the first step and at the end of every step."""
+    def _now(self):
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
-            self.marks.append(event)
-        else:
-            self.marks.append(time.perf_counter())
+            return event
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> None:
+        self.spans.append((self._start, self._now()))
 
     def step_times_s(self) -> list[float]:
         if self.cuda:
             torch.cuda.synchronize()  # note: the one host-device sync of the timing, at the end
-            return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+            return [a.elapsed_time(b) / 1e3 for a, b in self.spans]
+        return [b - a for a, b in self.spans]

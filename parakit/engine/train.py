@@ -17,6 +17,7 @@ from parakit.config import RunConfig, Strategy
 from parakit.levers import SyncKind
 from parakit.engine import devices, precision, process_group
 from parakit.engine.batches import make_batches, slice_rows, to_device
+from parakit.engine.breakdown import StepProfiler, per_step
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies import APPLY, Context
@@ -111,26 +112,28 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
     micro_steps = config.sync.every if config.sync.kind is SyncKind.ACCUMULATE else 1
     mem_kind, mem_reason = devices.reset_peak_memory()
     timer = StepTimer(device)
+    profiler = StepProfiler(device, config.warmup_steps, config.profile_every)
     losses: list[torch.Tensor | None] = []
     comm_bytes: list[int] = []
     uncompressed_bytes: list[int] = []
     last_publish = 0.0
-    timer.mark()
     for step in range(config.steps):
-        inputs, targets = batches.rows(step, config.batch_size, lo, hi)
-        inputs, targets = to_device(inputs, device), to_device(targets, device)
-        optimizer.zero_grad(set_to_none=True)
-        with precision.autocast(config.precision, device):
-            loss = forward_backward(parallel, inputs, targets, micro_steps, per)
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-            agree_on_overflow(scaler, optimizer, world)
-            scaler.step(optimizer)  # skipped, on every rank alike, when a gradient overflowed
-            scaler.update()
-        else:
-            optimizer.step()
-        parallel.after_step()
-        timer.mark()
+        with profiler.step(step):  # records every Nth step, outside the step's own timing
+            timer.start()
+            inputs, targets = batches.rows(step, config.batch_size, lo, hi)
+            inputs, targets = to_device(inputs, device), to_device(targets, device)
+            optimizer.zero_grad(set_to_none=True)
+            with precision.autocast(config.precision, device):
+                loss = forward_backward(parallel, inputs, targets, micro_steps, per)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+                agree_on_overflow(scaler, optimizer, world)
+                scaler.step(optimizer)  # skipped, on every rank alike, when a gradient overflowed
+                scaler.update()
+            else:
+                optimizer.step()
+            parallel.after_step()
+            timer.stop()
         losses.append(None if loss is None else loss.detach())
         if parallel.wire is not None:
             sent = parallel.wire.take_step()  # plain ints counted in the hooks: no device sync
@@ -165,6 +168,7 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
         "uncompressed_bytes": uncompressed_bytes or None,
     }
     result.update(pipeline_figures(parallel.stats(), step_times, config.warmup_steps))
+    result.update(per_step(profiler, len(step_times)))
     return result
 
 

@@ -18,7 +18,8 @@ def wrap_ddp(model: nn.Module, ctx: Context, process_group=None) -> DistributedD
     # DDP broadcasts rank 0's weights at construction; the seeded build already made them
     # equal, and the broadcast keeps it true for a user's model that is not seeded.
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, process_group=process_group)
+    buckets = {} if ctx.config.bucket_mb is None else {"bucket_cap_mb": ctx.config.bucket_mb}
+    return DistributedDataParallel(model, device_ids=device_ids, process_group=process_group, **buckets)
 
 
 def apply_ddp(model: nn.Module, ctx: Context) -> Parallel:

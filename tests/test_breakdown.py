@@ -1,0 +1,97 @@
+"""The time breakdown: the interval arithmetic on a synthetic trace, then real ddp runs on 2
+CPU engines, where it must account for the measured step time and show overlap."""
+
+from __future__ import annotations
+
+import statistics
+from types import SimpleNamespace
+
+import pytest
+
+from parakit.engine.breakdown import STEP_EVENT, breakdown, is_profiled
+
+
+def event(name, start_us, end_us, thread=1, device_type=None):
+    return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start_us, end=end_us),
+                           thread=thread, device_type=device_type)
+
+
+def test_cpu_breakdown_from_a_synthetic_trace():
+    # A 100 us step: compute 0-40 and 50-70 on the training thread; gloo runs 30-60 and 65-90
+    # on its own thread; nothing 90-100.
+    events = [
+        event(STEP_EVENT, 0, 100),
+        event("aten::addmm", 0, 40), event("autograd::engine::evaluate_function: AddmmBackward0", 50, 70),
+        event("aten::mm", 52, 60),  # nested inside the backward function: counted once
+        event("gloo:all_reduce", 30, 60, thread=2), event("gloo:all_reduce", 65, 90, thread=3),
+        event("c10d::allreduce_", 40, 41),  # enqueueing a collective is not compute
+        event("aten::add", 95, 120, thread=7),  # another thread's operator: not this rank's compute
+    ]
+    got = breakdown(events, cuda=False)
+    assert got["compute_time_s"] == pytest.approx(60e-6)
+    assert got["comm_time_s"] == pytest.approx(55e-6)  # 30-60 and 65-90
+    assert got["exposed_comm_time_s"] == pytest.approx(30e-6)  # 40-50 and 70-90
+    assert got["idle_time_s"] == pytest.approx(10e-6)  # 90-100
+    assert got["compute_time_s"] + got["exposed_comm_time_s"] + got["idle_time_s"] == pytest.approx(100e-6)
+
+
+def test_gpu_breakdown_uses_kernels_and_nccl_kernels():
+    cuda = "DeviceType.CUDA"
+    events = [
+        event(STEP_EVENT, 0, 100),
+        event("aten::mm", 0, 5),  # the CPU side of a GPU op launches; the kernel is what computes
+        event("sm90_xmma_gemm", 10, 50, thread=0, device_type=cuda),
+        event("ncclDevKernel_AllReduce_Sum_f32_RING_LL", 40, 80, thread=0, device_type=cuda),
+    ]
+    got = breakdown(events, cuda=True)
+    assert got["compute_time_s"] == pytest.approx(40e-6)
+    assert got["comm_time_s"] == pytest.approx(40e-6)
+    assert got["exposed_comm_time_s"] == pytest.approx(30e-6)
+    assert got["idle_time_s"] == pytest.approx(30e-6)  # 0-10 and 80-100: the GPU did nothing
+
+
+def test_which_steps_are_recorded():
+    assert [s for s in range(12) if is_profiled(s, warmup=2, every=5)] == [2, 7]
+    assert not any(is_profiled(s, warmup=2, every=0) for s in range(12))
+
+
+# -- real runs -------------------------------------------------------------------------------
+BIG = {"model": "mlp", "model_options": {"width": 512, "depth": 8}, "workers": 2, "batch_size": 32}
+
+
+def test_ddp_breakdown_accounts_for_the_step_time(session):
+    r = session.run(strategy="ddp", steps=12, warmup_steps=2, profile_every=2, **BIG)
+    assert r.ok, r.error
+    s = r.summary
+    assert s["breakdown_steps"] == 5  # steps 2, 4, 6, 8, 10
+    recorded = [st for st in r.steps if st.rank_compute_time_s is not None]
+    assert [st.step for st in recorded] == [2, 4, 6, 8, 10]
+    for st in recorded:
+        for c, m, e, i, t in zip(st.rank_compute_time_s, st.rank_comm_time_s, st.rank_exposed_comm_time_s,
+                                 st.rank_idle_time_s, st.rank_step_time_s):
+            assert c > 0 and m > 0 and 0 <= e <= m + 1e-9 and i >= 0
+            assert (c + e + i) / t == pytest.approx(1, abs=0.10)  # the profiler's step vs the timer's
+    assert s["breakdown_check"] == pytest.approx(1, abs=0.10)
+    assert s["comm_time_s"] > 0 and s["profiler_overhead"] is not None
+    assert "torch.profiler on 5 steps" in s["method"]["compute_time_s"]
+    assert "median over 10 steps after 2 warm-up steps" in s["method"]["step_time_s"]
+
+
+def test_small_buckets_hide_communication_behind_backward(session):
+    """One bucket for all gradients can only be sent after backward ends; 1 MB buckets go as
+    soon as their layers' gradients are ready, while backward goes on."""
+    exposed = {}
+    for mb in (100, 1):
+        r = session.run(strategy="ddp", steps=10, warmup_steps=2, profile_every=1, bucket_mb=mb, **BIG)
+        assert r.ok, r.error
+        exposed[mb] = statistics.median(statistics.mean(st.rank_exposed_comm_time_s)
+                                        for st in r.steps if st.rank_exposed_comm_time_s)
+    assert exposed[1] < 0.6 * exposed[100], exposed
+
+
+def test_no_recorded_step_is_null_with_a_reason(session):
+    r = session.run(strategy="ddp", workers=2, steps=3, batch_size=8, profile_every=0)
+    assert r.ok, r.error
+    assert r.summary["compute_time_s"] is None and r.summary["exposed_comm_time_s"] is None
+    assert r.unmeasured["compute_time_s"] == "the profiler was off (profile_every=0)"
+    assert all(st.rank_compute_time_s is None for st in r.steps)
