@@ -81,3 +81,39 @@ def wire_bytes(results: list[RunResult]) -> go.Figure:
                                for r in runs])
     notes = [skip_note(results, len(runs), "bytes not counted")]
     return finish(fig, "Bytes on the wire per step (largest sender)", "run", "MiB per step", notes)
+
+
+def power(results: list[RunResult]) -> go.Figure:
+    """Power over each run's training loop (W), one line per measured device (a GPU, or a
+    host's CPU packages), with the energy from the device's counter in the legend.
+
+    Args:
+        results: Runs of any status with ranks; devices read by several ranks are drawn once,
+            and runs whose meter saw no samples are skipped, counted in the subtitle.
+
+    Returns:
+        A line figure, time (s) since the loop began against watts.
+    """
+    fig = go.Figure()
+    drawn, scopes = 0, set()
+    for run in results:
+        seen: set[str] = set()
+        lines = 0
+        for rank in run.ranks:
+            p = rank.power
+            if not p or not p.get("samples") or rank.power_device in seen:
+                continue
+            seen.add(rank.power_device)
+            scopes.add(p["scope"])
+            energy = f"{p['energy_j']:.1f} J" if p.get("energy_j") is not None else "energy not measured"
+            device = rank.device_name if rank.device != "cpu" else f"CPU packages of {rank.host}"
+            fig.add_scatter(
+                x=[s[0] for s in p["samples"]], y=[s[1] for s in p["samples"]], mode="lines",
+                name=f"{run.config.get('strategy')} x{run.world_size} · {device} · {energy}",
+                hovertemplate="%{x:.2f} s: %{y:.0f} W<extra>run " + run.run_id + "</extra>",
+            )
+            lines += 1
+        drawn += bool(lines)
+    notes = [skip_note(results, drawn, "no power samples"),
+             "; ".join(sorted(scopes))]
+    return finish(fig, "Power during training", "time since the training loop began (s)", "power (W)", notes)

@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from parakit.measure_plots import breakdown, wire_bytes
+from parakit.measure_plots import power as power_figure
 from parakit.plot_base import (
     HOVER_RUN,
     MIB,
@@ -239,4 +240,5 @@ PLOTS: dict[str, Callable[[list[RunResult]], go.Figure]] = {
     "step_times": step_times,
     "breakdown": breakdown,
     "bytes": wire_bytes,
+    "power": power_figure,
 }

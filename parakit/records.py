@@ -80,6 +80,11 @@ class RankInfo:
     """Pipeline: the schedule's ideal bubble, (p-1)/(v*m+p-1)."""
     stages: list[int] | None = None
     """Pipeline: the stage indices this rank held."""
+    power: dict[str, Any] | None = None
+    """This rank's power meter over the training loop (engine.power.PowerMeasurement as a dict:
+    energy_j, avg_power_w, samples [t_s, watts, util %, memory bytes], scope, reason, ...)."""
+    power_device: str | None = None
+    """What the meter read: the GPU's UUID, or 'cpu@host' for a host's RAPL package counters."""
 
 
 @dataclass
@@ -263,6 +268,67 @@ def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
             "collectives (gloo threads, NCCL kernels), exposed_comm_time_s the part with no compute, "
             "idle_time_s the rest of the step"
         )
+    if summary.get("energy_j") is not None:
+        out["energy_j"] = ("energy counter read at the start and end of the training loop "
+                           "(NVML nvmlDeviceGetTotalEnergyConsumption on GPU, RAPL package counters on CPU), "
+                           "each device once, summed; samples_per_j counts every step, warm-up included")
+    if summary.get("flops_per_step") is not None:
+        out["flops_per_step"] = summary.get("flops_method") or ""
+        out["mfu"] = "flops_per_step / step_time_s / workers / the device's dense peak at this precision"
     if summary.get("comm_bytes_per_step") is not None:
         out["comm_bytes_per_step"] = "counted in DDP's communication hooks, largest sender, mean over measured steps"
     return out
+
+
+def power_summary(ranks: list[RankInfo], samples_trained: int) -> tuple[dict[str, Any], str | None]:
+    """Energy of the run: each device once (engines sharing a GPU, or the CPU ranks of a host,
+    read one counter), summed over devices.
+
+    Returns:
+        The summary figures (energy_j, avg_power_w, samples_per_j, power_scope,
+        power_sampler_overhead) and, when energy is None, the reason.
+    """
+    devices: dict[str, dict[str, Any]] = {}
+    for r in ranks:
+        if r.power is not None and r.power_device not in devices:
+            devices[r.power_device] = r.power
+    energies = [p["energy_j"] for p in devices.values()]
+    overheads = [p["overhead_s"] / p["duration_s"] for p in devices.values() if p["samples"] and p["duration_s"] > 0]
+    out = {
+        "energy_j": None, "avg_power_w": None, "samples_per_j": None,
+        "power_scope": next((p["scope"] for p in devices.values()), None),
+        # CPU time of the sampler thread over the window: what looking cost the engine.
+        "power_sampler_overhead": max(overheads) if overheads else None,
+    }
+    if not devices or any(e is None for e in energies):
+        reasons = sorted({p["reason"] for p in devices.values() if p["energy_j"] is None and p["reason"]})
+        return out, "; ".join(reasons) or "no rank measured power"
+    energy = sum(energies)
+    out["energy_j"] = energy
+    out["avg_power_w"] = sum(p["avg_power_w"] for p in devices.values())
+    out["samples_per_j"] = samples_trained / energy if energy > 0 else None
+    return out, None
+
+
+def flops_summary(rank0: dict[str, Any], step_time_s: float, world_size: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """Model FLOPs per step, achieved TFLOP/s per device and MFU (nanoGPT's estimate_mfu: model
+    FLOPs, not hardware FLOPs, so recomputation and padding do not count), with reasons.
+
+    Returns:
+        The summary figures and {figure: why it is None}.
+    """
+    flops, how = rank0.get("flops_per_step"), rank0.get("flops_method")
+    peak, no_peak = rank0.get("peak_flops") or (None, "the run did not report a peak")
+    achieved = flops / step_time_s / world_size if flops is not None and step_time_s > 0 else None
+    out = {
+        "flops_per_step": flops,
+        "tflops_per_device": achieved / 1e12 if achieved is not None else None,
+        "mfu": achieved / peak if achieved is not None and peak else None,
+    }
+    why = {}
+    if flops is None:
+        why["flops_per_step"] = how or "FLOPs were not counted"
+        why["mfu"] = why["flops_per_step"]
+    elif out["mfu"] is None:
+        why["mfu"] = no_peak
+    return out, why

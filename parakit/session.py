@@ -17,8 +17,10 @@ from parakit.cluster.launch import launch, run_code
 from parakit.config import Device, RunConfig, Strategy
 from parakit.levers import check_cpu_precision, default_workers
 from parakit.progress import ProgressPrinter, note
-from parakit.records import (OK, RankInfo, RunResult, methods, new_run_id, now_iso, steps_from_ranks, summarize,
-                             unrecorded_breakdown)
+from parakit.records import (
+    OK, RankInfo, RunResult, flops_summary, methods, new_run_id, now_iso, power_summary, steps_from_ranks,
+    summarize, unrecorded_breakdown,
+)
 from parakit.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_run
 
 
@@ -277,7 +279,8 @@ class Session:
                 params_digest=measured.get("params_digest"),
                 param_bytes=measured.get("param_bytes"), optimizer_bytes=measured.get("optimizer_bytes"),
                 bubble=measured.get("bubble"), bubble_ideal=measured.get("bubble_ideal"),
-                stages=measured.get("stages"),
+                stages=measured.get("stages"), power=measured.get("power"),
+                power_device=measured.get("power_device"),
             ))
         result = RunResult(
             run_id=new_run_id(), status=outcome.status, config=config.describe(),
@@ -295,6 +298,14 @@ class Session:
                 result.unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
             if result.summary["compute_time_s"] is None:
                 result.unmeasured["compute_time_s"] = unrecorded_breakdown(config)
+            trained = config.batch_size * len(result.steps)  # the meter's window holds every step
+            power, reason = power_summary(ranks, trained)
+            result.summary.update(power)
+            if reason:
+                result.unmeasured["energy_j"] = reason
+            flops, why = flops_summary(outcome.rank_results[0], result.summary["step_time_s"], config.workers)
+            result.summary.update(flops, flops_method=outcome.rank_results[0].get("flops_method"))
+            result.unmeasured.update(why)
             result.summary["method"] = methods(config, result.summary)
         return result
 

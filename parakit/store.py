@@ -56,6 +56,8 @@ def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
     """One row per run: id, status, the config's fields and the summary's figures."""
     import pandas as pd  # imported here: the store is also read where pandas is not needed
 
+    from parakit.scaling import add_scaling  # pandas too
+
     rows = []
     for r in runs:
         row = {
@@ -66,11 +68,13 @@ def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
             "backend": r.backend,
             "device": r.device[0] if r.device else None,
         }
-        row.update({k: v for k, v in r.config.items() if k != "model_options"})
-        row.update(r.summary)
+        row.update(r.config)
+        # As text, so a column of them compares and groups (two sizes of a model never mix).
+        row["model_options"] = ", ".join(f"{k}={v}" for k, v in sorted((r.config.get("model_options") or {}).items()))
+        row.update({k: v for k, v in r.summary.items() if k != "method"})
         row["error"] = r.error
         rows.append(row)
-    return pd.DataFrame(rows)
+    return add_scaling(pd.DataFrame(rows))
 
 
 def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> "pandas.DataFrame":

@@ -78,15 +78,20 @@ def test_ddp_breakdown_accounts_for_the_step_time(session):
 
 
 def test_small_buckets_hide_communication_behind_backward(session):
-    """One bucket for all gradients can only be sent after backward ends; 1 MB buckets go as
-    soon as their layers' gradients are ready, while backward goes on."""
-    exposed = {}
+    """One bucket for all gradients can only be sent after backward ends, so all of its
+    communication is exposed; 1 MB buckets go as soon as their layers' gradients are ready,
+    while backward goes on. On 2 shared cores the communication then competes with backward
+    for the same cores and takes longer, so the share that is exposed is what falls, reliably;
+    the absolute exposed time falls on machines with cores (or a GPU) to spare."""
+    share = {}
     for mb in (100, 1):
         r = session.run(strategy="ddp", steps=10, warmup_steps=2, profile_every=1, bucket_mb=mb, **BIG)
         assert r.ok, r.error
-        exposed[mb] = statistics.median(statistics.mean(st.rank_exposed_comm_time_s)
-                                        for st in r.steps if st.rank_exposed_comm_time_s)
-    assert exposed[1] < 0.6 * exposed[100], exposed
+        share[mb] = statistics.median(
+            sum(st.rank_exposed_comm_time_s) / sum(st.rank_comm_time_s) for st in r.steps if st.rank_comm_time_s
+        )
+    assert share[100] > 0.9, share  # nothing to overlap with
+    assert share[1] < 0.8 * share[100], share
 
 
 def test_no_recorded_step_is_null_with_a_reason(session):
@@ -95,3 +100,13 @@ def test_no_recorded_step_is_null_with_a_reason(session):
     assert r.summary["compute_time_s"] is None and r.summary["exposed_comm_time_s"] is None
     assert r.unmeasured["compute_time_s"] == "the profiler was off (profile_every=0)"
     assert all(st.rank_compute_time_s is None for st in r.steps)
+
+
+def test_energy_is_measured_or_null_with_a_reason_never_zero(session):
+    r = session.run(strategy="ddp", workers=2, steps=4, batch_size=8)
+    assert r.ok, r.error
+    assert [k.power_device for k in r.ranks][0].startswith("cpu@")
+    if r.summary["energy_j"] is None:  # this machine: no RAPL counters readable
+        assert "RAPL" in r.unmeasured["energy_j"] and r.summary["samples_per_j"] is None
+    else:
+        assert r.summary["energy_j"] > 0 and r.summary["samples_per_j"] == pytest.approx(32 / r.summary["energy_j"])

@@ -253,3 +253,16 @@ def test_bytes_plot_draws_sent_beside_fp32_and_skips_uncounted_runs():
     got = {t.name: list(t.y) for t in fig.data}
     assert got == {"fp32 all-reduce": [64.0], "sent": [1.0]}
     assert "1 run skipped (bytes not counted)" in fig.layout.title.subtitle.text
+
+
+def test_power_draws_each_device_once_with_its_counter_energy():
+    gpu = {"energy_j": 120.0, "samples": [[0.0, 300.0, 90, 1], [0.05, 310.0, 95, 1]], "scope": "gpu (this engine's GPU)"}
+    a = make_run("a", 2, 640)
+    for rank in a.ranks:  # two engines sharing one GPU read the same counter
+        rank.power, rank.power_device, rank.device, rank.device_name = gpu, "GPU-1", "cuda:0", "H100"
+    b = make_run("b", 2, 640)  # a CPU run without RAPL: no samples, skipped and said
+    fig = plots.PLOTS["power"]([a, b])
+    assert len(fig.data) == 1
+    assert list(fig.data[0].y) == [300.0, 310.0] and list(fig.data[0].x) == [0.0, 0.05]
+    assert fig.data[0].name == "ddp x2 · H100 · 120.0 J"
+    assert "1 run skipped (no power samples)" in fig.layout.title.subtitle.text

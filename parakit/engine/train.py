@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import platform
 import statistics
 import time
 from typing import Any
@@ -14,15 +15,17 @@ import torch
 from torch.nn import functional as F
 
 from parakit.config import RunConfig, Strategy
-from parakit.levers import SyncKind
 from parakit.engine import devices, precision, process_group
 from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.breakdown import StepProfiler, per_step
+from parakit.engine.flops import peak_flops, step_flops
+from parakit.engine.power import PowerMeter
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies import APPLY, Context
 from parakit.engine.timing import StepTimer
 from parakit.engine.workloads import build_model
+from parakit.levers import SyncKind
 
 PUBLISH_EVERY_S = 0.2
 
@@ -96,6 +99,7 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     model = build_model(config.model, dict(config.model_options)) if isinstance(config.model, str) else config.model()
     model = precision.cast_model(model.to(device), config.precision)
+    flops = model_flops(config, model, loss_fn) if rank == 0 else (None, None)  # before wrapping
     # Which rows a rank reads depends on the layout, so a pipeline, which traces the model
     # with real inputs, gets the first step's rows before its own data source exists.
     sample = None
@@ -113,6 +117,8 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
     mem_kind, mem_reason = devices.reset_peak_memory()
     timer = StepTimer(device)
     profiler = StepProfiler(device, config.warmup_steps, config.profile_every)
+    meter = PowerMeter(device)  # this engine's GPU, matched by UUID; RAPL on a CPU
+    meter.begin()  # energy over the whole training loop, warm-up included
     losses: list[torch.Tensor | None] = []
     comm_bytes: list[int] = []
     uncompressed_bytes: list[int] = []
@@ -151,6 +157,7 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
         if stop.should_stop(step + 1):
             break
     step_times = timer.step_times_s()  # note: syncs the GPU once
+    power = meter.end()  # after the sync, so the window holds all of the GPU's work
     result = {
         "rank": rank,
         "stopped_early": len(losses) < config.steps,
@@ -166,10 +173,26 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
         "math_flags": math_flags,
         "comm_bytes": comm_bytes or None,
         "uncompressed_bytes": uncompressed_bytes or None,
+        "flops_per_step": flops[0],
+        "flops_method": flops[1],  # how they were found, or why not
+        # This GPU's dense peak at this precision (None on CPUs and GPUs not in the table)
+        "peak_flops": peak_flops(devices.device_name(), config.precision.value),
+        "power": power.to_dict(),
+        # Ranks that share a device (engines on one GPU, every CPU rank on a host) measure the
+        # same counter: the session counts each device once.
+        "power_device": STATE.gpu_uuid or f"cpu@{platform.node()}",
     }
     result.update(pipeline_figures(parallel.stats(), step_times, config.warmup_steps))
     result.update(per_step(profiler, len(step_times)))
     return result
+
+
+def model_flops(config: RunConfig, model: torch.nn.Module, loss_fn) -> tuple[float | None, str]:
+    """FLOPs of one step over the global batch, from the formula for gpt or counted once on a
+    meta-device copy (an extra forward + backward, once per run), on a few sample rows."""
+    rows = min(config.batch_size, 4)
+    inputs, targets = make_batches(config, 0, 1).rows(0, config.batch_size, 0, rows)
+    return step_flops(config, model, inputs, targets, loss_fn)
 
 
 def forward_backward(parallel, inputs, targets, micro_steps: int, rows: int):

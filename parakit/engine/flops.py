@@ -1,0 +1,252 @@
+"""Model FLOPs of one training step, a GPU's peak FLOP/s, and MFU (model FLOPs utilisation).
+
+MFU as in the PaLM paper (appendix B) and nanoGPT's ``estimate_mfu``: the FLOPs the model
+needs for one step (forward + backward; recomputation and optimizer not counted), divided by
+the step time, the number of GPUs and one GPU's dense peak at the run's precision. Model FLOPs
+are the same at any world size and for any layout, so MFU compares strategies honestly: the
+time a layout spends communicating or waiting in a pipeline bubble lowers it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from parakit.config import RunConfig, Workload
+from parakit.engine.workloads import build_model
+
+FORMULA = "formula: 6N + 12LHQT per token"
+COUNTED = "counted: FlopCounterMode on one step"
+
+TERA = 1e12
+
+# Dense (no 2:4 sparsity) peak FLOP/s per GPU, from NVIDIA's datasheets and the H100 whitepaper.
+# The datasheets print tensor-core figures "with sparsity"; dense is half of those. fp32 is the
+# CUDA-core figure, which is what a run at precision fp32 (TF32 switched off) can reach.
+#   H100 SXM5: whitepaper table 3 / datasheet: fp32 66.9, tf32 494.7 (989 sparse), bf16/fp16
+#              989.4 (1,979 sparse). torch names it "NVIDIA H100 80GB HBM3".
+#   H100 PCIe: fp32 51.2, tf32 378 (756 sparse), bf16/fp16 756 (1,513 sparse).
+#   H200 SXM:  the H100 SXM5's compute (same GH100 die and clocks; only memory differs).
+#   A100 (SXM4 and PCIe alike): fp32 19.5, tf32 156 (312 sparse), bf16/fp16 312 (624 sparse).
+_H100_SXM = {"fp32": 66.9, "tf32": 494.7, "16-bit": 989.4}
+_H100_PCIE = {"fp32": 51.2, "tf32": 378.0, "16-bit": 756.0}
+_A100 = {"fp32": 19.5, "tf32": 156.0, "16-bit": 312.0}
+# Tried in order, first substring of the upper-cased device name wins; None marks a variant
+# with other clocks (H100 NVL, H200 NVL) that must not fall through to the SXM figures.
+_PEAK_TFLOPS: tuple[tuple[str, dict[str, float] | None], ...] = (
+    ("H100 PCIE", _H100_PCIE),
+    ("H100 NVL", None),
+    ("H100", _H100_SXM),
+    ("H200 NVL", None),
+    ("H200", _H100_SXM),
+    ("A100", _A100),
+)
+# The tensor-core figure each precision computes at.
+_PRECISION_COLUMN = {"fp32": "fp32", "tf32": "tf32", "fp16": "16-bit", "bf16": "16-bit", "bf16-pure": "16-bit"}
+# Words in the CPU names devices.device_name() reads from /proc/cpuinfo; no GPU name has them.
+_CPU_WORDS = ("CPU", "PROCESSOR", "XEON", "EPYC", "RYZEN", "CORE(TM)")
+
+
+def step_flops(
+    config: RunConfig,
+    model: nn.Module,
+    sample_inputs: Any,
+    sample_targets: Any,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+) -> tuple[float | None, str]:
+    """Model FLOPs of one optimizer step over the global batch (forward + backward).
+
+    The built-in ``gpt`` uses the stated formula (see ``gpt_flops_per_token``); other models
+    are counted with ``FlopCounterMode`` on one forward + backward of the sample batch, run on
+    a meta-device copy of ``model`` (CPU if the meta run fails), then scaled from the sample's
+    rows to ``config.batch_size``. Counting costs the caller one extra forward + backward,
+    once per run, and leaves ``model``'s weights, gradients and buffers untouched.
+
+    Args:
+        config: the run; gives the model's options and the global batch size.
+        model: the model as built, before a strategy wraps or shards it (unused for gpt).
+        sample_inputs: a batch of inputs (any number of rows), as the model takes them.
+        sample_targets: the matching targets.
+        loss_fn: the run's loss, ``(outputs, targets) -> scalar``.
+
+    Returns:
+        ``(flops, method)``: FLOPs of one step and ``FORMULA`` or ``COUNTED``; or
+        ``(None, reason)`` when they could not be counted.
+    """
+    if config.model == Workload.GPT.value:
+        options = config.options
+        seq_len = _sequence_length(sample_inputs, options["seq_len"])
+        per_token = gpt_flops_per_token(
+            gpt_matmul_params(options), options["depth"], options["heads"],
+            options["width"] // options["heads"], seq_len,
+        )
+        return per_token * config.batch_size * seq_len, FORMULA
+    counted, reason = count_step_flops(model, sample_inputs, sample_targets, loss_fn)
+    if counted is None:
+        return None, reason
+    # FLOPs grow linearly with the rows of a batch (every op works per sample), so one sample
+    # batch stands for the global batch of the step.
+    return counted * config.batch_size / _rows(sample_inputs), COUNTED
+
+
+def gpt_flops_per_token(params: int, layers: int, heads: int, head_dim: int, seq_len: int) -> float:
+    """FLOPs per token of one forward + backward of a decoder-only transformer (PaLM app. B)::
+
+        flops_per_token = 6 * N + 12 * L * H * Q * T
+
+    6N: each weight does one multiply-add (2 FLOPs) per token forward and two backward (the
+    gradients of its input and of itself). 12LHQT: attention's two matmuls per layer (Q K^T
+    and scores @ V), 2 * T * H * Q multiply-adds each per token forward, three times that with
+    backward; causal masking's skipped half is counted, by convention.
+
+    Args:
+        params: N, the parameters that take part in matmuls (``gpt_matmul_params``).
+        layers: L, the transformer blocks.
+        heads: H, attention heads per block.
+        head_dim: Q, width / heads.
+        seq_len: T, tokens per sequence.
+    """
+    return 6 * params + 12 * layers * heads * head_dim * seq_len
+
+
+def gpt_matmul_params(options: Mapping[str, int]) -> int:
+    """N of the formula for the built-in gpt: every parameter except the token and position
+    embeddings (lookups, not matmuls). The output head is counted: unlike nanoGPT, parakit's
+    gpt does not tie it to the token embedding, and nanoGPT's N (all but the position
+    embedding) counts the tied matrix once, as the head. Biases and LayerNorm weights are
+    counted too, as nanoGPT does (a few hundredths of a percent here).
+
+    Counted on a model built on the meta device: no memory, and it follows the code if
+    the architecture changes.
+    """
+    with torch.device("meta"):
+        model = build_model(Workload.GPT.value, dict(options))
+    lookups = {id(p) for p in itertools.chain(model.tok_emb.parameters(), model.pos_emb.parameters())}
+    return sum(p.numel() for p in model.parameters() if id(p) not in lookups)
+
+
+def count_step_flops(
+    model: nn.Module, inputs: Any, targets: Any, loss_fn: Callable[[Any, Any], torch.Tensor]
+) -> tuple[float | None, str | None]:
+    """FLOPs of one forward + backward of ``inputs`` through a copy of ``model``, as
+    ``FlopCounterMode`` counts them: matmuls, convolutions and attention (elementwise ops,
+    norms and softmax are not counted, as in the 6N convention).
+
+    Runs on the meta device first: no memory, no time, and attention decomposes to counted
+    matmuls there (on CPU torch's fused attention kernel is not counted). The copy is fp32
+    whatever the run's precision: FLOPs do not depend on the dtype.
+
+    Returns:
+        ``(flops, None)``, or ``(None, reason)`` when neither meta nor CPU could run it.
+    """
+    failures = []
+    for device in ("meta", "cpu"):
+        try:
+            twin = _fp32_copy(model, device)
+            x, y = _fp32_on(inputs, device), _fp32_on(targets, device)
+            with FlopCounterMode(display=False) as counter:
+                loss_fn(twin(x), y).backward()
+        except Exception as e:  # noqa: BLE001 - a user's model may fail in any way on meta
+            failures.append(f"on {device}: {type(e).__name__}: {e}")
+            continue
+        total = counter.get_total_flops()
+        if total == 0:
+            return None, "FlopCounterMode found no matmul, convolution or attention in the model"
+        return float(total), None
+    return None, "could not count the model's FLOPs (" + "; ".join(failures) + ")"
+
+
+def _fp32_copy(model: nn.Module, device: str) -> nn.Module:
+    """A deep copy of the model with fp32 parameters and buffers on ``device``: deepcopy takes
+    each tensor from the memo, so the training weights are never copied to the meta device
+    and the copy's backward and buffer updates (BatchNorm) touch none of the original's."""
+    memo: dict[int, Any] = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        dtype = torch.float32 if t.is_floating_point() else t.dtype
+        if device == "meta":
+            twin = torch.empty_like(t, device="meta", dtype=dtype)
+        else:
+            twin = t.detach().to(device, dtype=dtype, copy=True)
+        memo[id(t)] = nn.Parameter(twin, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else twin
+    return copy.deepcopy(model, memo)
+
+
+def _fp32_on(batch: Any, device: str) -> Any:
+    if isinstance(batch, torch.Tensor):
+        dtype = torch.float32 if batch.is_floating_point() else batch.dtype
+        return batch.detach().to(device, dtype=dtype)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_fp32_on(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _fp32_on(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _rows(batch: Any) -> int:
+    """Rows of a batch: the first dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    values = batch.values() if isinstance(batch, dict) else batch
+    return _rows(next(iter(values)))
+
+
+def _sequence_length(inputs: Any, default: int) -> int:
+    """T of a gpt batch: the inputs' second dimension (data of your own may be shorter than
+    seq_len), else the model's seq_len."""
+    return inputs.shape[1] if isinstance(inputs, torch.Tensor) and inputs.ndim == 2 else default
+
+
+def peak_flops(device_name: str, precision: str) -> tuple[float | None, str | None]:
+    """One GPU's dense peak FLOP/s at a precision, from parakit's small table.
+
+    fp32 runs with TF32 switched off, so it gets the CUDA-core fp32 peak; tf32 the TF32
+    tensor-core peak; fp16, bf16 and bf16-pure the 16-bit tensor-core peak. Sparse (2:4)
+    figures are never used: training does not run sparse.
+
+    Args:
+        device_name: the torch device name, e.g. ``"NVIDIA H100 80GB HBM3"`` (the SXM part).
+        precision: fp32, tf32, fp16, bf16 or bf16-pure.
+
+    Returns:
+        ``(flop_per_s, None)``, or ``(None, reason)`` for a CPU or a GPU not in the table.
+    """
+    name = device_name.upper()
+    if name.strip() in ("", "CPU") or any(word in name for word in _CPU_WORDS):
+        return None, "no peak FLOP/s for CPUs: MFU is for GPUs"
+    column = _PRECISION_COLUMN.get(str(precision))
+    if column is None:
+        return None, f"unknown precision {precision!r}; one of {', '.join(_PRECISION_COLUMN)}"
+    for key, peaks in _PEAK_TFLOPS:
+        if key in name:
+            if peaks is None:
+                break
+            return peaks[column] * TERA, None
+    return None, f"peak FLOP/s of {device_name!r} is not in parakit's table"
+
+
+def achieved_flops_per_s(flops_per_step: float | None, step_time_s: float | None, world_size: int) -> float | None:
+    """Model FLOP/s each GPU achieved: the step's model FLOPs over its time and the GPUs.
+
+    Divide by ``TERA`` for TFLOP/s. None when the FLOPs or the time are unknown.
+    """
+    if flops_per_step is None or step_time_s is None or not step_time_s > 0:
+        return None
+    return flops_per_step / step_time_s / world_size
+
+
+def mfu(flops_per_step: float | None, step_time_s: float | None, world_size: int, peak: float | None) -> float | None:
+    """Model FLOPs utilisation: achieved model FLOP/s per GPU / that GPU's peak FLOP/s.
+
+    ``mfu = flops_per_step / step_time_s / world_size / peak``, a share in [0, 1] (above 1
+    means the FLOPs or the peak are wrong). None when any input is unknown.
+    """
+    achieved = achieved_flops_per_s(flops_per_step, step_time_s, world_size)
+    if achieved is None or not peak:
+        return None
+    return achieved / peak
