@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from parakit.config import RunConfig, Workload
 from parakit.layouts import Strategy
 from parakit.levers import Compression, CompressionKind, Precision
+from parakit.measure_plots import BREAKDOWN_PARTS, breakdown, power
 from parakit.plot_base import TEMPLATE
 from parakit.plots import loss, speedup
 from parakit.records import OK, STOPPED, RunResult
@@ -126,10 +127,12 @@ class Panel:
     def _build_figures(self) -> None:
         self.loss_figure = go.FigureWidget()
         self.speedup_figure = go.FigureWidget()
-        # Live figures by name. A step-time breakdown (compute / exposed comm / idle) and a
-        # power figure join here once the engines measure them: one entry each, drawn from
-        # _draw_live (while a run goes) and _draw_runs (when it ends).
-        self.figures = {"loss": self.loss_figure, "speedup": self.speedup_figure}
+        self.breakdown_figure = go.FigureWidget()
+        self.power_figure = go.FigureWidget()
+        # Live figures by name, drawn from _draw_live (while a run goes) and _draw_runs (when
+        # it ends); the last trace(s) of loss, breakdown and power are the running run's.
+        self.figures = {"loss": self.loss_figure, "speedup": self.speedup_figure,
+                        "breakdown": self.breakdown_figure, "power": self.power_figure}
         self._draw_runs()
 
     def _layout(self) -> widgets.Widget:
@@ -141,7 +144,8 @@ class Panel:
             row(self.run_button, self.stop_button, self.progress),
             self.problem, self.status,
         ])
-        return widgets.VBox([controls, row(*self.figures.values()), self.log])
+        return widgets.VBox([controls, row(self.loss_figure, self.speedup_figure),
+                             row(self.breakdown_figure, self.power_figure), self.log])
 
     def _max_workers(self) -> int:
         """The slider's end: every GPU, or a few CPU engines (Session.config has the final say)."""
@@ -197,6 +201,7 @@ class Panel:
         settings = self.settings()
         self._running, self._stop_requested = True, False
         self._latest, self._live_x, self._live_y, self._last_draw = {}, [], [], 0.0
+        self._live_power: list[tuple[float, float]] = []
         with self.run_button.hold_sync(), self.stop_button.hold_sync():
             self.run_button.disabled, self.stop_button.disabled = True, False
         with self.progress.hold_sync():
@@ -234,6 +239,9 @@ class Panel:
         if value is not None and step is not None and (not self._live_x or step > self._live_x[-1]):
             self._live_x.append(step)
             self._live_y.append(value)
+        sample = progress.get("power")  # (t_s, watts, util, memory) or None
+        if sample and (not self._live_power or sample[0] > self._live_power[-1][0]):
+            self._live_power.append((sample[0], sample[1]))
         self._latest = progress
         now = time.monotonic()
         if now - self._last_draw >= DRAW_EVERY_S:
@@ -250,6 +258,18 @@ class Panel:
         with self.loss_figure.batch_update():
             live = self.loss_figure.data[-1]
             live.x, live.y = list(self._live_x), list(self._live_y)
+        split = self._latest.get("breakdown")
+        if split:
+            with self.breakdown_figure.batch_update():
+                for trace, key in zip(self.breakdown_figure.data[-len(BREAKDOWN_PARTS):], BREAKDOWN_PARTS):
+                    trace.x, trace.y = ["running"], [split[key] * 1e3]
+                axis = self.breakdown_figure.layout.xaxis
+                if axis.tickvals is not None and "running" not in axis.tickvals:
+                    axis.tickvals, axis.ticktext = (*axis.tickvals, "running"), (*axis.ticktext, "running")
+        if self._live_power:
+            with self.power_figure.batch_update():
+                live = self.power_figure.data[-1]
+                live.x, live.y = [t for t, _ in self._live_power], [w for _, w in self._live_power]
 
     @_reported
     def _on_stop(self, _button: widgets.Button | None = None) -> None:
@@ -312,6 +332,15 @@ class Panel:
                                  title={"text": "Speed-up vs 1 worker (samples/s)",
                                         "subtitle": {"text": str(e)}})
         _replace(self.speedup_figure, figure)
+        figure = breakdown(self.results)
+        for key, (name, colour) in BREAKDOWN_PARTS.items():  # the running run's bar, filled live
+            figure.add_bar(x=[], y=[], name=f"running: {name}", marker_color=colour, opacity=0.5,
+                           showlegend=False, hovertemplate=f"running: {name} %{{y:.2f}} ms<extra></extra>")
+        _replace(self.breakdown_figure, figure)
+        figure = power(self.results)
+        figure.add_scatter(x=[], y=[], mode="lines", name=f"running: {live}" if live else "running",
+                           line={"color": "black"}, showlegend=live is not None)
+        _replace(self.power_figure, figure)
 
     # -- display and cleanup -------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:

@@ -72,7 +72,7 @@ def test_compression_shows_the_field_it_takes(panel):
 
 
 def test_a_run_updates_the_figures_while_it_goes_and_stays_to_compare(panel, session):
-    updates, live_points = [], []
+    updates, live_points, live_split = [], [], []
     panel.progress.observe(lambda change: updates.append((time.monotonic(), change["new"])), "value")
     panel.workers.value, panel.model.value, panel.steps.value, panel.batch_size.value = 2, "mlp", 120, 64
     panel.run_button.click()
@@ -80,10 +80,13 @@ def test_a_run_updates_the_figures_while_it_goes_and_stays_to_compare(panel, ses
     while panel.running:  # the kernel's thread is free meanwhile: this loop is it
         traces = panel.loss_figure.data  # (empty for a moment while the end of a run redraws)
         live_points.append(len(traces[-1].x or ()) if traces else 0)
+        split = panel.breakdown_figure.data
+        live_split.append(bool(split) and split[-1].name == "running: idle" and bool(split[-1].y))
         time.sleep(0.02)
     first = panel.wait()
     assert first.ok, first.error
     assert max(live_points) > 0  # the loss line grew before the run ended
+    assert any(live_split)  # the breakdown of a recorded step showed while the run went
     during = [value for _, value in updates[:-1]]
     assert during and during == sorted(during) and during[0] < 120
     gaps = [b - a for (a, _), (b, _) in zip(updates[:-2], updates[1:-1])]
@@ -98,6 +101,9 @@ def test_a_run_updates_the_figures_while_it_goes_and_stays_to_compare(panel, ses
     assert second.ok, second.error
     finished = {t.customdata[0][0]: t for t in panel.loss_figure.data if t.customdata is not None}
     assert set(finished) == {first.run_id, second.run_id}  # both stay, side by side
+    compute = next(t for t in panel.breakdown_figure.data if t.name == "compute")
+    assert list(compute.x) == [first.run_id, second.run_id]
+    assert list(compute.y) == pytest.approx([first.summary["compute_time_s"] * 1e3, second.summary["compute_time_s"] * 1e3])
     assert list(finished[first.run_id].y) == pytest.approx([s.loss for s in first.steps])
     assert finished[first.run_id].name.startswith("ddp x2 mlp")
     assert finished[second.run_id].name.startswith("single x1 mlp")

@@ -42,6 +42,10 @@ class StepProfiler:
         self.device, self.warmup, self.every = device, warmup, every
         self.breakdowns: dict[int, dict[str, float]] = {}
 
+    def latest(self) -> dict[str, float] | None:
+        """The newest recorded step's breakdown (for live progress), or None."""
+        return self.breakdowns[max(self.breakdowns)] if self.breakdowns else None
+
     @contextlib.contextmanager
     def step(self, step: int) -> Iterator[None]:
         """Wrap one whole step, outside its timer, so starting and reading the profiler is not

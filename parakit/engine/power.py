@@ -394,6 +394,11 @@ class PowerMeter:
             sampled_energy_j=_trapezoid_j(samples),
         )
 
+    def latest(self) -> Sample | None:
+        """The newest sample of the open window (for live progress), or None."""
+        w = self._window
+        return w.samples[-1] if w is not None and w.samples else None
+
     def _no_power_reason(self) -> str | None:
         return self._source.no_power_reason if self._source is not None else None
 

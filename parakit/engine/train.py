@@ -153,7 +153,8 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
             last_publish = now
             # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
             value = loss.item() if loss is not None and device.type == "cpu" else None
-            _publish({"step": step + 1, "steps": config.steps, "loss": value})
+            _publish({"step": step + 1, "steps": config.steps, "loss": value,
+                      "power": meter.latest(), "breakdown": profiler.latest()})
         if stop.should_stop(step + 1):
             break
     step_times = timer.step_times_s()  # note: syncs the GPU once
