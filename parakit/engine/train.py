@@ -73,6 +73,17 @@ def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
         raise
 
 
+def param_groups(params) -> list[dict[str, Any]]:
+    """Parameters grouped by the mesh they are sharded on (plain tensors apart). On a GPU the
+    optimizer updates a group with fused multi-tensor (foreach) kernels, and those refuse a
+    list that mixes DTensors with plain tensors, as tensor parallelism leaves embeddings."""
+    groups: dict[Any, list] = {}
+    for p in params:
+        mesh = getattr(p, "device_mesh", None)
+        groups.setdefault(None if mesh is None else id(mesh), []).append(p)
+    return [{"params": ps} for ps in groups.values()]
+
+
 def local_bytes(tensors) -> int:
     """Bytes this rank holds of these tensors: the local shard of a DTensor, all of a tensor."""
     total = 0
@@ -109,7 +120,7 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
     ctx = Context(config, device, rank, world, loss_fn, sample_inputs=sample,
                   scale_loss=scaler.scale if scaler else (lambda loss: loss))
     parallel = APPLY[config.strategy](model, ctx)
-    optimizer = torch.optim.AdamW(parallel.parameters(), lr=config.lr)
+    optimizer = torch.optim.AdamW(param_groups(parallel.parameters()), lr=config.lr)
     batches = make_batches(config, parallel.data_rank, parallel.data_size)
     per = config.per_rank_batch_size
     lo, hi = parallel.data_rank * per, (parallel.data_rank + 1) * per
