@@ -83,6 +83,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="global batch size")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile-every", type=int, default=5,
+                   help="record every Nth step after the warm-up for the time breakdown (0: none)")
+    p.add_argument("--bucket-mb", type=float, default=None, help="DDP gradient bucket size in MB (default 25)")
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         sync=args.sync, schedule=args.schedule, microbatches=args.microbatches, split=args.split,
         tp_plan=dict(args.tp_plan) if args.tp_plan else None, hybrid=args.hybrid, mesh=args.mesh,
         steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed,
+        seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb,
     )
 
 
@@ -111,7 +114,68 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=None, help="steps per run (default sized to the device)")
     demo.add_argument("--report", default=None, help="HTML report path (default RUNS_DIR/demo-report.html)")
     _add_engine_options(demo)
+
+    bench = sub.add_parser("bench", help="micro-benchmarks on local engines")
+    kinds = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    comm = kinds.add_parser("comm", help="collectives over message sizes: time, algbw, busbw, alpha/beta fit")
+    add_bench_options(comm)
+    comm.add_argument("--json", action="store_true", help="print the result as JSON (only JSON on stdout)")
+    _add_engine_options(comm)
     return parser
+
+
+def add_bench_options(p: argparse.ArgumentParser) -> None:
+    """The settings of a communication benchmark; shared with ``%parakit bench comm``."""
+    p.add_argument("--workers", type=int, default=2, help="ranks taking part (at least 2)")
+    p.add_argument("--sizes", type=_str_list, default=None, metavar="SIZE,...",
+                   help="message sizes, e.g. 1KB,64KB,1MB,16MB (default 1 KB .. 256 MB, powers of 4)")
+    p.add_argument("--max-size", default=None, help="leave out larger sizes (default 64MB on CPU engines)")
+    p.add_argument("--collectives", type=_str_list, default=None,
+                   help="all_reduce,all_gather,reduce_scatter,broadcast,send_recv (default: all)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per size (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per size first")
+    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+
+
+def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(workers=args.workers, sizes=args.sizes, collectives=args.collectives, repeats=args.repeats,
+                warmup=args.warmup, max_size=args.max_size, dtype=args.dtype)
+
+
+def bench_table(bench: Any) -> str:
+    """The benchmark as text: a line per (collective, size), then the fits."""
+    from parakit.progress import size_text
+
+    if not bench.ok:
+        return f"{bench.bench_id} {bench.status}: {bench.error}"
+    lines = [f"{bench.bench_id}: {bench.backend} x{bench.world_size} on {bench.device[0]}, {bench.dtype}",
+             f"{'collective':<15}{'size':>10}{'time (us)':>12}{'algbw GB/s':>12}{'busbw GB/s':>12}"]
+    for r in bench.rows:
+        lines.append(f"{r['collective']:<15}{size_text(r['bytes']):>10}{r['time_s'] * 1e6:>12.1f}"
+                     f"{r['algbw_gbps']:>12.3f}{r['busbw_gbps']:>12.3f}")
+    for name, fit in bench.fits.items():
+        lines.append(f"fit {name}: " + (f"latency {fit['alpha_s'] * 1e6:.1f} us, bandwidth "
+                                        f"{fit['beta_bytes_per_s'] / 1e9:.3f} GB/s"
+                                        if fit.get("alpha_s") is not None else f"none ({fit['reason']})"))
+    lines += [f"skipped {name}: {why}" for name, why in bench.skipped.items()]
+    return "\n".join(lines)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from parakit.bench import bench_settings as check_bench
+    from parakit.session import Session
+
+    settings = bench_settings(args)
+    with checked_input():
+        facts = placement.host_facts()
+        gpus = placement.choose_gpus(args.device, args.gpus, facts)
+        check_bench(settings["workers"], settings["sizes"], settings["collectives"], settings["repeats"],
+                    settings["warmup"], settings["max_size"], settings["dtype"], gpus)
+        placement.check_workers(settings["workers"], facts)
+    with Session(settings["workers"], device=args.device, gpus=args.gpus, runs_dir=args.runs_dir) as session:
+        bench = session.bench_comm(**settings)
+    print(json.dumps(bench.to_dict(), indent=1) if args.json else bench_table(bench))
+    return 0 if bench.ok else 1
 
 
 @contextlib.contextmanager
@@ -165,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             from parakit.demo import demo_command
 
             return demo_command(args)
+        if args.command == "bench":
+            return bench_command(args)
         return run_command(args)
     except UsageError as e:
         print(f"parakit: error: {e}", file=sys.stderr)

@@ -20,6 +20,8 @@ from IPython.core.magic_arguments import ArgDecorator, argument, kwds, magic_arg
 from IPython.display import display
 
 from parakit import cli
+from parakit.bench import bench_settings
+from parakit.measure_plots import comm_bandwidth
 from parakit.plots import PLOTS, loss, speedup, speedup_table
 from parakit.records import STOPPED, RunResult
 from parakit.session import Session, check_settings
@@ -58,6 +60,13 @@ class engine_options(ArgDecorator):
         parser.add_argument("--gpus", type=_comma_list(int), default=None, metavar="0,1",
                             help="GPU indices to pin engines to (default: every visible GPU)")
         parser.add_argument("--cpu", action="store_true", help="CPU engines, even with GPUs present")
+
+
+class bench_options(ArgDecorator):
+    """The settings of a communication benchmark, exactly as ``parakit bench comm`` takes them."""
+
+    def add_to_parser(self, parser, group):
+        cli.add_bench_options(parser)
 
 
 class selection_options(ArgDecorator):
@@ -121,7 +130,7 @@ class ParakitMagics(Magics):
         self._subcommands: dict[str, Callable[[str], Any]] = {
             "start": self._start, "status": self._status, "stop": self._stop,
             "restart": self._restart, "run": self._run, "sweep": self._sweep,
-            "panel": self._panel, "plot": self._plot, "runs": self._runs,
+            "panel": self._panel, "plot": self._plot, "runs": self._runs, "bench": self._bench,
         }
 
     @line_cell_magic
@@ -141,8 +150,9 @@ class ParakitMagics(Magics):
             In [5]: %parakit panel                   # the control panel
             In [6]: %parakit plot speedup --last 4   # KINDS
             In [7]: %parakit runs --last 10          # the run store as a DataFrame
-            In [8]: %parakit restart -n 4            # new engines (these stop)
-            In [9]: %parakit stop                    # stop every engine
+            In [8]: %parakit bench comm --sizes 1KB,1MB,16MB   # collectives: time, busbw
+            In [9]: %parakit restart -n 4            # new engines (these stop)
+            In [10]: %parakit stop                   # stop every engine
 
         As a cell magic (``%%parakit [-n N]``), runs the cell on every engine (or the first
         N) with the process group formed and ``rank``, ``world_size`` and ``device``
@@ -351,6 +361,28 @@ class ParakitMagics(Magics):
         """
         args = self._parse(self._runs, rest)
         return runs_frame(self._select(args, empty_ok=True))
+
+    @magic_arguments("parakit bench")
+    @argument("kind", choices=["comm"], help="comm: the communication micro-benchmark")
+    @bench_options()
+    @engine_options()
+    def _bench(self, rest: str):
+        """Time all_reduce, all_gather, reduce_scatter, broadcast and send/recv over message
+        sizes on the engines; prints time, algorithm and bus bandwidth per size and a latency +
+        bandwidth fit, saves the result in the run store and shows bus bandwidth by size.
+
+        In [1]: %parakit bench comm --sizes 1KB,64KB,1MB,16MB --collectives all_reduce,send_recv
+        """
+        args = self._parse(self._bench, rest)
+        settings = cli.bench_settings(args)
+        with checked:  # the settings, before any engine starts
+            bench_settings(settings["workers"], settings["sizes"], settings["collectives"], settings["repeats"],
+                           settings["warmup"], settings["max_size"], settings["dtype"], [])
+        session = self._idle(self._session(args))
+        with checked:
+            bench = session.bench_comm(**settings)
+        print(cli.bench_table(bench), file=sys.stdout if bench.ok else sys.stderr)
+        return comm_bandwidth([bench]) if bench.ok else bench
 
     # -- the cell magic ------------------------------------------------------------------
     @magic_arguments("%parakit")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from parakit.plot_base import HOVER_RUN, finish, measured_runs, run_axis, skip_note
-from parakit.records import RunResult
+from parakit.records import CommBenchResult, RunResult
 
 # Stacked in this order, bottom up: compute, then what communication adds, then waiting.
 BREAKDOWN_PARTS = {
@@ -117,3 +117,36 @@ def power(results: list[RunResult]) -> go.Figure:
     notes = [skip_note(results, drawn, "no power samples"),
              "; ".join(sorted(scopes))]
     return finish(fig, "Power during training", "time since the training loop began (s)", "power (W)", notes)
+
+
+def comm_bandwidth(benches: list[CommBenchResult]) -> go.Figure:
+    """Bus bandwidth (GB/s, nccl-tests definition) against message size, one line per
+    collective and benchmark; the fitted latency and bandwidth are in the legend.
+
+    Args:
+        benches: communication benchmarks; failed or stopped ones are skipped, said in the subtitle.
+
+    Returns:
+        A line figure with a log-scaled size axis.
+    """
+    done = [b for b in benches if b.ok and b.rows]
+    fig = go.Figure()
+    for b in done:
+        for name in dict.fromkeys(r["collective"] for r in b.rows):
+            rows = [r for r in b.rows if r["collective"] == name]
+            fit = b.fits.get(name) or {}
+            fitted = (f" · {fit['alpha_s'] * 1e6:.0f} µs + bytes / {fit['beta_bytes_per_s'] / 1e9:.2f} GB/s"
+                      if fit.get("alpha_s") is not None else "")
+            fig.add_scatter(
+                x=[r["bytes"] for r in rows], y=[r["busbw_gbps"] for r in rows], mode="lines+markers",
+                name=f"{name} ({b.backend} x{b.world_size}){fitted}",
+                customdata=[[r["time_s"] * 1e6, r["algbw_gbps"]] for r in rows],
+                hovertemplate="%{x:,} bytes: busbw %{y:.3f} GB/s, algbw %{customdata[1]:.3f} GB/s,"
+                              " %{customdata[0]:.1f} µs<extra></extra>",
+            )
+    fig.update_xaxes(type="log")
+    skipped = sorted({f"{c}: {why}" for b in done for c, why in b.skipped.items()})
+    notes = [skip_note(benches, len(done), "failed or stopped"), "median of repeats, slowest rank",
+             *skipped]
+    return finish(fig, "Communication: bus bandwidth by message size", "message size (bytes)",
+                  "bus bandwidth (GB/s)", notes)

@@ -27,23 +27,42 @@ def note(text: str, stream=None) -> None:
         stream.flush()
 
 
+def size_text(nbytes: float) -> str:
+    """1024 -> '1 KB', 1048576 -> '1 MB' (binary multiples, as message sizes are given)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1024 or unit == "GB":
+            return f"{nbytes:g} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:g} GB"
+
+
 class ProgressPrinter:
-    def __init__(self, config: RunConfig, stream=None):
+    """Rank 0's progress as one line: a run's step and loss, or a benchmark's collective and
+    message size."""
+
+    def __init__(self, config: RunConfig | str, stream=None):
         self.stream = stream or sys.stderr
         self.live = in_notebook() or getattr(self.stream, "isatty", lambda: False)()
-        model = config.model if isinstance(config.model, str) else "own model"
-        self.label = f"{config.strategy.value} x{config.workers} {model}"
+        if isinstance(config, str):
+            self.label = config
+        else:
+            model = config.model if isinstance(config.model, str) else "own model"
+            self.label = f"{config.strategy.value} x{config.workers} {model}"
         self.started = time.monotonic()
         self.width = 0
 
     def __call__(self, progress: dict) -> None:
         if not self.live:
             return
-        step, steps = progress.get("step", 0), progress.get("steps", 0)
-        loss = progress.get("loss")
-        text = f"[parakit] {self.label}: step {step}/{steps}"
-        if loss is not None:
-            text += f"  loss {loss:.4f}"
+        if "collective" in progress:
+            text = (f"[parakit] {self.label}: {progress['collective']} {size_text(progress['bytes'])}"
+                    f" ({progress['done']}/{progress['total']})")
+        else:
+            step, steps = progress.get("step", 0), progress.get("steps", 0)
+            loss = progress.get("loss")
+            text = f"[parakit] {self.label}: step {step}/{steps}"
+            if loss is not None:
+                text += f"  loss {loss:.4f}"
         text += f"  {time.monotonic() - self.started:.1f} s"
         self.width = max(self.width, len(text))
         self.stream.write("\r" + text.ljust(self.width))

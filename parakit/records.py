@@ -10,9 +10,12 @@ import statistics
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parakit.config import RunConfig
+
+if TYPE_CHECKING:
+    import pandas
 
 OK, FAILED, STOPPED = "ok", "failed", "stopped"
 
@@ -131,6 +134,53 @@ class RunResult:
             f"{head}, {c.get('model')}, {s.get('samples_per_s', 0):.1f} samples/s, "
             f"loss {s.get('loss_first', float('nan')):.4f} -> {s.get('loss_last', float('nan')):.4f})"
         )
+
+
+@dataclass
+class CommBenchResult:
+    """A communication micro-benchmark on the session's engines; saved like a run."""
+
+    bench_id: str
+    status: str
+    world_size: int
+    backend: str | None
+    device: list[str]
+    dtype: str = "float32"
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """One per (collective, message size): bytes, time_s (median of the slowest rank), time_min_s,
+    time_max_s, algbw_gbps, busbw_gbps (nccl-tests definitions), repeats, warmup."""
+    fits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per collective: alpha_s (latency) and beta_bytes_per_s (bandwidth) of time = alpha + bytes/beta,
+    or None with the reason."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Collectives this backend and device cannot measure honestly, and why."""
+    error: str | None = None
+    started_at: str = ""
+    ended_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CommBenchResult":
+        return cls(**d)
+
+    def frame(self) -> "pandas.DataFrame":
+        """The rows as a DataFrame, one row per (collective, size)."""
+        import pandas as pd  # only where a table is wanted
+
+        return pd.DataFrame(self.rows)
+
+    def __repr__(self) -> str:
+        head = f"CommBenchResult({self.bench_id}, {self.status}, {self.backend} x{self.world_size}"
+        if not self.ok:
+            return f"{head}, error={self.error!r})"
+        peak = max((r["busbw_gbps"] for r in self.rows), default=None)
+        return f"{head}, {len(self.rows)} rows" + (f", peak busbw {peak:.2f} GB/s)" if peak else ")")
 
 
 def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> list[StepRecord]:

@@ -13,15 +13,16 @@ from typing import Any
 
 from parakit.cluster import placement
 from parakit.cluster.engines import EngineSet
-from parakit.cluster.launch import launch, run_code
+from parakit.cluster.launch import launch, run_code, run_on_ranks
+from parakit.engine.commbench import bench_on_engine
 from parakit.config import Device, RunConfig, Strategy
 from parakit.levers import check_cpu_precision, default_workers
 from parakit.progress import ProgressPrinter, note
 from parakit.records import (
-    OK, RankInfo, RunResult, flops_summary, methods, new_run_id, now_iso, power_summary, steps_from_ranks,
+    OK, CommBenchResult, RankInfo, RunResult, flops_summary, methods, new_run_id, now_iso, power_summary, steps_from_ranks,
     summarize, unrecorded_breakdown,
 )
-from parakit.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_run
+from parakit.store import DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
 
 
 def unmeasured_wire(config: RunConfig) -> str:
@@ -167,11 +168,7 @@ class Session:
         if warning:
             result.warnings.append(warning)
         save_run(result, self.runs_dir)
-        if outcome.status != OK:
-            # A rank that failed mid-collective leaves the group unusable: form it afresh.
-            self._engines.group = None
-            if outcome.engines_unusable:
-                self._restart_engines()
+        self._after(outcome)
         return result
 
     def runs(self):
@@ -196,6 +193,78 @@ class Session:
     def busy(self) -> bool:
         """True while a run or a cell is going on these engines (in any thread)."""
         return self._running
+
+    def bench_comm(
+        self,
+        workers: int | None = None,
+        *,
+        sizes: list[int | str] | None = None,
+        collectives: list[str] | None = None,
+        repeats: int = 10,
+        warmup: int = 3,
+        max_size: int | str | None = None,
+        dtype: str = "float32",
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> CommBenchResult:
+        """Time collectives over message sizes on the engines: nccl-tests' algorithm and bus
+        bandwidth, and a latency + bandwidth fit per collective. Saved in the run store.
+
+        Example:
+            >>> b = s.bench_comm(workers=2, sizes=["1KB", "1MB", "16MB"], collectives=["all_reduce", "send_recv"])
+            >>> b.frame()[["collective", "bytes", "time_s", "busbw_gbps"]]
+
+        Args:
+            workers: ranks taking part, at least 2 (default: every engine).
+            sizes: message sizes in bytes, or text such as "64KB", "16MB" (default 1 KB .. 256 MB
+                in powers of 4, up to ``max_size``).
+            collectives: any of all_reduce, all_gather, reduce_scatter, broadcast, send_recv
+                (default: all).
+            repeats: timed calls per size; the time is their median on the slowest rank.
+            warmup: untimed calls per size before them.
+            max_size: leave out larger sizes (default: 64 MB on CPU engines, none on GPUs).
+            dtype: float32, float16 or bfloat16.
+            on_progress: called a few times a second with rank 0's progress (collective,
+                bytes, done, total) instead of the printed line.
+
+        Returns:
+            A CommBenchResult (also saved under ``runs_dir/comm-bench``); a failed or stopped
+            benchmark is returned and saved too, with its error.
+
+        Raises:
+            ValueError: If a setting is wrong (no engine is touched then).
+        """
+        from parakit.bench import bench_settings, finish_bench
+
+        world = self.workers if workers is None else workers
+        kwargs = bench_settings(world, sizes, collectives, repeats, warmup, max_size, dtype, self.gpus)
+        placement.check_workers(world, self.facts)
+        started = now_iso()
+        printer = ProgressPrinter(f"comm bench x{world}") if self.progress and on_progress is None else None
+        with self._one_at_a_time():
+            self._engines.grow(world)
+            backend, warning = self._engines.ensure_group(world)
+            self._warn_once(warning)
+            outcome = run_on_ranks(self._engines, world, bench_on_engine, (kwargs,),
+                                   on_progress or printer, self._stop)
+        if printer:
+            printer.done(outcome.status)
+        self._after(outcome)
+        devices = [e["device_name"] for e in self._engines.engines[:world]]
+        result = finish_bench(outcome, world, backend, devices, started)
+        save_comm_bench(result, self.runs_dir)
+        return result
+
+    def comm_benches(self) -> list[CommBenchResult]:
+        """Every communication benchmark in the run store, oldest first."""
+        return read_comm_benches(self.runs_dir)
+
+    def _after(self, outcome) -> None:
+        """After a failure or stop a rank may have left mid-collective: form the group afresh,
+        and restart engines that did not stop."""
+        if outcome.status != OK:
+            self._engines.group = None
+            if outcome.engines_unusable:
+                self._restart_engines()
 
     def execute(self, code: str, workers: int | None = None) -> list[dict[str, Any]]:
         """Run Python code on the first ``workers`` engines (default: all), each in its own
@@ -225,10 +294,7 @@ class Session:
             _, warning = self._engines.ensure_group(world)
             self._warn_once(warning)
             outcome = run_code(self._engines, code, world)
-        if outcome.status != OK:
-            self._engines.group = None  # a rank may have left mid-collective: form it afresh
-            if outcome.engines_unusable:
-                self._restart_engines()
+        self._after(outcome)
         return outcome.rank_results
 
     def status(self) -> list[dict[str, Any]]:

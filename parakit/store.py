@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from parakit.records import RunResult
+from parakit.records import CommBenchResult, RunResult
 
 if TYPE_CHECKING:
     import pandas
@@ -22,15 +22,39 @@ if TYPE_CHECKING:
 DEFAULT_RUNS_DIR = "parakit-runs"
 
 
+COMM_BENCH_DIR = "comm-bench"  # communication benchmarks, in a subfolder of the run store
+
+
 def save_run(result: RunResult, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> Path:
     """Write ``result`` to ``runs_dir/<run_id>.json`` atomically and return the path."""
-    folder = Path(runs_dir)
+    return _write(Path(runs_dir), result.run_id, result.to_dict())
+
+
+def save_comm_bench(result: CommBenchResult, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> Path:
+    """Write a communication benchmark to ``runs_dir/comm-bench/<bench_id>.json`` atomically."""
+    return _write(Path(runs_dir) / COMM_BENCH_DIR, result.bench_id, result.to_dict())
+
+
+def read_comm_benches(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[CommBenchResult]:
+    """All communication benchmarks in the run store, oldest first; damaged files are skipped."""
+    benches = []
+    for path in sorted((Path(runs_dir) / COMM_BENCH_DIR).glob("*.json")):
+        try:
+            benches.append(CommBenchResult.from_dict(json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            warnings.warn(f"parakit: skipped damaged benchmark file {path}: {e}", stacklevel=2)
+    benches.sort(key=lambda b: b.started_at)
+    return benches
+
+
+def _write(folder: Path, name: str, data: dict) -> Path:
+    """Write-then-rename, so a reader (or a crash) never sees half a file."""
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{result.run_id}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{result.run_id}.", suffix=".tmp", dir=folder)
+    final = folder / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(result.to_dict(), f, indent=1, allow_nan=True)
+            json.dump(data, f, indent=1, allow_nan=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)

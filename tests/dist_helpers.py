@@ -232,3 +232,16 @@ def local_sgd(rank: int, world_size: int, *, every: int, global_steps: int, step
         taken = local.counter.take_step()
         per_step.append((averaged, digest(module), taken.comm_bytes, taken.uncompressed_bytes))
     return {"steps": per_step, "param_bytes": grad_bytes(module)}
+
+
+def comm_bench(rank: int, world_size: int, options: dict) -> dict:
+    """The communication benchmark on this group with ``options``, the progress messages it
+    sent, and its wall time."""
+    import time
+
+    from parakit.engine.commbench import run_comm_bench
+
+    progress: list[dict] = []
+    start = time.perf_counter()
+    result = run_comm_bench(on_progress=progress.append, **options)
+    return {"result": result, "progress": progress, "wall_s": time.perf_counter() - start}

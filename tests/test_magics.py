@@ -53,7 +53,7 @@ def parakit(shell, line):
 
 # -- bad input -------------------------------------------------------------------------------
 @pytest.mark.parametrize("line, says", [
-    ("nosuch", "use one of: start, status, stop, restart, run, sweep, panel, plot, runs"),
+    ("nosuch", "use one of: start, status, stop, restart, run, sweep, panel, plot, runs, bench"),
     ("run --steps x", "invalid int value: 'x' (see: %parakit run -h)"),
     ("run --strategy tensor --model cnn", "tensor parallelism has no plan for cnn; use gpt or mlp"),
     ("run --cpu --precision fp16", "fp16 with loss scaling needs a GPU; on CPU use bf16 or fp32"),
@@ -66,6 +66,9 @@ def parakit(shell, line):
     ("start --cpu --gpus 0", "drop one of them"),
     ("plot nosuch", "available: " + ", ".join(PLOTS)),
     ("plot loss --last 2 --runs a", "not allowed with argument --last"),
+    ("bench comm --workers 1", "the communication benchmark needs workers >= 2 (got 1)"),
+    ("bench comm --sizes 1KB,lots", "a message size must be a positive number of bytes"),
+    ("bench disk", "invalid choice: 'disk'"),
 ])
 def test_bad_input_is_one_line_with_the_fix_and_starts_nothing(shell, tmp_path, line, says):
     fresh = magics.ParakitMagics(shell)  # no engines yet: a mistake must not start them
@@ -191,6 +194,14 @@ def test_runs_and_plots_read_the_store(started, shell):
         parakit(shell, f"plot speedup --runs {two.run_id}")
     with pytest.raises(UsageError, match="no run 'nosuch' in .*; see the ids with %parakit runs"):
         parakit(shell, "plot memory --runs nosuch")
+
+
+def test_bench_comm_prints_the_table_and_returns_the_figure(started, shell, capsys):
+    figure = parakit(shell, "bench comm --sizes 1KB,64KB --collectives all_reduce,broadcast --repeats 2")
+    out = capsys.readouterr().out
+    assert "all_reduce" in out and "busbw GB/s" in out and "fit all_reduce:" in out
+    assert isinstance(figure, go.Figure) and len(figure.data) == 2
+    assert list(figure.data[0].x) == [1024, 65536]
 
 
 # -- the cell magic --------------------------------------------------------------------------

@@ -81,13 +81,25 @@ def launch(
     """Run ``config`` on the first ``config.workers`` engines; one AsyncResult per rank, so a
     failure on one rank is seen while the others still run. Setting ``stop`` (from another
     thread) stops every rank within a poll and a few seconds, as Ctrl-C does."""
+    token = uuid.uuid4().hex  # names this run's stop agreement in the process group's store
+    return run_on_ranks(engines, config.workers, train, (pack(config), token), on_progress, stop)
+
+
+def run_on_ranks(
+    engines: EngineSet,
+    world: int,
+    fn: Callable[..., dict[str, Any]],
+    args: tuple,
+    on_progress: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Outcome:
+    """Call ``fn(*args)`` on the first ``world`` engines (ranks 0..world-1) and follow it: rank
+    0's published progress goes to ``on_progress``; a rank that fails, Ctrl-C, or ``stop``
+    stops the others. Returns every rank's result when all succeed."""
     if stop is not None and stop.is_set():
         return Outcome(STOPPED, error="stopped on request before it started")
-    payload = pack(config)
-    ids = engines.ids(config.workers)
-    token = uuid.uuid4().hex
-    pending = {rank: engines.client[e].apply_async(train, payload, token)
-               for rank, e in enumerate(ids)}
+    ids = engines.ids(world)
+    pending = {rank: engines.client[e].apply_async(fn, *args) for rank, e in enumerate(ids)}
     try:
         while not all(ar.ready() for ar in pending.values()):
             if stop is not None and stop.is_set():
@@ -133,7 +145,7 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str)
     if status == STOPPED and all(ar.ready() and ar.successful() for ar in pending.values()):
         kept = [pending[r].get(0) for r in sorted(pending)]
     if status == STOPPED and not errors:
-        steps = len(kept[0]["step_time_s"]) if kept else 0
+        steps = len(kept[0].get("step_time_s", [])) if kept else 0
         errors.append(f"interrupted by the user after {steps} steps" if kept else "interrupted by the user")
     return Outcome(status, kept, error="\n".join(errors) or None, engines_unusable=bool(stuck))
 
@@ -157,7 +169,7 @@ def _stop_on_request(engines: EngineSet, ids: list[int], pending: dict) -> Outco
     # What the ranks raised is the stop itself: an interrupt, an aborted task, or a collective
     # cut short by a peer that stopped first. Only ranks that did not stop are news.
     kept = outcome.rank_results
-    errors = [f"stopped on request after {len(kept[0]['step_time_s'])} steps" if kept else f"stopped on request{where}"]
+    errors = [f"stopped on request after {len(kept[0].get('step_time_s', []))} steps" if kept else f"stopped on request{where}"]
     if outcome.engines_unusable:
         errors.append(outcome.error.splitlines()[-1])  # which ranks did not stop
     outcome.error = "\n".join(errors)

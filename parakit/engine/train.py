@@ -20,6 +20,7 @@ from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.breakdown import StepProfiler, per_step
 from parakit.engine.flops import peak_flops, step_flops
 from parakit.engine.power import PowerMeter
+from parakit.engine.publish import publish
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies import APPLY, Context
@@ -41,15 +42,6 @@ def params_digest(model: torch.nn.Module) -> str:
     for p in model.parameters():
         h.update(p.detach().float().cpu().numpy().tobytes())  # note: device-to-host copy, once per run
     return h.hexdigest()[:16]
-
-
-def _publish(progress: dict[str, Any]) -> None:
-    try:
-        from ipyparallel.datapub import publish_data
-
-        publish_data(progress)
-    except Exception:  # noqa: BLE001 - outside an engine (a plain script) there is no one to tell
-        pass
 
 
 def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
@@ -164,7 +156,7 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
             last_publish = now
             # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
             value = loss.item() if loss is not None and device.type == "cpu" else None
-            _publish({"step": step + 1, "steps": config.steps, "loss": value,
+            publish({"step": step + 1, "steps": config.steps, "loss": value,
                       "power": meter.latest(), "breakdown": profiler.latest()})
         if stop.should_stop(step + 1):
             break

@@ -1,0 +1,17 @@
+"""Progress from an engine to the notebook, through ipyparallel's data publication: the
+client reads the latest message from the task's AsyncResult while the task runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def publish(progress: dict[str, Any]) -> None:
+    """Send ``progress`` (plain data) to the client; a no-op outside an engine (a plain script,
+    a test process), where there is no one to tell."""
+    try:
+        from ipyparallel.datapub import publish_data
+
+        publish_data(progress)
+    except Exception:  # noqa: BLE001 - progress is best effort; training must not stop for it
+        pass
