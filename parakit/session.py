@@ -18,18 +18,9 @@ from parakit.engine.commbench import bench_on_engine
 from parakit.config import Device, RunConfig, Strategy
 from parakit.levers import check_cpu_precision, default_workers
 from parakit.progress import ProgressPrinter, note
-from parakit.records import (
-    OK, CommBenchResult, RankInfo, RunResult, flops_summary, methods, new_run_id, now_iso, power_summary, steps_from_ranks,
-    summarize, unrecorded_breakdown,
-)
+from parakit.measures import measure
+from parakit.records import OK, CommBenchResult, RankInfo, RunResult, new_run_id, now_iso
 from parakit.store import DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
-
-
-def unmeasured_wire(config: RunConfig) -> str:
-    if config.strategy is Strategy.SINGLE:
-        return "a single worker sends nothing"
-    return (f"bytes are counted in DDP's communication hooks; {config.strategy}'s collectives "
-            "(all-gather, reduce-scatter, send/recv) are not counted yet")
 
 
 class Session:
@@ -47,6 +38,12 @@ class Session:
         gpus: physical GPU indices to pin engines to, round robin (default: all visible).
         runs_dir: the run store folder; every run is saved there as JSON.
         progress: print progress of each run (a line that updates in place).
+        auto_restart: when an engine dies during a run, replace every engine right after it
+            (the run is saved as failed with the steps made); False leaves that to
+            ``restart()`` and refuses runs until then.
+        hang_timeout_s: a run whose progress has not moved for this long is a hang: it is
+            stopped, the error says which ranks did not arrive, and the engines are replaced.
+            (The process group's own timeout, 300 s, is the backstop.)
     """
 
     def __init__(
@@ -57,8 +54,15 @@ class Session:
         gpus: list[int] | None = None,
         runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
         progress: bool = True,
+        auto_restart: bool = True,
+        hang_timeout_s: float = 120.0,
     ):
         self.device = Device.parse(device, "device")
+        if not isinstance(auto_restart, bool):
+            raise ValueError(f"auto_restart must be True or False (got {auto_restart!r})")
+        if isinstance(hang_timeout_s, bool) or not isinstance(hang_timeout_s, (int, float)) or not hang_timeout_s > 0:
+            raise ValueError(f"hang_timeout_s must be a positive number of seconds (got {hang_timeout_s!r})")
+        self.hang_timeout_s = float(hang_timeout_s)
         self.facts = placement.host_facts()
         self.gpus = placement.choose_gpus(self.device, gpus, self.facts)
         workers = workers if workers is not None else (len(self.gpus) or 2)
@@ -68,6 +72,8 @@ class Session:
         self.runs_dir = runs_dir
         self.progress = progress
         self._warned: set[str] = set()
+        self.auto_restart = auto_restart
+        self._broken: str | None = None  # why runs are refused until restart(), if they are
         self._stop = threading.Event()  # set by stop(), from another thread, to end a run
         self._state_lock = threading.Lock()
         self._running = False
@@ -161,14 +167,17 @@ class Session:
             self._warn_once(warning)
         started = now_iso()
         printer = ProgressPrinter(config) if self.progress and on_progress is None else None
-        outcome = launch(self._engines, config, on_progress or printer, stop=self._stop)
+        outcome = launch(self._engines, config, on_progress or printer, stop=self._stop,
+                         hang_timeout_s=self.hang_timeout_s)
         if printer:
             printer.done(outcome.status)
         result = self._result(config, backend, outcome, started)
         if warning:
             result.warnings.append(warning)
+        recovered = self._after(outcome)
+        if recovered:
+            result.warnings.append(recovered)
         save_run(result, self.runs_dir)
-        self._after(outcome)
         return result
 
     def runs(self):
@@ -245,7 +254,7 @@ class Session:
             backend, warning = self._engines.ensure_group(world)
             self._warn_once(warning)
             outcome = run_on_ranks(self._engines, world, bench_on_engine, (kwargs,),
-                                   on_progress or printer, self._stop)
+                                   on_progress or printer, self._stop, self.hang_timeout_s)
         if printer:
             printer.done(outcome.status)
         self._after(outcome)
@@ -258,13 +267,31 @@ class Session:
         """Every communication benchmark in the run store, oldest first."""
         return read_comm_benches(self.runs_dir)
 
-    def _after(self, outcome) -> None:
-        """After a failure or stop a rank may have left mid-collective: form the group afresh,
-        and restart engines that did not stop."""
-        if outcome.status != OK:
-            self._engines.group = None
-            if outcome.engines_unusable:
-                self._restart_engines()
+    def _after(self, outcome) -> str | None:
+        """After a failure or stop: form the group afresh (a rank may have left mid-collective),
+        and replace engines that died or did not stop. Returns what was done, or None."""
+        if outcome.status == OK:
+            return None
+        self._engines.group = None
+        dead = self._engines.dead()
+        if not dead and not outcome.engines_unusable:
+            return None
+        which = f"engine(s) of rank(s) {dead} died" if dead else "some ranks did not stop"
+        if not self.auto_restart and not outcome.engines_unusable:
+            self._broken = f"{which}; call session.restart() (or %parakit restart) to replace them"
+            return self._broken
+        before = self._engines.pids()
+        self._restart_engines()
+        message = f"{which}; every engine was restarted (pids {before} -> {self._engines.pids()})"
+        note(message)
+        return message
+
+    def restart(self) -> None:
+        """Replace every engine with a fresh one (same count and devices) and drop the process
+        group; what a dead or stuck engine needs. Runs in the store are not touched."""
+        with self._one_at_a_time(repairing=True):
+            self._restart_engines()
+            self._broken = None
 
     def execute(self, code: str, workers: int | None = None) -> list[dict[str, Any]]:
         """Run Python code on the first ``workers`` engines (default: all), each in its own
@@ -316,8 +343,10 @@ class Session:
         return rows
 
     @contextlib.contextmanager
-    def _one_at_a_time(self) -> Iterator[None]:
+    def _one_at_a_time(self, repairing: bool = False) -> Iterator[None]:
         """One run or cell at a time: the engines (and the client) are shared by every thread."""
+        if self._broken and not repairing:
+            raise RuntimeError(self._broken)
         with self._state_lock:
             if self._running:
                 raise RuntimeError(
@@ -336,7 +365,7 @@ class Session:
     def _result(self, config: RunConfig, backend, outcome, started: str) -> RunResult:
         ranks = []
         for rank, engine in enumerate(self._engines.engines[: config.workers]):
-            measured = outcome.rank_results[rank] if outcome.rank_results else {}
+            measured = (outcome.rank_results[rank] if outcome.rank_results else None) or {}
             ranks.append(RankInfo(
                 rank=rank, engine_id=engine["engine_id"], pid=engine["pid"], host=engine["host"],
                 device=engine["device"], device_name=engine["device_name"],
@@ -353,31 +382,12 @@ class Session:
             world_size=config.workers, backend=backend, device=[r.device_name for r in ranks],
             ranks=ranks, error=outcome.error, started_at=started, ended_at=now_iso(),
         )
-        if outcome.rank_results:
-            result.steps = steps_from_ranks(outcome.rank_results, config.warmup_steps)
-            result.summary = summarize(result.steps, config, ranks)
-            reason = outcome.rank_results[0].get("peak_mem_reason")
-            if result.summary["peak_mem_bytes"] is None and reason:
-                result.unmeasured["peak_mem_bytes"] = reason
-            result.summary["math_flags"] = outcome.rank_results[0].get("math_flags")
-            if result.summary["comm_bytes_per_step"] is None:
-                result.unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
-            if result.summary["compute_time_s"] is None:
-                result.unmeasured["compute_time_s"] = unrecorded_breakdown(config)
-            trained = config.batch_size * len(result.steps)  # the meter's window holds every step
-            power, reason = power_summary(ranks, trained)
-            result.summary.update(power)
-            if reason:
-                result.unmeasured["energy_j"] = reason
-            flops, why = flops_summary(outcome.rank_results[0], result.summary["step_time_s"], config.workers)
-            result.summary.update(flops, flops_method=outcome.rank_results[0].get("flops_method"))
-            result.unmeasured.update(why)
-            result.summary["method"] = methods(config, result.summary)
+        measure(result, config, outcome.rank_results)
         return result
 
     def _restart_engines(self) -> None:
         n = self._engines.size
-        self._engines.close()
+        self._engines.close(kill=True)  # they are being replaced: no need to wait for them
         self._engines = EngineSet(self.gpus)
         self._engines.start(n)
 

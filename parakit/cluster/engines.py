@@ -12,13 +12,14 @@ import os
 import signal
 import shutil
 import tempfile
+import time
 import weakref
 
 import ipyparallel as ipp
 import torch.distributed as dist
 
 from parakit.cluster.placement import Gpu, choose_backend, gpu_for_engine
-from parakit.engine import devices, process_group
+from parakit.engine import devices, stacks, process_group
 
 START_TIMEOUT_S = 120
 
@@ -82,6 +83,9 @@ class EngineSet:
             info.update(engine_id=engine_id, gpu_index=gpu and gpu.index)
             self.engines.append(info)
         self.client[self.ids(n)].apply_sync(_set_threads, threads)
+        paths = self.client[new_ids].apply_sync(stacks.enable_stack_dumps, self._folder)
+        for engine_id, path in zip(new_ids, paths):
+            next(e for e in self.engines if e["engine_id"] == engine_id)["stack_file"] = path
         for e in self.engines:
             e["threads"] = threads
 
@@ -95,6 +99,37 @@ class EngineSet:
 
     def pids(self) -> list[int]:
         return [e["pid"] for e in self.engines]
+
+    def stacks(self, positions: list[int], wait_s: float = 1.0) -> dict[int, str]:
+        """Each engine's thread stacks now (faulthandler's text), by position; an engine that
+        did not write one within ``wait_s`` is left out."""
+        sizes = {}
+        for i in positions:
+            e = self.engines[i]
+            sizes[i] = os.path.getsize(e["stack_file"]) if os.path.exists(e.get("stack_file", "")) else 0
+            try:
+                os.kill(e["pid"], signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        time.sleep(wait_s)
+        out = {}
+        for i in positions:
+            try:
+                with open(self.engines[i]["stack_file"]) as f:
+                    f.seek(sizes[i])
+                    text = f.read()
+            except (OSError, KeyError):
+                continue
+            if text.strip():
+                out[i] = text
+        return out
+
+    def dead(self) -> list[int]:
+        """Positions (ranks) of engines that are gone: their process has exited (or is a zombie
+        its launcher has not reaped yet), or the controller has unregistered them."""
+        registered = set(self.client.ids) if self.client is not None else set()
+        return [i for i, e in enumerate(self.engines)
+                if e["engine_id"] not in registered or not _process_alive(e["pid"])]
 
     def ensure_group(self, world: int) -> tuple[str, str | None]:
         """Form a process group over the first ``world`` engines, unless one of that size is live.
@@ -124,9 +159,17 @@ class EngineSet:
             self.client[self.ids(self.size)].apply_sync(process_group.leave)
         self.group = None
 
-    def close(self) -> None:
-        """Stop every engine and the controller, and remove the cluster's folder."""
+    def close(self, kill: bool = False) -> None:
+        """Stop every engine and the controller, and remove the cluster's folder. ``kill`` ends
+        the engines with SIGKILL first: for engines being replaced because they are stuck in a
+        collective, where a polite SIGTERM would only be waited on for 5 s."""
         atexit.unregister(self._exit_hook)
+        if kill:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         try:
             if self.client is not None:
                 self.client.close()
@@ -155,3 +198,16 @@ def _close_ref(ref):
             engines.close()
 
     return close
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")  # zombie or dead: killed, not yet reaped
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)  # no /proc (macOS): existence is the best we can tell
+        except OSError:
+            return False
+        return True

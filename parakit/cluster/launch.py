@@ -17,13 +17,14 @@ import torch
 from ipyparallel import error as ipp_error
 
 from parakit.cluster.engines import EngineSet
+from parakit.cluster.hangs import diagnose
 from parakit.config import RunConfig
 from parakit.engine import process_group
 from parakit.engine.train import train
 from parakit.records import FAILED, OK, STOPPED
 
 POLL_S = 0.2
-STOP_GRACE_S = 10.0  # after a failure or interrupt, how long the other ranks get to stop
+STOP_GRACE_S = 5.0  # after a failure or interrupt, how long the other ranks get to stop
 
 
 @dataclass
@@ -77,12 +78,14 @@ def launch(
     config: RunConfig,
     on_progress: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
+    hang_timeout_s: float | None = None,
 ) -> Outcome:
     """Run ``config`` on the first ``config.workers`` engines; one AsyncResult per rank, so a
     failure on one rank is seen while the others still run. Setting ``stop`` (from another
     thread) stops every rank within a poll and a few seconds, as Ctrl-C does."""
     token = uuid.uuid4().hex  # names this run's stop agreement in the process group's store
-    return run_on_ranks(engines, config.workers, train, (pack(config), token), on_progress, stop)
+    return run_on_ranks(engines, config.workers, train, (pack(config), token), on_progress, stop,
+                        hang_timeout_s)
 
 
 def run_on_ranks(
@@ -92,62 +95,106 @@ def run_on_ranks(
     args: tuple,
     on_progress: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
+    hang_timeout_s: float | None = None,
 ) -> Outcome:
     """Call ``fn(*args)`` on the first ``world`` engines (ranks 0..world-1) and follow it: rank
     0's published progress goes to ``on_progress``; a rank that fails, Ctrl-C, or ``stop``
-    stops the others. Returns every rank's result when all succeed."""
+    stops the others, and so does no progress for ``hang_timeout_s`` (a hang: the error says
+    where each rank is). Returns every rank's result when all succeed."""
     if stop is not None and stop.is_set():
         return Outcome(STOPPED, error="stopped on request before it started")
     ids = engines.ids(world)
     pending = {rank: engines.client[e].apply_async(fn, *args) for rank, e in enumerate(ids)}
+    seen, moved = None, time.monotonic()
     try:
         while not all(ar.ready() for ar in pending.values()):
             if stop is not None and stop.is_set():
                 return _stop_on_request(engines, ids, pending)
-            failed = [r for r, ar in pending.items() if ar.ready() and not ar.successful()]
+            progress = pending[0].data if isinstance(pending[0].data, dict) else None
+            if progress != seen:
+                seen, moved = dict(progress or {}), time.monotonic()
+            elif hang_timeout_s is not None and time.monotonic() - moved > hang_timeout_s and world > 1:
+                hung = diagnose(engines, world, time.monotonic() - moved)
+                outcome = _stop_others(engines, ids, pending, FAILED)
+                outcome.error = "\n".join(filter(None, [hung, outcome.error]))
+                return outcome
+            failed = [r for r, ar in pending.items() if ar.ready() and _failed(ar)]
             if failed:
-                return _stop_others(engines, ids, pending, FAILED)
+                return _stop_others(engines, ids, pending, FAILED, first=failed[0])
             # Wait on a rank still running, so the loop ends as soon as the run does.
             next(ar for ar in pending.values() if not ar.ready()).wait(POLL_S)
             if on_progress is not None and isinstance(pending[0].data, dict) and pending[0].data:
                 on_progress(dict(pending[0].data))
     except KeyboardInterrupt:
         return _stop_others(engines, ids, pending, STOPPED)
-    failed = [r for r, ar in pending.items() if not ar.successful()]
+    failed = [r for r, ar in pending.items() if _failed(ar)]
     if failed:
-        return _stop_others(engines, ids, pending, FAILED)
+        return _stop_others(engines, ids, pending, FAILED, first=failed[0])
     return Outcome(OK, [pending[r].get() for r in sorted(pending)])
 
 
-def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str) -> Outcome:
-    """Interrupt the ranks still running and collect what went wrong."""
+def _failed(ar) -> bool:
+    """A rank failed: it raised, or it returned what it measured with the error that ended it."""
+    if not ar.successful():
+        return True
+    result = ar.get(0)
+    return isinstance(result, dict) and result.get("error") is not None
+
+
+def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str, first: int | None = None) -> Outcome:
+    """Interrupt the ranks still running and collect what went wrong, and what every rank that
+    returned had measured (a failed rank returns its completed steps with its error)."""
     for rank, ar in pending.items():
         if not ar.ready():
             engines.interrupt(ids[rank])
     deadline = time.monotonic() + STOP_GRACE_S
     for ar in pending.values():
         ar.wait(max(0.0, deadline - time.monotonic()))
-    errors = []
-    for rank, ar in sorted(pending.items()):
-        if ar.ready() and not ar.successful():
-            try:
-                ar.get(0)
-            except Exception as e:  # noqa: BLE001 - each rank's error is reported, whatever it is
-                if status == FAILED and _is_interrupt(e):
-                    continue  # a rank we stopped ourselves is not news
-                errors.append(describe_error(rank, ids[rank], e))
+    errors, kept = [], []
+    # A rank whose engine died is the cause; else the rank that failed first. The others'
+    # errors are mostly their echo (a collective broken by the peer that left).
+    died = {r for r, ar in pending.items() if ar.ready() and not ar.successful() and _engine_died(ar)}
+    order = sorted(pending, key=lambda r: (r not in died, r != first, r))
+    for rank in order:
+        ar = pending[rank]
+        if not ar.ready():
+            continue
+        try:
+            result = ar.get(0)
+        except Exception as e:  # noqa: BLE001 - each rank's error is reported, whatever it is
+            if status == FAILED and _is_interrupt(e):
+                continue  # a rank we stopped ourselves is not news
+            errors.append(describe_error(rank, ids[rank], e))
+            continue
+        if isinstance(result, dict) and result.get("error"):
+            errors.append(f"rank {rank} (engine {ids[rank]}): {result['error']}")
+    for rank in sorted(pending):
+        ar = pending[rank]
+        ok = ar.ready() and ar.successful() and isinstance(ar.get(0), dict)
+        kept.append(ar.get(0) if ok else None)
     stuck = [rank for rank, ar in pending.items() if not ar.ready()]
     if stuck:
         errors.append(f"ranks {stuck} did not stop within {STOP_GRACE_S:.0f} s; their engines are restarted")
     # A stop that every rank honoured after the same step (see engine.stopping) leaves each
     # rank's measurements of the steps it made: they are kept, not thrown away.
-    kept = []
-    if status == STOPPED and all(ar.ready() and ar.successful() for ar in pending.values()):
-        kept = [pending[r].get(0) for r in sorted(pending)]
+    if status == STOPPED and not all(kept):
+        kept = []
     if status == STOPPED and not errors:
         steps = len(kept[0].get("step_time_s", [])) if kept else 0
         errors.append(f"interrupted by the user after {steps} steps" if kept else "interrupted by the user")
-    return Outcome(status, kept, error="\n".join(errors) or None, engines_unusable=bool(stuck))
+    return Outcome(status, kept if any(kept) else [], error="\n".join(errors) or None, engines_unusable=bool(stuck))
+
+
+def _engine_died(ar) -> bool:
+    try:
+        ar.get(0)
+    except ipp_error.EngineError:
+        return True
+    except ipp_error.RemoteError as e:  # how the client reports a task whose engine died
+        return e.ename == "EngineError"
+    except Exception:  # noqa: BLE001 - any other error is the rank's own
+        return False
+    return False
 
 
 def _is_interrupt(e: BaseException) -> bool:

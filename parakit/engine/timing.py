@@ -37,3 +37,18 @@ class StepTimer:
             torch.cuda.synchronize()  # note: the one host-device sync of the timing, at the end
             return [a.elapsed_time(b) / 1e3 for a, b in self.spans]
         return [b - a for a, b in self.spans]
+
+    def completed_times_s(self, steps: int) -> list[float]:
+        """After a failed step: the times of the first ``steps`` steps only, read without a
+        device-wide sync (which a broken GPU context could not answer)."""
+        spans = self.spans[:steps]
+        if self.cuda:
+            times = []
+            for a, b in spans:
+                try:
+                    b.synchronize()  # note: waits for this event only
+                    times.append(a.elapsed_time(b) / 1e3)
+                except RuntimeError:
+                    break
+            return times
+        return [b - a for a, b in spans]

@@ -8,6 +8,7 @@ import hashlib
 import platform
 import statistics
 import time
+import traceback
 from typing import Any
 
 import cloudpickle
@@ -56,13 +57,31 @@ def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
     config: RunConfig = cloudpickle.loads(payload)
     try:
         with StopRequest(stop_token) as stop:
-            return _train(config, stop)
+            result = _train(config, stop)
+        if result["error"] is not None and config.strategy is not Strategy.SINGLE:
+            process_group.leave(abort=True)  # peers waiting for this rank fail at once
+        return result
     except BaseException:
         # Leaving the group closes this rank's connections, so peers blocked in a collective
         # with it fail at once instead of waiting out the group's timeout.
         if config.strategy is not Strategy.SINGLE:
             process_group.leave(abort=True)
         raise
+
+
+def failure_text(e: BaseException, device: torch.device) -> str:
+    """The error of a failed step, as text: the traceback, and for a GPU out of memory the
+    memory figures and what to change."""
+    text = "".join(traceback.format_exception(e)).rstrip()
+    if isinstance(e, torch.OutOfMemoryError) and device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        text = (f"GPU out of memory on {torch.cuda.get_device_name(device)}: "
+                f"{torch.cuda.memory_allocated(device) / 2**30:.2f} GiB allocated by this run "
+                f"(peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB), "
+                f"{free / 2**30:.2f} of {total / 2**30:.2f} GiB free on the device. "
+                "Try a smaller batch_size, strategy='fsdp' (shards parameters, gradients and "
+                "optimizer state), or precision='bf16'.\n" + text)
+    return text
 
 
 def param_groups(params) -> list[dict[str, Any]]:
@@ -126,44 +145,51 @@ def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
     comm_bytes: list[int] = []
     uncompressed_bytes: list[int] = []
     last_publish = 0.0
-    for step in range(config.steps):
-        with profiler.step(step):  # records every Nth step, outside the step's own timing
-            timer.start()
-            inputs, targets = batches.rows(step, config.batch_size, lo, hi)
-            inputs, targets = to_device(inputs, device), to_device(targets, device)
-            optimizer.zero_grad(set_to_none=True)
-            with precision.autocast(config.precision, device):
-                loss = forward_backward(parallel, inputs, targets, micro_steps, per)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-                agree_on_overflow(scaler, optimizer, world)
-                scaler.step(optimizer)  # skipped, on every rank alike, when a gradient overflowed
-                scaler.update()
-            else:
-                optimizer.step()
-            parallel.after_step()
-            timer.stop()
-        losses.append(None if loss is None else loss.detach())
-        if parallel.wire is not None:
-            sent = parallel.wire.take_step()  # plain ints counted in the hooks: no device sync
-            comm_bytes.append(sent.comm_bytes)
-            uncompressed_bytes.append(sent.uncompressed_bytes)
-        # Progress at most every PUBLISH_EVERY_S (the rate the notebook reads it) and at the end:
-        # each message costs ~2.6 ms of CPU across engine, controller and client, which per step
-        # took ~14% off a small model's throughput on 2 cores.
-        now = time.perf_counter()
-        if rank == 0 and (now - last_publish >= PUBLISH_EVERY_S or step + 1 == config.steps):
-            last_publish = now
-            # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
-            value = loss.item() if loss is not None and device.type == "cpu" else None
-            publish({"step": step + 1, "steps": config.steps, "loss": value,
-                      "power": meter.latest(), "breakdown": profiler.latest()})
-        if stop.should_stop(step + 1):
-            break
-    step_times = timer.step_times_s()  # note: syncs the GPU once
+    error = None
+    try:
+        for step in range(config.steps):
+            with profiler.step(step):  # records every Nth step, outside the step's own timing
+                timer.start()
+                inputs, targets = batches.rows(step, config.batch_size, lo, hi)
+                inputs, targets = to_device(inputs, device), to_device(targets, device)
+                optimizer.zero_grad(set_to_none=True)
+                with precision.autocast(config.precision, device):
+                    loss = forward_backward(parallel, inputs, targets, micro_steps, per)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                    agree_on_overflow(scaler, optimizer, world)
+                    scaler.step(optimizer)  # skipped, on every rank alike, when a gradient overflowed
+                    scaler.update()
+                else:
+                    optimizer.step()
+                parallel.after_step()
+                timer.stop()
+            losses.append(None if loss is None else loss.detach())
+            if parallel.wire is not None:
+                sent = parallel.wire.take_step()  # plain ints counted in the hooks: no device sync
+                comm_bytes.append(sent.comm_bytes)
+                uncompressed_bytes.append(sent.uncompressed_bytes)
+            # Progress at most every PUBLISH_EVERY_S (the rate the notebook reads it) and at the end:
+            # each message costs ~2.6 ms of CPU across engine, controller and client, which per step
+            # took ~14% off a small model's throughput on 2 cores.
+            now = time.perf_counter()
+            if rank == 0 and (now - last_publish >= PUBLISH_EVERY_S or step + 1 == config.steps):
+                last_publish = now
+                # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
+                value = loss.item() if loss is not None and device.type == "cpu" else None
+                publish({"step": step + 1, "steps": config.steps, "loss": value,
+                         "power": meter.latest(), "breakdown": profiler.latest()})
+            if stop.should_stop(step + 1):
+                break
+    except Exception as e:  # noqa: BLE001 - the steps made so far are returned with the error
+        # A failed step (this rank's code, or a collective a peer broke) ends the run here;
+        # what the completed steps measured goes back with the error instead of being lost.
+        error = failure_text(e, device)
+    step_times = timer.step_times_s() if error is None else timer.completed_times_s(len(losses))
     power = meter.end()  # after the sync, so the window holds all of the GPU's work
     result = {
         "rank": rank,
+        "error": error,
         "stopped_early": len(losses) < config.steps,
         # note: one device-to-host copy; None where this rank computes no loss (early stages)
         "losses": [None if l is None else l.float().item() for l in losses],

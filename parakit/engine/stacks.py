@@ -1,0 +1,21 @@
+"""Where an engine's Python threads are, on request: what a hung run needs to say which rank
+did not arrive. SIGUSR1 makes faulthandler write every thread's stack to a file, from C, so it
+works while the training thread is blocked inside a collective, where no Python code runs."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+
+_FILES: list = []  # kept open for the process's life: faulthandler writes to the descriptor
+
+
+def enable_stack_dumps(folder: str) -> str:
+    """Dump all threads' stacks to ``folder/stack-<pid>.txt`` on SIGUSR1; returns the path."""
+    path = os.path.join(folder, f"stack-{os.getpid()}.txt")
+    f = open(path, "w")  # noqa: SIM115 - must outlive this call
+    os.chmod(path, 0o600)
+    _FILES.append(f)
+    faulthandler.register(signal.SIGUSR1, file=f, all_threads=True, chain=False)
+    return path

@@ -1,0 +1,252 @@
+"""Summary figures of a run, from what its ranks measured: medians over the measured steps,
+the time breakdown, energy, FLOPs and MFU, and in words how each was obtained. A figure that
+could not be measured is None, with its reason in ``RunResult.unmeasured``."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from parakit.config import RunConfig, Strategy
+from parakit.records import RankInfo, RunResult, StepRecord
+
+
+def measure(result: RunResult, config: RunConfig, rank_results: list[dict[str, Any] | None]) -> None:
+    """Fill ``result``'s steps, summary and unmeasured reasons from what the ranks returned.
+
+    A failed run keeps the steps every returning rank completed (a dead rank returns nothing);
+    a run with no completed step has no summary.
+    """
+    returned = [r for r in rank_results if r]
+    if not returned:
+        return
+    result.steps = steps_from_ranks(returned, config.warmup_steps)
+    if not result.steps:
+        return
+    ranks, first = result.ranks, rank_results[0] or {}
+    summary = result.summary = summarize(result.steps, config, ranks)
+    unmeasured = result.unmeasured
+    reason = returned[0].get("peak_mem_reason")
+    if summary["peak_mem_bytes"] is None and reason:
+        unmeasured["peak_mem_bytes"] = reason
+    summary["math_flags"] = returned[0].get("math_flags")
+    if summary["comm_bytes_per_step"] is None:
+        unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
+    if summary["compute_time_s"] is None:
+        unmeasured["compute_time_s"] = unrecorded_breakdown(config)
+    trained = config.batch_size * len(result.steps)  # the meter's window holds every step
+    power, reason = power_summary(ranks, trained)
+    summary.update(power)
+    if reason:
+        unmeasured["energy_j"] = reason
+    flops, why = flops_summary(first, summary["step_time_s"], config.workers)  # rank 0 counts them
+    summary.update(flops, flops_method=first.get("flops_method"))
+    unmeasured.update(why)
+    summary["method"] = methods(config, summary)
+
+
+def unmeasured_wire(config: RunConfig) -> str:
+    if config.strategy is Strategy.SINGLE:
+        return "a single worker sends nothing"
+    return (f"bytes are counted in DDP's communication hooks; {config.strategy}'s collectives "
+            "(all-gather, reduce-scatter, send/recv) are not counted yet")
+
+def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> list[StepRecord]:
+    """Merge per-rank step lists (same length on every rank) into one record per step."""
+    n = min(min(len(r["step_time_s"]), len(r["losses"])) for r in rank_results)
+    steps = []
+    for i in range(n):
+        losses = [r["losses"][i] for r in rank_results if r["losses"][i] is not None]
+        times = [r["step_time_s"][i] for r in rank_results]
+        counted = all(r.get("comm_bytes") for r in rank_results)
+        profiled = all(r.get("compute_time_s") and r["compute_time_s"][i] is not None for r in rank_results)
+        split = {f"rank_{k}": [r[k][i] for r in rank_results] for k in BREAKDOWN} if profiled else {}
+        steps.append(
+            StepRecord(
+                step=i,
+                loss=sum(losses) / len(losses) if losses else None,
+                step_time_s=max(times),
+                rank_step_time_s=times,
+                warmup=i < warmup_steps,
+                rank_comm_bytes=[r["comm_bytes"][i] for r in rank_results] if counted else None,
+                rank_uncompressed_bytes=[r["uncompressed_bytes"][i] for r in rank_results] if counted else None,
+                **split,
+            )
+        )
+    return steps
+
+
+BREAKDOWN = ("compute_time_s", "comm_time_s", "exposed_comm_time_s", "idle_time_s")
+
+
+def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo]) -> dict[str, Any]:
+    """Summary figures over the measured (non-warm-up) steps."""
+    measured = [s for s in steps if not s.warmup] or steps
+    times = [s.step_time_s for s in measured]
+    step_time = statistics.median(times)
+    losses = [s.loss for s in steps if s.loss is not None]
+    peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
+    digests = [r.params_digest for r in ranks if r.params_digest]
+    bubbles = [r.bubble for r in ranks if r.bubble is not None]
+    return {
+        "step_time_s": step_time,
+        "step_time_min_s": min(times),
+        "step_time_max_s": max(times),
+        # At the median step, so one slow step on a noisy machine does not move it.
+        "samples_per_s": config.batch_size / step_time,
+        "measured_steps": len(measured),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "peak_mem_bytes": max(peaks) if peaks else None,
+        # Bit-identical replicas at the end; None where ranks do not each hold a full replica.
+        "params_in_sync": len(set(digests)) == 1 if digests and len(digests) == len(ranks) else None,
+        # The largest rank's share: what decides whether a model fits.
+        "param_bytes": _largest(r.param_bytes for r in ranks),
+        "optimizer_bytes": _largest(r.optimizer_bytes for r in ranks),
+        "bubble": statistics.mean(bubbles) if bubbles else None,
+        **wire_summary(measured),
+        "bubble_ideal": next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
+        **breakdown_summary(measured),
+    }
+
+
+def _largest(values) -> int | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def wire_summary(measured: list[StepRecord]) -> dict[str, Any]:
+    """Bytes the largest sender gave to gradient collectives per step (mean over measured
+    steps), beside the plain fp32 all-reduce bytes of the same buckets."""
+    sent = [max(s.rank_comm_bytes) for s in measured if s.rank_comm_bytes]
+    full = [max(s.rank_uncompressed_bytes) for s in measured if s.rank_uncompressed_bytes]
+    if not sent:
+        return {"comm_bytes_per_step": None, "uncompressed_bytes_per_step": None, "compression_ratio": None}
+    comm, plain = statistics.mean(sent), statistics.mean(full)
+    return {
+        "comm_bytes_per_step": comm,
+        "uncompressed_bytes_per_step": plain,
+        # None, not infinity, when nothing was sent at the median step (local SGD between averages)
+        "compression_ratio": plain / comm if comm else None,
+    }
+
+
+def breakdown_summary(measured: list[StepRecord]) -> dict[str, Any]:
+    """The time breakdown: per recorded step the mean over ranks, then the median over steps.
+
+    ``breakdown_check`` is compute + exposed communication + idle over the step time the
+    timer measured (a separate clock): near 1 when the breakdown accounts for the step.
+    ``profiler_overhead`` is how much slower recorded steps were than the others (median over
+    median, minus 1): the price of looking, which the breakdown's own step carries.
+    """
+    recorded = [s for s in measured if s.rank_compute_time_s is not None]
+    if not recorded:
+        return {k: None for k in (*BREAKDOWN, "breakdown_steps", "breakdown_check", "profiler_overhead")}
+    out: dict[str, Any] = {
+        k: statistics.median(statistics.mean(getattr(s, f"rank_{k}")) for s in recorded) for k in BREAKDOWN
+    }
+    accounted = [
+        (c + e + i) / t
+        for s in recorded
+        for c, e, i, t in zip(s.rank_compute_time_s, s.rank_exposed_comm_time_s, s.rank_idle_time_s,
+                              s.rank_step_time_s)
+        if t > 0
+    ]
+    others = [s.step_time_s for s in measured if s.rank_compute_time_s is None]
+    out["breakdown_steps"] = len(recorded)
+    out["breakdown_check"] = statistics.median(accounted) if accounted else None
+    out["profiler_overhead"] = (
+        statistics.median(s.step_time_s for s in recorded) / statistics.median(others) - 1 if others else None
+    )
+    return out
+
+
+def unrecorded_breakdown(config: RunConfig) -> str:
+    if config.profile_every == 0:
+        return "the profiler was off (profile_every=0)"
+    return (f"no step after the {config.warmup_steps} warm-up steps was recorded "
+            f"(steps={config.steps}, profile_every={config.profile_every})")
+
+
+def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
+    """How each summary figure was obtained, in words, kept in the record beside it."""
+    n, w = summary["measured_steps"], config.warmup_steps
+    window = f"median over {n} steps after {w} warm-up steps"
+    out = {
+        "step_time_s": f"slowest rank per step, {window} (min {summary['step_time_min_s']:.4g} s, "
+                       f"max {summary['step_time_max_s']:.4g} s); CUDA events on GPU, wall clock on CPU",
+        "samples_per_s": "global batch size / step_time_s",
+        "peak_mem_bytes": "largest rank: torch.cuda.max_memory_allocated on GPU, peak resident set on CPU",
+    }
+    if summary.get("compute_time_s") is not None:
+        out["compute_time_s"] = (
+            f"torch.profiler on {summary['breakdown_steps']} steps (every {config.profile_every}th after "
+            "the warm-up): union of compute intervals (GPU kernels; CPU operators of the training "
+            "thread), mean over ranks, median over recorded steps; comm_time_s the same for "
+            "collectives (gloo threads, NCCL kernels), exposed_comm_time_s the part with no compute, "
+            "idle_time_s the rest of the step"
+        )
+    if summary.get("energy_j") is not None:
+        out["energy_j"] = ("energy counter read at the start and end of the training loop "
+                           "(NVML nvmlDeviceGetTotalEnergyConsumption on GPU, RAPL package counters on CPU), "
+                           "each device once, summed; samples_per_j counts every step, warm-up included")
+    if summary.get("flops_per_step") is not None:
+        out["flops_per_step"] = summary.get("flops_method") or ""
+        out["mfu"] = "flops_per_step / step_time_s / workers / the device's dense peak at this precision"
+    if summary.get("comm_bytes_per_step") is not None:
+        out["comm_bytes_per_step"] = "counted in DDP's communication hooks, largest sender, mean over measured steps"
+    return out
+
+
+def power_summary(ranks: list[RankInfo], samples_trained: int) -> tuple[dict[str, Any], str | None]:
+    """Energy of the run: each device once (engines sharing a GPU, or the CPU ranks of a host,
+    read one counter), summed over devices.
+
+    Returns:
+        The summary figures (energy_j, avg_power_w, samples_per_j, power_scope,
+        power_sampler_overhead) and, when energy is None, the reason.
+    """
+    devices: dict[str, dict[str, Any]] = {}
+    for r in ranks:
+        if r.power is not None and r.power_device not in devices:
+            devices[r.power_device] = r.power
+    energies = [p["energy_j"] for p in devices.values()]
+    overheads = [p["overhead_s"] / p["duration_s"] for p in devices.values() if p["samples"] and p["duration_s"] > 0]
+    out = {
+        "energy_j": None, "avg_power_w": None, "samples_per_j": None,
+        "power_scope": next((p["scope"] for p in devices.values()), None),
+        # CPU time of the sampler thread over the window: what looking cost the engine.
+        "power_sampler_overhead": max(overheads) if overheads else None,
+    }
+    if not devices or any(e is None for e in energies):
+        reasons = sorted({p["reason"] for p in devices.values() if p["energy_j"] is None and p["reason"]})
+        return out, "; ".join(reasons) or "no rank measured power"
+    energy = sum(energies)
+    out["energy_j"] = energy
+    out["avg_power_w"] = sum(p["avg_power_w"] for p in devices.values())
+    out["samples_per_j"] = samples_trained / energy if energy > 0 else None
+    return out, None
+
+
+def flops_summary(rank0: dict[str, Any], step_time_s: float, world_size: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """Model FLOPs per step, achieved TFLOP/s per device and MFU (nanoGPT's estimate_mfu: model
+    FLOPs, not hardware FLOPs, so recomputation and padding do not count), with reasons.
+
+    Returns:
+        The summary figures and {figure: why it is None}.
+    """
+    flops, how = rank0.get("flops_per_step"), rank0.get("flops_method")
+    peak, no_peak = rank0.get("peak_flops") or (None, "the run did not report a peak")
+    achieved = flops / step_time_s / world_size if flops is not None and step_time_s > 0 else None
+    out = {
+        "flops_per_step": flops,
+        "tflops_per_device": achieved / 1e12 if achieved is not None else None,
+        "mfu": achieved / peak if achieved is not None and peak else None,
+    }
+    why = {}
+    if flops is None:
+        why["flops_per_step"] = how or "FLOPs were not counted"
+        why["mfu"] = why["flops_per_step"]
+    elif out["mfu"] is None:
+        why["mfu"] = no_peak
+    return out, why
