@@ -48,3 +48,18 @@ def test_two_engines_sharing_one_gpu_fall_back_to_gloo_with_one_warning(tmp_path
     assert ddp.summary["params_in_sync"] is True
     # fp32 on GPU: summation order differs between 1 and 2 ranks, so allow a little more than on CPU
     assert all(math.isclose(a.loss, b.loss, rel_tol=1e-4) for a, b in zip(single.steps, ddp.steps))
+
+
+@pytest.mark.gpu
+def test_gpu_out_of_memory_says_the_figures_and_what_to_change(tmp_path):
+    import parakit
+
+    with parakit.Session(workers=1, runs_dir=tmp_path, progress=False) as s:
+        # ~137 GB of activations for one layer: more than any single GPU holds
+        r = s.run("mlp", strategy="single", workers=1, steps=3, warmup_steps=1, batch_size=2**21,
+                  model_options={"width": 16384, "depth": 2})
+        assert r.status == "failed"
+        assert "GPU out of memory on NVIDIA" in r.error and "GiB free on the device" in r.error
+        assert "smaller batch_size" in r.error and "fsdp" in r.error
+        after = s.run("mlp", strategy="single", workers=1, steps=3, batch_size=64)
+        assert after.ok, after.error  # the engine recovered

@@ -61,11 +61,13 @@ def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
         if result["error"] is not None and config.strategy is not Strategy.SINGLE:
             process_group.leave(abort=True)  # peers waiting for this rank fail at once
         return result
-    except BaseException:
-        # Leaving the group closes this rank's connections, so peers blocked in a collective
-        # with it fail at once instead of waiting out the group's timeout.
+    except BaseException as e:
+        # Leaving the group closes this rank's connections (where gloo lets it), so peers
+        # blocked in a collective with it can fail instead of waiting out the group's timeout.
         if config.strategy is not Strategy.SINGLE:
             process_group.leave(abort=True)
+        if isinstance(e, torch.OutOfMemoryError):  # while building: the same advice as in a step
+            raise RuntimeError(failure_text(e, devices.device()).split("\n")[0]) from e
         raise
 
 
