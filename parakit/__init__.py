@@ -35,3 +35,10 @@ def load_ipython_extension(ipython) -> None:
     from parakit.magics import load_ipython_extension as load
 
     load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext parakit``: stops the engines, closes the panels, removes the magics."""
+    from parakit.magics import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -561,5 +561,15 @@ def load_ipython_extension(ipython) -> None:
     ipython.register_magics(ParakitMagics)
 
 
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext parakit``: stop the engines and close the panels, then drop the magics."""
+    magics = ipython.magics_manager.registry.get("ParakitMagics")
+    if magics is not None and magics.session is not None:
+        magics._stop("")
+    for table in ipython.magics_manager.magics.values():
+        table.pop("parakit", None)
+    ipython.magics_manager.registry.pop("ParakitMagics", None)
+
+
 # The plot kinds in the docs come from PLOTS, so a new kind is documented where it is added.
 ParakitMagics.parakit.__doc__ = ParakitMagics.parakit.__doc__.replace("KINDS", ", ".join(PLOTS))

@@ -15,6 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from parakit import magics
 from parakit.plots import PLOTS
+from parakit.session import Session
 from parakit.store import read_runs
 
 SMALL = "--model mlp --steps 3 --batch-size 8"
@@ -270,3 +271,17 @@ def _alive(pid):
         return False
     with open(f"/proc/{pid}/status") as f:
         return "zombie" not in f.read()
+
+
+def test_unload_ext_stops_the_engines_and_removes_the_magic(shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    m = shell.magics_manager.registry["ParakitMagics"]
+    m.session = session = Session(workers=1, device="cpu", runs_dir=tmp_path, progress=False)
+    pids = session._engines.pids()
+    shell.run_line_magic("unload_ext", "parakit")
+    assert "parakit" not in shell.magics_manager.magics["line"]
+    assert "ParakitMagics" not in shell.magics_manager.registry
+    assert m.session is None and session._engines.pids() == []
+    assert not any(_alive(p) for p in pids)
+    shell.run_line_magic("load_ext", "parakit")  # and back, for anything after this test
+    assert "parakit" in shell.magics_manager.magics["line"]

@@ -122,7 +122,7 @@ def test_an_error_on_one_rank_is_reported_saved_and_the_next_run_works(session):
     saved = {r.run_id: r for r in read_runs(session.runs_dir)}
     assert saved[failed.run_id].status == "failed"
     # The healthy rank may be blocked inside gloo's all-reduce, where no signal reaches it;
-    # then its engines are replaced (the hang itself is the faults issue's work). Either way the
+    # then the engines are replaced (tests/test_faults.py checks that in detail). Either way the
     # session is ready for the next run without a kernel restart.
     after = session.run("mlp", workers=2, steps=3, batch_size=8)
     assert after.ok, after.error
