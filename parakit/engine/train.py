@@ -111,7 +111,8 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
                        if isinstance(v, torch.Tensor))
 
 
-def _train(config: RunConfig, stop: StopRequest) -> dict[str, Any]:
+def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]:
+    stop = stop or StopRequest(None)  # no stop token: nothing can ask this run to stop early
     single = config.strategy is Strategy.SINGLE
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()

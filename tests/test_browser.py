@@ -1,0 +1,141 @@
+"""The control panel in a real browser.
+
+JupyterLab runs on localhost with a copy of notebooks/01-quickstart.ipynb (outputs removed);
+headless Chromium, driven by Playwright, runs every cell but the last (``%parakit stop``),
+checks that every widget and plotly figure rendered, clicks the panel's ``bf16`` precision and
+Run, and waits for the run's line on the loss figure. Then the last cell stops the engines. A
+screenshot of the panel and of the page is kept (``PARAKIT_ARTIFACTS``, else tests/artifacts/).
+
+Uses the system's Chromium (Debian: ``apt-get install chromium``; ``.ci/run`` installs it), never
+a browser download; skipped only where there is none.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from browser_helpers import (
+    ABOVE_LAST_DONE,
+    CHROMIUM_FLAGS,
+    FIGURES,
+    KERNEL_IDLE,
+    OUTPUTS,
+    RUN_ALL_ABOVE_LAST,
+    RUN_LAST,
+    artifacts_dir,
+    copy_without_outputs,
+    find_chromium,
+    jupyter_lab,
+)
+
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "01-quickstart.ipynb"
+# Figures the notebook draws: the speed-up and loss plots, and the panel's four live figures.
+STATIC_FIGURES = {"Speed-up vs 1 worker (samples/s)", "Loss per step"}
+PANEL_FIGURES = 4
+# What JupyterLab shows where a widget or an output did not render.
+RENDER_FAILURES = ("Error displaying widget", "No renderer could be found", "Javascript Error",
+                   "Loading widget...")
+RUN_ALL_S = 180  # engines start (~10 s on 2 cores) and two small runs
+PANEL_RUN_S = 120
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = find_chromium()
+    if path is None:
+        pytest.skip("no Chromium found (install Debian's `chromium` package, or set PARAKIT_CHROMIUM "
+                    "to a Chromium binary); .ci/run installs it where it can")
+    return path
+
+
+@pytest.mark.slow
+def test_panel_renders_runs_and_draws_in_a_browser(chromium, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "root"
+    root.mkdir()
+    notebook = copy_without_outputs(NOTEBOOK, root / NOTEBOOK.name)
+    assert "".join(notebook["cells"][-1]["source"]).strip() == "%parakit stop", \
+        "the test runs every cell but the last, which must stop the engines"
+    artifacts = artifacts_dir()
+    with jupyter_lab(root, artifacts / "jupyterlab.log") as lab, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1920, "height": 1200})
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        try:
+            _run_and_check(page, lab.page_url(NOTEBOOK.name), artifacts)
+        except BaseException:
+            page.screenshot(path=artifacts / "browser-failure.png")
+            print("browser console errors:", *console_errors[-20:], sep="\n  ")
+            raise
+        finally:
+            browser.close()
+
+
+def _run_and_check(page, url: str, artifacts: Path) -> None:
+    page.goto(url)
+    page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+    page.evaluate(RUN_ALL_ABOVE_LAST)
+    page.wait_for_function(ABOVE_LAST_DONE, timeout=RUN_ALL_S * 1000, polling=500)
+
+    errors = [(c["source"].splitlines()[0], o.get("ename"), o.get("evalue"))
+              for c in page.evaluate(OUTPUTS) for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors, f"cells failed: {errors}"
+    _wait_until_rendered(page)
+    figures = page.evaluate(FIGURES)
+    outputs = {f["title"] for f in figures if not f["in_widget"]}
+    assert STATIC_FIGURES <= outputs, f"plotly figures drawn: {figures}"
+    assert sum(f["in_widget"] for f in figures) == PANEL_FIGURES, f"plotly figures drawn: {figures}"
+    assert all(f["drawn"] for f in figures), f"a figure has no SVG: {figures}"
+
+    panel = page.locator(".widget-vbox").filter(has=page.locator(".widget-toggle-buttons")).first
+    precision = panel.locator(".widget-toggle-buttons").filter(has_text="precision")
+    precision.get_by_role("button", name="bf16", exact=True).click()
+    run = panel.locator("button.widget-button", has_text="Run")
+    assert run.is_enabled(), "Run is disabled: the panel refused ddp x2 mlp bf16"
+    run.click()
+    # The finished run's line (the live line is named 'running: ...'): every step drawn.
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+            gd.layout && gd.layout.title && gd.layout.title.text === 'Loss per step'
+            && (gd.data || []).some(t => t.name && t.name.includes('bf16')
+                                      && !t.name.startsWith('running') && t.x && t.x.length >= 20))""",
+        timeout=PANEL_RUN_S * 1000, polling=500,
+    )
+    assert "bf16" in panel.locator(".widget-html").all_inner_texts()[-1], "status line names the run"
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=artifacts / "01-quickstart-panel.png")
+    page.screenshot(path=artifacts / "01-quickstart-page.png")
+
+    page.evaluate(RUN_LAST)
+    page.wait_for_function(
+        """() => { const nb = window.jupyterapp.shell.currentWidget;
+                   const last = nb.content.widgets[nb.content.widgets.length - 1];
+                   return JSON.stringify(last.model.outputs.toJSON()).includes('[parakit] stopped'); }""",
+        timeout=60_000, polling=500,
+    )
+    stop_output = str(page.evaluate(OUTPUTS)[-1]["outputs"])
+    assert "closed 1 panel(s)" in stop_output, stop_output
+
+
+def _wait_until_rendered(page, timeout_s: float = 30.0) -> None:
+    """Widgets render asynchronously; wait for 'Loading widget...' to go, then fail on any
+    message that says something did not render."""
+    page.wait_for_function(
+        "() => !document.body.innerText.includes('Loading widget...')", timeout=timeout_s * 1000, polling=250,
+    )
+    text = page.locator("body").inner_text()
+    failures = [m for m in RENDER_FAILURES if m in text]
+    assert not failures, f"the page says: {failures}"
+
+
+def test_chromium_lookup_prefers_the_environment(monkeypatch, tmp_path):
+    fake = tmp_path / "my-chromium"
+    monkeypatch.setenv("PARAKIT_CHROMIUM", str(fake))
+    assert find_chromium() == str(fake)
+    monkeypatch.delenv("PARAKIT_CHROMIUM")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert find_chromium() is None
