@@ -77,8 +77,6 @@ def wire_bytes(results: list[RunResult]) -> go.Figure:
         )
     fig.update_layout(barmode="group")
     run_axis(fig, runs)
-    fig.update_xaxes(ticktext=[f"{r.config.get('strategy')} x{r.world_size} {r.config.get('compression')}"
-                               for r in runs])
     notes = [skip_note(results, len(runs), "bytes not counted")]
     return finish(fig, "Bytes on the wire per step (largest sender)", "run", "MiB per step", notes)
 

@@ -32,7 +32,16 @@ def model_label(run: RunResult) -> str:
 
 
 def run_label(run: RunResult) -> str:
-    return f"{run.config.get('strategy')} x{run.world_size}"
+    """'ddp x2', plus the levers that differ from the defaults: 'ddp x2 bf16 topk:0.01 no EF'."""
+    c = run.config
+    parts = [f"{c.get('strategy')} x{run.world_size}"]
+    if c.get("precision") not in (None, "fp32"):
+        parts.append(c["precision"])
+    if c.get("compression") not in (None, "none"):
+        parts.append(c["compression"])
+        if c.get("error_feedback") is False:
+            parts.append("no EF")
+    return " ".join(parts)
 
 
 def run_axis(fig: go.Figure, runs: list[RunResult]) -> None:

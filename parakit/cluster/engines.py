@@ -174,6 +174,9 @@ class EngineSet:
             if self.client is not None:
                 self.client.close()
             if self._cluster is not None:
+                # Engines end with exit code 1 on SIGTERM, which ipyparallel logs as a warning
+                # with each engine's whole log: noise under every notebook's last cell.
+                self._cluster.log.setLevel(logging.ERROR)
                 self._cluster.stop_cluster_sync()
         finally:
             self._cluster = self.client = None
