@@ -35,16 +35,20 @@ def bench_settings(world: Any, sizes, collectives, repeats: Any, warmup: Any, ma
     """
     if isinstance(world, bool) or not isinstance(world, int) or world < 2:
         raise ValueError(f"the communication benchmark needs workers >= 2 (got {world!r})")
-    names = list(BUILDERS) if collectives is None else [collectives] if isinstance(collectives, str) else list(collectives)
+    names = list(BUILDERS) if collectives is None else _as_list(collectives, "collectives")
+    if not names:
+        raise ValueError(f"collectives is empty; use any of: {', '.join(BUILDERS)}")
     unknown = [c for c in names if c not in BUILDERS]
-    if unknown or not names:
-        raise ValueError(f"unknown collective {unknown[0] if unknown else None!r}; use any of: {', '.join(BUILDERS)}")
+    if unknown:
+        raise ValueError(f"unknown collective {unknown[0]!r}; use any of: {', '.join(BUILDERS)}")
     for what, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{what} must be an integer >= {low} (got {value!r})")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
-    chosen = DEFAULT_SIZES_BYTES if sizes is None else [parse_size(v) for v in ([sizes] if isinstance(sizes, (int, str)) else sizes)]
+    chosen = DEFAULT_SIZES_BYTES if sizes is None else [parse_size(v) for v in _as_list(sizes, "sizes")]
+    if not chosen:
+        raise ValueError("sizes is empty; give message sizes such as ['1KB', '1MB'] (or leave it out)")
     cap = parse_size(max_size) if max_size is not None else (None if gpus else CPU_MAX_BYTES)
     kept = sorted({b for b in chosen if cap is None or b <= cap})
     if not kept:
@@ -64,3 +68,13 @@ def finish_bench(outcome, world: int, backend: str | None, devices: list[str], s
         result.dtype, result.rows = figures["dtype"], figures["rows"]
         result.fits, result.skipped = figures["fits"], figures["skipped"]
     return result
+
+
+def _as_list(value: Any, name: str) -> list:
+    """One value or a list/tuple of them; anything else is refused in one line."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    example = {"sizes": "['1KB', '1MB']", "collectives": "['all_reduce', 'send_recv']"}[name]
+    raise ValueError(f"{name} must be a list, e.g. {name}={example} (got {value!r})")

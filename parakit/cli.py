@@ -163,7 +163,7 @@ def bench_table(bench: Any) -> str:
 
 def bench_command(args: argparse.Namespace) -> int:
     from parakit.bench import bench_settings as check_bench
-    from parakit.session import Session
+    from parakit.session import Session, check_runs_dir
 
     settings = bench_settings(args)
     with checked_input():
@@ -172,6 +172,7 @@ def bench_command(args: argparse.Namespace) -> int:
         check_bench(settings["workers"], settings["sizes"], settings["collectives"], settings["repeats"],
                     settings["warmup"], settings["max_size"], settings["dtype"], gpus)
         placement.check_workers(settings["workers"], facts)
+        check_runs_dir(args.runs_dir)
     with Session(settings["workers"], device=args.device, gpus=args.gpus, runs_dir=args.runs_dir) as session:
         bench = session.bench_comm(**settings)
     print(json.dumps(bench.to_dict(), indent=1) if args.json else bench_table(bench))
@@ -189,7 +190,7 @@ def checked_input():
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from parakit.session import Session
+    from parakit.session import Session, check_runs_dir
 
     with checked_input():
         facts = placement.host_facts()
@@ -200,6 +201,7 @@ def run_command(args: argparse.Namespace) -> int:
             placement.check_workers(workers, facts)  # first: a clearer message than the batch's
         settings = run_settings(args)
         config = RunConfig(workers=workers, **settings)
+        check_runs_dir(args.runs_dir)
         if not gpus:
             check_cpu_precision(config.precision)
     with Session(workers, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir) as session:

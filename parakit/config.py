@@ -7,6 +7,8 @@ vocabularies live in layouts.py and levers.py; this module checks how they combi
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,7 +143,13 @@ class RunConfig:
         if isinstance(self.split, str):
             set_(self, "split", (self.split,))
         elif self.split is not None:
+            if not isinstance(self.split, (list, tuple)) or not all(isinstance(n, str) for n in self.split):
+                raise ValueError(f"split must be module names, e.g. ['layers.2'] (got {self.split!r})")
             set_(self, "split", tuple(self.split))
+        for name in ("model_options", "tp_plan"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise ValueError(f"{name} must be a dict, e.g. {MAPPING_EXAMPLES[name]} (got {value!r})")
         self._check_model()
         self._check_numbers()
         if self.strategy is Strategy.HYBRID:
@@ -164,6 +172,9 @@ class RunConfig:
             raise ValueError("model_options apply to built-in models only; size your own model")
         if self.data is None and not isinstance(self.model, str):
             raise ValueError("a model of your own needs data=: a callable or a Dataset")
+        if self.data is not None and not callable(self.data) and not _is_dataset(self.data):
+            raise ValueError("data must be a callable (step, global_batch_size) -> (inputs, targets) "
+                             f"or a torch Dataset (got {type(self.data).__name__})")
         if self.loss is not None and not callable(self.loss):
             raise ValueError("loss must be a callable (outputs, targets) -> scalar tensor")
 
@@ -174,8 +185,7 @@ class RunConfig:
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
         check_int("profile_every", self.profile_every, 0)
-        if self.bucket_mb is not None and (isinstance(self.bucket_mb, bool)
-                                           or not isinstance(self.bucket_mb, (int, float)) or not self.bucket_mb > 0):
+        if self.bucket_mb is not None and not _positive_finite(self.bucket_mb):
             raise ValueError(f"bucket_mb must be a positive number of MB (got {self.bucket_mb!r})")
         if self.microbatches is not None:
             check_int("microbatches", self.microbatches, 1)
@@ -183,13 +193,15 @@ class RunConfig:
             raise ValueError(
                 f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})"
             )
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+        if not _positive_finite(self.lr):
             raise ValueError(f"lr must be a positive number (got {self.lr!r})")
         if not isinstance(self.error_feedback, bool):
             raise ValueError(f"error_feedback must be True or False (got {self.error_feedback!r})")
 
     def _check_layout(self) -> None:
         s = self.strategy
+        if self.bucket_mb is not None and s is not Strategy.DDP:
+            raise ValueError(f"bucket_mb sizes DDP's gradient buckets; strategy {s} has none (use strategy ddp)")
         if s is Strategy.SINGLE and self.workers != 1:
             raise ValueError(
                 f"strategy single runs on 1 worker (got workers={self.workers}); "
@@ -324,3 +336,17 @@ class RunConfig:
         if self.tp_plan is not None:
             described["tp_plan"] = dict(self.tp_plan)
         return described
+
+
+MAPPING_EXAMPLES = {"model_options": "{'width': 256}", "tp_plan": "{'fc1': 'colwise', 'fc2': 'rowwise'}"}
+
+
+def _positive_finite(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value > 0)
+
+
+def _is_dataset(data: Any) -> bool:
+    """A torch Dataset, recognised without importing torch (config is stdlib only)."""
+    return any(c.__name__ == "Dataset" and c.__module__.startswith("torch.utils.data")
+               for c in type(data).__mro__)

@@ -37,7 +37,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from parakit.cli import checked_input, UsageError
     from parakit.plots import speedup_table
     from parakit.report import write_report
-    from parakit.session import Session
+    from parakit.session import Session, check_runs_dir
 
     with checked_input():
         facts = placement.host_facts()
@@ -48,6 +48,7 @@ def demo_command(args: argparse.Namespace) -> int:
         placement.check_workers(max(workers), facts)
         if args.steps is not None and args.steps < 3:
             raise UsageError("demo --steps must be >= 3 (2 are warm-up)")
+        check_runs_dir(args.runs_dir)
     runs = DEMO_RUNS["cuda" if gpus else "cpu"]
     report = Path(args.report) if args.report else Path(args.runs_dir) / "demo-report.html"
     started = time.monotonic()

@@ -52,10 +52,15 @@ def parse_mesh(value: Any, workers: int, hybrid: Hybrid) -> tuple[int, int]:
         return workers // 2, 2
     if isinstance(value, str):
         parts = value.lower().replace("×", "x").split("x")
-    else:
+    elif isinstance(value, (tuple, list)):
         parts = list(value)
+    else:
+        parts = []
     try:
-        outer, inner = (int(p) for p in parts)
+        # whole numbers only: int(2.5) would quietly make a 2.5x2 mesh a 2x2 one
+        outer, inner = (int(p) if isinstance(p, str) or float(p).is_integer() else None for p in parts)
+        if outer is None or inner is None:
+            raise ValueError
     except (TypeError, ValueError):
         raise ValueError(f"mesh must look like 2x2 ({outer_name} x {inner_name}), got {value!r}") from None
     if outer < 1 or inner < 1:

@@ -140,6 +140,9 @@ def default_workers(strategy: str, mesh: Any, engines: int) -> int:
             except ValueError:
                 return 4  # RunConfig reports the malformed mesh
         if isinstance(mesh, (tuple, list)) and len(mesh) == 2:
-            return int(mesh[0]) * int(mesh[1])
+            try:
+                return int(mesh[0]) * int(mesh[1])
+            except (TypeError, ValueError):
+                return 4  # RunConfig reports the malformed mesh
         return 4
     return engines

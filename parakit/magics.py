@@ -20,6 +20,7 @@ from IPython.core.magic_arguments import ArgDecorator, argument, kwds, magic_arg
 from IPython.display import display
 
 from parakit import cli
+from parakit.cluster import placement
 from parakit.bench import bench_settings
 from parakit.measure_plots import comm_bandwidth
 from parakit.plots import PLOTS, loss, speedup, speedup_table
@@ -378,6 +379,7 @@ class ParakitMagics(Magics):
         with checked:  # the settings, before any engine starts
             bench_settings(settings["workers"], settings["sizes"], settings["collectives"], settings["repeats"],
                            settings["warmup"], settings["max_size"], settings["dtype"], [])
+            placement.check_workers(settings["workers"], placement.host_facts())
         session = self._idle(self._session(args))
         with checked:
             bench = session.bench_comm(**settings)
@@ -403,6 +405,9 @@ class ParakitMagics(Magics):
         args = self._parse(self._cell_options, line)
         if args.workers is not None and args.workers < 1:
             raise UsageError(f"-n must be >= 1 (got {args.workers})")
+        if args.workers is not None:
+            with checked:  # before default engines would start
+                placement.check_workers(args.workers, placement.host_facts())
         session = self._idle(self._session())
         with checked:  # execute checks the count against this machine before any engine
             ranks = session.execute(cell, args.workers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -21,6 +22,23 @@ from parakit.progress import ProgressPrinter, note
 from parakit.measures import measure
 from parakit.records import OK, CommBenchResult, RankInfo, RunResult, new_run_id, now_iso
 from parakit.store import DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
+
+
+RUN_SETTINGS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def check_runs_dir(runs_dir: str | os.PathLike) -> None:
+    """The run store must be a folder we can write (or can make), found out before any engine
+    starts rather than when the first result is saved. Nothing is created here."""
+    path = os.path.abspath(os.fspath(runs_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} is a file; give a folder for the run store")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} cannot be written ({existing} is not a writable "
+                         "folder); give a folder you can write")
 
 
 class Session:
@@ -69,6 +87,7 @@ class Session:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1 (got {workers!r})")
         placement.check_workers(workers, self.facts)
+        check_runs_dir(runs_dir)
         self.runs_dir = runs_dir
         self.progress = progress
         self._warned: set[str] = set()
@@ -118,6 +137,9 @@ class Session:
     # -- runs --------------------------------------------------------------------------
     def config(self, **settings: Any) -> RunConfig:
         """Check run settings and fill in defaults, without touching an engine."""
+        unknown = sorted(set(settings) - RUN_SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}; the settings are: {', '.join(sorted(RUN_SETTINGS))}")
         settings = {k: v for k, v in settings.items() if v is not None}
         strategy = Strategy.parse(settings.get("strategy", Strategy.DDP), "strategy")
         settings.setdefault("workers", default_workers(strategy, settings.get("mesh"), self.workers))

@@ -142,7 +142,7 @@ class EngineSet:
             return backend, warning
         self.leave_group()
         ids = self.ids(world)
-        port = self.client[ids[0]].apply_sync(process_group.free_port)
+        port = self.client[ids[0]].apply_sync(process_group.open_store)
         joins = [
             self.client[engine_id].apply_async(
                 process_group.join, rank, world, "127.0.0.1", port, backend, self.group_timeout_s

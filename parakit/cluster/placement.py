@@ -98,8 +98,10 @@ def choose_gpus(device: Device, gpus: list[int] | None, facts: HostFacts) -> lis
             raise ValueError("gpus= was given with device='cpu'; drop one of them")
         return []
     if not facts.gpus:
-        if device is Device.CUDA or gpus:
+        if device is Device.CUDA:
             raise ValueError(f"device cuda was asked for, but {facts.no_gpu_reason}; use device cpu or auto")
+        if gpus:
+            raise ValueError(f"gpus={list(gpus)} was given, but no GPU is visible ({facts.no_gpu_reason}); drop gpus")
         return []
     if gpus is None:
         return list(facts.gpus)
