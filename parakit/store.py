@@ -1,18 +1,25 @@
 """The run store: a folder with one JSON file per run.
 
-Files are written atomically (a temp file in the same folder, then ``os.replace``), so a
-crash mid-write never leaves a half file under a run's name. JSON only, never pickle: a run
-file from someone else cannot run code when it is loaded.
+Files are written atomically (a temp file in the same folder, flushed to disk, then
+``os.replace``, then the folder itself flushed), so a crash mid-write never leaves a half file
+under a run's name, and two processes saving into one folder never overwrite each other.
+JSON only, never pickle: a run file from someone else is data and cannot run code when it is
+loaded. A file that is not a run (cut short, another format, the wrong fields or types) is
+skipped with a warning that names it, so one bad file never stops the others from loading.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import tempfile
+import types
+import typing
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from parakit.records import CommBenchResult, RunResult
 
@@ -37,12 +44,7 @@ def save_comm_bench(result: CommBenchResult, runs_dir: str | os.PathLike = DEFAU
 
 def read_comm_benches(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[CommBenchResult]:
     """All communication benchmarks in the run store, oldest first; damaged files are skipped."""
-    benches = []
-    for path in sorted((Path(runs_dir) / COMM_BENCH_DIR).glob("*.json")):
-        try:
-            benches.append(CommBenchResult.from_dict(json.loads(path.read_text())))
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            warnings.warn(f"parakit: skipped damaged benchmark file {path}: {e}", stacklevel=2)
+    benches = _read_all(Path(runs_dir) / COMM_BENCH_DIR, CommBenchResult, "benchmark")
     benches.sort(key=lambda b: b.started_at)
     return benches
 
@@ -51,29 +53,132 @@ def _write(folder: Path, name: str, data: dict) -> Path:
     """Write-then-rename, so a reader (or a crash) never sees half a file."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{name}.json"
+    # A name of its own per writer (mkstemp), so concurrent writers never share a temp file.
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, allow_nan=True)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # note: waits for the disk, a few ms per run
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_folder(folder)
     return final
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder's entry list, so the rename survives a power cut too (POSIX; Windows
+    cannot open a folder, and a failure here leaves the file written, only less durable)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[RunResult]:
     """All runs in the folder, oldest first; a damaged file is skipped with a warning naming it."""
-    runs = []
-    for path in sorted(Path(runs_dir).glob("*.json")):
-        try:
-            runs.append(RunResult.from_dict(json.loads(path.read_text())))
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            warnings.warn(f"parakit: skipped damaged run file {path}: {e}", stacklevel=2)
+    runs = _read_all(Path(runs_dir), RunResult, "run")
     runs.sort(key=lambda r: r.started_at)
     return runs
+
+
+def _read_all(folder: Path, record: type, what: str) -> list:
+    """Every ``*.json`` file of ``folder`` as a ``record``; each damaged one is a warning."""
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            found.append(_read(path, record))
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            warnings.warn(f"parakit: skipped damaged {what} file {path}: {_one_line(e)}", stacklevel=3)
+    return found
+
+
+def _read(path: Path, record: type):
+    if not path.is_file():  # a folder, a FIFO (reading would block) or a device named *.json
+        raise ValueError("not a regular file")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    _check_record(data, record)
+    if record is RunResult:
+        for key in _CONFIG_COUNTS:
+            value = data["config"].get(key)
+            if key in data["config"] and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"config field {key!r} is {_json_name(value)}, not a whole number")
+    return record.from_dict(data)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# -- what a record file must look like ---------------------------------------------------
+# Settings runs_frame computes with (speed-up groups divide by them): anything but a whole
+# number there makes the file damaged, not the whole frame unreadable.
+_CONFIG_COUNTS = ("workers", "batch_size")
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def _check_record(data: Any, record: type, where: str = "") -> None:
+    """Raise ValueError, naming the field, unless ``data`` (parsed JSON) has the fields of the
+    dataclass ``record`` with values of their JSON types; list fields of dataclasses (a run's
+    steps and ranks) are checked item by item. What the fields hold inside (a config's settings,
+    a summary's figures) is the record's own business."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'the file'} is {_json_name(data)}, not an object")
+    fields = _fields(record)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}unknown field(s) {', '.join(map(repr, unknown))} for a {record.__name__}")
+    missing = [name for name, (_, _, required) in fields.items() if required and name not in data]
+    if missing:
+        raise ValueError(f"{where}missing field(s) {', '.join(map(repr, missing))} of a {record.__name__}")
+    for name, value in data.items():
+        allowed, items, _ = fields[name]
+        if allowed is not None and not isinstance(value, allowed):
+            wanted = " or ".join(dict.fromkeys(_JSON_NAMES.get(t, t.__name__) for t in allowed))
+            raise ValueError(f"{where}field {name!r} is {_json_name(value)}, not {wanted}")
+        if items is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_record(item, items, f"{where}{name}[{i}]: ")
+
+
+def _json_name(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+@functools.cache
+def _fields(record: type) -> dict[str, tuple[tuple[type, ...] | None, type | None, bool]]:
+    """Per field of a dataclass: the types JSON may hold for it (None: anything), the dataclass
+    of its items (for ``list[StepRecord]``), and whether it must be present. Read from the
+    annotations, so a field added to a record is checked without a change here."""
+    hints = typing.get_type_hints(record)
+    out = {}
+    for f in dataclasses.fields(record):
+        hint = hints[f.name]
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        allowed: list[type] | None = []
+        items = None
+        for option in options:
+            if option is Any:
+                allowed = None
+                break
+            origin = typing.get_origin(option) or option
+            # A float field may hold a whole number: 1 written by hand, or a count-like figure.
+            allowed += [int, float] if origin is float else [origin]
+            args = typing.get_args(option)
+            if origin is list and args and dataclasses.is_dataclass(args[0]):
+                items = args[0]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        out[f.name] = (tuple(allowed) if allowed is not None else None, items, required)
+    return out
 
 
 def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
@@ -94,11 +199,17 @@ def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
         }
         row.update(r.config)
         # As text, so a column of them compares and groups (two sizes of a model never mix).
-        row["model_options"] = ", ".join(f"{k}={v}" for k, v in sorted((r.config.get("model_options") or {}).items()))
+        row["model_options"] = _options_text(r.config.get("model_options"))
         row.update({k: v for k, v in r.summary.items() if k != "method"})
         row["error"] = r.error
         rows.append(row)
     return add_scaling(pd.DataFrame(rows))
+
+
+def _options_text(options: Any) -> str:
+    if isinstance(options, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(options.items(), key=lambda kv: str(kv[0])))
+    return "" if options is None else str(options)
 
 
 def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> "pandas.DataFrame":
