@@ -9,8 +9,10 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import weakref
@@ -18,6 +20,7 @@ import weakref
 import ipyparallel as ipp
 import torch.distributed as dist
 
+from parakit.cluster import watchdog
 from parakit.cluster.placement import Gpu, choose_backend, gpu_for_engine
 from parakit.engine import devices, stacks, process_group
 
@@ -56,7 +59,17 @@ class EngineSet:
             engine_timeout=START_TIMEOUT_S,
         )
         self.client = self._cluster.start_and_connect_sync(activate=False)
+        self._start_watchdog()
         self._pin_new(n)
+
+    def _start_watchdog(self) -> None:
+        """A process that stops this cluster if this (client) process dies without closing it."""
+        started = watchdog.start_time(os.getpid())
+        if started is None:  # no /proc (macOS): atexit is all there is
+            return
+        subprocess.Popen([sys.executable, "-m", "parakit.cluster.watchdog", str(os.getpid()), started, self._folder],
+                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
 
     def grow(self, n: int) -> None:
         """Add engines until there are n; existing engines keep running."""
