@@ -90,7 +90,8 @@ def test_small_buckets_hide_communication_behind_backward(session):
         share[mb] = statistics.median(
             sum(st.rank_exposed_comm_time_s) / sum(st.rank_comm_time_s) for st in r.steps if st.rank_comm_time_s
         )
-    assert share[100] > 0.9, share  # nothing to overlap with
+    # (DDP caps its first bucket at 1 MB whatever bucket_mb says, so even "one bucket" hides a
+    # little: the claim is the difference.)
     assert share[1] < 0.8 * share[100], share
 
 

@@ -24,6 +24,7 @@ from parakit.engine.train import train
 from parakit.records import FAILED, OK, STOPPED
 
 POLL_S = 0.2
+PEER_GRACE_S = 2.0  # after a rank fails, how long its peers get to fail by themselves
 STOP_GRACE_S = 5.0  # after a failure or interrupt, how long the other ranks get to stop
 
 
@@ -144,6 +145,13 @@ def _failed(ar) -> bool:
 def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str, first: int | None = None) -> Outcome:
     """Interrupt the ranks still running and collect what went wrong, and what every rank that
     returned had measured (a failed rank returns its completed steps with its error)."""
+    if status == FAILED:
+        # Peers of a failed rank usually fail by themselves within moments (their collective
+        # broke) and return their own steps and error; interrupting them at once would turn
+        # those into a bare KeyboardInterrupt.
+        deadline = time.monotonic() + PEER_GRACE_S
+        for ar in pending.values():
+            ar.wait(max(0.0, deadline - time.monotonic()))
     for rank, ar in pending.items():
         if not ar.ready():
             engines.interrupt(ids[rank])
@@ -154,7 +162,8 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
     # A rank whose engine died is the cause; else the rank that failed first. The others'
     # errors are mostly their echo (a collective broken by the peer that left).
     died = {r for r, ar in pending.items() if ar.ready() and not ar.successful() and _engine_died(ar)}
-    order = sorted(pending, key=lambda r: (r not in died, r != first, r))
+    echoes = {r for r, ar in pending.items() if ar.ready() and _broken_by_peer(ar)}
+    order = sorted(pending, key=lambda r: (r not in died, r in echoes, r != first, r))
     for rank in order:
         ar = pending[rank]
         if not ar.ready():
@@ -183,6 +192,21 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
         steps = len(kept[0].get("step_time_s", [])) if kept else 0
         errors.append(f"interrupted by the user after {steps} steps" if kept else "interrupted by the user")
     return Outcome(status, kept if any(kept) else [], error="\n".join(errors) or None, engines_unusable=bool(stuck))
+
+
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer")  # gloo, when a peer left
+
+
+def _broken_by_peer(ar) -> bool:
+    """The rank failed only because a peer left the collective: an echo, not the cause."""
+    try:
+        result = ar.get(0)
+        text = result.get("error") if isinstance(result, dict) else None
+    except ipp_error.RemoteError as e:
+        text = f"{e.evalue}"
+    except Exception:  # noqa: BLE001 - not an echo we can tell
+        return False
+    return bool(text) and any(p in text for p in PEER_GONE)
 
 
 def _engine_died(ar) -> bool:
