@@ -83,15 +83,17 @@ def test_small_buckets_hide_communication_behind_backward(session):
     while backward goes on. On 2 shared cores the communication then competes with backward
     for the same cores and takes longer, so the share that is exposed is what falls, reliably;
     the absolute exposed time falls on machines with cores (or a GPU) to spare."""
-    share = {}
+    deep = {**BIG, "model_options": {"width": 512, "depth": 16}}  # 16 MB of gradients: the 1 MB first
+    share = {}                                                      # bucket is a small part of "one bucket"
     for mb in (100, 1):
-        r = session.run(strategy="ddp", steps=10, warmup_steps=2, profile_every=1, bucket_mb=mb, **BIG)
+        r = session.run(strategy="ddp", steps=10, warmup_steps=2, profile_every=1, bucket_mb=mb, **deep)
         assert r.ok, r.error
         share[mb] = statistics.median(
             sum(st.rank_exposed_comm_time_s) / sum(st.rank_comm_time_s) for st in r.steps if st.rank_comm_time_s
         )
     # (DDP caps its first bucket at 1 MB whatever bucket_mb says, so even "one bucket" hides a
-    # little: the claim is the difference.)
+    # little: the claim is the difference. With depth 8 (8 MB) the ratio ranged 0.54-0.84 over
+    # four runs on the 2-core VM, one of them failing 0.8; with depth 16, 0.39-0.59 over three.)
     assert share[1] < 0.8 * share[100], share
 
 
