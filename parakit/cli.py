@@ -14,6 +14,7 @@ from typing import Any
 
 from parakit.cluster import placement
 from parakit.config import Hybrid, Precision, RunConfig, Schedule, Strategy
+from parakit.hosts import EngineLaunch, Launcher
 from parakit.levers import check_cpu_precision, default_workers
 from parakit.store import DEFAULT_RUNS_DIR
 
@@ -46,6 +47,43 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
     p.add_argument("--gpus", type=_int_list, help="GPU indices to pin engines to, e.g. 0,2")
     p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="run store folder (default ./parakit-runs)")
+    add_launch_options(p)
+
+
+def add_launch_options(p: argparse.ArgumentParser) -> None:
+    """Where engines run; shared by the commands and ``%parakit start``."""
+    p.add_argument("--engines", dest="launcher", default="local", metavar="LAUNCHER",
+                   help=f"how engines start: {Launcher.allowed()} (default local; see docs/multi-host.md)")
+    p.add_argument("--profile", default=None, help="ipyparallel profile name or folder (mpi, slurm, ssh, attach)")
+    p.add_argument("--cluster-id", default=None, help="the running cluster to attach to, or the id of a new one")
+    p.add_argument("--ifname", default=None, help="network interface between hosts, e.g. eth0 or ib0")
+    p.add_argument("--link", default=None, metavar="RATE,DELAY",
+                   help="local engines on two hosts joined by a simulated link, e.g. 1gbit,1ms (root only)")
+
+
+def launch_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The launch options as Session takes them, checked before any engine starts."""
+    from parakit.cluster import netns
+
+    launch = EngineLaunch(args.launcher, args.profile, args.cluster_id, args.ifname, args.link)
+    reason = netns.why_not(launch.link) if launch.link is not None else None
+    if reason:
+        raise ValueError(f"--link {args.link} cannot be made here: {reason}")
+    return {"engines": launch.engines.value, "profile": launch.profile, "cluster_id": launch.cluster_id,
+            "ifname": launch.ifname, "link": launch.link and launch.link.text}
+
+
+def engine_checks(args: argparse.Namespace, workers: int | None):
+    """(launch settings, GPUs of this machine the engines will use, this machine's facts).
+    Engines of other launchers are on other hosts: this machine's GPUs and size say nothing."""
+    launch = launch_settings(args)
+    facts = placement.host_facts()
+    if launch["engines"] != "local":
+        return launch, [], facts
+    gpus = placement.choose_gpus(args.device, args.gpus, facts)
+    if workers is not None and workers >= 1:
+        placement.check_workers(workers, facts)  # first: a clearer message than the batch's
+    return launch, gpus, facts
 
 
 def _str_list(text: str) -> list[str]:
@@ -167,13 +205,13 @@ def bench_command(args: argparse.Namespace) -> int:
 
     settings = bench_settings(args)
     with checked_input():
-        facts = placement.host_facts()
-        gpus = placement.choose_gpus(args.device, args.gpus, facts)
+        launch, gpus, facts = engine_checks(args, None)
         check_bench(settings["workers"], settings["sizes"], settings["collectives"], settings["repeats"],
                     settings["warmup"], settings["max_size"], settings["dtype"], gpus)
-        placement.check_workers(settings["workers"], facts)
+        if launch["engines"] == "local":
+            placement.check_workers(settings["workers"], facts)
         check_runs_dir(args.runs_dir)
-    with Session(settings["workers"], device=args.device, gpus=args.gpus, runs_dir=args.runs_dir) as session:
+    with Session(settings["workers"], device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
         bench = session.bench_comm(**settings)
     print(json.dumps(bench.to_dict(), indent=1) if args.json else bench_table(bench))
     return 0 if bench.ok else 1
@@ -193,18 +231,17 @@ def run_command(args: argparse.Namespace) -> int:
     from parakit.session import Session, check_runs_dir
 
     with checked_input():
-        facts = placement.host_facts()
-        gpus = placement.choose_gpus(args.device, args.gpus, facts)
+        launch, gpus, _ = engine_checks(args, args.workers)
         strategy = Strategy.parse(args.strategy, "strategy")
         workers = args.workers if args.workers is not None else default_workers(strategy, args.mesh, max(len(gpus), 2))
-        if workers >= 1:
-            placement.check_workers(workers, facts)  # first: a clearer message than the batch's
+        if args.workers is None:
+            engine_checks(args, workers)
         settings = run_settings(args)
         config = RunConfig(workers=workers, **settings)
         check_runs_dir(args.runs_dir)
         if not gpus:
             check_cpu_precision(config.precision)
-    with Session(workers, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir) as session:
+    with Session(workers, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
         result = session.run(workers=workers, **settings)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))

@@ -7,7 +7,6 @@ import argparse
 import time
 from pathlib import Path
 
-from parakit.cluster import placement
 
 # Sizes per device kind: small enough that the demo finishes in about a minute on a 2-core
 # CPU, large enough on a GPU that compute, not launch overhead, sets the step time.
@@ -34,18 +33,17 @@ def demo_workers(gpu_count: int) -> list[int]:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from parakit.cli import checked_input, UsageError
+    from parakit.cli import checked_input, engine_checks, UsageError
     from parakit.plots import speedup_table
     from parakit.report import write_report
     from parakit.session import Session, check_runs_dir
 
     with checked_input():
-        facts = placement.host_facts()
-        gpus = placement.choose_gpus(args.device, args.gpus, facts)
+        launch, gpus, facts = engine_checks(args, None)
         workers = args.workers or demo_workers(len(gpus))
         if min(workers) < 1 or 1 not in workers:
             raise UsageError("demo --workers must include 1 (the baseline), e.g. --workers 1,2")
-        placement.check_workers(max(workers), facts)
+        engine_checks(args, max(workers))
         if args.steps is not None and args.steps < 3:
             raise UsageError("demo --steps must be >= 3 (2 are warm-up)")
         check_runs_dir(args.runs_dir)
@@ -55,7 +53,7 @@ def demo_command(args: argparse.Namespace) -> int:
     print(f"parakit demo: {len(runs)} models x workers {workers} on "
           f"{f'{len(gpus)} GPU(s)' if gpus else f'CPU ({facts.cpu_count} cores)'}")
     results = []
-    with Session(max(workers), device=args.device, gpus=args.gpus, runs_dir=args.runs_dir) as session:
+    with Session(max(workers), device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
         for spec in runs:
             spec = dict(spec, steps=args.steps or spec["steps"])
             for n in workers:

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from parakit.panel import Panel
 
 # What engines start with when nothing says otherwise (Session's own defaults).
-DEFAULT_ENGINES: dict[str, Any] = {"engines": None, "device": "auto", "gpus": None, "runs_dir": None}
+DEFAULT_ENGINES: dict[str, Any] = {"engines": None, "device": "auto", "gpus": None, "runs_dir": None,
+                                   "launch": None}
 
 # -- option groups, shared as decorators ---------------------------------------------------
 def _comma_list(kind: type) -> Callable[[str], list]:
@@ -61,6 +62,7 @@ class engine_options(ArgDecorator):
         parser.add_argument("--gpus", type=_comma_list(int), default=None, metavar="0,1",
                             help="GPU indices to pin engines to (default: every visible GPU)")
         parser.add_argument("--cpu", action="store_true", help="CPU engines, even with GPUs present")
+        cli.add_launch_options(parser)
 
 
 class bench_options(ArgDecorator):
@@ -180,14 +182,18 @@ class ParakitMagics(Magics):
 
     # -- engines -------------------------------------------------------------------------
     @magic_arguments("parakit start")
-    @argument("-n", "--engines", type=int, default=None, metavar="N",
+    @argument("-n", dest="engines", type=int, default=None, metavar="N",
               help="engines to start (default: one per GPU, else 2)")
     @engine_options()
     @argument("--runs-dir", default=None, help=f"run store folder (default ./{DEFAULT_RUNS_DIR})")
     def _start(self, rest: str) -> None:
         """Start engines pinned to devices; runs reuse them, and add more when they need them.
+        ``--engines mpi|slurm|ssh`` starts them through ipyparallel's launchers, ``--engines
+        attach --cluster-id ID`` attaches to a running ipcluster, ``--link 1gbit,1ms`` puts
+        local engines on two hosts joined by a slow link (docs/multi-host.md).
 
         In [1]: %parakit start -n 2 --cpu
+        In [2]: %parakit start -n 2 --link 200mbit,1ms
         """
         args = self._parse(self._start, rest)
         wanted = self._engine_request(args)
@@ -200,7 +206,7 @@ class ParakitMagics(Magics):
         self._start_session(**wanted)
 
     @magic_arguments("parakit restart")
-    @argument("-n", "--engines", type=int, default=None, metavar="N",
+    @argument("-n", dest="engines", type=int, default=None, metavar="N",
               help="engines to start (default: as many as now)")
     @engine_options()
     @argument("--runs-dir", default=None, help="run store folder (default: as now)")
@@ -221,6 +227,8 @@ class ParakitMagics(Magics):
             wanted.update(device="cpu", gpus=None)
         if args.gpus is not None:
             wanted.update(device="auto", gpus=args.gpus)
+        if _launch_given(args):
+            wanted["launch"] = self._engine_request(args)["launch"]
         if args.runs_dir is not None:
             wanted["runs_dir"] = args.runs_dir
         # Checked first, so bad options leave the running engines alone.
@@ -436,30 +444,36 @@ class ParakitMagics(Magics):
     def _engine_request(args: argparse.Namespace) -> dict[str, Any]:
         if args.cpu and args.gpus is not None:
             raise UsageError("--cpu and --gpus do not go together; drop one of them")
+        with checked:
+            launch = cli.launch_settings(args) if _launch_given(args) else None
         return {
             "engines": getattr(args, "engines", None),
             "device": "cpu" if args.cpu else "auto",
             "gpus": args.gpus,
             "runs_dir": getattr(args, "runs_dir", None),
+            "launch": launch,
         }
 
     def _check_engines(self, wanted: dict[str, Any]) -> None:
         n = wanted.get("engines")
         if n is not None and (n < 1):
             raise UsageError(f"-n must be >= 1 (got {n})")
+        if (wanted.get("launch") or {}).get("engines", "local") != "local":
+            return  # engines on other hosts: this machine's devices and size say nothing
         # A ddp run over every engine checks device, gpus and the engine count against this machine.
         run = {"strategy": "ddp", "workers": n, "batch_size": n} if n else {"strategy": "single"}
         with checked:
             check_settings(device=wanted["device"], gpus=wanted["gpus"], engines=n, **run)
 
-    def _start_session(self, engines=None, device="auto", gpus=None, runs_dir=None, note="") -> Session:
-        wanted = {"engines": engines, "device": device, "gpus": gpus, "runs_dir": runs_dir}
+    def _start_session(self, engines=None, device="auto", gpus=None, runs_dir=None, launch=None,
+                       note="") -> Session:
+        wanted = {"engines": engines, "device": device, "gpus": gpus, "runs_dir": runs_dir, "launch": launch}
         self._check_engines(wanted)
         runs_dir = runs_dir or self._runs_dir
         if note:
             print(f"[parakit] {note}", flush=True)
         with checked:
-            self.session = Session(engines, device=device, gpus=gpus, runs_dir=runs_dir)
+            self.session = Session(engines, device=device, gpus=gpus, runs_dir=runs_dir, **(launch or {}))
         self._engine_settings = {**wanted, "runs_dir": runs_dir}
         self._runs_dir = runs_dir
         print(f"[parakit] {self._describe()} ready")
@@ -494,6 +508,7 @@ class ParakitMagics(Magics):
             and not (wanted["device"] == "cpu" and s.gpus)
             and wanted["gpus"] in (None, [g.index for g in s.gpus])
             and wanted.get("runs_dir") in (None, s.runs_dir)
+            and wanted.get("launch") in (None, self._engine_settings.get("launch"))
         )
 
     def _select(self, args: argparse.Namespace, empty_ok: bool = False) -> list[RunResult]:
@@ -513,6 +528,11 @@ class ParakitMagics(Magics):
         s = self.session
         where = f"GPUs {[g.index for g in s.gpus]}" if s.gpus else "CPU"
         return f"{s.workers} engine(s) on {where}, runs in {s.runs_dir}"
+
+
+def _launch_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name, None) not in (None, "local")
+               for name in ("launcher", "profile", "cluster_id", "ifname", "link"))
 
 
 def _find_run(runs: list[RunResult], wanted: str, runs_dir) -> RunResult:

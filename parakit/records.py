@@ -106,6 +106,8 @@ class RunResult:
     unmeasured: dict[str, str] = field(default_factory=dict)
     """Figure name -> why it is None."""
     warnings: list[str] = field(default_factory=list)
+    network: dict[str, Any] = field(default_factory=dict)
+    """Where it ran: the launcher, the hosts, the interface and the (simulated) link."""
 
     @property
     def ok(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import socket
 import threading
 import time
 import warnings
@@ -12,11 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from parakit.cluster import placement
+from parakit.cluster import netns, placement
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.launch import launch, run_code, run_on_ranks
 from parakit.engine.commbench import bench_on_engine
 from parakit.config import Device, RunConfig, Strategy
+from parakit.hosts import EngineLaunch, Launcher
 from parakit.levers import check_cpu_precision, default_workers
 from parakit.progress import ProgressPrinter, note
 from parakit.measures import measure
@@ -62,6 +64,18 @@ class Session:
         hang_timeout_s: a run whose progress has not moved for this long is a hang: it is
             stopped, the error says which ranks did not arrive, and the engines are replaced.
             (The process group's own timeout, 300 s, is the backstop.)
+        engines: how engines start: "local" (processes on this machine), "mpi", "slurm" or
+            "ssh" (ipyparallel's launchers, configured by ``profile``), or "attach" (to an
+            ipcluster already running: ``profile`` and ``cluster_id`` say which). See
+            docs/multi-host.md for the Slurm and MPI recipes.
+        profile: ipyparallel profile name or folder (not for "local").
+        cluster_id: the cluster to attach to, or the id to give a new one.
+        ifname: the network interface between hosts (e.g. "eth0", "ib0"): the process group's
+            address is rank 0's on it, and gloo and NCCL use it.
+        link: "RATE,DELAY", e.g. "1gbit,1ms": run local engines on two hosts made of network
+            namespaces joined by a link of that rate and delay (every other engine on the
+            second host), so communication costs what it would on such a network. Needs root
+            and iproute2; refused with the reason otherwise.
     """
 
     def __init__(
@@ -74,19 +88,34 @@ class Session:
         progress: bool = True,
         auto_restart: bool = True,
         hang_timeout_s: float = 120.0,
+        engines: str = "local",
+        profile: str | None = None,
+        cluster_id: str | None = None,
+        ifname: str | None = None,
+        link: str | None = None,
     ):
         self.device = Device.parse(device, "device")
+        self.launch = EngineLaunch(engines, profile, cluster_id, ifname, link)
+        if self.launch.link is not None and netns.why_not(self.launch.link):
+            raise ValueError(f"link={link!r} cannot be made here: {netns.why_not(self.launch.link)}")
+        local = self.launch.engines is Launcher.LOCAL
         if not isinstance(auto_restart, bool):
             raise ValueError(f"auto_restart must be True or False (got {auto_restart!r})")
         if isinstance(hang_timeout_s, bool) or not isinstance(hang_timeout_s, (int, float)) or not hang_timeout_s > 0:
             raise ValueError(f"hang_timeout_s must be a positive number of seconds (got {hang_timeout_s!r})")
         self.hang_timeout_s = float(hang_timeout_s)
+        if gpus is not None and not (isinstance(gpus, list) and all(type(g) is int for g in gpus)):
+            raise ValueError(f"gpus must be a list of GPU indices, e.g. [0, 1] (got {gpus!r})")
         self.facts = placement.host_facts()
-        self.gpus = placement.choose_gpus(self.device, gpus, self.facts)
-        workers = workers if workers is not None else (len(self.gpus) or 2)
+        # Engines on other hosts choose among their own GPUs; the notebook's host may have none.
+        self.gpus = placement.choose_gpus(self.device, gpus, self.facts) if local else []
+        attach = self.launch.engines is Launcher.ATTACH
+        # Attached: wait for ``workers`` engines if given, else take the ones registered.
+        workers = workers if workers is not None else (1 if attach else len(self.gpus) or 2)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1 (got {workers!r})")
-        placement.check_workers(workers, self.facts)
+        if local:
+            placement.check_workers(workers, self.facts)
         check_runs_dir(runs_dir)
         self.runs_dir = runs_dir
         self.progress = progress
@@ -96,17 +125,21 @@ class Session:
         self._stop = threading.Event()  # set by stop(), from another thread, to end a run
         self._state_lock = threading.Lock()
         self._running = False
-        self._engines = EngineSet(self.gpus)
+        self._gpu_indices = gpus
+        self._engines = self._new_engines()
         started = time.monotonic()
         if progress:
-            note(f"starting {workers} engine(s) on {self._device_text()} ...")
+            note(f"starting {workers} engine(s) on {self._device_text()}{self._where_text()} ...")
         try:
             self._engines.start(workers)
         except BaseException:
             self._engines.close()
             raise
+        if not local:
+            self.gpus = self._engines_gpus()
         if progress:
-            note(f"{workers} engine(s) ready in {time.monotonic() - started:.1f} s")
+            note(f"{self.workers} engine(s) ready on {len(self._engines.hosts())} host(s) "
+                 f"in {time.monotonic() - started:.1f} s")
 
     # -- engines -----------------------------------------------------------------------
     @property
@@ -118,9 +151,35 @@ class Session:
         """One description per engine: engine id, pid, host, device, threads."""
         return [dict(e) for e in self._engines.engines]
 
+    @property
+    def hosts(self) -> list[str]:
+        """The hosts the engines are on, in rank order."""
+        return self._engines.hosts()
+
     def close(self) -> None:
-        """Stop every engine; nothing (process, port, file) is left behind."""
+        """Stop every engine; nothing (process, port, file, namespace) is left behind. An
+        attached cluster keeps running: its owner stops it."""
         self._engines.close()
+
+    def _new_engines(self) -> EngineSet:
+        return EngineSet(self.gpus, launch=self.launch, device=self.device.value, gpu_indices=self._gpu_indices)
+
+    def _engines_gpus(self) -> list:
+        seen = {}
+        for e in self._engines.engines:
+            if e.get("gpu_uuid"):
+                seen.setdefault(e["gpu_uuid"], placement.Gpu(e["gpu_index"], e["gpu_uuid"]))
+        return list(seen.values())
+
+    def _where_text(self) -> str:
+        launch = self.launch
+        if launch.link is not None:
+            return f", on two hosts joined by a {launch.link.text} link"
+        return "" if launch.engines is Launcher.LOCAL else f" through {launch.engines.value}"
+
+    def network(self) -> dict[str, Any]:
+        """Where runs go: the launcher, hosts, interface and link (recorded with each run)."""
+        return {**self.launch.describe(), "hosts": self.hosts}
 
     def __enter__(self) -> "Session":
         return self
@@ -280,7 +339,7 @@ class Session:
         if printer:
             printer.done(outcome.status)
         self._after(outcome)
-        devices = [e["device_name"] for e in self._engines.engines[:world]]
+        devices = [e["device_name"] for e in self._engines.ranks(world)]
         result = finish_bench(outcome, world, backend, devices, started)
         save_comm_bench(result, self.runs_dir)
         return result
@@ -298,7 +357,9 @@ class Session:
         dead = self._engines.dead()
         if not dead and not outcome.engines_unusable:
             return None
-        which = f"engine(s) of rank(s) {dead} died" if dead else "some ranks did not stop"
+        order = self._engines.ranks(self._engines.size)
+        ranks = sorted(order.index(self._engines.engines[p]) for p in dead)
+        which = f"engine(s) of rank(s) {ranks} died" if dead else "some ranks did not stop"
         if not self.auto_restart and not outcome.engines_unusable:
             self._broken = f"{which}; call session.restart() (or %parakit restart) to replace them"
             return self._broken
@@ -351,15 +412,19 @@ class Session:
         threads, whether it is in the process group and its backend, and memory (resident and
         peak resident bytes of the process, read from /proc; None where that cannot be read).
         Asks no engine anything, so it answers during a run too."""
-        world, backend = self._engines.group or (0, None)
+        ids, backend = self._engines.group or ((), None)
+        order = [e["engine_id"] for e in self._engines.ranks(self._engines.size)]
         rows = []
-        for position, e in enumerate(self._engines.engines):
-            rss, peak = _process_memory(e["pid"])
+        for e in sorted(self._engines.engines, key=lambda e: order.index(e["engine_id"])):
+            here = e["hostname"] == socket.gethostname()  # a pid means nothing on another host
+            rss, peak = _process_memory(e["pid"]) if here else (None, None)
             rows.append({
-                "rank": position, "engine_id": e["engine_id"], "pid": e["pid"],
-                "alive": rss is not None or _alive(e["pid"]), "device": e["device"],
+                "rank": order.index(e["engine_id"]),
+                "engine_id": e["engine_id"], "host": e["host"], "local_rank": e["local_index"],
+                "pid": e["pid"], "alive": not self._engines.dead_ids([e["engine_id"]]),
+                "device": e["device"],
                 "device_name": e["device_name"], "threads": e.get("threads"),
-                "in_group": position < world, "backend": backend if position < world else None,
+                "in_group": e["engine_id"] in ids, "backend": backend if e["engine_id"] in ids else None,
                 "rss_bytes": rss, "peak_rss_bytes": peak,
             })
         return rows
@@ -386,7 +451,7 @@ class Session:
     # -- helpers -----------------------------------------------------------------------
     def _result(self, config: RunConfig, backend, outcome, started: str) -> RunResult:
         ranks = []
-        for rank, engine in enumerate(self._engines.engines[: config.workers]):
+        for rank, engine in enumerate(self._engines.ranks(config.workers)):
             measured = (outcome.rank_results[rank] if outcome.rank_results else None) or {}
             ranks.append(RankInfo(
                 rank=rank, engine_id=engine["engine_id"], pid=engine["pid"], host=engine["host"],
@@ -403,6 +468,7 @@ class Session:
             run_id=new_run_id(), status=outcome.status, config=config.describe(),
             world_size=config.workers, backend=backend, device=[r.device_name for r in ranks],
             ranks=ranks, error=outcome.error, started_at=started, ended_at=now_iso(),
+            network=self.network(),
         )
         measure(result, config, outcome.rank_results)
         return result
@@ -410,7 +476,7 @@ class Session:
     def _restart_engines(self) -> None:
         n = self._engines.size
         self._engines.close(kill=True)  # they are being replaced: no need to wait for them
-        self._engines = EngineSet(self.gpus)
+        self._engines = self._new_engines()
         self._engines.start(n)
 
     def _warn_once(self, message: str | None) -> None:

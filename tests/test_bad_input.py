@@ -82,6 +82,15 @@ SESSION = [
     (dict(hang_timeout_s="60"), "hang_timeout_s must be a positive number of seconds (got '60')"),
     (dict(runs_dir="A_FILE"), "is a file; give a folder for the run store"),
     pytest.param(dict(device="auto", gpus=[0]), "gpus=[0] was given, but no GPU is visible", marks=cpu_only),
+    (dict(engines="pbs"), "engines must be one of local, mpi, slurm, ssh, attach (got 'pbs')"),
+    (dict(engines="mpi", link="1gbit"), "drop link, or use engines='local'"),
+    (dict(link="fast"), "is not RATE[,DELAY]"),
+    (dict(link=1e9), "link must be text such as '1gbit,1ms'"),
+    (dict(link="1gbit", ifname="eth0"), "link= makes its own interfaces; drop ifname"),
+    (dict(cluster_id="abc"), "use engines='attach'"),
+    (dict(engines="attach", profile=""), "profile must be a non-empty string"),
+    (dict(engines="ssh", ifname="eth0 x"), "is not a network interface name"),
+    (dict(gpus="0"), "gpus must be a list of GPU indices"),
 ]
 
 
@@ -325,6 +334,10 @@ CLI = [
     (["bench", "comm", "--runs-dir", "A_FILE"], "is a file; give a folder for the run store"),
     (["bench", "comm", "--collectives", ","], "collectives is empty; use any of: all_reduce"),
     (["bench", "comm", "--sizes", ","], "sizes is empty; give message sizes"),
+    (["run", "--engines", "pbs"], "engines must be one of local, mpi, slurm, ssh, attach (got 'pbs')"),
+    (["demo", "--link", "fast"], "is not RATE[,DELAY]"),
+    (["bench", "comm", "--engines", "mpi", "--link", "1gbit"], "drop link, or use engines='local'"),
+    (["run", "--cluster-id", "x"], "use engines='attach'"),
     pytest.param(["run", "--device", "cuda"], "use device cpu or auto", marks=cpu_only),
     pytest.param(["run", "--gpus", "0"], "gpus=[0] was given, but no GPU is visible", marks=cpu_only),
 ]
@@ -380,6 +393,10 @@ MAGIC = [
     ("run --cpu --lr inf", "lr must be a positive number (got inf)"),
     ("run --cpu --bucket-mb inf", "bucket_mb must be a positive number of MB (got inf)"),
     ("bench comm --cpu --workers 9999", "use workers <="),
+    ("start --engines pbs", "engines must be one of local, mpi, slurm, ssh, attach (got 'pbs')"),
+    ("start --link 1gbit,fast", "is not RATE[,DELAY]"),
+    ("start --engines attach --link 1gbit", "drop link, or use engines='local'"),
+    ("restart --ifname 'a b'", "is not a network interface name"),
     pytest.param("start --gpus 0", "gpus=[0] was given, but no GPU is visible", marks=cpu_only),
 ]
 

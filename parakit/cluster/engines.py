@@ -7,10 +7,12 @@ lives in a private temporary folder that closing removes, so nothing is left beh
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,23 +22,30 @@ import weakref
 import ipyparallel as ipp
 import torch.distributed as dist
 
-from parakit.cluster import watchdog
+from parakit.cluster import launchers, netns, placement, watchdog
 from parakit.cluster.placement import Gpu, choose_backend, gpu_for_engine
-from parakit.engine import devices, stacks, process_group
+from parakit.engine import devices, network, process_group, stacks
+from parakit.hosts import EngineLaunch, Launcher
 
-START_TIMEOUT_S = 120
+START_TIMEOUT_S = launchers.START_TIMEOUT_S
 
 
 class EngineSet:
-    """N engines in engine order (rank = position), grown on demand, reused across runs."""
+    """Engines (positions in start order), grown on demand, reused across runs. Ranks are
+    ordered by host, then local index (``placement.ranks_for``); on one host rank = position."""
 
-    def __init__(self, gpus: list[Gpu], *, group_timeout_s: float = 300.0):
-        self.gpus = gpus
+    def __init__(self, gpus: list[Gpu], *, launch: EngineLaunch | None = None, device: str = "auto",
+                 gpu_indices: list[int] | None = None, group_timeout_s: float = 300.0):
+        self.gpus = gpus  # local sessions: chosen here; other launchers: each host chooses its own
+        self.launch = launch or EngineLaunch()
+        self.device, self.gpu_indices = device, gpu_indices
         self.group_timeout_s = group_timeout_s
         self.engines: list[dict] = []  # one description per engine, from pinning
-        self.group: tuple[int, str] | None = None  # (world size, backend) of the live group
+        self.group: tuple[tuple[int, ...], str] | None = None  # (engine ids, backend) of the live group
+        self.controller_ip = "127.0.0.1"
         self._folder = tempfile.mkdtemp(prefix="parakit-cluster-")
         self._cluster: ipp.Cluster | None = None
+        self._hosts: netns.TwoHosts | None = None
         self.client: ipp.Client | None = None
         # Closed at interpreter exit too; a weakref so the set can still be collected.
         self._exit_hook = _close_ref(weakref.ref(self))
@@ -46,21 +55,55 @@ class EngineSet:
     def size(self) -> int:
         return len(self.engines)
 
-    def ids(self, n: int) -> list[int]:
-        return [e["engine_id"] for e in self.engines[:n]]
+    @property
+    def attached(self) -> bool:
+        return self.launch.engines is Launcher.ATTACH
+
+    def ranks(self, world: int) -> list[dict]:
+        """The engines of a run of ``world`` ranks, in rank order."""
+        return [self.engines[p] for p in placement.ranks_for(self.engines, world)]
+
+    def ids(self, world: int) -> list[int]:
+        return [e["engine_id"] for e in self.ranks(world)]
 
     def start(self, n: int) -> None:
-        """Start the controller and n engines, and pin each engine to its device."""
-        self._cluster = ipp.Cluster(
-            n=n,
-            controller_ip="127.0.0.1",
-            profile_dir=self._folder,
-            log_level=logging.WARNING,
-            engine_timeout=START_TIMEOUT_S,
-        )
-        self.client = self._cluster.start_and_connect_sync(activate=False)
-        self._start_watchdog()
+        """Start (or attach to) the controller and n engines, and pin each engine to its device."""
+        if self.attached:
+            self.client = launchers.attach(self.launch)
+            self.controller_ip = launchers.controller_address(self.client)
+            try:  # engines of a cluster just started may still be registering
+                self.client.wait_for_engines(max(n, 1), timeout=START_TIMEOUT_S)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"the attached cluster has {len(self.client.ids)} engine(s) after {START_TIMEOUT_S} s, "
+                    f"and {max(n, 1)} were asked for; start more there (ipcluster engines ...) or ask for fewer"
+                ) from None
+            self._pin_new(len(self.client.ids))
+            return
+        if self.launch.link is not None:
+            self._hosts = netns.TwoHosts(self.launch.link)
+            with open(os.path.join(self._folder, "netns"), "w") as f:
+                f.write(self._hosts.namespace)  # for the watchdog, if this process dies
+        self._cluster = launchers.new_cluster(
+            self.launch, self._folder, launchers.controller_ip(self.launch, self._hosts and self._hosts.address_a))
+        self._cluster.start_controller_sync()
+        self.client = self._cluster.connect_client_sync()
+        self.controller_ip = launchers.controller_address(self.client)
+        if not self.launch.profile:
+            self._start_watchdog()  # a shared profile's processes are not only ours to kill
+        self._start_engines(n)
         self._pin_new(n)
+
+    def _start_engines(self, k: int) -> None:
+        if self._hosts is None:
+            self._cluster.start_engines_sync(n=k)
+            return
+        # Every other engine on the second host, so any number of workers spans the link.
+        on_b = sum(1 for p in range(self.size, self.size + k) if p % 2 == 1)
+        if k - on_b:
+            self._cluster.start_engines_sync(n=k - on_b)
+        if on_b:
+            self._cluster.start_engines_sync(n=on_b, engine_cmd=self._hosts.engine_command(sys.executable))
 
     def _start_watchdog(self) -> None:
         """A process that stops this cluster if this (client) process dies without closing it."""
@@ -75,32 +118,54 @@ class EngineSet:
         """Add engines until there are n; existing engines keep running."""
         if n <= self.size:
             return
-        self._cluster.start_engines_sync(n=n - self.size)
-        self.client.wait_for_engines(n, timeout=START_TIMEOUT_S)
+        if self.attached:
+            if len(self.client.ids) < n:
+                raise ValueError(
+                    f"the attached cluster has {len(self.client.ids)} engine(s) and a run needs {n}; "
+                    f"start more there (ipcluster engines -n {n - len(self.client.ids)} ...) or use fewer workers"
+                )
+        else:
+            self._start_engines(n - self.size)
         self._pin_new(n)
 
     def _pin_new(self, n: int) -> None:
         self.client.wait_for_engines(n, timeout=START_TIMEOUT_S)
         known = {e["engine_id"] for e in self.engines}
         new_ids = [i for i in sorted(self.client.ids) if i not in known][: n - self.size]
-        # Threads per engine: its share of the cores, so one worker means a fixed slice of the
-        # machine and adding workers adds hardware, as adding GPUs would.
-        threads = max(1, _cores() // n)
+        found = self.client[new_ids].apply_sync(network.identify)
+        for engine_id, info in zip(new_ids, found):
+            info["engine_id"] = engine_id
+        everyone = self.engines + found
+        placement.place_on_hosts(everyone, _own_host())
+        per_host = {}
+        for e in everyone:  # a local session's hosts (a link's namespaces) share one machine
+            key = "here" if self.launch.engines is Launcher.LOCAL else e["host_key"]
+            per_host[key] = per_host.get(key, 0) + 1
+        # Threads per engine: its share of its machine's cores, so one worker means a fixed
+        # slice of the machine and adding workers adds hardware, as adding GPUs would.
+        for e in everyone:
+            key = "here" if self.launch.engines is Launcher.LOCAL else e["host_key"]
+            e["threads"] = max(1, e["cpu_count"] // per_host[key])
         pending = []
-        for position, engine_id in enumerate(new_ids, start=self.size):
-            gpu = gpu_for_engine(position, self.gpus)
-            ar = self.client[engine_id].apply_async(devices.pin, gpu and gpu.uuid, threads)
-            pending.append((engine_id, gpu, ar))
-        for engine_id, gpu, ar in pending:
-            info = ar.get(timeout=START_TIMEOUT_S)
-            info.update(engine_id=engine_id, gpu_index=gpu and gpu.index)
+        for position, info in enumerate(found, start=self.size):
+            if self.launch.engines is Launcher.LOCAL:  # one machine: GPUs round robin over all
+                gpu = gpu_for_engine(position, self.gpus)
+                info["gpu_index"] = gpu and gpu.index
+                call = (devices.pin, gpu and gpu.uuid, info["threads"])
+            else:  # each host pins by local rank to its own GPUs, and says which
+                call = (devices.pin_on_host, self.device, self.gpu_indices, info["local_index"], info["threads"])
+            pending.append((info, self.client[info["engine_id"]].apply_async(*call)))
+        for info, ar in pending:
+            pinned = ar.get(timeout=START_TIMEOUT_S)
+            pinned.pop("host", None)  # place_on_hosts named the host
+            info.update(pinned)
             self.engines.append(info)
-        self.client[self.ids(n)].apply_sync(_set_threads, threads)
+        for e in self.engines:
+            self.client[e["engine_id"]].apply_async(_set_threads, e["threads"])
+        self.client.wait(timeout=START_TIMEOUT_S)
         paths = self.client[new_ids].apply_sync(stacks.enable_stack_dumps, self._folder)
         for engine_id, path in zip(new_ids, paths):
             next(e for e in self.engines if e["engine_id"] == engine_id)["stack_file"] = path
-        for e in self.engines:
-            e["threads"] = threads
 
     def interrupt(self, engine_id: int) -> None:
         """Send SIGINT to one engine: the task it runs gets a KeyboardInterrupt."""
@@ -138,52 +203,76 @@ class EngineSet:
         return out
 
     def dead(self) -> list[int]:
-        """Positions (ranks) of engines that are gone: their process has exited (or is a zombie
+        """Positions of engines that are gone (ranks too, on one host): their process has exited (or is a zombie
         its launcher has not reaped yet), or the controller has unregistered them."""
         registered = set(self.client.ids) if self.client is not None else set()
+        here = socket.gethostname()  # a pid says nothing about a process on another host
         return [i for i, e in enumerate(self.engines)
-                if e["engine_id"] not in registered or not _process_alive(e["pid"])]
+                if e["engine_id"] not in registered or (e["hostname"] == here and not _process_alive(e["pid"]))]
+
+    def dead_ids(self, ids: list[int]) -> list[int]:
+        """Which of these engines are gone (by registration; by process too where local)."""
+        gone = {self.engines[p]["engine_id"] for p in self.dead()}
+        return [i for i in ids if i in gone]
 
     def ensure_group(self, world: int) -> tuple[str, str | None]:
-        """Form a process group over the first ``world`` engines, unless one of that size is live.
+        """Form a process group over the engines of a ``world``-rank run, unless it is live.
 
         Returns (backend, warning or None).
         """
-        gpus = [gpu_for_engine(i, self.gpus) for i in range(world)]
+        ranks = self.ranks(world)
+        gpus = [Gpu(e["gpu_index"], e["gpu_uuid"]) if e.get("gpu_uuid") else None for e in ranks]
         backend, warning = choose_backend(gpus, dist.is_nccl_available())
-        if self.group == (world, backend):
+        ids = tuple(e["engine_id"] for e in ranks)
+        if self.group == (ids, backend):
             return backend, warning
         self.leave_group()
-        ids = self.ids(world)
-        port = self.client[ids[0]].apply_sync(process_group.open_store)
+        ifname = self.launch.ifname
+        if self.launch.multi_host:
+            addr = self.client[ids[0]].apply_sync(network.group_address, self.controller_ip, ifname)
+        else:
+            addr = "127.0.0.1"
+        port = self.client[ids[0]].apply_sync(process_group.open_store, addr)
         joins = [
             self.client[engine_id].apply_async(
-                process_group.join, rank, world, "127.0.0.1", port, backend, self.group_timeout_s
+                process_group.join, rank, world, addr, port, backend, self.group_timeout_s, ifname
             )
             for rank, engine_id in enumerate(ids)
         ]
         for ar in joins:
             ar.get(timeout=START_TIMEOUT_S)
-        self.group = (world, backend)
+        self.group = (ids, backend)
         return backend, warning
+
+    def group_size(self) -> int:
+        return len(self.group[0]) if self.group else 0
+
+    def hosts(self) -> list[str]:
+        """The hosts engines are on, in rank order of hosts."""
+        return sorted({e["host"] for e in self.engines}, key=lambda h: next(
+            e["host_index"] for e in self.engines if e["host"] == h))
 
     def leave_group(self) -> None:
         if self.client is not None and self.engines:
-            self.client[self.ids(self.size)].apply_sync(process_group.leave)
+            self.client[[e["engine_id"] for e in self.engines]].apply_sync(process_group.leave)
         self.group = None
 
     def close(self, kill: bool = False) -> None:
         """Stop every engine and the controller, and remove the cluster's folder. ``kill`` ends
         the engines with SIGKILL first: for engines being replaced because they are stuck in a
-        collective, where a polite SIGTERM would only be waited on for 5 s."""
+        collective, where a polite SIGTERM would only be waited on for 5 s. An attached
+        cluster is left running (its owner stops it): only this session's group is left."""
         atexit.unregister(self._exit_hook)
-        if kill:
+        if kill and not self.attached:
             for pid in self.pids():
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         try:
+            if self.attached and self.client is not None and not kill:
+                with contextlib.suppress(Exception):
+                    self.leave_group()
             if self.client is not None:
                 self.client.close()
             if self._cluster is not None:
@@ -194,6 +283,9 @@ class EngineSet:
         finally:
             self._cluster = self.client = None
             self.engines, self.group = [], None
+            if self._hosts is not None:
+                self._hosts.close()
+                self._hosts = None
             shutil.rmtree(self._folder, ignore_errors=True)
 
 
@@ -203,8 +295,9 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _own_host() -> str:
+    me = network.identify()
+    return f"{me['hostname']}|{me['netns']}"
 
 
 def _close_ref(ref):

@@ -39,7 +39,10 @@ def where(frames: list[tuple[str, int, str]]) -> tuple[bool, str]:
 
 def diagnose(engines: EngineSet, world: int, silent_s: float) -> str:
     """One line per rank saying where it is, after ``silent_s`` seconds without progress."""
-    dumps = engines.stacks(list(range(world)))
+    ranked = engines.ranks(world)
+    positions = [engines.engines.index(e) for e in ranked]
+    by_position = engines.stacks(positions)
+    dumps = {rank: by_position[p] for rank, p in enumerate(positions) if p in by_position}
     late, lines = [], []
     for rank in range(world):
         if rank not in dumps:
@@ -49,7 +52,7 @@ def diagnose(engines: EngineSet, world: int, silent_s: float) -> str:
         arrived, text = where(training_frames(dumps[rank]))
         if not arrived:
             late.append(rank)
-        lines.append(f"rank {rank} (engine {engines.engines[rank]['engine_id']}): {text}")
+        lines.append(f"rank {rank} (engine {ranked[rank]['engine_id']}): {text}")
     head = (f"hung: no progress for {silent_s:.0f} s; ranks {late} did not arrive at the collective "
             f"the others wait in" if late else f"hung: no progress for {silent_s:.0f} s; every rank waits inside torch")
     return "\n".join([head, *lines])

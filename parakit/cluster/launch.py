@@ -264,7 +264,7 @@ def run_code(engines: EngineSet, code: str, world: int) -> Outcome:
         afresh.
     """
     ids = engines.ids(world)
-    for rank, info in enumerate(engines.engines[:world]):
+    for rank, info in enumerate(engines.ranks(world)):
         names = {"rank": rank, "world_size": world, "device": torch.device(info["device"])}
         engines.client[info["engine_id"]].push(names, block=False)
     pending = {rank: engines.client[e].execute(code, silent=False, block=False) for rank, e in enumerate(ids)}

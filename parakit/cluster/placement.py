@@ -10,17 +10,10 @@ import os
 from dataclasses import dataclass, field
 
 from parakit.config import Device
+from parakit.engine.gpus import Gpu, filter_visible, visible_gpus  # noqa: F401 - placement's API
 
 ENGINES_PER_CORE = 4  # beyond this, CPU engines only wait for each other
 ENGINE_MEMORY_BYTES = 768 * 2**20  # an engine with torch imported and a small model
-
-
-@dataclass(frozen=True)
-class Gpu:
-    index: int
-    """NVML (physical) index, as nvidia-smi shows it."""
-    uuid: str
-    """Pinning uses the UUID: CUDA_VISIBLE_DEVICES and CUDA's device order renumber indices."""
 
 
 @dataclass(frozen=True)
@@ -29,43 +22,6 @@ class HostFacts:
     memory_bytes: int
     gpus: list[Gpu] = field(default_factory=list)
     no_gpu_reason: str | None = None
-
-
-def visible_gpus() -> tuple[list[Gpu], str | None]:
-    """GPUs this process may use, honouring CUDA_VISIBLE_DEVICES; or [] and the reason."""
-    import torch
-
-    if not torch.backends.cuda.is_built():
-        return [], "this torch is a CPU build"
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as e:  # noqa: BLE001 - any NVML failure means: no usable NVIDIA GPU
-        return [], f"NVML is not available ({e})"
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
-            gpus.append(Gpu(i, uuid.decode() if isinstance(uuid, bytes) else uuid))
-    finally:
-        pynvml.nvmlShutdown()
-    gpus = filter_visible(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    return gpus, None if gpus else "no GPU is visible (NVML found none, or CUDA_VISIBLE_DEVICES hides them)"
-
-
-def filter_visible(gpus: list[Gpu], cuda_visible: str | None) -> list[Gpu]:
-    """Apply CUDA_VISIBLE_DEVICES (indices or UUID prefixes) the way CUDA does: in its order,
-    stopping at the first entry that names no device."""
-    if cuda_visible is None:
-        return gpus
-    chosen = []
-    for entry in (e.strip() for e in cuda_visible.split(",")):
-        match = [g for g in gpus if entry and (entry == str(g.index) or g.uuid.startswith(entry))]
-        if len(match) != 1:
-            break
-        chosen.append(match[0])
-    return chosen
 
 
 def host_facts() -> HostFacts:
@@ -131,3 +87,50 @@ def choose_backend(ranks_gpus: list[Gpu | None], nccl_available: bool) -> tuple[
             "and compete for the same GPU: speed-ups are not representative"
         )
     return "gloo", None
+
+
+def place_on_hosts(engines: list[dict], own_host: str | None = None) -> None:
+    """Give each engine (with ``hostname``, ``netns``, ``local_hint``, ``engine_id`` from
+    ``network.identify``) its ``host`` (a name to show), ``host_index`` and ``local_index``.
+
+    Hosts come in the order their first engine registered, this process's host first (a local
+    session's engines, the first host of a link); on a host, engines follow the launcher's
+    local rank (MPI, Slurm) where it gave one, else their engine id."""
+    keys: list[str] = []
+    for e in sorted(engines, key=lambda e: e["engine_id"]):
+        key = f"{e['hostname']}|{e['netns']}"
+        e["host_key"] = key
+        if key not in keys:
+            keys.append(key)
+    if own_host in keys:
+        keys.remove(own_host)
+        keys.insert(0, own_host)
+    names = [k.split("|")[0] for k in keys]
+    for e in engines:
+        e["host_index"] = keys.index(e["host_key"])
+        hostname = e["hostname"]
+        # Two namespaces of one machine are two hosts: tell them apart by the namespace's name.
+        plain = names.count(hostname) == 1 or e["host_key"] == own_host
+        e["host"] = hostname if plain else f"{hostname}/{e.get('netns_name') or 'netns ' + e['netns']}"
+    for index, key in enumerate(keys):
+        on_host = sorted((e for e in engines if e["host_key"] == key),
+                         key=lambda e: (e["local_hint"] is None, e["local_hint"] or 0, e["engine_id"]))
+        for local, e in enumerate(on_host):
+            e["local_index"] = local
+
+
+def ranks_for(engines: list[dict], world: int) -> list[int]:
+    """Positions (in ``engines``) of the engines a run of ``world`` ranks uses, in rank order.
+
+    Ranks are ordered by host, then local index, as torchrun orders them (neighbouring ranks
+    share a host, which tensor parallelism and ring collectives want). A run with fewer ranks
+    than engines takes them evenly from every host, so that every run crosses the network
+    between hosts, the thing a multi-host session is for; on one host this is simply the first
+    ``world`` engines."""
+    if world > len(engines):
+        raise ValueError(f"{world} ranks asked for, but there are {len(engines)} engines")
+    if "host_index" not in (engines[0] if engines else {}):
+        return list(range(world))
+    spread = sorted(range(len(engines)), key=lambda i: (engines[i]["local_index"], engines[i]["host_index"]))
+    chosen = spread[:world]
+    return sorted(chosen, key=lambda i: (engines[i]["host_index"], engines[i]["local_index"]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
 def stop(folder: str) -> None:
     """SIGKILL every process started for this cluster (ipyparallel puts the cluster's folder in
     the environment of the controller, its schedulers, the engines and their nannies), then
-    remove the folder. Nothing in them is worth a graceful stop: their client is gone."""
+    remove the folder and the link's namespace, if any. Nothing in them is worth a graceful stop: their client is gone."""
     me, marker = os.getpid(), folder.encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
@@ -57,6 +58,12 @@ def stop(folder: str) -> None:
                 os.kill(int(entry), signal.SIGKILL)
         except OSError:
             pass
+    try:  # a link's second host (network namespace) goes too
+        with open(os.path.join(folder, "netns")) as f:
+            namespace = f.read().strip()
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
+    except OSError:
+        pass
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -31,10 +31,28 @@ def pin(gpu_uuid: str | None, threads: int) -> dict:
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
+        "gpu_uuid": gpu_uuid,
         "device": str(device()),
         "device_name": device_name(),
         "threads": threads,
     }
+
+
+def pin_on_host(device: str, gpu_indices: list[int] | None, local_index: int, threads: int) -> dict:
+    """Pin this engine to the GPU of its local rank among its own host's GPUs (engines on
+    other hosts: the notebook cannot see their GPUs). ``device`` and ``gpu_indices`` mean what
+    they mean to a Session: "cpu", "cuda" or "auto"; physical GPU indices, or all."""
+    from parakit.engine.gpus import visible_gpus
+
+    gpus, reason = ([], "device cpu was asked for") if device == "cpu" else visible_gpus()
+    if gpu_indices is not None and device != "cpu":
+        gpus = [g for g in gpus if g.index in gpu_indices]
+    if device == "cuda" and not gpus:
+        raise RuntimeError(f"device cuda was asked for, but on {socket.gethostname()} {reason or 'gpus= names none'}")
+    gpu = gpus[local_index % len(gpus)] if gpus else None
+    info = pin(gpu and gpu.uuid, threads)
+    info["gpu_index"] = gpu and gpu.index
+    return info
 
 
 def device():

@@ -7,6 +7,7 @@ import os
 import socket
 from datetime import timedelta
 
+from parakit.engine import network
 from parakit.engine.state import STATE
 
 
@@ -32,16 +33,15 @@ def open_store(host: str = "127.0.0.1") -> int:
     return sock.getsockname()[1]
 
 
-def join(rank: int, world_size: int, addr: str, port: int, backend: str, timeout_s: float) -> dict:
+def join(rank: int, world_size: int, addr: str, port: int, backend: str, timeout_s: float,
+         ifname: str | None = None) -> dict:
     """Leave any group this engine is in, then join a new one as ``rank``; rank 0 serves the
-    store on the socket ``open_store`` made."""
+    store on the socket ``open_store`` made. ``ifname`` names the interface between hosts."""
     import torch.distributed as dist
 
     leave()
     timeout = timedelta(seconds=timeout_s)
-    if addr in ("127.0.0.1", "localhost"):
-        # gloo's own connections listen where the host name resolves, which may be a LAN address
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_name())
+    _choose_interface(addr, ifname)
     if rank == 0 and _LISTENING:
         fd = _LISTENING.pop().detach()
         store = dist.TCPStore(addr, port, world_size, True, timeout, master_listen_fd=fd)
@@ -68,6 +68,27 @@ def leave(abort: bool = False) -> None:
             dist.destroy_process_group()
         gc.collect()  # the old group's gloo threads and sockets go now, not at some later GC
     STATE.rank, STATE.world_size, STATE.backend = 0, 1, None
+
+
+_USER_SET = {v: os.environ.get(v) for v in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")}
+
+
+def _choose_interface(addr: str, ifname: str | None) -> None:
+    """The interface gloo and NCCL open their own connections on. Left alone, gloo listens where
+    the host name resolves, which may be a LAN address (one host) or an address the other
+    hosts cannot reach (a namespace, a login network). Set by the user before parakit: kept."""
+    if addr in ("127.0.0.1", "localhost"):
+        chosen, variables = _loopback_name(), ["GLOO_SOCKET_IFNAME"]  # NCCL finds its way on one host
+    else:
+        chosen = ifname or network.interface_with(network.address_toward(addr))
+        variables = list(_USER_SET)
+    for variable in variables:
+        if _USER_SET[variable] is not None:
+            continue
+        if chosen:
+            os.environ[variable] = chosen
+        else:
+            os.environ.pop(variable, None)
 
 
 def _loopback_name() -> str:

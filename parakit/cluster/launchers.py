@@ -1,0 +1,90 @@
+"""Getting an ipyparallel cluster for each way engines can start (hosts.Launcher): a private
+local one, one whose engines ipyparallel's MPI, Slurm or SSH launcher starts, or one that is
+already running, attached to by profile and cluster id."""
+
+from __future__ import annotations
+
+import logging
+import os
+from urllib.parse import urlparse
+
+import ipyparallel as ipp
+
+from parakit.engine import network
+from parakit.hosts import EngineLaunch, Launcher
+
+START_TIMEOUT_S = 120
+
+
+def controller_ip(launch: EngineLaunch, link_address: str | None) -> str:
+    """Where the controller listens. A local session: loopback (nothing exposed), or its end
+    of the link. Engines on other hosts need an address they can reach: the one on ``ifname``,
+    else every interface (ipyparallel signs each message with the cluster's key, and the
+    connection file that holds the key is readable by its owner only)."""
+    if link_address:
+        return link_address
+    if launch.engines is Launcher.LOCAL:
+        return "127.0.0.1"
+    if launch.ifname:
+        address = network.interface_address(launch.ifname)
+        if address is None:
+            raise ValueError(f"ifname {launch.ifname!r} has no IPv4 address on this host; see `ip addr`")
+        return address
+    return "*"
+
+
+def new_cluster(launch: EngineLaunch, folder: str, ip: str) -> ipp.Cluster:
+    """A cluster this session starts (and stops). Without a profile it lives in ``folder``,
+    which closing removes; with one, the profile's ipcluster_config.py configures the
+    launcher (SSH hosts, Slurm options, mpiexec arguments), as it does for ``ipcluster``."""
+    options = dict(
+        controller_ip=ip,
+        engines=launch.engines.value,
+        log_level=logging.WARNING,
+        engine_timeout=START_TIMEOUT_S,
+    )
+    if launch.cluster_id:
+        options["cluster_id"] = launch.cluster_id
+    options.update(_profile_options(launch.profile) if launch.profile else {"profile_dir": folder})
+    return ipp.Cluster(**options)
+
+
+def attach(launch: EngineLaunch) -> ipp.Client:
+    """A client of a cluster someone else started (``ipcluster start``, an sbatch script)."""
+    options = _profile_options(launch.profile) if launch.profile else {}
+    if launch.cluster_id is not None:
+        options["cluster_id"] = launch.cluster_id
+    try:
+        cluster = ipp.Cluster.from_file(**options)
+    except FileNotFoundError:
+        where = options.get("profile_dir") or f"profile {options.get('profile', 'default')!r}"
+        raise ValueError(
+            f"no running ipcluster with cluster_id={launch.cluster_id!r} in {where}; start one "
+            "(ipcluster start --cluster-id=ID, or the sbatch recipe in docs/multi-host.md) or check the names"
+        ) from None
+    return cluster.connect_client_sync()
+
+
+def controller_address(client: ipp.Client) -> str:
+    """The address engines reach the controller at, from the client's connection info."""
+    host = urlparse(client._config["registration"]).hostname or "127.0.0.1"  # no public API for it
+    if host in ("*", "0.0.0.0"):
+        location = client._config.get("location") or "127.0.0.1"
+        return _resolve(location)
+    return host
+
+
+def _profile_options(profile: str) -> dict:
+    # A path names a profile folder; a bare name, a profile under ~/.ipython.
+    if os.sep in profile or profile.startswith("."):
+        return {"profile_dir": os.path.abspath(os.path.expanduser(profile))}
+    return {"profile": profile}
+
+
+def _resolve(name: str) -> str:
+    import socket
+
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        return "127.0.0.1"
