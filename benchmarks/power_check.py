@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
               f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
         return 2
     uuid = torch_gpu_uuid(torch)
+    import machine  # benchmarks/machine.py, beside this file
+
     report = {
+        "machine": machine.describe(), "date": machine.today(),  # for benchmarks/run_all.py's row
         "gpu": torch.cuda.get_device_name(0),
         "torch_uuid": uuid,
         "nvml_uuids": nvml_uuids(),

@@ -124,6 +124,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile-every", type=int, default=5,
                    help="record every Nth step after the warm-up for the time breakdown (0: none)")
     p.add_argument("--bucket-mb", type=float, default=None, help="DDP gradient bucket size in MB (default 25)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each block (the first, warm-up step compiles); not with pipelines")
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,7 +136,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         sync=args.sync, schedule=args.schedule, microbatches=args.microbatches, split=args.split,
         tp_plan=dict(args.tp_plan) if args.tp_plan else None, hybrid=args.hybrid, mesh=args.mesh,
         steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb,
+        seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb, compile=args.compile,
     )
 
 
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_options(comm)
     comm.add_argument("--json", action="store_true", help="print the result as JSON (only JSON on stdout)")
     _add_engine_options(comm)
+
     return parser
 
 

@@ -131,6 +131,14 @@ class RunConfig:
     bucket_mb: float | None = None
     """DDP gradient bucket size in MB (torch's default, 25, when None): smaller buckets start
     communicating earlier in backward, so more of it hides behind compute."""
+    compile: bool = False
+    """torch.compile the model, each repeated block on its own, before the strategy wraps it:
+    fewer, fused kernels on a GPU. The first step compiles (seconds to a minute), so it must be
+    a warm-up step; not with pipelines (their stages run what torch.export traced, uncompiled)."""
+    live: bool = True
+    """Stream progress (step, loss, power, time breakdown) from rank 0 to the notebook every
+    0.2 s while the run goes; False sends only the step count every 5 s, which the hang watch
+    needs, and nothing a live view could draw."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise user input to enums and values once, here
@@ -195,8 +203,9 @@ class RunConfig:
             )
         if not _positive_finite(self.lr):
             raise ValueError(f"lr must be a positive number (got {self.lr!r})")
-        if not isinstance(self.error_feedback, bool):
-            raise ValueError(f"error_feedback must be True or False (got {self.error_feedback!r})")
+        for name in ("error_feedback", "compile", "live"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False (got {getattr(self, name)!r})")
 
     def _check_layout(self) -> None:
         s = self.strategy
@@ -251,6 +260,12 @@ class RunConfig:
             )
         if self.sync.kind is SyncKind.LOCAL_SGD and kind is not CompressionKind.NONE:
             raise ValueError("local-sgd averages parameters, not gradients; use compression='none' with it")
+        if self.compile and self.uses_pipeline:
+            raise ValueError("compile does not combine with pipeline yet (its stages run the graph "
+                             "torch.export traces, not the compiled blocks); drop compile")
+        if self.compile and self.warmup_steps == 0:
+            raise ValueError("compile needs warmup_steps >= 1: the first step compiles the model, "
+                             "and timing it would count the compile as training")
 
     # -- derived sizes ------------------------------------------------------------------
     @property
@@ -328,6 +343,10 @@ class RunConfig:
         }
         if self.bucket_mb is not None:
             described["bucket_mb"] = self.bucket_mb
+        if self.compile:  # only where set, so earlier runs' records compare equal
+            described["compile"] = True
+        if not self.live:
+            described["live"] = False
         if self.uses_pipeline:
             described.update(schedule=self.schedule.value, microbatches=self.n_microbatches,
                              split=list(self.split) if self.split else None)

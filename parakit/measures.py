@@ -172,6 +172,8 @@ def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
     """How each summary figure was obtained, in words, kept in the record beside it."""
     n, w = summary["measured_steps"], config.warmup_steps
     window = f"median over {n} steps after {w} warm-up steps"
+    if config.compile:
+        window += " (torch.compile compiles in the first, a warm-up step)"
     out = {
         "step_time_s": f"slowest rank per step, {window} (min {summary['step_time_min_s']:.4g} s, "
                        f"max {summary['step_time_max_s']:.4g} s); CUDA events on GPU, wall clock on CPU",

@@ -41,6 +41,8 @@ def run_label(run: RunResult) -> str:
         parts.append(c["compression"])
         if c.get("error_feedback") is False:
             parts.append("no EF")
+    if c.get("compile"):
+        parts.append("compiled")
     return " ".join(parts)
 
 

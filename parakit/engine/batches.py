@@ -23,6 +23,12 @@ def slice_rows(batch: Any, lo: int, hi: int) -> Any:
 
 def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
+        if device.type == "cuda" and batch.device.type == "cpu" and not batch.is_pinned():
+            # From pageable memory the driver stages the copy and may first wait for the GPU
+            # to finish the work queued before it: a hidden host-device sync every step, so
+            # the host cannot queue the next step ahead. From pinned memory (torch caches it)
+            # the copy is queued like a kernel.
+            batch = batch.pin_memory()
         return batch.to(device, non_blocking=True)
     if isinstance(batch, (tuple, list)):
         return type(batch)(to_device(b, device) for b in batch)
