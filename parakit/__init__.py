@@ -14,6 +14,7 @@ _PUBLIC = {
     "Panel": "parakit.panel",
     "RunConfig": "parakit.config",
     "RunResult": "parakit.records",
+    "advise": "parakit.advisor",
     "Session": "parakit.session",
     "load_runs": "parakit.store",
 }

@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     comm.add_argument("--json", action="store_true", help="print the result as JSON (only JSON on stdout)")
     _add_engine_options(comm)
 
+    from parakit.advisor_cli import add_advise_parser  # here: advisor_cli reads this module's helpers
+
+    add_advise_parser(sub)
     return parser
 
 
@@ -273,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             return demo_command(args)
         if args.command == "bench":
             return bench_command(args)
+        if args.command == "advise":
+            from parakit.advisor_cli import advise_command
+
+            return advise_command(args)
         return run_command(args)
     except UsageError as e:
         print(f"parakit: error: {e}", file=sys.stderr)

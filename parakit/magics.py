@@ -21,6 +21,9 @@ from IPython.display import display
 
 from parakit import cli
 from parakit.cluster import placement
+from parakit.advisor import advise, check_request
+from parakit.advisor_cli import add_advise_options, advice_table, advise_settings, checked_calibration
+from parakit.advisor_plots import projection, verification
 from parakit.bench import bench_settings
 from parakit.measure_plots import comm_bandwidth
 from parakit.plots import PLOTS, loss, speedup, speedup_table
@@ -63,6 +66,13 @@ class engine_options(ArgDecorator):
                             help="GPU indices to pin engines to (default: every visible GPU)")
         parser.add_argument("--cpu", action="store_true", help="CPU engines, even with GPUs present")
         cli.add_launch_options(parser)
+
+
+class advise_options(ArgDecorator):
+    """The advisor's settings, exactly as ``parakit advise`` takes them."""
+
+    def add_to_parser(self, parser, group):
+        add_advise_options(parser)
 
 
 class bench_options(ArgDecorator):
@@ -134,6 +144,7 @@ class ParakitMagics(Magics):
             "start": self._start, "status": self._status, "stop": self._stop,
             "restart": self._restart, "run": self._run, "sweep": self._sweep,
             "panel": self._panel, "plot": self._plot, "runs": self._runs, "bench": self._bench,
+            "advise": self._advise,
         }
 
     @line_cell_magic
@@ -154,8 +165,9 @@ class ParakitMagics(Magics):
             In [6]: %parakit plot speedup --last 4   # KINDS
             In [7]: %parakit runs --last 10          # the run store as a DataFrame
             In [8]: %parakit bench comm --sizes 1KB,1MB,16MB   # collectives: time, busbw
-            In [9]: %parakit restart -n 4            # new engines (these stop)
-            In [10]: %parakit stop                   # stop every engine
+            In [9]: %parakit advise --model gpt --workers 2 --verify   # predict, rank, measure
+            In [10]: %parakit restart -n 4           # new engines (these stop)
+            In [11]: %parakit stop                   # stop every engine
 
         As a cell magic (``%%parakit [-n N]``), runs the cell on every engine (or the first
         N) with the process group formed and ``rank``, ``world_size`` and ``device``
@@ -393,6 +405,34 @@ class ParakitMagics(Magics):
             bench = session.bench_comm(**settings)
         print(cli.bench_table(bench), file=sys.stdout if bench.ok else sys.stderr)
         return comm_bandwidth([bench]) if bench.ok else bench
+
+    @magic_arguments("parakit advise")
+    @advise_options()
+    @engine_options()
+    def _advise(self, rest: str):
+        """Predict every configuration's step time, samples/s, memory per rank and bytes sent for
+        a model on N workers and rank them; show the projected speed-up from 1 to N workers.
+        It calibrates on the engines first (one-worker runs and the communication benchmark,
+        saved in the run store); --verify then runs the top ones and compares.
+
+        In [1]: advice = %parakit advise --model gpt --model-option depth=4 --workers 2 --verify
+        In [2]: %parakit advise --model gpt --workers 64 --hardware h100-ib --project-to 1024
+        """
+        args = self._parse(self._advise, rest)
+        settings = advise_settings(args)
+        with checked:  # every input, before any engine starts
+            settings["calibration"] = checked_calibration(settings["calibration"])
+            check_request(**{k: v for k, v in settings.items() if k != "calibration"})
+        # a saved calibration predicts without engines; calibrating and verifying need them
+        session = None if settings["calibration"] and not args.verify else self._idle(self._session(args))
+        with checked:
+            advice = advise(**settings, session=session, runs_dir=session.runs_dir if session else self._runs_dir)
+        print(advice_table(advice))
+        if advice.projections:
+            display(projection(advice))
+        if advice.verified:
+            display(verification(advice))
+        return advice
 
     # -- the cell magic ------------------------------------------------------------------
     @magic_arguments("%parakit")

@@ -1,0 +1,227 @@
+"""How far the advisor's predicted step time is from the measured one, over every configuration
+that runs on the engines: 1 and 2 CPU engines (``--device cpu``), or one GPU (``--device cuda``:
+one engine, the configurations one GPU can run).
+
+The advisor calibrates once (its one-worker runs and the communication benchmark), predicts
+every candidate, then every candidate is run (``verify`` with no limit) and compared. Reported:
+the median absolute error of step time over all of them, over those the calibration did not
+run as they are (the multi-worker ones), per strategy, and whether the ranking's first choice
+is within 10 % of the best measured configuration at each worker count — for each statistic
+(each run's median step, and its fastest), both derived from the same runs.
+
+Usage:
+    python benchmarks/advisor_accuracy.py --device cpu   # 1 and 2 CPU engines, ~10 min on 2 cores
+    python benchmarks/advisor_accuracy.py --device cuda  # one GPU, <= 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import parakit
+from parakit.advisor import advise
+from parakit.advisor_calibrate import (
+    STATISTICS,
+    derive,
+    engines_hardware,
+    measured_again,
+)
+from parakit.advisor_costs import estimate
+from parakit.config import RunConfig
+from parakit.store import read_runs
+
+SETTINGS = {
+    # gpt with 4 blocks, so a 2-rank pipeline runs every schedule (interleaved needs 4 stages)
+    "cpu": {"model": "gpt", "model_options": {"depth": 4, "width": 64, "heads": 4, "seq_len": 64}, "batch_size": 32},
+    # on a GPU, big enough that fp32 is not bound by kernel launches (bf16 still partly is)
+    "cuda": {"model": "gpt", "model_options": {"depth": 4, "width": 768, "heads": 12, "seq_len": 256}, "batch_size": 32},
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per calibration and verification run (default 10 on CPU, 20 on a GPU)")
+    p.add_argument("--precisions", default=None, help="e.g. fp32,bf16 (default: every one the device has)")
+    p.add_argument("--compressions", default=None, help="default: all of the advisor's")
+    p.add_argument("--statistic", default="median", choices=["median", "min"],
+                   help="each run's median step, or its fastest (on a machine shared with other work)")
+    p.add_argument("--nice", type=int, default=-10,
+                   help="scheduling priority of the engines (every thread), so that other work on a shared "
+                        "machine disturbs the timings less; 0 leaves them as they are (negative needs root)")
+    p.add_argument("--quiet", type=float, default=1.0, metavar="SECONDS",
+                   help="start each run once the machine has been idle this long (0: at once)")
+    p.add_argument("--runs-dir", default="parakit-runs/advisor-accuracy")
+    p.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = p.parse_args()
+    settings = SETTINGS[args.device]
+    counts = [1, 2] if args.device == "cpu" else [1]
+    started = time.monotonic()
+    steps = args.steps or (10 if args.device == "cpu" else 20)  # GPU steps are short: more of them, steadier
+    common = dict(session=None, verify=True, top=10_000, steps=steps, precisions=args.precisions,
+                  compressions=args.compressions, project_to=2, statistic=args.statistic, **settings)
+    base = {**settings, "steps": steps, "warmup_steps": 2}
+    advices = []
+    with parakit.Session(workers=max(counts), device=args.device, runs_dir=args.runs_dir, progress=False) as s:
+        careful = Careful(s, args.nice, args.quiet)
+        common["session"] = careful
+        calibration = None
+        for workers in sorted(counts, reverse=True):  # the largest first: its calibration covers the rest
+            advices.append(advise(workers=workers, calibration=calibration, **common))
+            calibration = advices[-1].calibration
+            print(advices[-1].summary(), flush=True)
+    # Both statistics from the same runs: the calibration derived again from the stored runs,
+    # each verification run read again (nothing runs twice).
+    measured = measured_again(calibration, args.runs_dir)
+    report = {"summary": {
+        "device": args.device, "statistic": args.statistic, "engines_nice": args.nice,
+        "waited_for_quiet_s": round(careful.waited_s, 1), "runs_started_unquiet": careful.unquiet,
+        "load_average_at_end": os.getloadavg()[0],  # other work on the machine slows runs unevenly
+        "seconds": round(time.monotonic() - started, 1), "machine": machine(calibration),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}}
+    for statistic in ("median", "min"):
+        derived = derive(measured, base, advices[0].shape, statistic)
+        rows = evaluate(advices, derived, statistic, base, args.runs_dir)
+        report[statistic] = {"summary": summarise(rows), "rows": rows, "calibration": derived.to_dict()}
+        print(f"statistic {statistic}:", json.dumps(report[statistic]["summary"], indent=1))
+        print(_markdown(rows))
+    print(json.dumps(report["summary"], indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+def evaluate(advices, calibration, statistic: str, base: dict, runs_dir) -> list[dict]:
+    """Every verified configuration predicted from ``calibration`` and measured by ``statistic``."""
+    stored = {r.run_id: r for r in read_runs(runs_dir)}
+    hw = engines_hardware(calibration, os.cpu_count())
+    rows = []
+    for advice in advices:
+        for v in advice.verified:
+            settings, run = v["settings"], stored[v["run_id"]]
+            e = estimate(RunConfig(**base, **settings), advice.shape, calibration, hw, settings)
+            measured = run.summary[STATISTICS[statistic]] if run.ok else None
+            rows.append({"label": v["label"], "settings": settings, "workers": settings["workers"],
+                         "run_id": v["run_id"], "predicted_step_time_s": e.step_time_s,
+                         "measured_step_time_s": measured, "status": run.status,
+                         "error": abs(e.step_time_s - measured) / measured if measured else None})
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Median absolute error (all, multi-worker, per strategy) and, per worker count, whether
+    the fastest predicted configuration is within 10 % of the fastest measured."""
+    errors = [r["error"] for r in rows if r["error"] is not None]
+    by_strategy = defaultdict(list)
+    for r in rows:
+        if r["error"] is not None:
+            by_strategy[r["settings"]["strategy"]].append(r["error"])
+    firsts = {}
+    for workers in sorted({r["workers"] for r in rows}):
+        mine = [r for r in rows if r["workers"] == workers and r["measured_step_time_s"]]
+        first = min(mine, key=lambda r: r["predicted_step_time_s"])
+        best = min(mine, key=lambda r: r["measured_step_time_s"])
+        ratio = first["measured_step_time_s"] / best["measured_step_time_s"]
+        firsts[workers] = {"first_choice": first["label"], "best_measured": best["label"],
+                           "first_over_best": round(ratio, 3), "within_10_percent": ratio <= 1.10}
+    multi = [r["error"] for r in rows if r["error"] is not None and r["workers"] > 1]
+    return {
+        "configurations": len(rows), "measured": len(errors), "failed": [r["label"] for r in rows if r["error"] is None],
+        "median_abs_error": statistics.median(errors) if errors else None,
+        "median_abs_error_multi_worker": statistics.median(multi) if multi else None,
+        "share_within_20_percent": sum(e <= 0.2 for e in errors) / len(errors) if errors else None,
+        "median_abs_error_by_strategy": {k: round(statistics.median(v), 3) for k, v in sorted(by_strategy.items())},
+        "first_choice": firsts,
+    }
+
+
+def machine(calibration) -> str:
+    return (f"{platform.node()}: {calibration.device_name}, {calibration.engines} engine(s) x "
+            f"{calibration.threads_per_rank} thread(s)")
+
+
+class Careful:
+    """The session, with each run and benchmark started only once the machine has been idle
+    for ``quiet_s`` seconds (waiting at most MAX_WAIT_S), and every thread of the engines set
+    to ``nice`` (threads a run starts, gloo's, inherit it): other work on a shared machine then
+    disturbs the timings less. What it cost is counted in ``waited_s`` and ``unquiet``."""
+
+    def __init__(self, session, nice: int, quiet_s: float):
+        self._session, self._nice, self._quiet_s = session, nice, quiet_s
+        self.waited_s, self.unquiet = 0.0, 0
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def _prepare(self) -> None:
+        if self._nice:
+            self._renice()
+        if self._quiet_s:
+            started = time.monotonic()
+            if not wait_for_idle(self._quiet_s, MAX_WAIT_S):
+                self.unquiet += 1
+            self.waited_s += time.monotonic() - started
+
+    def _renice(self) -> None:
+        for engine in self._session.engines:
+            for task in os.listdir(f"/proc/{engine['pid']}/task"):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, int(task), self._nice)
+                except (PermissionError, ProcessLookupError) as e:
+                    print(f"cannot set the engines' priority ({e}); timings may show other work")
+                    self._nice = 0  # say it once
+                    return
+
+    def run(self, *args, **kwargs):
+        self._prepare()
+        return self._session.run(*args, **kwargs)
+
+    def bench_comm(self, *args, **kwargs):
+        self._prepare()
+        return self._session.bench_comm(*args, **kwargs)
+
+
+MAX_WAIT_S = 30.0
+IDLE = 0.9  # share of the machine's CPU time idle that counts as quiet
+
+
+def wait_for_idle(quiet_s: float, limit_s: float) -> bool:
+    """Wait until the machine (our engines are idle between runs) has been at least IDLE idle
+    for ``quiet_s`` seconds in a row, from /proc/stat; False if that took more than limit_s."""
+    def idle_share(seconds: float) -> float:
+        def snap():
+            with open("/proc/stat") as f:
+                ticks = [int(x) for x in f.readline().split()[1:]]
+            return sum(ticks), ticks[3] + ticks[4]  # idle + iowait
+        total0, idle0 = snap()
+        time.sleep(seconds)
+        total1, idle1 = snap()
+        return (idle1 - idle0) / max(1, total1 - total0)
+
+    started, quiet = time.monotonic(), 0.0
+    while time.monotonic() - started < limit_s:
+        quiet = quiet + 0.5 if idle_share(0.5) >= IDLE else 0.0
+        if quiet >= quiet_s:
+            return True
+    return False
+
+
+def _markdown(rows) -> str:
+    lines = ["| configuration | predicted ms | measured ms | error |", "|---|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["workers"], r["measured_step_time_s"] or 1e9)):  # fastest first
+        measured = f"{r['measured_step_time_s'] * 1e3:.1f}" if r["measured_step_time_s"] else r["status"]
+        error = f"{r['error']:.0%}" if r["error"] is not None else "-"
+        lines.append(f"| {r['label']} | {r['predicted_step_time_s'] * 1e3:.1f} | {measured} | {error} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
