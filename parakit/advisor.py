@@ -18,6 +18,7 @@ from parakit.advisor_calibrate import (
     Plan,
     calibrate,
     engines_hardware,
+    model_text,
     plan_for,
 )
 from parakit.advisor_candidates import (
@@ -158,7 +159,7 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
     request = check_request(model, workers=workers, hardware=hardware, verify=verify, top=top,
                             project_to=project_to, precisions=precisions, compressions=compressions,
                             strategies=strategies, steps=steps, statistic=statistic, **settings)
-    calibration = _checked_calibration(calibration, request.statistic)
+    calibration = _checked_calibration(calibration, request)
     precisions = _precisions(request, calibration, session, device, gpus)
     found, refused = candidates(request.workers, request.base, precisions, request.compressions, request.strategies)
     if not found:
@@ -195,14 +196,22 @@ def _advise(request: Request, session, shape, found, refused, precisions, cal, r
     return advice
 
 
-def _checked_calibration(calibration: Any, statistic: str) -> Calibration | None:
+def _checked_calibration(calibration: Any, request: Request) -> Calibration | None:
     if isinstance(calibration, dict):
         calibration = Calibration.from_dict(calibration)
     elif calibration is not None and not isinstance(calibration, Calibration):
         raise ValueError(f"calibration must be a Calibration or its dict (got {type(calibration).__name__})")
-    if calibration is not None and calibration.statistic != statistic:
+    if calibration is None:
+        return None
+    if calibration.statistic != request.statistic:
         raise ValueError(f"this calibration reads each run's {calibration.statistic} step; "
                          f"use statistic='{calibration.statistic}' with it")
+    # Its compute figures are its model's; only a preset predicted from a CPU calibration
+    # (by FLOPs at the preset's peak) does not use them.
+    own = request.hardware is None or calibration.device == "gpu"
+    if own and calibration.model != model_text(request.base):
+        raise ValueError(f"this calibration measured {calibration.model!r}, not {model_text(request.base)!r}; "
+                         "calibrate again for this model (leave calibration out)")
     return calibration
 
 

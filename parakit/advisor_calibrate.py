@@ -170,7 +170,7 @@ def derive(measured: Measured, base: dict[str, Any], shape: ModelShape, statisti
         contention = max(0.5, (time["contention"] - fixed) / (a + compute / measured.engines))
     info = measured.engine
     return Calibration(
-        device="cpu" if info["device"] == "cpu" else "gpu", device_name=info["device_name"],
+        device="cpu" if info["device"] == "cpu" else "gpu", model=model_text(base), device_name=info["device_name"],
         engines=measured.engines, threads_per_rank=info.get("threads"), batch_size=b, statistic=statistic,
         pass_fixed_s=a, per_row_s=per_row, step_fixed_s=fixed, precision_scale=scales, single_step_s=singles,
         peak_tflops=_peaks(info["device_name"]), contention=contention, overheads_s=overheads,
@@ -179,6 +179,13 @@ def derive(measured: Measured, base: dict[str, Any], shape: ModelShape, statisti
         failed=failed, runs={role: r.run_id for role, r in results.items() if not isinstance(r, str)},
         bench_id=measured.bench_id,
     )
+
+
+def model_text(base: dict[str, Any]) -> str:
+    """'gpt depth=4 width=64', or a model of your own by its name."""
+    model = base["model"] if isinstance(base["model"], str) else getattr(base["model"], "__name__", "model")
+    options = " ".join(f"{k}={v}" for k, v in sorted(dict(base.get("model_options") or {}).items()))
+    return f"{model} {options}".strip()
 
 
 def measured_again(cal: Calibration, runs_dir) -> Measured:

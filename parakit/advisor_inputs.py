@@ -92,6 +92,9 @@ class Calibration:
 
     device: str
     """cpu or gpu."""
+    model: str = ""
+    """The model the runs trained, with its options ('gpt depth=4 width=64 ...'): the figures
+    are that model's."""
     device_name: str
     engines: int
     """Engines that were running: on a CPU, they share its cores."""

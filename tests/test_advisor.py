@@ -166,6 +166,11 @@ def test_bad_input_is_refused_before_any_engine(inputs, says):
     assert says in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_calibration_of_another_model_is_refused():
+    with pytest.raises(ValueError, match="this calibration measured 'gpt depth=4', not 'mlp'; calibrate again"):
+        advise("mlp", workers=2, calibration=calibration(model="gpt depth=4"))
+
+
 def test_cli_refuses_a_bad_preset_in_one_line(capsys):
     from parakit.cli import main
 
