@@ -21,9 +21,6 @@ STRATEGIES = ("single", "ddp", "fsdp", "pipeline", "tensor", "hybrid")
 MICROBATCHES_PER_RANK = (1, 2, 4)  # pipeline micro-batches tried: p, 2p and 4p
 MAX_PROJECTION = 1024
 
-# The settings that name a configuration (the rest are the user's, the same for all).
-LAYOUT_SETTINGS = ("strategy", "workers", "precision", "compression", "schedule", "microbatches", "hybrid", "mesh")
-
 
 def layouts(workers: int, compressions: Iterable[str], strategies: Iterable[str]) -> list[dict[str, Any]]:
     """Every layout of ``workers`` ranks, before precision; the checks come later."""
@@ -51,7 +48,8 @@ def layouts(workers: int, compressions: Iterable[str], strategies: Iterable[str]
 @dataclass(frozen=True)
 class Candidate:
     settings: dict[str, Any]
-    """The configuration's own settings (LAYOUT_SETTINGS); a run takes them with the base."""
+    """What names the configuration (strategy, workers, precision, compression, schedule,
+    microbatches, hybrid, mesh); a run takes them with the settings every candidate shares."""
     config: RunConfig
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 GIB = 2**30
@@ -198,10 +198,6 @@ def _from_dict(spec: Mapping[str, Any]) -> Hardware:
         link=Link(alpha_s=_number(spec, "alpha_s"), bandwidth_bytes_per_s=_number(spec, "beta_bytes_per_s")),
         network=network, ranks_per_node=spec.get("ranks_per_node", 1024 if network is None else 8),
     )
-
-
-def with_memory(hardware: Hardware, memory_bytes: float) -> Hardware:
-    return replace(hardware, memory_bytes=memory_bytes)
 
 
 def _number(spec: Mapping[str, Any], key: str) -> float:

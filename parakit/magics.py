@@ -20,10 +20,10 @@ from IPython.core.magic_arguments import ArgDecorator, argument, kwds, magic_arg
 from IPython.display import display
 
 from parakit import cli
-from parakit.cluster import placement
 from parakit.advisor import advise, check_request
 from parakit.advisor_cli import add_advise_options, advice_table, advise_settings, checked_calibration
 from parakit.advisor_plots import projection, verification
+from parakit.cluster import placement
 from parakit.bench import bench_settings
 from parakit.measure_plots import comm_bandwidth
 from parakit.plots import PLOTS, loss, speedup, speedup_table
