@@ -7,16 +7,11 @@ import datetime
 import os
 import platform
 
+from parakit.engine.devices import cpu_name
+
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def describe() -> str:

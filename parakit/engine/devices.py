@@ -66,6 +66,11 @@ def device_name() -> str:
 
     if STATE.gpu_uuid is not None:
         return torch.cuda.get_device_name(0)
+    return cpu_name()
+
+
+def cpu_name() -> str:
+    """The CPU's model name, e.g. 'AMD EPYC' (the benchmarks name their machine with it too)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
