@@ -36,8 +36,9 @@ from parakit.advisor_inputs import Calibration
 from parakit.advisor_record import Advice, save_advice
 from parakit.advisor_shape import model_shape
 from parakit.choices import check_int
-from parakit.cluster import placement
+from parakit.cluster import netns, placement
 from parakit.config import Device, RunConfig, Strategy
+from parakit.hosts import EngineLaunch, Launcher
 from parakit.levers import Compression, Precision, check_cpu_precision
 from parakit.records import new_run_id, now_iso
 from parakit.store import DEFAULT_RUNS_DIR
@@ -119,7 +120,9 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
            strategies=None, device: str = "auto", gpus: list[int] | None = None,
            runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
            steps: int = 10, statistic: str = "median", progress: bool = True,
-           calibration: Calibration | dict | None = None, **settings: Any) -> Advice:
+           calibration: Calibration | dict | None = None, engines: str = "local", profile: str | None = None,
+           cluster_id: str | None = None, ifname: str | None = None, link: str | None = None,
+           **settings: Any) -> Advice:
     """Rank every configuration of ``model`` on ``workers`` workers by predicted step time.
 
     Example:
@@ -148,6 +151,8 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
         progress: print each run's progress (when this call starts the engines).
         calibration: a Calibration (or its dict, from a saved advice) to predict from instead
             of calibrating again; then no engine is needed unless ``verify``.
+        engines, profile, cluster_id, ifname, link: how the engines start when this call starts
+            them, as Session takes them (mpi, slurm, ssh, attach; a simulated link).
         **settings: what every run shares: model_options, batch_size, data, loss, lr, seed, ...
 
     Returns:
@@ -160,23 +165,45 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
                             project_to=project_to, precisions=precisions, compressions=compressions,
                             strategies=strategies, steps=steps, statistic=statistic, **settings)
     calibration = _checked_calibration(calibration, request)
+    own = session is None and (calibration is None or request.verify)
+    launch = _checked_launch(engines, profile, cluster_id, ifname, link) if own else None
+    # Engines started elsewhere (mpi, slurm, ssh, attach) say which device they have only once
+    # they are up; local ones are known from this machine, so their checks come first.
+    remote = launch is not None and launch.engines is not Launcher.LOCAL
+    shape = model_shape(RunConfig(**request.base, strategy="single", workers=1))
+    if not remote:
+        precisions, found, refused = _candidates(request, calibration, session, device, gpus)
+    if own:
+        from parakit.session import Session  # only now: the checks above need no engine
+
+        size = request.workers if request.hardware is None else 1
+        session = Session(size, device=device, gpus=gpus, runs_dir=runs_dir, progress=progress,
+                          engines=engines, profile=profile, cluster_id=cluster_id, ifname=ifname, link=link)
+    try:
+        if remote:
+            precisions, found, refused = _candidates(request, calibration, session, device, gpus)
+        return _advise(request, session, shape, found, refused, precisions, calibration, runs_dir)
+    finally:
+        if own:
+            session.close()
+
+
+def _candidates(request: Request, calibration, session, device: str, gpus):
+    """(precisions, the candidates, those refused with why); ValueError when none is left."""
     precisions = _precisions(request, calibration, session, device, gpus)
     found, refused = candidates(request.workers, request.base, precisions, request.compressions, request.strategies)
     if not found:
         raise ValueError(f"no configuration of {request.workers} worker(s) fits these settings, e.g. "
                          f"{refused[0][1] if refused else 'none to try'}")
-    shape = model_shape(RunConfig(**request.base, strategy="single", workers=1))
-    own = session is None and (calibration is None or request.verify)
-    if own:
-        from parakit.session import Session  # only now: the checks above need no engine
+    return precisions, found, refused
 
-        engines = request.workers if request.hardware is None else 1
-        session = Session(engines, device=device, gpus=gpus, runs_dir=runs_dir, progress=progress)
-    try:
-        return _advise(request, session, shape, found, refused, precisions, calibration, runs_dir)
-    finally:
-        if own:
-            session.close()
+
+def _checked_launch(engines, profile, cluster_id, ifname, link) -> EngineLaunch:
+    launch = EngineLaunch(engines, profile, cluster_id, ifname, link)
+    reason = netns.why_not(launch.link) if launch.link is not None else None
+    if reason:
+        raise ValueError(f"link={link!r} cannot be made here: {reason}")
+    return launch
 
 
 def _advise(request: Request, session, shape, found, refused, precisions, cal, runs_dir) -> Advice:

@@ -90,17 +90,17 @@ def add_advise_parser(sub) -> None:
 
 def advise_command(args: argparse.Namespace) -> int:
     from parakit.advisor import advise, check_request
-    from parakit.cluster import placement
+    from parakit.cli import engine_checks
     from parakit.session import check_runs_dir
 
     settings = advise_settings(args)
     with checked_input():
         settings["calibration"] = checked_calibration(settings["calibration"])
         request = check_request(**{k: v for k, v in settings.items() if k != "calibration"})
-        placement.choose_gpus(args.device, args.gpus, placement.host_facts())
-        placement.check_workers(request.workers if request.hardware is None else 1, placement.host_facts())
+        launch, _, _ = engine_checks(args, request.workers if request.hardware is None else 1)
         check_runs_dir(args.runs_dir)
-    advice = advise(**settings, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, progress=not args.json)
+    advice = advise(**settings, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, progress=not args.json,
+                    **launch)
     if args.plot:
         _write_figures(advice, args.plot)
     print(json.dumps(advice.to_dict(), indent=1) if args.json else advice_table(advice))

@@ -171,12 +171,17 @@ def test_a_calibration_of_another_model_is_refused():
         advise("mlp", workers=2, calibration=calibration(model="gpt depth=4"))
 
 
-def test_cli_refuses_a_bad_preset_in_one_line(capsys):
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--hardware", "tpu-v5"], "unknown hardware preset 'tpu-v5'"),
+    (["--engines", "pbs"], "engines must be one of local, mpi, slurm, ssh, attach"),
+    (["--engines", "mpi", "--link", "1gbit"], "link= simulates a network between local engines"),
+])
+def test_cli_refuses_bad_input_in_one_line(capsys, argv, says):
     from parakit.cli import main
 
-    assert main(["advise", "--hardware", "tpu-v5"]) == 2
+    assert main(["advise", *argv]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("parakit: error: unknown hardware preset 'tpu-v5'") and "\n" not in err
+    assert err.startswith(f"parakit: error: {says}") and "\n" not in err
 
 
 # -- for real: calibrate on 2 CPU engines, predict, verify -------------------------------------

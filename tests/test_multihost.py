@@ -166,3 +166,30 @@ def test_engines_through_mpiexec_train_like_local_ones(tmp_path, monkeypatch, lo
     assert r.ok, r.error
     assert r.network["engines"] == "mpi"
     assert [st.loss for st in r.steps] == pytest.approx(local_losses, rel=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec (apt-get install openmpi-bin)")
+def test_advise_verifies_on_the_engines_it_is_told_to_start(tmp_path, monkeypatch):
+    """advise(engines=...) starts its engines as Session would: the verifying run says where it ran."""
+    pytest.importorskip("mpi4py", reason="ipyparallel's MPI engines need mpi4py")
+    from parakit.advisor_inputs import Calibration
+
+    if os.geteuid() == 0:
+        monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    link = {"alpha_s": 1e-4, "beta_bytes_per_s": 1e9}
+    saved = Calibration(device="cpu", device_name="test cpu", engines=2, threads_per_rank=1, batch_size=32,
+                        pass_fixed_s=0.0, per_row_s=1e-4, step_fixed_s=0.0, single_step_s={"fp32": 0.004},
+                        collectives={"all_reduce": link, "all_gather": link, "send_recv": link},
+                        memory_bytes=2**33, model="mlp")
+    with pytest.raises(ValueError, match="engines must be one of local, mpi"):
+        parakit.advise("mlp", workers=2, calibration=saved, verify=True, engines="pbs", runs_dir=tmp_path)
+    advice = parakit.advise("mlp", workers=2, calibration=saved, verify=True, top=1, strategies=["ddp"],
+                            precisions=["fp32"], compressions=["none"], engines="mpi", runs_dir=tmp_path,
+                            progress=False, batch_size=32, steps=4, seed=3)
+    (verified,) = advice.verified
+    assert verified["status"] == "ok" and verified["measured_step_time_s"] > 0
+    from parakit.store import read_runs
+
+    (run,) = [r for r in read_runs(tmp_path) if r.run_id == verified["run_id"]]
+    assert run.network["engines"] == "mpi" and run.world_size == 2
