@@ -192,10 +192,30 @@ def _candidates(request: Request, calibration, session, device: str, gpus):
     """(precisions, the candidates, those refused with why); ValueError when none is left."""
     precisions = _precisions(request, calibration, session, device, gpus)
     found, refused = candidates(request.workers, request.base, precisions, request.compressions, request.strategies)
+    if request.hardware is None:  # what these engines cannot run (a pipeline on a shared GPU)
+        found, refused = _runnable_here(found, refused, _local_gpus(session, device, gpus))
     if not found:
         raise ValueError(f"no configuration of {request.workers} worker(s) fits these settings, e.g. "
                          f"{refused[0][1] if refused else 'none to try'}")
     return precisions, found, refused
+
+
+def _local_gpus(session, device: str, gpus) -> list:
+    if session is not None:
+        return session.gpus if session.launch.engines is Launcher.LOCAL else []
+    return placement.choose_gpus(Device.parse(device, "device"), gpus, placement.host_facts())
+
+
+def _runnable_here(found, refused, local_gpus: list):
+    keep = []
+    for c in found:
+        try:
+            placement.check_gpu_sharing(c.config, local_gpus)
+        except ValueError as e:
+            refused.append((c.settings, str(e)))
+        else:
+            keep.append(c)
+    return keep, refused
 
 
 def _checked_launch(engines, profile, cluster_id, ifname, link) -> EngineLaunch:

@@ -247,6 +247,7 @@ def run_command(args: argparse.Namespace) -> int:
         check_runs_dir(args.runs_dir)
         if not gpus:
             check_cpu_precision(config.precision)
+        placement.check_gpu_sharing(config, gpus)
     with Session(workers, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
         result = session.run(workers=workers, **settings)
     if args.json:

@@ -208,6 +208,8 @@ class Session:
         config = RunConfig(**settings)
         if not self.gpus:
             check_cpu_precision(config.precision)
+        if self.launch.engines is Launcher.LOCAL:
+            placement.check_gpu_sharing(config, self.gpus)
         return config
 
     def run(

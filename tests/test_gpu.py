@@ -50,6 +50,29 @@ def test_two_engines_sharing_one_gpu_fall_back_to_gloo_with_one_warning(tmp_path
     assert all(math.isclose(a.loss, b.loss, rel_tol=1e-4) for a, b in zip(single.steps, ddp.steps))
 
 
+def test_every_layout_trains_on_the_gpu_like_single(tmp_path):
+    """The layouts CPU tests check, on CUDA memory. A pipeline traces the model with a sample
+    batch, which must be on the model's device (torch.export refuses a mix)."""
+    import parakit
+
+    settings = {"model": "gpt", "model_options": {"depth": 4, "width": 128}, "steps": 4, "batch_size": 16}
+    layouts = [{"strategy": "fsdp"}, {"strategy": "tensor"}]
+    with parakit.Session(workers=2, runs_dir=tmp_path, progress=False) as s:
+        single = s.run(strategy="single", **settings)
+        if len(s.gpus) < 2:  # two ranks on one GPU use gloo, which cannot send CUDA memory
+            with pytest.raises(ValueError, match="cannot send CUDA memory between them"):
+                s.run(workers=2, strategy="pipeline", **settings)
+            assert s.run(workers=1, strategy="pipeline", **settings).ok  # one stage still runs
+        else:
+            layouts.append({"strategy": "pipeline", "schedule": "1f1b"})
+        runs = [s.run(workers=2, **layout, **settings) for layout in layouts]
+    assert single.ok, single.error
+    for layout, r in zip(layouts, runs):
+        assert r.ok, (layout, r.error and r.error[-2000:])
+        assert all(rk.device.startswith("cuda") for rk in r.ranks)
+        assert math.isclose(r.summary["loss_last"], single.summary["loss_last"], rel_tol=1e-3), layout
+
+
 @pytest.mark.gpu
 def test_gpu_out_of_memory_says_the_figures_and_what_to_change(tmp_path):
     import parakit

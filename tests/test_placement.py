@@ -49,6 +49,28 @@ def test_backend_nccl_only_when_every_rank_has_its_own_gpu():
     assert placement.choose_backend(GPUS[:2], nccl_available=False)[0] == "gloo"
 
 
+@pytest.mark.parametrize(("settings", "gpus", "refused"), [
+    ({"strategy": "pipeline", "workers": 2}, 1, True),
+    ({"strategy": "pipeline", "workers": 2}, 2, False),
+    ({"strategy": "pipeline", "workers": 1}, 1, False),
+    ({"strategy": "ddp", "workers": 2}, 1, False),
+    ({"strategy": "tensor", "workers": 2}, 1, False),
+    ({"strategy": "hybrid", "hybrid": "pipeline+ddp", "mesh": "2x2", "workers": 4}, 2, True),
+    ({"strategy": "pipeline", "workers": 2}, 0, False),  # CPU engines: gloo sends host memory
+])
+def test_a_pipeline_on_ranks_sharing_a_gpu_is_refused(settings, gpus, refused):
+    from parakit.config import RunConfig
+
+    config = RunConfig(model="gpt", model_options={"depth": 4}, batch_size=16, **settings)
+    devices = [Gpu(i, f"GPU-{i}") for i in range(gpus)]
+    if refused:
+        with pytest.raises(ValueError, match="cannot send CUDA memory between them") as e:
+            placement.check_gpu_sharing(config, devices)
+        assert "\n" not in str(e.value)
+    else:
+        placement.check_gpu_sharing(config, devices)
+
+
 def test_more_workers_than_the_machine_holds():
     placement.check_workers(8, facts(cpus=2))
     with pytest.raises(ValueError, match="use workers <= 8"):

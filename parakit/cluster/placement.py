@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from parakit.config import Device
+from parakit.config import Device, RunConfig
 from parakit.engine.gpus import Gpu, filter_visible, visible_gpus  # noqa: F401 - placement's API
 
 ENGINES_PER_CORE = 4  # beyond this, CPU engines only wait for each other
@@ -87,6 +87,19 @@ def choose_backend(ranks_gpus: list[Gpu | None], nccl_available: bool) -> tuple[
             "and compete for the same GPU: speed-ups are not representative"
         )
     return "gloo", None
+
+
+def check_gpu_sharing(config: RunConfig, gpus: list[Gpu]) -> None:
+    """Refuse a pipeline on ranks that would share a GPU (local engines: rank i on GPU i % G).
+    Such ranks use gloo, whose TCP transport cannot send CUDA memory ("Bad address"), and a
+    pipeline's stages send activations point to point; ddp, fsdp and tensor only use
+    collectives, which gloo stages through the host."""
+    if not gpus or not config.uses_pipeline or config.workers <= len(gpus):
+        return
+    raise ValueError(
+        f"a pipeline on {config.workers} ranks sharing {len(gpus)} GPU(s) cannot run: ranks on one GPU use gloo, "
+        f"which cannot send CUDA memory between them; use at most {len(gpus)} worker(s) per pipeline, "
+        "another strategy, or device='cpu'")
 
 
 def place_on_hosts(engines: list[dict], own_host: str | None = None) -> None:

@@ -168,7 +168,8 @@ def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]
     sample = None
     if config.uses_pipeline:
         first = make_batches(config, 0, config.data_parallel_size)
-        sample = first.rows(0, config.batch_size, 0, config.per_rank_batch_size)[0]
+        # on the model's device: torch.export refuses a trace that mixes devices
+        sample = to_device(first.rows(0, config.batch_size, 0, config.per_rank_batch_size)[0], device)
     if config.compile:
         apply_compile(model)  # lazy: the first (warm-up) step compiles, inside its timing
     ctx = Context(config, device, rank, world, loss_fn, sample_inputs=sample,
