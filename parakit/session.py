@@ -494,6 +494,7 @@ class _Host:
     facts: placement.HostFacts
     gpus: list
     workers: int
+    launch: EngineLaunch = EngineLaunch()  # check_settings is for local engines
 
 
 def check_settings(
