@@ -208,7 +208,7 @@ def test_a_run_file_is_data_never_code(tmp_path):
 CLIENT = """
 import json, os, signal, sys, threading
 import parakit
-runs, facts = sys.argv[1:]
+runs, facts, how = sys.argv[1:]
 s = parakit.Session(workers=2, device="cpu", runs_dir=runs, progress=False)
 first = s.run("mlp", workers=2, steps=3, batch_size=8)
 going = threading.Event()
@@ -218,7 +218,7 @@ going.wait(120)
 with open(facts + ".tmp", "w") as f:
     json.dump({"first": first.run_id, "status": first.status, "folder": s._engines._folder}, f)
 os.replace(facts + ".tmp", facts)
-os.kill(os.getpid(), signal.SIGKILL)  # as a kernel killed by the OOM killer or a crash
+os.kill(os.getpid(), getattr(signal, how))  # SIGKILL: the OOM killer, a crash; SIGTERM: kill, a job's end
 """
 LINGER_S = 10.0  # how long the engines of a dead client get to go
 
@@ -244,10 +244,11 @@ def end(procs: dict[int, float]) -> None:
             pass
 
 
-def test_a_client_killed_mid_run_keeps_its_finished_runs(tmp_path):
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_client_killed_mid_run_keeps_its_finished_runs(tmp_path, how):
     runs, facts, errors = tmp_path / "runs", tmp_path / "facts.json", tmp_path / "client.err"
     with open(errors, "w") as err:
-        client = subprocess.Popen([sys.executable, "-c", CLIENT, str(runs), str(facts)], env=ENV,
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, str(runs), str(facts), how], env=ENV,
                                   stdout=subprocess.DEVNULL, stderr=err)
     procs: dict[int, float] = {}  # every process the client started, seen while it lived
     try:
@@ -262,7 +263,7 @@ def test_a_client_killed_mid_run_keeps_its_finished_runs(tmp_path):
         if client.poll() is None:
             client.kill()
             pytest.fail("the client did not get to its long run within 240 s: " + errors.read_text()[-2000:])
-        assert client.wait(10) == -signal.SIGKILL and facts.exists(), errors.read_text()[-2000:]
+        assert client.wait(10) == -getattr(signal, how) and facts.exists(), errors.read_text()[-2000:]
         info = json.loads(facts.read_text())
         saved = quietly_read(runs)
         assert [(r.run_id, r.status) for r in saved] == [(info["first"], "ok")]
