@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
-import sysconfig
 import threading
 import time
 import uuid
@@ -12,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cloudpickle
 import torch
 from ipyparallel import error as ipp_error
 
@@ -20,6 +17,7 @@ from parakit.cluster.engines import EngineSet
 from parakit.cluster.hangs import diagnose
 from parakit.config import RunConfig
 from parakit.engine import process_group
+from parakit.engine.payload import pack
 from parakit.engine.train import train
 from parakit.records import FAILED, OK, STOPPED
 
@@ -35,32 +33,6 @@ class Outcome:
     error: str | None = None
     engines_unusable: bool = False
     """True when some rank did not stop: its engine may be stuck in a collective."""
-
-
-def _installed_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    return tuple({paths["stdlib"], paths["purelib"], paths["platlib"]})
-
-
-def pack(config: RunConfig) -> bytes:
-    """cloudpickle the config. A user's callables from a module the engines may not be able to
-    import (a test file, a script beside the notebook) travel by value; notebook cells do anyway."""
-    roots = _installed_roots()
-    by_value = {}
-    for obj in (config.model, config.data, config.loss):
-        module = sys.modules.get(getattr(obj, "__module__", None) or "")
-        path = getattr(module, "__file__", None) or ""
-        if module and module.__name__ != "__main__" and path and not path.startswith(roots):
-            by_value[module.__name__] = module
-    # Only modules registered here are unregistered after: a user's own registration stays.
-    ours = [m for name, m in by_value.items() if name not in cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES]
-    for module in ours:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        return cloudpickle.dumps(config)
-    finally:
-        for module in ours:
-            cloudpickle.unregister_pickle_by_value(module)
 
 
 ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")

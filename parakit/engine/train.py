@@ -13,7 +13,6 @@ import time
 import traceback
 from typing import Any
 
-import cloudpickle
 import torch
 from torch.nn import functional as F
 
@@ -24,6 +23,7 @@ from parakit.engine.breakdown import StepProfiler, per_step
 from parakit.engine.compiling import apply_compile
 from parakit.engine.flops import peak_flops, step_flops
 from parakit.engine.power import PowerMeter
+from parakit.engine.payload import unpack
 from parakit.engine.publish import publish
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
@@ -64,7 +64,7 @@ def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
     # GC's own collections during the run skip them too: no 0.3 s pause in a timed step.
     gc.freeze()
     try:
-        config: RunConfig = cloudpickle.loads(payload)
+        config: RunConfig = unpack(payload)
         return _train_and_leave(config, stop_token)
     finally:
         # FSDP2 and DTensor leave reference cycles (module, state, hooks) that hold the model,
