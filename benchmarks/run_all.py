@@ -36,7 +36,7 @@ SUITE_BEGIN, SUITE_END = "<!-- suite:begin -->", "<!-- suite:end -->"
 
 # name -> (module, arguments for the full run, for --quick)
 CPU_SUITE: dict[str, tuple[Any, list[str], list[str]]] = {
-    "overhead": (overhead, ["--rounds", "15"], ["--rounds", "2", "--steps", "20"]),
+    "overhead": (overhead, ["--rounds", "5"], ["--rounds", "1", "--scale", "0.25"]),
     "startup": (startup, ["--rounds", "5"], ["--rounds", "1"]),
     "live_metrics": (live_metrics, ["--pairs", "9"], ["--pairs", "2", "--steps", "30"]),
     "compression_cost": (compression_cost, ["--mb", "64", "--rounds", "7"], ["--mb", "16", "--rounds", "3"]),

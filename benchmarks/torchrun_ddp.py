@@ -73,6 +73,7 @@ def train(args: argparse.Namespace, rank: int, world: int) -> dict:
         losses.append(loss.detach())
     return {
         "step_time_s": [b - a for a, b in zip(marks, marks[1:])],
+        "marks": marks,
         "losses": torch.stack(losses).tolist(),
         "params_digest": params_digest(model),
     }
@@ -82,10 +83,15 @@ def summarize(ranks: list[dict], args: argparse.Namespace) -> dict:
     """parakit's summary: a step takes as long as its slowest rank; the median of the measured
     (non-warm-up) steps gives samples/s for the global batch."""
     step_times = [max(times) for times in zip(*(r["step_time_s"] for r in ranks))]
+    # The measured steps' wall clock, as parakit's wall_samples_per_s takes it: from the first
+    # measured step's start to the last step's end, slowest rank.
+    wall_s = max(r["marks"][-1] - r["marks"][args.warmup_steps] for r in ranks)
     step_time_s = statistics.median(step_times[args.warmup_steps:])
     losses = [sum(step) / len(step) for step in zip(*(r["losses"] for r in ranks))]
     return {
         "samples_per_s": args.batch_size / step_time_s,
+        "wall_s": wall_s,
+        "wall_samples_per_s": args.batch_size * (len(step_times) - args.warmup_steps) / wall_s,
         "step_time_s": step_time_s,
         "measured_steps": len(step_times) - args.warmup_steps,
         "loss_first": losses[0],

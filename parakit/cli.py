@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from typing import Any
 
@@ -16,6 +17,7 @@ from parakit.cluster import placement
 from parakit.config import Hybrid, Precision, RunConfig, Schedule, Strategy
 from parakit.hosts import EngineLaunch, Launcher
 from parakit.levers import check_cpu_precision, default_workers
+from parakit.records import headline
 from parakit.store import DEFAULT_RUNS_DIR
 
 
@@ -121,8 +123,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="global batch size")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile-every", type=int, default=5,
-                   help="record every Nth step after the warm-up for the time breakdown (0: none)")
+    p.add_argument("--profile-every", type=int, default=None,
+                   help="record every Nth step after the warm-up for the time breakdown (0: none; "
+                        "default: one window of 3 steps right after the warm-up, ~1%% of a run's time)")
+    p.add_argument("--trace", action="store_true",
+                   help="write each rank's recorded steps as Chrome-trace JSON beside the run (Perfetto)")
+    p.add_argument("--no-stop-on-divergence", dest="stop_on_divergence", action="store_false",
+                   help="keep training after the loss becomes NaN or infinite (it is reported either way)")
     p.add_argument("--bucket-mb", type=float, default=None, help="DDP gradient bucket size in MB (default 25)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each block (the first, warm-up step compiles); not with pipelines")
@@ -137,6 +144,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         tp_plan=dict(args.tp_plan) if args.tp_plan else None, hybrid=args.hybrid, mesh=args.mesh,
         steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb, compile=args.compile,
+        trace=args.trace, stop_on_divergence=args.stop_on_divergence,
     )
 
 
@@ -254,18 +262,26 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=1))
     else:
         print(summary_line(result))
+        if result.traces:
+            print(how_to_open_traces(result))
     return 0 if result.ok else 1
 
 
 def summary_line(result: Any) -> str:
-    c, s = result.config, result.summary
-    if not result.ok:
-        return f"{result.run_id} {result.status}: {result.error.splitlines()[0] if result.error else ''}"
-    return (
-        f"{result.run_id} ok: {c['strategy']} x{result.world_size} {c['model']} on {result.device[0]} "
-        f"({result.backend or 'no process group'}): {s['samples_per_s']:.1f} samples/s, "
-        f"step {s['step_time_s'] * 1e3:.1f} ms, loss {s['loss_first']:.4f} -> {s['loss_last']:.4f}"
-    )
+    """The run's id and headline (records.headline), as the CLI and the magics print it."""
+    return f"{result.run_id} {headline(result)}"
+
+
+def how_to_open_traces(result: Any) -> str:
+    """The trace files of a run (``trace=True``), and the ways to open them."""
+    folder = os.path.dirname(result.traces[0])
+    return "\n".join([
+        f"{len(result.traces)} Chrome-trace file(s) of run {result.run_id}, one per rank and profiler window:",
+        *(f"  {path}" for path in result.traces),
+        "Open one in https://ui.perfetto.dev (Open trace file) or chrome://tracing (Load);",
+        "or all ranks at once with Holistic Trace Analysis (pip install HolisticTraceAnalysis):",
+        f"  from hta.trace_analysis import TraceAnalysis; TraceAnalysis(trace_dir={folder!r}).get_temporal_breakdown()",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:

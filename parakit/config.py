@@ -125,9 +125,11 @@ class RunConfig:
     """AdamW learning rate."""
     seed: int = 0
     """Seed for weights and data; the same seed gives the same run at any world size."""
-    profile_every: int = 5
-    """Record every Nth step after the warm-up with the PyTorch profiler, for the time breakdown
-    (compute, communication, exposed communication, idle); 0 records none."""
+    profile_every: int | None = None
+    """Which steps the PyTorch profiler records, for the time breakdown (compute, communication,
+    exposed communication, idle). None: one window of 3 consecutive steps right after the
+    warm-up, which costs a small run ~1% of its wall time; N: every Nth step after the warm-up
+    (each recorded step costs milliseconds outside it); 0: none."""
     bucket_mb: float | None = None
     """DDP gradient bucket size in MB (torch's default, 25, when None): smaller buckets start
     communicating earlier in backward, so more of it hides behind compute."""
@@ -135,6 +137,13 @@ class RunConfig:
     """torch.compile the model, each repeated block on its own, before the strategy wraps it:
     fewer, fused kernels on a GPU. The first step compiles (seconds to a minute), so it must be
     a warm-up step; not with pipelines (their stages run what torch.export traced, uncompiled)."""
+    stop_on_divergence: bool = True
+    """End the run on every rank soon after a loss becomes NaN or infinite (within 2 x 8 steps:
+    the ranks look every 8 steps). Either way the run's warnings name the first such step and
+    ``summary["diverged_at_step"]`` holds it; the status stays ``ok``."""
+    trace: bool = False
+    """Write each rank's recorded steps as a Chrome-trace JSON file beside the run file (opens
+    in Perfetto, chrome://tracing and Holistic Trace Analysis); see ``RunResult.traces``."""
     live: bool = True
     """Stream progress (step, loss, power, time breakdown) from rank 0 to the notebook every
     0.2 s while the run goes; False sends only the step count every 5 s, which the hang watch
@@ -192,7 +201,8 @@ class RunConfig:
         check_int("warmup_steps", self.warmup_steps, 0)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
-        check_int("profile_every", self.profile_every, 0)
+        if self.profile_every is not None:
+            check_int("profile_every", self.profile_every, 0)
         if self.bucket_mb is not None and not _positive_finite(self.bucket_mb):
             raise ValueError(f"bucket_mb must be a positive number of MB (got {self.bucket_mb!r})")
         if self.microbatches is not None:
@@ -203,7 +213,7 @@ class RunConfig:
             )
         if not _positive_finite(self.lr):
             raise ValueError(f"lr must be a positive number (got {self.lr!r})")
-        for name in ("error_feedback", "compile", "live"):
+        for name in ("error_feedback", "compile", "live", "stop_on_divergence", "trace"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False (got {getattr(self, name)!r})")
 
@@ -347,6 +357,10 @@ class RunConfig:
             described["compile"] = True
         if not self.live:
             described["live"] = False
+        if not self.stop_on_divergence:
+            described["stop_on_divergence"] = False
+        if self.trace:
+            described["trace"] = True
         if self.uses_pipeline:
             described.update(schedule=self.schedule.value, microbatches=self.n_microbatches,
                              split=list(self.split) if self.split else None)

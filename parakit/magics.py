@@ -144,7 +144,7 @@ class ParakitMagics(Magics):
             "start": self._start, "status": self._status, "stop": self._stop,
             "restart": self._restart, "run": self._run, "sweep": self._sweep,
             "panel": self._panel, "plot": self._plot, "runs": self._runs, "bench": self._bench,
-            "advise": self._advise,
+            "advise": self._advise, "trace": self._trace,
         }
 
     @line_cell_magic
@@ -299,9 +299,26 @@ class ParakitMagics(Magics):
         settings = {**cli.run_settings(args), "workers": args.workers}
         session = self._idle(self._session(args, [settings]))
         result = session.run(**settings)
-        if not result.ok:
+        if not result.ok or result.summary.get("diverged_at_step") is not None:
             print(f"[parakit] {cli.summary_line(result)}", file=sys.stderr)
         return result
+
+    @magic_arguments("parakit trace")
+    @argument("--runs", type=_comma_list(str), default=None, metavar="ID,...",
+              help="these runs (default: the latest run with traces)")
+    def _trace(self, rest: str) -> list[str]:
+        """Where a traced run's Chrome-trace files are, and how to open them; returns the paths.
+
+        In [1]: %parakit run --model gpt --trace
+        In [2]: %parakit trace
+        """
+        args = self._parse(self._trace, rest)
+        args.last = None
+        runs = [r for r in self._select(args) if r.traces]
+        if not runs:
+            raise UsageError("no run with traces yet; make one with %parakit run --trace")
+        print(cli.how_to_open_traces(runs[-1]))
+        return runs[-1].traces
 
     @magic_arguments("parakit sweep")
     @kwds(conflict_handler="resolve")

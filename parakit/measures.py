@@ -4,6 +4,7 @@ could not be measured is None, with its reason in ``RunResult.unmeasured``."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -34,7 +35,16 @@ def measure(result: RunResult, config: RunConfig, rank_results: list[dict[str, A
         unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
     if summary["compute_time_s"] is None:
         unmeasured["compute_time_s"] = unrecorded_breakdown(config)
-    trained = config.batch_size * len(result.steps)  # the meter's window holds every step
+    wall_s = measured_wall_s(returned)
+    summary["wall_samples_per_s"] = config.batch_size * summary["measured_steps"] / wall_s if wall_s else None
+    if wall_s is None:
+        unmeasured["wall_samples_per_s"] = "no step after the warm-up was timed by the wall clock"
+    summary["instrument_overhead"] = instrument_overhead(result.steps, returned, wall_s)
+    summary["diverged_at_step"] = diverged_at_step(result.steps)
+    if summary["diverged_at_step"] is not None:
+        result.warnings.append(divergence_warning(summary["diverged_at_step"], result.steps, config))
+    # The meter's window is the measured steps': per-sample figures cover what the throughput does.
+    trained = config.batch_size * summary["measured_steps"]
     power, reason = power_summary(ranks, trained)
     summary.update(power)
     if reason:
@@ -43,6 +53,66 @@ def measure(result: RunResult, config: RunConfig, rank_results: list[dict[str, A
     summary.update(flops, flops_method=first.get("flops_method"))
     unmeasured.update(why)
     summary["method"] = methods(config, summary)
+
+
+def measured_wall_s(rank_results: list[dict[str, Any]]) -> float | None:
+    """The measured steps' wall clock: the slowest rank's, as a synchronous step is only done
+    when every rank is."""
+    walls = [r.get("measured_wall_s") for r in rank_results]
+    return max(walls) if walls and all(w is not None for w in walls) else None
+
+
+def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, Any]],
+                        wall_s: float | None) -> dict[str, Any]:
+    """What parakit's own instruments cost this run, measured on it.
+
+    - ``recorded_step_slowdown``: the recorded steps' median time over the others', minus 1
+      (the profiler's price inside the steps it records);
+    - ``after_recorded_slowdown``: the same for the 3 steps after each profiler window against
+      the rest, which would show work the profiler left behind (None with too few steps);
+    - ``between_steps_s``: time the instruments took between steps (starting, stopping and
+      reading the profiler; progress messages), largest rank, counted directly;
+    - ``wall_share``: all of the above as a share of the measured steps' wall clock.
+    """
+    measured = [s for s in steps if not s.warmup]
+    recorded = {s.step for s in measured if s.rank_compute_time_s is not None}
+    after = {s + k for s in recorded for k in (1, 2, 3) if s + 1 not in recorded} - recorded
+    plain = [s.step_time_s for s in measured if s.step not in recorded and s.step not in after]
+    near = [s.step_time_s for s in measured if s.step in after]
+    inside = [s.step_time_s for s in measured if s.step in recorded]
+
+    def slowdown(times: list[float], least: int) -> float | None:
+        ok = len(times) >= least and len(plain) >= 3
+        return statistics.median(times) / statistics.median(plain) - 1 if ok else None
+
+    costs = [sum(r["instrument_s"].values()) for r in rank_results if r.get("instrument_s")]
+    between = max(costs) if costs else None
+    extra = sum(t - statistics.median(plain) for t in inside) if inside and len(plain) >= 3 else 0.0
+    return {
+        "recorded_steps": len(recorded),
+        "recorded_step_slowdown": slowdown(inside, 1),
+        "after_recorded_slowdown": slowdown(near, 3),
+        "between_steps_s": between,
+        "wall_share": (between + max(extra, 0.0)) / wall_s if between is not None and wall_s else None,
+        "method": ("slowdowns: median step time against the median of the steps neither recorded "
+                   "nor among the 3 after a profiler window; between_steps_s: perf_counter around "
+                   "the profiler's start, stop and reading and the progress messages, largest rank; "
+                   "wall_share: between_steps_s plus the recorded steps' time above that median, "
+                   "over the measured steps' wall clock"),
+    }
+
+
+def diverged_at_step(steps: list[StepRecord]) -> int | None:
+    """The first step whose loss is NaN or infinite, or None."""
+    return next((s.step for s in steps if s.loss is not None and not math.isfinite(s.loss)), None)
+
+
+def divergence_warning(step: int, steps: list[StepRecord], config: RunConfig) -> str:
+    last = steps[-1].step + 1
+    ended = (f"the run stopped after step {last} of {config.steps} (stop_on_divergence)"
+             if last < config.steps and config.stop_on_divergence else f"it ran all {last} steps")
+    return (f"the loss diverged at step {step} (NaN or infinite); {ended}. "
+            f"Try a smaller lr (it was {config.lr:g}), precision='fp32' or bf16 instead of fp16.")
 
 
 def unmeasured_wire(config: RunConfig) -> str:
@@ -178,20 +248,25 @@ def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
         "step_time_s": f"slowest rank per step, {window} (min {summary['step_time_min_s']:.4g} s, "
                        f"max {summary['step_time_max_s']:.4g} s); CUDA events on GPU, wall clock on CPU",
         "samples_per_s": "global batch size / step_time_s",
+        "wall_samples_per_s": (f"global batch size x {n} measured steps / their wall clock, from the first "
+                               "measured step's start to the last one's end, everything between steps "
+                               "included; slowest rank"),
         "peak_mem_bytes": "largest rank: torch.cuda.max_memory_allocated on GPU, peak resident set on CPU",
     }
     if summary.get("compute_time_s") is not None:
+        which = (f"every {config.profile_every}th after the warm-up" if config.profile_every
+                 else "one window right after the warm-up")
         out["compute_time_s"] = (
-            f"torch.profiler on {summary['breakdown_steps']} steps (every {config.profile_every}th after "
-            "the warm-up): union of compute intervals (GPU kernels; CPU operators of the training "
+            f"torch.profiler on {summary['breakdown_steps']} steps ({which}): union of compute intervals (GPU kernels; CPU operators of the training "
             "thread), mean over ranks, median over recorded steps; comm_time_s the same for "
             "collectives (gloo threads, NCCL kernels), exposed_comm_time_s the part with no compute, "
             "idle_time_s the rest of the step"
         )
     if summary.get("energy_j") is not None:
-        out["energy_j"] = ("energy counter read at the start and end of the training loop "
+        out["energy_j"] = ("energy counter read at the start and end of the measured steps "
                            "(NVML nvmlDeviceGetTotalEnergyConsumption on GPU, RAPL package counters on CPU), "
-                           "each device once, summed; samples_per_j counts every step, warm-up included")
+                           "each device once, summed, over the measured steps' window (warm-up left out, as in "
+                           "wall_samples_per_s); samples_per_j = samples of the measured steps / energy_j")
     if summary.get("flops_per_step") is not None:
         out["flops_per_step"] = summary.get("flops_method") or ""
         out["mfu"] = "flops_per_step / step_time_s / workers / the device's dense peak at this precision"

@@ -25,7 +25,7 @@ from parakit.levers import Compression, CompressionKind, Precision
 from parakit.measure_plots import BREAKDOWN_PARTS, breakdown, power
 from parakit.plot_base import TEMPLATE
 from parakit.plots import loss, speedup
-from parakit.records import OK, STOPPED, RunResult
+from parakit.records import OK, STOPPED, RunResult, headline
 from parakit.session import Session
 
 DRAW_EVERY_S = 0.25  # each redraw is a message to the browser: 4 a second reads as live
@@ -296,6 +296,8 @@ class Panel:
                 self.progress.value = self.progress.max
                 self.progress.description = f"{self.progress.max}/{self.progress.max}"
             self.progress.bar_style = {OK: "success", STOPPED: "warning"}.get(result.status, "danger")
+            if result.summary.get("diverged_at_step") is not None:
+                self.progress.bar_style = "warning"
         self.status.value = html.escape(_outcome(result))
         self._draw_runs()
 
@@ -377,12 +379,4 @@ def _label(settings: dict[str, Any], workers: int | None = None) -> str:
 
 
 def _outcome(result: RunResult) -> str:
-    label = f"{_label(result.config, result.world_size)} ({result.run_id})"
-    if result.ok:
-        s = result.summary
-        text = f"{label}: {s['samples_per_s']:.1f} samples/s"
-        if s.get("loss_first") is not None:
-            text += f", loss {s['loss_first']:.4f} -> {s['loss_last']:.4f}"
-        return text
-    first = (result.error or "").splitlines()[0] if result.error else ""
-    return f"{label} {result.status}: {first}"
+    return f"{headline(result)} ({result.run_id})"

@@ -108,6 +108,8 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     network: dict[str, Any] = field(default_factory=dict)
     """Where it ran: the launcher, the hosts, the interface and the (simulated) link."""
+    traces: list[str] = field(default_factory=list)
+    """With ``trace=True``: paths of the Chrome-trace JSON files of each rank's recorded steps."""
 
     @property
     def ok(self) -> bool:
@@ -133,6 +135,28 @@ class RunResult:
             f"{head}, {c.get('model')}, {s.get('samples_per_s', 0):.1f} samples/s, "
             f"loss {s.get('loss_first', float('nan')):.4f} -> {s.get('loss_last', float('nan')):.4f})"
         )
+
+
+def headline(result: RunResult) -> str:
+    """A run in one line, as every front end prints it: throughput (median step and wall
+    clock), step time and loss, a divergence where there was one; or the status and the first
+    line of the error."""
+    c, s = result.config, result.summary
+    levers = [c.get("precision"), c.get("compression")]
+    label = " ".join([f"{c.get('strategy')} x{result.world_size} {c.get('model')}"]
+                     + [v for v in levers if v not in (None, "fp32", "none")])
+    if not result.ok or not s:
+        first = result.error.splitlines()[0] if result.error else ""
+        return f"{label} {result.status}: {first}"
+    text = f"{label}: {s['samples_per_s']:.1f} samples/s"
+    if s.get("wall_samples_per_s") is not None:
+        text += f" ({s['wall_samples_per_s']:.1f} by the wall clock)"
+    text += f", step {s['step_time_s'] * 1e3:.1f} ms"
+    if s.get("loss_first") is not None:
+        text += f", loss {s['loss_first']:.4f} -> {s['loss_last']:.4f}"
+    if s.get("diverged_at_step") is not None:
+        text += f"; DIVERGED at step {s['diverged_at_step']} (NaN or infinite loss)"
+    return text
 
 
 @dataclass

@@ -23,7 +23,8 @@ from parakit.levers import check_cpu_precision, default_workers
 from parakit.progress import ProgressPrinter, note
 from parakit.measures import measure
 from parakit.records import OK, CommBenchResult, RankInfo, RunResult, new_run_id, now_iso
-from parakit.store import DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
+from parakit.store import (DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run,
+                           save_traces)
 
 
 RUN_SETTINGS = {f.name for f in dataclasses.fields(RunConfig)}
@@ -473,6 +474,9 @@ class Session:
             network=self.network(),
         )
         measure(result, config, outcome.rank_results)
+        if config.trace and outcome.rank_results:
+            result.traces = save_traces(result.run_id, [(r or {}).get("traces") for r in outcome.rank_results],
+                                        self.runs_dir)
         return result
 
     def _restart_engines(self) -> None:

@@ -37,6 +37,19 @@ def save_run(result: RunResult, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) 
     return _write(Path(runs_dir), result.run_id, result.to_dict())
 
 
+def save_traces(run_id: str, rank_traces: list[list[tuple[list[int], str]] | None],
+                runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[str]:
+    """Write each rank's profiler windows as Chrome-trace JSON files in
+    ``runs_dir/<run_id>-traces/`` (``rank<r>-steps<first>-<last>.json``); returns their paths."""
+    paths = []
+    for rank, windows in enumerate(rank_traces):
+        for steps, text in windows or []:
+            name = f"rank{rank}-steps{steps[0]}-{steps[-1]}"
+            folder = Path(runs_dir) / f"{run_id}-traces"
+            paths.append(str(_write(folder, name, text)))
+    return paths
+
+
 def save_comm_bench(result: CommBenchResult, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> Path:
     """Write a communication benchmark to ``runs_dir/comm-bench/<bench_id>.json`` atomically."""
     return _write(Path(runs_dir) / COMM_BENCH_DIR, result.bench_id, result.to_dict())
@@ -49,15 +62,19 @@ def read_comm_benches(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[Co
     return benches
 
 
-def _write(folder: Path, name: str, data: dict) -> Path:
-    """Write-then-rename, so a reader (or a crash) never sees half a file."""
+def _write(folder: Path, name: str, data: dict | str) -> Path:
+    """Write-then-rename, so a reader (or a crash) never sees half a file. ``data`` is a record
+    to write as JSON, or text that is JSON already (a trace: megabytes, not parsed again)."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{name}.json"
     # A name of its own per writer (mkstemp), so concurrent writers never share a temp file.
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, allow_nan=True)
+            if isinstance(data, str):
+                f.write(data)
+            else:
+                json.dump(data, f, indent=1, allow_nan=True)
             f.flush()
             os.fsync(f.fileno())  # note: waits for the disk, a few ms per run
         os.replace(tmp, final)

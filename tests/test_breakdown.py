@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from parakit.engine.breakdown import STEP_EVENT, breakdown, is_profiled
+from parakit.engine.breakdown import STEP_EVENT, WINDOW_STEPS, breakdown, recorded_steps
 
 
 def event(name, start_us, end_us, thread=1, device_type=None):
@@ -51,8 +51,11 @@ def test_gpu_breakdown_uses_kernels_and_nccl_kernels():
 
 
 def test_which_steps_are_recorded():
-    assert [s for s in range(12) if is_profiled(s, warmup=2, every=5)] == [2, 7]
-    assert not any(is_profiled(s, warmup=2, every=0) for s in range(12))
+    assert recorded_steps(12, warmup=2, every=5) == [2, 7]
+    assert recorded_steps(12, warmup=2, every=0) == []
+    # the default: one window, the last measured steps, never a warm-up step
+    assert recorded_steps(12, warmup=2, every=None) == [12 - WINDOW_STEPS + i for i in range(WINDOW_STEPS)]
+    assert recorded_steps(4, warmup=2, every=None) == [2, 3]
 
 
 # -- real runs -------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_compression_shows_the_field_it_takes(panel):
 
 
 def test_a_run_updates_the_figures_while_it_goes_and_stays_to_compare(panel, session):
-    updates, live_points, live_split = [], [], []
+    updates, live_points = [], []
     panel.progress.observe(lambda change: updates.append((time.monotonic(), change["new"])), "value")
     panel.workers.value, panel.model.value, panel.steps.value, panel.batch_size.value = 2, "mlp", 120, 64
     panel.run_button.click()
@@ -80,13 +80,13 @@ def test_a_run_updates_the_figures_while_it_goes_and_stays_to_compare(panel, ses
     while panel.running:  # the kernel's thread is free meanwhile: this loop is it
         traces = panel.loss_figure.data  # (empty for a moment while the end of a run redraws)
         live_points.append(len(traces[-1].x or ()) if traces else 0)
-        split = panel.breakdown_figure.data
-        live_split.append(bool(split) and split[-1].name == "running: idle" and bool(split[-1].y))
         time.sleep(0.02)
     first = panel.wait()
     assert first.ok, first.error
     assert max(live_points) > 0  # the loss line grew before the run ended
-    assert any(live_split)  # the breakdown of a recorded step showed while the run went
+    # The default profiler window is the run's last steps, read after the run's clock stops (so
+    # looking costs the steps nothing): its breakdown is drawn when the run ends.
+    assert first.summary["breakdown_steps"] == 3
     during = [value for _, value in updates[:-1]]
     assert during and during == sorted(during) and during[0] < 120
     gaps = [b - a for (a, _), (b, _) in zip(updates[:-2], updates[1:-1])]

@@ -8,12 +8,19 @@ engines undoes. So during training the signal only marks the stop; the loop asks
 ``StopRequest.should_stop`` after each optimizer step, and the ranks agree on the step to end
 after through the process group's store (the first proposal wins). Before the first step
 there is nothing to keep, and the signal raises at once.
+
+A rank can also ask for the stop itself (a loss that diverged: only the ranks that compute a
+loss see it). Its peers were not signalled, so while a run may be stopped that way every rank
+looks at the agreement in the store every ``CHECK_EVERY`` steps, and the proposal is far enough
+ahead (a check and a margin) that every rank has looked before the step it names.
 """
 
 from __future__ import annotations
 
 import signal
 from types import TracebackType
+
+from parakit.engine.divergence import CHECK_EVERY, is_check_step
 
 STOP_MARGIN_STEPS = 2  # a stop ends every rank this many steps after the first to see it
 
@@ -26,9 +33,12 @@ class StopRequest:
         token: unique per launch; names this run's agreement in the (reused) store.
     """
 
-    def __init__(self, token: str | None):
+    def __init__(self, token: str | None, *, watch_peers: bool = False):
         self.key = f"parakit/stop-after/{token}"
         self.enabled = token is not None
+        self.watch_peers = watch_peers and self.enabled
+        """Look for a stop that a peer asked for (``ask``) every CHECK_EVERY steps."""
+        self.reason: str | None = None
         self.steps_done = 0
         self.requested = False
         self.stop_after: int | None = None
@@ -48,21 +58,41 @@ class StopRequest:
             raise KeyboardInterrupt  # still setting up: no step to finish, nothing to keep
         self.requested = True
 
+    def ask(self, steps_done: int, reason: str) -> int:
+        """This rank asks every rank to stop (its peers see it at their next look). Returns the
+        agreed step count to end after."""
+        self.reason = self.reason or reason
+        if self.stop_after is None:
+            self.stop_after = self._agree(steps_done + CHECK_EVERY + STOP_MARGIN_STEPS)
+        return self.stop_after
+
     def should_stop(self, steps_done: int) -> bool:
         """Call after each step, with the number of steps done so far."""
         self.steps_done = steps_done
-        if not self.requested:
-            return False
-        if self.stop_after is None:
+        if self.stop_after is None and self.requested:
             self.stop_after = self._agree(steps_done + STOP_MARGIN_STEPS)
-        return steps_done >= self.stop_after
+        if self.stop_after is None and self.watch_peers and is_check_step(steps_done):
+            self.stop_after = self._look()
+        return self.stop_after is not None and steps_done >= self.stop_after
+
+    def _store(self):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return None  # one rank, no group: nobody to agree with
+        return dist.distributed_c10d._get_default_store()  # private: torch has no public getter
+
+    def _look(self) -> int | None:
+        """A stop a peer asked for, if any (one round trip to the store)."""
+        store = self._store()
+        if store is None or not store.check([self.key]):
+            return None
+        return int(store.get(self.key))
 
     def _agree(self, proposal: int) -> int:
         """Ranks run within a step of each other, and every rank is signalled at once, so a
         stop a margin ahead of the first rank to see it is ahead of every rank."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return proposal  # one rank, no group: nobody to agree with
-        store = dist.distributed_c10d._get_default_store()  # private: torch has no public getter
+        store = self._store()
+        if store is None:
+            return proposal
         return int(store.compare_set(self.key, "", str(proposal)))

@@ -52,3 +52,37 @@ class StepTimer:
                     break
             return times
         return [b - a for a, b in spans]
+
+
+class MeasuredWindow:
+    """The wall clock and the energy of the measured steps, as one window: from the start of
+    the first step after the warm-up to the end of the last step, with everything between the
+    steps included (progress messages, the profiler's own work). Throughput from it is what the
+    user waits for; energy over the same window makes per-sample figures comparable with it.
+
+    ``cost_s`` is where the loop adds the time its instruments spent between steps.
+    """
+
+    def __init__(self, device: torch.device, meter):
+        self.cuda = device.type == "cuda"
+        self.meter = meter
+        self.cost_s = 0.0
+        self.messages = 0
+        """Progress messages sent during the run (rank 0)."""
+        self._start: float | None = None
+
+    def begin(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()  # note: one sync, at the warm-up's end: its work stays out
+        self.meter.begin()
+        self._start = time.perf_counter()
+
+    def end(self, failed: bool = False):
+        """Returns (wall seconds, PowerMeasurement), or (None, None) when no measured step began.
+        After a failed step the GPU is not waited for: a broken context could not answer."""
+        if self._start is None:
+            return None, None
+        if self.cuda and not failed:
+            torch.cuda.synchronize()  # note: the window ends when the GPU's work does
+        wall_s = time.perf_counter() - self._start
+        return wall_s, self.meter.end()

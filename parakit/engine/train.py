@@ -21,6 +21,7 @@ from parakit.engine import devices, precision, process_group
 from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.breakdown import StepProfiler, per_step
 from parakit.engine.compiling import apply_compile
+from parakit.engine.divergence import DivergenceWatch, is_check_step
 from parakit.engine.flops import peak_flops, step_flops
 from parakit.engine.power import PowerMeter
 from parakit.engine.payload import unpack
@@ -28,7 +29,7 @@ from parakit.engine.publish import publish
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies import APPLY, Context
-from parakit.engine.timing import StepTimer
+from parakit.engine.timing import MeasuredWindow, StepTimer
 from parakit.engine.workloads import build_model
 from parakit.levers import SyncKind
 
@@ -76,7 +77,8 @@ def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
 
 def _train_and_leave(config: RunConfig, stop_token: str | None) -> dict[str, Any]:
     try:
-        with StopRequest(stop_token) as stop:
+        watch_peers = config.stop_on_divergence and config.strategy is not Strategy.SINGLE
+        with StopRequest(stop_token, watch_peers=watch_peers) as stop:
             result = _train(config, stop)
         if result["error"] is not None and config.strategy is not Strategy.SINGLE:
             leave_group()  # peers waiting for this rank fail at once
@@ -182,9 +184,11 @@ def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]
     micro_steps = config.sync.every if config.sync.kind is SyncKind.ACCUMULATE else 1
     mem_kind, mem_reason = devices.reset_peak_memory()
     timer = StepTimer(device)
-    profiler = StepProfiler(device, config.warmup_steps, config.profile_every)
+    profiler = StepProfiler(device, config.warmup_steps, config.profile_every, config.steps, world=world,
+                            trace=config.trace)
     meter = PowerMeter(device)  # this engine's GPU, matched by UUID; RAPL on a CPU
-    meter.begin()  # energy over the whole training loop, warm-up included
+    window = MeasuredWindow(device, meter)  # wall clock and energy over the measured steps alone
+    divergence = DivergenceWatch(device)
     losses: list[torch.Tensor | None] = []
     comm_bytes: list[int] = []
     uncompressed_bytes: list[int] = []
@@ -193,7 +197,9 @@ def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]
     error = None
     try:
         for step in range(config.steps):
-            with profiler.step(step):  # records every Nth step, outside the step's own timing
+            if step == config.warmup_steps:
+                window.begin()
+            with profiler.step(step):  # records the planned steps, outside the step's own timing
                 timer.start()
                 inputs, targets = batches.rows(step, config.batch_size, lo, hi)
                 inputs, targets = to_device(inputs, device), to_device(targets, device)
@@ -221,14 +227,19 @@ def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]
             if rank == 0 and (now - last_publish >= publish_every_s or step + 1 == config.steps):
                 last_publish = now
                 publish(progress(config, step, loss, device, meter, profiler))
+                window.cost_s += time.perf_counter() - now
+                window.messages += 1
+            if config.stop_on_divergence and is_check_step(step + 1) and divergence.check(losses) is not None:
+                stop.ask(step + 1, f"the loss diverged at step {divergence.first_step}")
             if stop.should_stop(step + 1):
                 break
     except Exception as e:  # noqa: BLE001 - the steps made so far are returned with the error
         # A failed step (this rank's code, or a collective a peer broke) ends the run here;
         # what the completed steps measured goes back with the error instead of being lost.
         error = failure_text(e, device)
+    measured_wall_s, power = window.end(failed=error is not None)  # stops before the profiler's
+    profiler.finish()  # reading the last window's events costs the run's end, not its steps
     step_times = timer.step_times_s() if error is None else timer.completed_times_s(len(losses))
-    power = meter.end()  # after the sync, so the window holds all of the GPU's work
     result = {
         "rank": rank,
         "error": error,
@@ -249,7 +260,15 @@ def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]
         "flops_method": flops[1],  # how they were found, or why not
         # This GPU's dense peak at this precision (None on CPUs and GPUs not in the table)
         "peak_flops": peak_flops(devices.device_name(), config.precision.value),
-        "power": power.to_dict(),
+        "power": power.to_dict() if power is not None else None,
+        # The measured steps' wall clock, everything between them included: what a user waits.
+        "measured_wall_s": measured_wall_s,
+        # parakit's own instruments outside the steps' timers (profiler, progress messages)
+        "instrument_s": {"profiler_s": profiler.cost_s, "progress_s": window.cost_s},
+        "profiler_on_steps": profiler.enabled_steps,
+        "progress_messages": window.messages,
+        "traces": profiler.traces or None,
+        "stop_reason": stop.reason,
         # Ranks that share a device (engines on one GPU, every CPU rank on a host) measure the
         # same counter: the session counts each device once.
         "power_device": STATE.gpu_uuid or f"cpu@{platform.node()}",
