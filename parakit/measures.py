@@ -72,7 +72,9 @@ def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, An
       the rest, which would show work the profiler left behind (None with too few steps);
     - ``between_steps_s``: time the instruments took between steps (starting, stopping and
       reading the profiler; progress messages), largest rank, counted directly;
-    - ``wall_share``: all of the above as a share of the measured steps' wall clock.
+    - ``wall_share``: all of the above as a share of the measured steps' wall clock;
+    - counted: ``profiler_on_steps`` (the steps the profiler was on, on any rank),
+      ``progress_messages`` and ``gc_collections`` (per generation, during the measured steps).
     """
     measured = [s for s in steps if not s.warmup]
     recorded = {s.step for s in measured if s.rank_compute_time_s is not None}
@@ -86,6 +88,7 @@ def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, An
         return statistics.median(times) / statistics.median(plain) - 1 if ok else None
 
     costs = [sum(r["instrument_s"].values()) for r in rank_results if r.get("instrument_s")]
+    collections = [r["gc_collections"] for r in rank_results if r.get("gc_collections")]
     between = max(costs) if costs else None
     extra = sum(t - statistics.median(plain) for t in inside) if inside and len(plain) >= 3 else 0.0
     return {
@@ -94,6 +97,10 @@ def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, An
         "after_recorded_slowdown": slowdown(near, 3),
         "between_steps_s": between,
         "wall_share": (between + max(extra, 0.0)) / wall_s if between is not None and wall_s else None,
+        # Counted, not timed: when the profiler was on, and what else ran between the steps.
+        "profiler_on_steps": sorted({s for r in rank_results for s in r.get("profiler_on_steps") or []}),
+        "progress_messages": max((r.get("progress_messages") or 0 for r in rank_results), default=0),
+        "gc_collections": [max(c) for c in zip(*collections)] if collections else None,
         "method": ("slowdowns: median step time against the median of the steps neither recorded "
                    "nor among the 3 after a profiler window; between_steps_s: perf_counter around "
                    "the profiler's start, stop and reading and the progress messages, largest rank; "

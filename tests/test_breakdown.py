@@ -115,4 +115,80 @@ def test_energy_is_measured_or_null_with_a_reason_never_zero(session):
     if r.summary["energy_j"] is None:  # this machine: no RAPL counters readable
         assert "RAPL" in r.unmeasured["energy_j"] and r.summary["samples_per_j"] is None
     else:
-        assert r.summary["energy_j"] > 0 and r.summary["samples_per_j"] == pytest.approx(32 / r.summary["energy_j"])
+        measured = 8 * r.summary["measured_steps"]  # the same steps as the throughput: warm-up left out
+        assert r.summary["energy_j"] > 0 and r.summary["samples_per_j"] == pytest.approx(measured / r.summary["energy_j"])
+
+
+# -- what looking costs, at the default settings ----------------------------------------------
+SMALL = {"model": "mlp", "model_options": {"width": 64}, "strategy": "ddp", "workers": 2, "batch_size": 64}
+
+
+def test_at_the_defaults_only_the_last_steps_are_recorded_and_nothing_else_touches_the_steps(session):
+    """Counted, not timed: the profiler is on during the recorded window only (the last 3
+    steps), its events are read after the measured steps' clock stops, and between the other
+    steps only progress messages run. Reading events with prof.events() made ~1M objects per
+    recorded step, whose collection slowed the following steps: the measured steps see no
+    more cyclic-GC collections with the breakdown on than with it off."""
+    steps = 40
+    default, off = (session.run(steps=steps, **SMALL, **extra) for extra in ({}, {"profile_every": 0}))
+    assert default.ok and off.ok, (default.error, off.error)
+    seen, none = default.summary["instrument_overhead"], off.summary["instrument_overhead"]
+    assert seen["profiler_on_steps"] == [steps - 3, steps - 2, steps - 1] and none["profiler_on_steps"] == []
+    assert default.summary["breakdown_steps"] == 3 and seen["recorded_steps"] == 3
+    wall_s = 64 * default.summary["measured_steps"] / default.summary["wall_samples_per_s"]
+    assert seen["progress_messages"] <= wall_s / 0.2 + 2  # at most every 0.2 s, and the last step
+    assert seen["gc_collections"][2] <= none["gc_collections"][2]  # no full collection the profiler caused
+    assert seen["between_steps_s"] is not None and 0 <= seen["wall_share"] < 1
+    assert "perf_counter" in seen["method"]
+
+
+def test_wall_clock_throughput_covers_the_measured_steps_and_what_lies_between(session):
+    r = session.run(steps=30, **SMALL)
+    assert r.ok, r.error
+    s = r.summary
+    wall_s = 64 * s["measured_steps"] / s["wall_samples_per_s"]
+    measured = [st for st in r.steps if not st.warmup]
+    # The window holds every measured step of every rank, and the gaps between them.
+    assert max(sum(st.rank_step_time_s[k] for st in measured) for k in range(2)) <= wall_s
+    assert s["samples_per_s"] >= 0.5 * s["wall_samples_per_s"]  # same steps, median against wall
+    assert "wall clock" in s["method"]["wall_samples_per_s"]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "pipeline"])
+def test_a_diverged_run_says_so_and_every_rank_stops_at_the_same_step(session, strategy):
+    # lr=1e6: NaN within a few steps. A pipeline's first stage computes no loss: it learns of
+    # the divergence from the last stage through the store, and must stop at the same step.
+    r = session.run(steps=200, lr=1e6, **{**SMALL, "strategy": strategy})
+    assert r.ok, r.error  # the run itself worked: status ok, with the warning
+    at = r.summary["diverged_at_step"]
+    assert at is not None and at < 10
+    assert any(f"diverged at step {at}" in w for w in r.warnings)
+    assert len(r.steps) < 40  # stopped soon after (checks every 8 steps, a margin of 2)
+    from parakit.records import headline
+
+    assert f"DIVERGED at step {at}" in headline(r)
+
+
+def test_without_stop_on_divergence_the_run_goes_on_and_still_says_so(session):
+    r = session.run(steps=24, lr=1e6, stop_on_divergence=False, **SMALL)
+    assert r.ok and len(r.steps) == 24
+    assert r.summary["diverged_at_step"] is not None and "ran all 24 steps" in r.warnings[-1]
+
+
+def test_traces_open_as_chrome_traces_with_the_distributed_metadata(session):
+    import json
+
+    from parakit.cli import how_to_open_traces
+
+    r = session.run(steps=8, trace=True, **SMALL)
+    assert r.ok, r.error
+    assert len(r.traces) == 2  # one window, two ranks
+    for rank, path in enumerate(r.traces):
+        with open(path) as f:
+            trace = json.load(f)
+        assert trace["distributedInfo"]["rank"] == rank and trace["distributedInfo"]["world_size"] == 2
+        assert trace["distributedInfo"]["backend"] == "gloo"
+        steps = [e for e in trace["traceEvents"] if e.get("name") == "parakit.step"]
+        assert len(steps) == 3 and all(e["ph"] == "X" and e["dur"] > 0 for e in steps)
+    text = how_to_open_traces(r)
+    assert all(p in text for p in r.traces) and "ui.perfetto.dev" in text and "TraceAnalysis" in text

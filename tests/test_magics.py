@@ -197,6 +197,18 @@ def test_runs_and_plots_read_the_store(started, shell):
         parakit(shell, "plot memory --runs nosuch")
 
 
+def test_trace_prints_where_the_traces_are_and_how_to_open_them(started, shell, capsys):
+    with pytest.raises(UsageError, match="no run with traces yet; make one with %parakit run --trace"):
+        parakit(shell, "trace")
+    r = parakit(shell, f"run {SMALL} --strategy ddp --workers 2 --trace")
+    assert r.ok, r.error
+    capsys.readouterr()
+    paths = parakit(shell, "trace")
+    assert paths == r.traces and len(paths) == 2 and all(os.path.exists(p) for p in paths)
+    out = capsys.readouterr().out
+    assert r.traces[0] in out and "ui.perfetto.dev" in out and "chrome://tracing" in out
+
+
 def test_bench_comm_prints_the_table_and_returns_the_figure(started, shell, capsys):
     figure = parakit(shell, "bench comm --sizes 1KB,64KB --collectives all_reduce,broadcast --repeats 2")
     out = capsys.readouterr().out

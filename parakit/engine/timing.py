@@ -8,6 +8,7 @@ step, progress messages) is not counted in any step.
 
 from __future__ import annotations
 
+import gc
 import time
 
 import torch
@@ -69,12 +70,17 @@ class MeasuredWindow:
         self.cost_s = 0.0
         self.messages = 0
         """Progress messages sent during the run (rank 0)."""
+        self.gc_collections: list[int] | None = None
+        """Cyclic-GC collections per generation during the window: work an instrument that
+        makes garbage would add to the steps, counted."""
         self._start: float | None = None
+        self._gc0: list[int] = []
 
     def begin(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()  # note: one sync, at the warm-up's end: its work stays out
         self.meter.begin()
+        self._gc0 = [g["collections"] for g in gc.get_stats()]
         self._start = time.perf_counter()
 
     def end(self, failed: bool = False):
@@ -85,4 +91,5 @@ class MeasuredWindow:
         if self.cuda and not failed:
             torch.cuda.synchronize()  # note: the window ends when the GPU's work does
         wall_s = time.perf_counter() - self._start
+        self.gc_collections = [g["collections"] - c for g, c in zip(gc.get_stats(), self._gc0)]
         return wall_s, self.meter.end()

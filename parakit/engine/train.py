@@ -267,6 +267,7 @@ def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]
         "instrument_s": {"profiler_s": profiler.cost_s, "progress_s": window.cost_s},
         "profiler_on_steps": profiler.enabled_steps,
         "progress_messages": window.messages,
+        "gc_collections": window.gc_collections,
         "traces": profiler.traces or None,
         "stop_reason": stop.reason,
         # Ranks that share a device (engines on one GPU, every CPU rank on a host) measure the
