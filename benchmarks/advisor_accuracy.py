@@ -146,7 +146,11 @@ def summarise(rows: list[dict]) -> dict:
         firsts[workers] = {"first_choice": first["label"], "best_measured": best["label"],
                            "first_over_best": round(ratio, 3), "within_10_percent": ratio <= 1.10}
     multi = [r["error"] for r in rows if r["error"] is not None and r["workers"] > 1]
+    paired = [(r["predicted_step_time_s"], r["measured_step_time_s"]) for r in rows if r["error"] is not None]
     return {
+        # Does the advisor order the configurations as the runs do? (Proteus, a simulator,
+        # reports its order of strategies preserved.) Spearman's rho over every measured one.
+        "rank_correlation": spearman(*zip(*paired)) if len(paired) >= 3 else None,
         "configurations": len(rows), "measured": len(errors), "failed": [r["label"] for r in rows if r["error"] is None],
         "median_abs_error": statistics.median(errors) if errors else None,
         "median_abs_error_multi_worker": statistics.median(multi) if multi else None,
@@ -154,6 +158,27 @@ def summarise(rows: list[dict]) -> dict:
         "median_abs_error_by_strategy": {k: round(statistics.median(v), 3) for k, v in sorted(by_strategy.items())},
         "first_choice": firsts,
     }
+
+
+def spearman(xs, ys) -> float:
+    """Spearman's rank correlation: Pearson's on the ranks, ties given their mean rank."""
+    def ranks(values):
+        order = sorted(range(len(values)), key=values.__getitem__)
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(list(xs)), ranks(list(ys))
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
 
 
 def recheck(session, advice, base: dict, rounds: int, contenders: int, statistic: str) -> dict:

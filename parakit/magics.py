@@ -30,6 +30,7 @@ from parakit.plots import PLOTS, loss, speedup, speedup_table
 from parakit.records import STOPPED, RunResult
 from parakit.session import Session, check_settings
 from parakit.store import DEFAULT_RUNS_DIR, read_runs, runs_frame
+from parakit.terminal import for_this_frontend
 
 if TYPE_CHECKING:
     from parakit.panel import Panel
@@ -353,10 +354,10 @@ class ParakitMagics(Magics):
                 break
         display(comparison_table(results))
         try:
-            display(speedup(results))
+            display(for_this_frontend(speedup(results), "speedup", self._store()))
         except ValueError as e:
             print(f"[parakit] no speed-up plot: {e}")
-        display(loss(results))
+        display(for_this_frontend(loss(results), "loss", self._store()))
 
     @magic_arguments("parakit panel")
     def _panel(self, rest: str) -> Panel:
@@ -388,7 +389,7 @@ class ParakitMagics(Magics):
             raise UsageError(f"no plot {args.kind!r}; available: {', '.join(PLOTS)}")
         results = self._select(args)
         with checked:
-            return PLOTS[kind](results)
+            return for_this_frontend(PLOTS[kind](results), kind, self._store())
 
     @magic_arguments("parakit runs")
     @argument("--last", type=int, default=None, metavar="K", help="the K latest runs only")
@@ -446,9 +447,9 @@ class ParakitMagics(Magics):
             advice = advise(**settings, session=session, runs_dir=session.runs_dir if session else self._runs_dir)
         print(advice_table(advice))
         if advice.projections:
-            display(projection(advice))
+            display(for_this_frontend(projection(advice), "projection", self._store()))
         if advice.verified:
-            display(verification(advice))
+            display(for_this_frontend(verification(advice), "verification", self._store()))
         return advice
 
     # -- the cell magic ------------------------------------------------------------------
@@ -568,8 +569,11 @@ class ParakitMagics(Magics):
             and wanted.get("launch") in (None, self._engine_settings.get("launch"))
         )
 
+    def _store(self):
+        return self.session.runs_dir if self.session else self._runs_dir
+
     def _select(self, args: argparse.Namespace, empty_ok: bool = False) -> list[RunResult]:
-        runs_dir = self.session.runs_dir if self.session else self._runs_dir
+        runs_dir = self._store()
         runs = read_runs(runs_dir)
         if not runs and not empty_ok:
             raise UsageError(f"no runs in {runs_dir} yet; make one with %parakit run")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from parakit.cluster import netns, placement
+from parakit.cluster import launchers, netns, placement
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.launch import launch, run_code, run_on_ranks
 from parakit.engine.commbench import bench_on_engine
@@ -131,6 +131,7 @@ class Session:
         started = time.monotonic()
         if progress:
             note(f"starting {workers} engine(s) on {self._device_text()}{self._where_text()} ...")
+        self._warn_once(launchers.running_as_root_note(self.launch))
         try:
             self._engines.start(workers)
         except BaseException:
@@ -454,7 +455,7 @@ class Session:
     # -- helpers -----------------------------------------------------------------------
     def _result(self, config: RunConfig, backend, outcome, started: str) -> RunResult:
         ranks = []
-        for rank, engine in enumerate(self._engines.ranks(config.workers)):
+        for rank, engine in enumerate(outcome.engines or self._engines.ranks(config.workers)):
             measured = (outcome.rank_results[rank] if outcome.rank_results else None) or {}
             ranks.append(RankInfo(
                 rank=rank, engine_id=engine["engine_id"], pid=engine["pid"], host=engine["host"],

@@ -182,6 +182,7 @@ def test_runs_and_plots_read_the_store(started, shell):
 
     figure = parakit(shell, "plot loss --last 2")
     assert isinstance(figure, go.Figure)
+    assert figure.html_path.exists()  # no notebook front end here: kept as an HTML file too
     assert [t.customdata[0][0] for t in figure.data] == [r.run_id for r in stored[-2:]]
     ok = [r for r in stored if r.ok]
     one = next(r for r in ok if r.world_size == 1)
@@ -195,6 +196,27 @@ def test_runs_and_plots_read_the_store(started, shell):
         parakit(shell, f"plot speedup --runs {two.run_id}")
     with pytest.raises(UsageError, match="no run 'nosuch' in .*; see the ids with %parakit runs"):
         parakit(shell, "plot memory --runs nosuch")
+
+
+def test_plots_in_terminal_ipython_are_html_files_not_a_browser(started, capsys):
+    """IPython without a notebook front end (a terminal): plotly's renderer there opens a
+    browser, or raised "could not locate runnable browser". The figure is written as a
+    self-contained HTML file and shown as its path, by the real ipython command."""
+    import subprocess
+    import sys
+
+    m, _, _ = started
+    assert read_runs(m.session.runs_dir)  # the store in this folder, where the magic looks by default
+    env = {k: v for k, v in os.environ.items() if k != "BROWSER"}
+    typed = "%load_ext parakit\n%parakit plot loss --last 1\nexit\n"  # as typed at the prompt
+    done = subprocess.run([sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner", "--colors=NoColor"],
+                          input=typed, cwd=os.getcwd(), capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "[parakit] figure written to " in done.stdout and "browser" not in done.stderr
+    path = os.path.join(os.getcwd(), done.stdout.split("figure written to ")[1].split(" (open it")[0])
+    with open(path) as f:
+        html = f.read()
+    assert "plotly" in html and len(html) > 1_000_000  # plotly.js inside: opens offline
 
 
 def test_trace_prints_where_the_traces_are_and_how_to_open_them(started, shell, capsys):

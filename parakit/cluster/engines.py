@@ -129,7 +129,7 @@ class EngineSet:
         self._pin_new(n)
 
     def _pin_new(self, n: int) -> None:
-        self.client.wait_for_engines(n, timeout=START_TIMEOUT_S)
+        launchers.wait_for_engines(self._cluster, self.client, n)
         known = {e["engine_id"] for e in self.engines}
         new_ids = [i for i in sorted(self.client.ids) if i not in known][: n - self.size]
         found = self.client[new_ids].apply_sync(network.identify)
@@ -169,7 +169,9 @@ class EngineSet:
 
     def interrupt(self, engine_id: int) -> None:
         """Send SIGINT to one engine: the task it runs gets a KeyboardInterrupt."""
-        pid = next(e["pid"] for e in self.engines if e["engine_id"] == engine_id)
+        pid = next((e["pid"] for e in self.engines if e["engine_id"] == engine_id), None)
+        if pid is None:
+            return  # no longer one of ours (replaced): nothing to interrupt
         try:
             os.kill(pid, signal.SIGINT)
         except ProcessLookupError:
@@ -178,28 +180,29 @@ class EngineSet:
     def pids(self) -> list[int]:
         return [e["pid"] for e in self.engines]
 
-    def stacks(self, positions: list[int], wait_s: float = 1.0) -> dict[int, str]:
-        """Each engine's thread stacks now (faulthandler's text), by position; an engine that
-        did not write one within ``wait_s`` is left out."""
+    def stacks(self, engines: list[dict], wait_s: float = 1.0) -> dict[int, str]:
+        """These engines' thread stacks now (faulthandler's text), by engine id; an engine that
+        did not write one within ``wait_s`` (gone, or stuck outside Python) is left out. Takes
+        the engines' descriptions rather than positions: the set may have changed since."""
         sizes = {}
-        for i in positions:
-            e = self.engines[i]
-            sizes[i] = os.path.getsize(e["stack_file"]) if os.path.exists(e.get("stack_file", "")) else 0
+        for e in engines:
+            path = e.get("stack_file", "")
+            sizes[e["engine_id"]] = os.path.getsize(path) if os.path.exists(path) else 0
             try:
                 os.kill(e["pid"], signal.SIGUSR1)
             except ProcessLookupError:
                 pass
         time.sleep(wait_s)
         out = {}
-        for i in positions:
+        for e in engines:
             try:
-                with open(self.engines[i]["stack_file"]) as f:
-                    f.seek(sizes[i])
+                with open(e["stack_file"]) as f:
+                    f.seek(sizes[e["engine_id"]])
                     text = f.read()
             except (OSError, KeyError):
                 continue
             if text.strip():
-                out[i] = text
+                out[e["engine_id"]] = text
         return out
 
     def dead(self) -> list[int]:

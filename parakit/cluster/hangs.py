@@ -37,22 +37,20 @@ def where(frames: list[tuple[str, int, str]]) -> tuple[bool, str]:
     return False, f"in {func} ({short}:{line})"
 
 
-def diagnose(engines: EngineSet, world: int, silent_s: float) -> str:
-    """One line per rank saying where it is, after ``silent_s`` seconds without progress."""
-    ranked = engines.ranks(world)
-    positions = [engines.engines.index(e) for e in ranked]
-    by_position = engines.stacks(positions)
-    dumps = {rank: by_position[p] for rank, p in enumerate(positions) if p in by_position}
+def diagnose(engines: EngineSet, ranked: list[dict], silent_s: float) -> str:
+    """One line per rank saying where it is, after ``silent_s`` seconds without progress.
+    ``ranked``: the run's engines in rank order, as they were when it started."""
+    dumps = engines.stacks(ranked)
     late, lines = [], []
-    for rank in range(world):
-        if rank not in dumps:
+    for rank, engine in enumerate(ranked):
+        if engine["engine_id"] not in dumps:
             late.append(rank)
-            lines.append(f"rank {rank}: no stack (the engine did not answer)")
+            lines.append(f"rank {rank} (engine {engine['engine_id']}): no stack (the engine did not answer)")
             continue
-        arrived, text = where(training_frames(dumps[rank]))
+        arrived, text = where(training_frames(dumps[engine["engine_id"]]))
         if not arrived:
             late.append(rank)
-        lines.append(f"rank {rank} (engine {ranked[rank]['engine_id']}): {text}")
+        lines.append(f"rank {rank} (engine {engine['engine_id']}): {text}")
     head = (f"hung: no progress for {silent_s:.0f} s; ranks {late} did not arrive at the collective "
             f"the others wait in" if late else f"hung: no progress for {silent_s:.0f} s; every rank waits inside torch")
     return "\n".join([head, *lines])

@@ -33,6 +33,8 @@ class Outcome:
     error: str | None = None
     engines_unusable: bool = False
     """True when some rank did not stop: its engine may be stuck in a collective."""
+    engines: list[dict[str, Any]] = field(default_factory=list)
+    """The run's engines in rank order, as they were when it started."""
 
 
 ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
@@ -76,34 +78,66 @@ def run_on_ranks(
     where each rank is). Returns every rank's result when all succeed."""
     if stop is not None and stop.is_set():
         return Outcome(STOPPED, error="stopped on request before it started")
-    ids = engines.ids(world)
+    ranked = engines.ranks(world)  # as they are now: the set may change under a run (an engine dies)
+    ids = [e["engine_id"] for e in ranked]
     pending = {rank: engines.client[e].apply_async(fn, *args) for rank, e in enumerate(ids)}
-    seen, moved = None, time.monotonic()
     try:
-        while not all(ar.ready() for ar in pending.values()):
-            if stop is not None and stop.is_set():
-                return _stop_on_request(engines, ids, pending)
-            progress = pending[0].data if isinstance(pending[0].data, dict) else None
-            if progress != seen:
-                seen, moved = dict(progress or {}), time.monotonic()
-            elif hang_timeout_s is not None and time.monotonic() - moved > hang_timeout_s and world > 1:
-                hung = diagnose(engines, world, time.monotonic() - moved)
-                outcome = _stop_others(engines, ids, pending, FAILED)
-                outcome.error = "\n".join(filter(None, [hung, outcome.error]))
-                return outcome
-            failed = [r for r, ar in pending.items() if ar.ready() and _failed(ar)]
-            if failed:
-                return _stop_others(engines, ids, pending, FAILED, first=failed[0])
-            # Wait on a rank still running, so the loop ends as soon as the run does.
-            next(ar for ar in pending.values() if not ar.ready()).wait(POLL_S)
-            if on_progress is not None and isinstance(pending[0].data, dict) and pending[0].data:
-                on_progress(dict(pending[0].data))
+        outcome = _follow(engines, ranked, pending, on_progress, stop, hang_timeout_s)
     except KeyboardInterrupt:
-        return _stop_others(engines, ids, pending, STOPPED)
+        outcome = _stop_others(engines, ids, pending, STOPPED)
+    except Exception as e:  # noqa: BLE001 - a run returns what it made, whatever broke around it
+        # The controller gone, an engine's record changed under us: whatever the watch itself
+        # hit, the ranks' results so far are kept and the run is reported as failed.
+        outcome = _watch_failed(engines, ids, pending, e)
+    outcome.engines = ranked
+    return outcome
+
+
+def _follow(engines: EngineSet, ranked: list[dict], pending: dict, on_progress, stop, hang_timeout_s) -> Outcome:
+    """The watch over a launched run; see ``run_on_ranks``. Only this decides the run's end:
+    engines are replaced after it returns (``Session._after``), never while it watches."""
+    ids, world = [e["engine_id"] for e in ranked], len(ranked)
+    seen, moved = None, time.monotonic()
+    while not all(ar.ready() for ar in pending.values()):
+        if stop is not None and stop.is_set():
+            return _stop_on_request(engines, ids, pending)
+        progress = pending[0].data if isinstance(pending[0].data, dict) else None
+        if progress != seen:
+            seen, moved = dict(progress or {}), time.monotonic()
+        elif hang_timeout_s is not None and time.monotonic() - moved > hang_timeout_s and world > 1:
+            dead = engines.dead_ids(ids)
+            if dead:  # not a hang: a rank's engine died, and its peers wait for it
+                return _stop_others(engines, ids, pending, FAILED, first=ids.index(dead[0]),
+                                    cause=f"rank {ids.index(dead[0])} (engine {dead[0]}): EngineError: its "
+                                          f"engine died during the run (the process ended)")
+            hung = diagnose(engines, ranked, time.monotonic() - moved)
+            outcome = _stop_others(engines, ids, pending, FAILED)
+            outcome.error = "\n".join(filter(None, [hung, outcome.error]))
+            return outcome
+        failed = [r for r, ar in pending.items() if ar.ready() and _failed(ar)]
+        if failed:
+            return _stop_others(engines, ids, pending, FAILED, first=failed[0])
+        # Wait on a rank still running, so the loop ends as soon as the run does.
+        next(ar for ar in pending.values() if not ar.ready()).wait(POLL_S)
+        if on_progress is not None and isinstance(pending[0].data, dict) and pending[0].data:
+            on_progress(dict(pending[0].data))
     failed = [r for r, ar in pending.items() if _failed(ar)]
     if failed:
         return _stop_others(engines, ids, pending, FAILED, first=failed[0])
     return Outcome(OK, [pending[r].get() for r in sorted(pending)])
+
+
+def _watch_failed(engines: EngineSet, ids: list[int], pending: dict, error: BaseException) -> Outcome:
+    """The run's end when watching it failed: stop what still runs, keep what came back."""
+    cause = f"the run's watch failed: {type(error).__name__}: {error}"
+    try:
+        outcome = _stop_others(engines, ids, pending, FAILED)
+        outcome.error = "\n".join(filter(None, [cause, outcome.error]))
+        return outcome
+    except Exception:  # noqa: BLE001 - even stopping failed: keep what is there, say so
+        kept = [ar.get(0) if ar.ready() and ar.successful() and isinstance(ar.get(0), dict) else None
+                for _, ar in sorted(pending.items())]
+        return Outcome(FAILED, kept if any(kept) else [], error=cause, engines_unusable=True)
 
 
 def _failed(ar) -> bool:
@@ -114,9 +148,11 @@ def _failed(ar) -> bool:
     return isinstance(result, dict) and result.get("error") is not None
 
 
-def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str, first: int | None = None) -> Outcome:
+def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str, first: int | None = None,
+                 cause: str | None = None) -> Outcome:
     """Interrupt the ranks still running and collect what went wrong, and what every rank that
-    returned had measured (a failed rank returns its completed steps with its error)."""
+    returned had measured (a failed rank returns its completed steps with its error). ``cause``
+    leads the error text when the watch already knows it (an engine that died)."""
     if status == FAILED:
         # Peers of a failed rank usually fail by themselves within moments (their collective
         # broke) and return their own steps and error; interrupting them at once would turn
@@ -130,7 +166,7 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
     deadline = time.monotonic() + STOP_GRACE_S
     for ar in pending.values():
         ar.wait(max(0.0, deadline - time.monotonic()))
-    errors, kept = [], []
+    errors, kept = [cause] if cause else [], []
     # A rank whose engine died is the cause; else the rank that failed first. The others'
     # errors are mostly their echo (a collective broken by the peer that left).
     died = {r for r, ar in pending.items() if ar.ready() and not ar.successful() and _engine_died(ar)}
@@ -138,7 +174,7 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
     order = sorted(pending, key=lambda r: (r not in died, r in echoes, r != first, r))
     for rank in order:
         ar = pending[rank]
-        if not ar.ready():
+        if not ar.ready() or (cause and rank == first):
             continue
         try:
             result = ar.get(0)

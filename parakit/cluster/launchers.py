@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from urllib.parse import urlparse
 
 import ipyparallel as ipp
+from traitlets.config import Config
 
 from parakit.engine import network
 from parakit.hosts import EngineLaunch, Launcher
@@ -46,7 +48,60 @@ def new_cluster(launch: EngineLaunch, folder: str, ip: str) -> ipp.Cluster:
     if launch.cluster_id:
         options["cluster_id"] = launch.cluster_id
     options.update(_profile_options(launch.profile) if launch.profile else {"profile_dir": folder})
+    extra = engine_environment(launch)
+    if extra:
+        options["config"] = Config({"MPIEngineSetLauncher": {"environment": extra}})
     return ipp.Cluster(**options)
+
+
+MPI_AS_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def engine_environment(launch: EngineLaunch) -> dict[str, str]:
+    """Variables the engines' launcher needs. Open MPI's mpiexec refuses at once to run as root
+    (containers, many cloud notebooks) unless both of these are set; parakit sets them for its
+    own mpiexec only, and says so (``running_as_root_note``)."""
+    if launch.engines is Launcher.MPI and hasattr(os, "geteuid") and os.geteuid() == 0:
+        return {k: v for k, v in MPI_AS_ROOT.items() if k not in os.environ}
+    return {}
+
+
+def running_as_root_note(launch: EngineLaunch) -> str | None:
+    if engine_environment(launch):
+        return ("running as root: the engines' mpiexec gets OMPI_ALLOW_RUN_AS_ROOT=1 and "
+                "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1, which Open MPI needs to start as root")
+    return None
+
+
+def wait_for_engines(cluster: ipp.Cluster | None, client: ipp.Client, n: int, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Wait until ``n`` engines have registered. A launcher whose process ends first (mpiexec
+    refusing to run, srun without an allocation, ssh failing) is reported at once, with its
+    exit code and the last lines of its output, instead of after the whole timeout."""
+    deadline = time.monotonic() + timeout_s
+    while len(client.ids) < n:
+        for launcher in (cluster.engines.values() if cluster is not None else ()):
+            failed = _launcher_failure(launcher)
+            if failed:
+                raise RuntimeError(failed)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n} engines not ready in {timeout_s:.0f} seconds; {len(client.ids)} registered")
+        time.sleep(0.2)
+
+
+def _launcher_failure(launcher) -> str | None:
+    """Why an engine launcher's process ended, if it did: its exit code and output tail."""
+    if getattr(launcher, "state", None) != "after":
+        return None
+    data = launcher.stop_data or {}
+    code = data.get("exit_code") if isinstance(data, dict) else None
+    try:
+        output = launcher.get_output() or ""
+    except Exception:  # noqa: BLE001 - the output is a courtesy; the exit code is the news
+        output = ""
+    tail = "\n".join(line for line in output.strip().splitlines()[-12:])
+    name = type(launcher).__name__.replace("EngineSetLauncher", "").lower() or "the launcher"
+    return (f"the engines' {name} launcher exited with code {code} before they started"
+            + (f"; its last output:\n{tail}" if tail else " and printed nothing"))
 
 
 def attach(launch: EngineLaunch) -> ipp.Client:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from parakit.engine.compression.casts import make_cast
-from parakit.engine.compression.counting import Hook, HookSetup, StepBytes, WireCounter
+from parakit.engine.compression.counting import GradientBytes, Hook, HookSetup, StepBytes, WireCounter
 from parakit.engine.compression.powersgd import POWERSGD_START_ITER, make_powersgd
 from parakit.engine.compression.sparse import make_randomk, make_topk
 from parakit.levers import Compression, CompressionKind
@@ -52,8 +52,9 @@ def register(
 ) -> WireCounter:
     """Register the communication hook for ``compression`` on a DDP model.
 
-    Every kind, ``none`` included, goes through a counting hook, so all runs report bytes the
-    same way. Call once, before the first backward; DDP takes one hook per model.
+    Every compressing kind goes through a hook that counts what it hands over; ``none`` keeps
+    DDP's own all-reduce and counts the gradients' bytes per step (see below). Call once,
+    before the first backward; DDP takes one hook per model.
 
     Args:
         ddp_model: the DistributedDataParallel-wrapped model.
@@ -68,6 +69,12 @@ def register(
         The counter the hook adds to; read it with ``take_step()`` once per optimizer step.
     """
     compression = Compression.parse(compression)
+    if compression.kind is CompressionKind.NONE:
+        # DDP's own all-reduce, in C++, as a plain torchrun script has it: a Python hook per
+        # bucket cost a small model 7% of its step on 2 CPU cores (0.17 of 2.4 ms). Plain
+        # all-reduce hands every bucket over once per synchronising backward (once per
+        # optimizer step, accumulation included), so the step's bytes are the gradients'.
+        return GradientBytes(sum(p.numel() * p.element_size() for p in ddp_model.parameters() if p.requires_grad))
     counter = WireCounter()
     setup = HookSetup(
         group=process_group if process_group is not None else dist.group.WORLD,

@@ -91,6 +91,21 @@ class WireCounter:
         return step
 
 
+class GradientBytes:
+    """The counter of plain all-reduce, which runs without a hook (DDP's own): every optimizer
+    step hands each gradient bucket over once, so a step's bytes are the gradients' bytes.
+    The same interface as WireCounter."""
+
+    def __init__(self, gradient_bytes: int) -> None:
+        self.gradient_bytes = gradient_bytes
+        self.total_comm_bytes = self.total_uncompressed_bytes = 0
+
+    def take_step(self) -> StepBytes:
+        self.total_comm_bytes += self.gradient_bytes
+        self.total_uncompressed_bytes += self.gradient_bytes
+        return StepBytes(self.gradient_bytes, self.gradient_bytes)
+
+
 def all_reduce(tensor: torch.Tensor, group: dist.ProcessGroup, counter: WireCounter) -> torch.futures.Future:
     """Sum ``tensor`` in place over ``group`` asynchronously, counting it as sent.
 
