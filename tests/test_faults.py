@@ -19,6 +19,7 @@ from parakit.cluster.hangs import training_frames, where
 from parakit.store import read_runs
 
 QUICK = dict(model="mlp", strategy="ddp", workers=2, batch_size=8)
+KILL_LOOPS = int(os.environ.get("PARAKIT_KILL_LOOPS", "20"))
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,37 @@ def test_a_killed_engine_ends_the_run_saves_the_steps_and_is_replaced(session):
     assert victim not in session._engines.pids()
     after = session.run(steps=3, **QUICK)  # no kernel restart
     assert after.ok, after.error
+
+
+@pytest.mark.slow
+def test_an_engine_killed_at_any_moment_never_makes_run_raise(session):
+    """20 kills in a loop, as a panel's thread meets them: half with a hang watch of 3 s, which
+    then fires before ipyparallel reports the death (the kill falls inside its window), half
+    with 60 s, where the death is reported first. Every run returns a failed RunResult with the
+    steps made so far, saved; the engines are replaced and the next run works."""
+    before, raised, outcomes = session.hang_timeout_s, [], []
+    try:
+        for i in range(KILL_LOOPS):
+            session.hang_timeout_s = 3.0 if i % 2 else 60.0
+            victim = session._engines.pids()[(i // 2) % 2]
+            thread, out, progress = run_in_thread(session, steps=10**6, **QUICK)
+            wait_until(lambda: progress and progress[-1]["step"] >= 2 + i % 3, out)
+            time.sleep(0.05 * (i % 4))
+            os.kill(victim, signal.SIGKILL)
+            thread.join(90)
+            if "raised" in out:
+                raised.append(f"{i}: {out['raised']!r}")
+                continue
+            r = out["result"]
+            outcomes.append((r.status, len(r.steps), r.error.splitlines()[0]))
+            assert r.status == "failed", r.error
+            assert r.run_id in {x.run_id for x in read_runs(session.runs_dir)}
+            assert victim not in session._engines.pids()
+    finally:
+        session.hang_timeout_s = before
+    assert raised == [], raised
+    assert len(outcomes) == KILL_LOOPS and sum(1 for _, steps, _ in outcomes if steps) >= KILL_LOOPS - 2, outcomes
+    assert session.run(steps=3, **QUICK).ok
 
 
 def test_without_auto_restart_runs_wait_for_restart(session):

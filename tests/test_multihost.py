@@ -7,6 +7,8 @@ import os
 import shutil
 import sys
 import tempfile
+import time
+import warnings
 
 import pytest
 
@@ -157,15 +159,32 @@ def test_a_slow_link_sets_the_bandwidth_and_the_communication_time(tmp_path, ses
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec (apt-get install openmpi-bin)")
 def test_engines_through_mpiexec_train_like_local_ones(tmp_path, monkeypatch, local_losses):
     pytest.importorskip("mpi4py", reason="ipyparallel's MPI engines need mpi4py")
-    if os.geteuid() == 0:  # Open MPI refuses root unless told; CI runs as root in a container
-        monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    with parakit.Session(workers=2, engines="mpi", runs_dir=tmp_path, progress=False) as s:
-        assert [row["local_rank"] for row in s.status()] == [0, 1]
-        r = s.run(**RUN)
+    for name in ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"):
+        monkeypatch.delenv(name, raising=False)  # as root (CI's container), parakit sets them itself
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with parakit.Session(workers=2, engines="mpi", runs_dir=tmp_path, progress=False) as s:
+            assert [row["local_rank"] for row in s.status()] == [0, 1]
+            r = s.run(**RUN)
+    as_root = [w for w in said if "running as root: the engines' mpiexec gets" in str(w.message)]
+    assert len(as_root) == (1 if os.geteuid() == 0 else 0)
     assert r.ok, r.error
     assert r.network["engines"] == "mpi"
     assert [st.loss for st in r.steps] == pytest.approx(local_losses, rel=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec (apt-get install openmpi-bin)")
+def test_a_failing_mpiexec_is_explained_within_15_s(tmp_path):
+    """mpiexec that exits at once (here: an option it does not know, from the profile) is
+    reported with its exit code and its own words, not after the 120 s engine timeout."""
+    profile = tmp_path / "profile_broken"
+    profile.mkdir()
+    (profile / "ipcluster_config.py").write_text('c.MPILauncher.mpi_args = ["--no-such-mpiexec-option"]\n')
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="launcher exited with code [1-9][0-9]* before they started") as e:
+        parakit.Session(workers=2, engines="mpi", profile=str(profile), runs_dir=tmp_path, progress=False)
+    assert time.monotonic() - started < 15
+    assert "no-such-mpiexec-option" in str(e.value)  # mpiexec's own message, quoted
 
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec (apt-get install openmpi-bin)")

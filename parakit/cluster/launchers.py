@@ -10,6 +10,7 @@ import time
 from urllib.parse import urlparse
 
 import ipyparallel as ipp
+import psutil
 from traitlets.config import Config
 
 from parakit.engine import network
@@ -89,17 +90,30 @@ def wait_for_engines(cluster: ipp.Cluster | None, client: ipp.Client, n: int, ti
 
 
 def _launcher_failure(launcher) -> str | None:
-    """Why an engine launcher's process ended, if it did: its exit code and output tail."""
-    if getattr(launcher, "state", None) != "after":
+    """Why an engine launcher's process ended, if it did: its exit code and output tail. The
+    process is asked directly: ipyparallel notices an exit only on its event loop, which does
+    not run between its synchronous calls."""
+    code, ended = None, getattr(launcher, "state", None) == "after"
+    if ended:
+        data = launcher.stop_data or {}
+        code = data.get("exit_code") if isinstance(data, dict) else None
+    process = getattr(launcher, "process", None)  # a psutil.Process: mpiexec, srun, ssh
+    if not ended and process is not None:
+        try:
+            ended = not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+            code = process.wait(0) if ended else None
+        except psutil.NoSuchProcess:
+            ended = True
+        except psutil.TimeoutExpired:
+            ended = False
+    if not ended:
         return None
-    data = launcher.stop_data or {}
-    code = data.get("exit_code") if isinstance(data, dict) else None
     try:
         output = launcher.get_output() or ""
     except Exception:  # noqa: BLE001 - the output is a courtesy; the exit code is the news
         output = ""
-    tail = "\n".join(line for line in output.strip().splitlines()[-12:])
-    name = type(launcher).__name__.replace("EngineSetLauncher", "").lower() or "the launcher"
+    tail = "\n".join(output.strip().splitlines()[-12:])
+    name = type(launcher).__name__.replace("EngineSetLauncher", "").lower() or "engine"
     return (f"the engines' {name} launcher exited with code {code} before they started"
             + (f"; its last output:\n{tail}" if tail else " and printed nothing"))
 
