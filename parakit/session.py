@@ -227,7 +227,9 @@ class Session:
             model: "mlp", "cnn", "gpt" or a zero-argument callable returning an nn.Module.
             **settings: any RunConfig field: strategy, workers, precision, compression,
                 error_feedback, sync, schedule, microbatches, split, tp_plan, hybrid, mesh, steps,
-                batch_size, data, loss, model_options, lr, seed, warmup_steps.
+                batch_size, data, loss, model_options, lr, seed, warmup_steps, profile_every,
+                stop_on_divergence, trace (Chrome traces of the recorded steps, in
+                ``RunResult.traces``), compile, live.
             on_progress: called (in the calling thread, a few times a second) with rank 0's
                 progress, a dict with step, steps and loss (None where reading it would sync a
                 GPU), instead of the printed progress line.
@@ -481,6 +483,8 @@ class Session:
         return result
 
     def _restart_engines(self) -> None:
+        if self._engines.replace_all():  # a local cluster: new engines, same controller
+            return
         n = self._engines.size
         self._engines.close(kill=True)  # they are being replaced: no need to wait for them
         self._engines = self._new_engines()

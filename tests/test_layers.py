@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "parakit"
 LAYERS = {
     "config": 0, "choices": 0, "levers": 0, "layouts": 0, "records": 1, "measures": 1, "store": 1, "scaling": 1, "engine": 2, "cluster": 3, "progress": 4,
     "session": 4, "bench": 4, "plots": 5, "plot_base": 5, "measure_plots": 5, "report": 6, "cli": 6, "demo": 6, "magics": 6, "panel": 6,
+    "terminal": 6,
     "__init__": 7, "__main__": 7, "data": 0, "hosts": 0,
     # the advisor: pure cost model low, orchestration beside session, figures, front end
     "advisor_hardware": 0, "advisor_inputs": 0, "advisor_comm": 1, "advisor_memory": 1, "advisor_costs": 1,

@@ -74,12 +74,14 @@ def running_as_root_note(launch: EngineLaunch) -> str | None:
     return None
 
 
-def wait_for_engines(cluster: ipp.Cluster | None, client: ipp.Client, n: int, timeout_s: float = START_TIMEOUT_S) -> None:
-    """Wait until ``n`` engines have registered. A launcher whose process ends first (mpiexec
+def wait_for_engines(cluster: ipp.Cluster | None, client: ipp.Client, n: int, timeout_s: float = START_TIMEOUT_S,
+                     retired: set[int] = frozenset()) -> None:
+    """Wait until ``n`` engines have registered (not counting ``retired`` ones: replaced, and
+    the controller may not have noticed yet). A launcher whose process ends first (mpiexec
     refusing to run, srun without an allocation, ssh failing) is reported at once, with its
     exit code and the last lines of its output, instead of after the whole timeout."""
     deadline = time.monotonic() + timeout_s
-    while len(client.ids) < n:
+    while len(set(client.ids) - retired) < n:
         for launcher in (cluster.engines.values() if cluster is not None else ()):
             failed = _launcher_failure(launcher)
             if failed:
