@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
+from torch.autograd import profiler as _autograd_profiler  # here: profiler.step asks it every step
 
 STEP_EVENT = "parakit.step"
 WINDOW_STEPS = 3  # the default: one window of this many consecutive steps, right after warm-up
@@ -176,9 +177,7 @@ class StepProfiler:
 
 
 def _profiler_on() -> bool:
-    from torch.autograd import profiler
-
-    return profiler._is_profiler_enabled  # torch's own flag, set while any profiler records
+    return _autograd_profiler._is_profiler_enabled  # torch's own flag, set while any profiler records
 
 
 def _chrome_trace(prof) -> str:
