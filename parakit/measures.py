@@ -40,6 +40,7 @@ def measure(result: RunResult, config: RunConfig, rank_results: list[dict[str, A
     if wall_s is None:
         unmeasured["wall_samples_per_s"] = "no step after the warm-up was timed by the wall clock"
     summary["instrument_overhead"] = instrument_overhead(result.steps, returned, wall_s)
+    summary["profiler_overhead"] = summary["instrument_overhead"]["recorded_step_slowdown"]
     summary["diverged_at_step"] = diverged_at_step(result.steps)
     if summary["diverged_at_step"] is not None:
         result.warnings.append(divergence_warning(summary["diverged_at_step"], result.steps, config))
@@ -79,32 +80,34 @@ def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, An
     measured = [s for s in steps if not s.warmup]
     recorded = {s.step for s in measured if s.rank_compute_time_s is not None}
     after = {s + k for s in recorded for k in (1, 2, 3) if s + 1 not in recorded} - recorded
+    others = [s.step_time_s for s in measured if s.step not in recorded]
     plain = [s.step_time_s for s in measured if s.step not in recorded and s.step not in after]
     near = [s.step_time_s for s in measured if s.step in after]
     inside = [s.step_time_s for s in measured if s.step in recorded]
 
-    def slowdown(times: list[float], least: int) -> float | None:
-        ok = len(times) >= least and len(plain) >= 3
-        return statistics.median(times) / statistics.median(plain) - 1 if ok else None
+    def slowdown(times: list[float], least: int, against: list[float]) -> float | None:
+        ok = len(times) >= least and len(against) >= 3
+        return statistics.median(times) / statistics.median(against) - 1 if ok else None
 
     costs = [sum(r["instrument_s"].values()) for r in rank_results if r.get("instrument_s")]
     collections = [r["gc_collections"] for r in rank_results if r.get("gc_collections")]
     between = max(costs) if costs else None
-    extra = sum(t - statistics.median(plain) for t in inside) if inside and len(plain) >= 3 else 0.0
+    extra = sum(t - statistics.median(others) for t in inside) if inside and len(others) >= 3 else 0.0
     return {
         "recorded_steps": len(recorded),
-        "recorded_step_slowdown": slowdown(inside, 1),
-        "after_recorded_slowdown": slowdown(near, 3),
+        "recorded_step_slowdown": slowdown(inside, 1, others),
+        "after_recorded_slowdown": slowdown(near, 3, plain),
         "between_steps_s": between,
         "wall_share": (between + max(extra, 0.0)) / wall_s if between is not None and wall_s else None,
         # Counted, not timed: when the profiler was on, and what else ran between the steps.
         "profiler_on_steps": sorted({s for r in rank_results for s in r.get("profiler_on_steps") or []}),
         "progress_messages": max((r.get("progress_messages") or 0 for r in rank_results), default=0),
         "gc_collections": [max(c) for c in zip(*collections)] if collections else None,
-        "method": ("slowdowns: median step time against the median of the steps neither recorded "
-                   "nor among the 3 after a profiler window; between_steps_s: perf_counter around "
+        "method": ("recorded_step_slowdown: median recorded step against the median of the others; "
+                   "after_recorded_slowdown: the 3 steps after each mid-run window against the steps "
+                   "neither recorded nor after one; between_steps_s: perf_counter around "
                    "the profiler's start, stop and reading and the progress messages, largest rank; "
-                   "wall_share: between_steps_s plus the recorded steps' time above that median, "
+                   "wall_share: between_steps_s plus the recorded steps' time above the others' median, "
                    "over the measured steps' wall clock"),
     }
 
@@ -213,12 +216,12 @@ def breakdown_summary(measured: list[StepRecord]) -> dict[str, Any]:
 
     ``breakdown_check`` is compute + exposed communication + idle over the step time the
     timer measured (a separate clock): near 1 when the breakdown accounts for the step.
-    ``profiler_overhead`` is how much slower recorded steps were than the others (median over
-    median, minus 1): the price of looking, which the breakdown's own step carries.
+    (``profiler_overhead``, how much slower recorded steps were, is ``instrument_overhead``'s
+    ``recorded_step_slowdown``: see there.)
     """
     recorded = [s for s in measured if s.rank_compute_time_s is not None]
     if not recorded:
-        return {k: None for k in (*BREAKDOWN, "breakdown_steps", "breakdown_check", "profiler_overhead")}
+        return {k: None for k in (*BREAKDOWN, "breakdown_steps", "breakdown_check")}
     out: dict[str, Any] = {
         k: statistics.median(statistics.mean(getattr(s, f"rank_{k}")) for s in recorded) for k in BREAKDOWN
     }
@@ -229,12 +232,8 @@ def breakdown_summary(measured: list[StepRecord]) -> dict[str, Any]:
                               s.rank_step_time_s)
         if t > 0
     ]
-    others = [s.step_time_s for s in measured if s.rank_compute_time_s is None]
     out["breakdown_steps"] = len(recorded)
     out["breakdown_check"] = statistics.median(accounted) if accounted else None
-    out["profiler_overhead"] = (
-        statistics.median(s.step_time_s for s in recorded) / statistics.median(others) - 1 if others else None
-    )
     return out
 
 

@@ -25,7 +25,7 @@ from parakit.levers import Compression, CompressionKind, Precision
 from parakit.measure_plots import BREAKDOWN_PARTS, breakdown, power
 from parakit.plot_base import TEMPLATE
 from parakit.plots import loss, speedup
-from parakit.records import OK, STOPPED, RunResult, headline
+from parakit.records import OK, STOPPED, RunResult, headline, run_label
 from parakit.session import Session
 
 DRAW_EVERY_S = 0.25  # each redraw is a message to the browser: 4 a second reads as live
@@ -207,8 +207,8 @@ class Panel:
         with self.progress.hold_sync():
             self.progress.value, self.progress.max = 0, settings["steps"]
             self.progress.bar_style, self.progress.description = "", f"0/{settings['steps']}"
-        self.status.value = f"starting {html.escape(_label(settings))} ..."
-        self._draw_runs(live=_label(settings))
+        self.status.value = f"starting {html.escape(run_label(settings))} ..."
+        self._draw_runs(live=run_label(settings))
         self._thread = threading.Thread(target=self._run_in_background, args=(settings,),
                                         name="parakit-panel-run", daemon=True)
         self._thread.start()
@@ -315,11 +315,11 @@ class Panel:
         by_id = {r.run_id: r for r in self.results}
         for trace in figure.data:
             run = by_id[trace.customdata[0][0]]
-            trace.name = f"{_label(run.config, run.world_size)} · {run.run_id[-6:]}"
+            trace.name = f"{run_label(run.config, run.world_size)} · {run.run_id[-6:]}"
         for run_id, (xs, ys) in self._partial.items():
             run = by_id[run_id]
             figure.add_scatter(x=xs, y=ys, mode="lines", line={"dash": "dot"},
-                               name=f"{_label(run.config, run.world_size)} · {run_id[-6:]} ({run.status})")
+                               name=f"{run_label(run.config, run.world_size)} · {run_id[-6:]} ({run.status})")
         figure.add_scatter(x=[], y=[], mode="lines+markers", name=f"running: {live}" if live else "running",
                            line={"color": "black"}, showlegend=live is not None)
         _replace(self.loss_figure, figure)
@@ -368,14 +368,6 @@ def _replace(widget: go.FigureWidget, figure: go.Figure) -> None:
         widget.data = []
         widget.add_traces(list(figure.data))
         widget.layout = figure.layout
-
-
-def _label(settings: dict[str, Any], workers: int | None = None) -> str:
-    """'ddp x2 mlp', plus precision and compression where they are not the plain ones."""
-    workers = workers if workers is not None else settings.get("workers")
-    text = f"{settings.get('strategy')} x{workers} {settings.get('model')}"
-    levers = [settings.get("precision"), settings.get("compression")]
-    return " ".join([text] + [v for v in levers if v not in (None, "fp32", "none")])
 
 
 def _outcome(result: RunResult) -> str:

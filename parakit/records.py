@@ -137,14 +137,20 @@ class RunResult:
         )
 
 
+def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
+    """'ddp x2 mlp', plus precision and compression where they are not the plain ones."""
+    workers = workers if workers is not None else settings.get("workers")
+    text = f"{settings.get('strategy')} x{workers} {settings.get('model')}"
+    levers = [settings.get("precision"), settings.get("compression")]
+    return " ".join([text] + [v for v in levers if v not in (None, "fp32", "none")])
+
+
 def headline(result: RunResult) -> str:
     """A run in one line, as every front end prints it: throughput (median step and wall
     clock), step time and loss, a divergence where there was one; or the status and the first
     line of the error."""
-    c, s = result.config, result.summary
-    levers = [c.get("precision"), c.get("compression")]
-    label = " ".join([f"{c.get('strategy')} x{result.world_size} {c.get('model')}"]
-                     + [v for v in levers if v not in (None, "fp32", "none")])
+    s = result.summary
+    label = run_label(result.config, result.world_size)
     if not result.ok or not s:
         first = result.error.splitlines()[0] if result.error else ""
         return f"{label} {result.status}: {first}"

@@ -21,9 +21,9 @@ small model's wall time on 2 CPU cores: ~50 ms per recorded step outside the tim
 millions of Python objects that reading made slowed the following steps too, as the cyclic GC
 worked through them, and a peer that finished reading first waited in the next step's
 collective. So by default one short window is recorded, the last few steps of the run, with
-one profiler session, and its raw events are read after the measured steps' clock stops. ``profile_every=N`` still records every Nth step for those who
-want the breakdown spread over the run, and pay for it. Each run reports what its instruments
-cost (``instrument_overhead``).
+one profiler session, and its raw events are read after the measured steps' clock stops.
+``profile_every=N`` still records every Nth step for those who want the breakdown spread over
+the run, and pay for it. Each run reports what its instruments cost (``instrument_overhead``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import torch
 from torch.autograd import profiler as _autograd_profiler  # here: profiler.step asks it every step
 
 STEP_EVENT = "parakit.step"
-WINDOW_STEPS = 3  # the default: one window of this many consecutive steps, right after warm-up
+WINDOW_STEPS = 3  # the default: one window of this many consecutive steps, the run's last
 _COMM_MARKERS = ("gloo:", "nccl", "c10d::", "record_param_comms")
 _CPU_COMPUTE = ("aten::", "autograd::engine::evaluate_function", "Optimizer.")
 
