@@ -28,16 +28,16 @@ from collections import defaultdict
 from datetime import datetime, timezone
 
 import parakit
-from parakit.advisor import advise
-from parakit.advisor_calibrate import (
+from parakit.advisor.advice import advise
+from parakit.advisor.calibrate import (
     STATISTICS,
     derive,
     engines_hardware,
     measured_again,
 )
-from parakit.advisor_costs import estimate
-from parakit.config import RunConfig
-from parakit.store import read_runs
+from parakit.advisor.costs import estimate
+from parakit.config.run import RunConfig
+from parakit.records.store import read_runs
 
 SETTINGS = {
     # gpt with 4 blocks, so a 2-rank pipeline runs every schedule (interleaved needs 4 stages)

@@ -11,12 +11,12 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "Panel": "parakit.panel",
-    "RunConfig": "parakit.config",
-    "RunResult": "parakit.records",
-    "advise": "parakit.advisor",
-    "Session": "parakit.session",
-    "load_runs": "parakit.store",
+    "Panel": "parakit.frontends.panel",
+    "RunConfig": "parakit.config.run",
+    "RunResult": "parakit.records.result",
+    "advise": "parakit.advisor.advice",
+    "Session": "parakit.session.session",
+    "load_runs": "parakit.records.store",
 }
 __all__ = list(_PUBLIC)
 
@@ -33,13 +33,13 @@ def __dir__():
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext parakit``: registers the ``%parakit`` line and cell magics."""
-    from parakit.magics import load_ipython_extension as load
+    from parakit.frontends.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
     """``%unload_ext parakit``: stops the engines, closes the panels, removes the magics."""
-    from parakit.magics import unload_ipython_extension as unload
+    from parakit.frontends.magics import unload_ipython_extension as unload
 
     unload(ipython)

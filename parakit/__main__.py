@@ -2,6 +2,6 @@
 
 import sys
 
-from parakit.cli import main
+from parakit.frontends.cli import main
 
 sys.exit(main())

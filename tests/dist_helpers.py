@@ -179,7 +179,7 @@ def sparse_residual(rank: int, world_size: int, *, kind: str, error_feedback: bo
 
     from parakit.engine.compression import HOOKS
     from parakit.engine.compression.counting import HookSetup, WireCounter
-    from parakit.levers import Compression
+    from parakit.config.levers import Compression
 
     module = tiny_model(64)
     x, y = batch(module, rank, 0)

@@ -7,15 +7,15 @@ import math
 
 import pytest
 
-from parakit.advisor import advise, check_request
-from parakit.advisor_calibrate import engines_hardware
-from parakit.advisor_candidates import candidates, label, projection, rank
-from parakit.advisor_comm import collective_time, gradient_wire, overlapped_exposure
-from parakit.advisor_costs import Estimate, estimate
-from parakit.advisor_hardware import PRESETS, Hardware, Link, hardware_from
-from parakit.advisor_inputs import Calibration, ModelShape, Part
-from parakit.config import RunConfig
-from parakit.levers import Compression
+from parakit.advisor.advice import advise, check_request
+from parakit.advisor.calibrate import engines_hardware
+from parakit.advisor.candidates import candidates, label, projection, rank
+from parakit.advisor.comm import collective_time, gradient_wire, overlapped_exposure
+from parakit.advisor.costs import Estimate, estimate
+from parakit.advisor.hardware import PRESETS, Hardware, Link, hardware_from
+from parakit.advisor.inputs import Calibration, ModelShape, Part
+from parakit.config.run import RunConfig
+from parakit.config.levers import Compression
 
 GIB = 2**30
 
@@ -177,7 +177,7 @@ def test_a_calibration_of_another_model_is_refused():
     (["--engines", "mpi", "--link", "1gbit"], "link= simulates a network between local engines"),
 ])
 def test_cli_refuses_bad_input_in_one_line(capsys, argv, says):
-    from parakit.cli import main
+    from parakit.frontends.cli import main
 
     assert main(["advise", *argv]) == 2
     err = capsys.readouterr().err.strip()
@@ -211,9 +211,9 @@ def test_calibrate_verify_and_project_on_two_cpu_engines(session, advice):
     assert curve["points"][0]["workers"] == 1 and math.isclose(curve["points"][0]["speedup"], 1.0)
     assert any(p["workers"] == 2 for p in curve["measured"])
 
-    from parakit.advisor_cli import advice_table
-    from parakit.advisor_plots import projection as projection_figure
-    from parakit.advisor_plots import verification
+    from parakit.frontends.text import advice_table
+    from parakit.plots.advisor import projection as projection_figure
+    from parakit.plots.advisor import verification
 
     assert "first choice: " in advice_table(advice)
     assert len(projection_figure(advice).data) >= 4 and verification(advice).data
@@ -248,7 +248,7 @@ def test_cli_predicts_from_a_saved_calibration_without_engines(session, advice, 
 
     saved = session.runs_dir / "advice" / f"{advice.advice_id}.json"
     out = subprocess.run(
-        [sys.executable, "-m", "parakit.cli", "advise", "--model", "mlp", "--model-option", "width=64",
+        [sys.executable, "-m", "parakit.frontends.cli", "advise", "--model", "mlp", "--model-option", "width=64",
          "--model-option", "depth=3", "--batch-size", "16", "--workers", "64", "--hardware", "h100-ib",
          "--calibration", str(saved), "--runs-dir", str(tmp_path), "--json", "--plot", str(tmp_path / "a.html")],
         check=False, capture_output=True, text=True, timeout=300,

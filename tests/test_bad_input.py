@@ -17,10 +17,10 @@ from IPython.core.interactiveshell import InteractiveShell
 from torch import nn
 
 import parakit
-from parakit import cli, magics
+from parakit.frontends import cli, magics
 from parakit.cluster import placement
 from parakit.cluster.engines import EngineSet
-from parakit.panel import Panel
+from parakit.frontends.panel import Panel
 
 NO_GPU = not placement.host_facts().gpus
 cpu_only = pytest.mark.skipif(not NO_GPU, reason="a machine without a GPU refuses device='cuda'")

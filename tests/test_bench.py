@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from parakit.bench import CPU_MAX_BYTES, bench_settings, parse_size
-from parakit.cli import bench_table
+from parakit.session.bench import CPU_MAX_BYTES, bench_settings, parse_size
+from parakit.frontends.text import bench_table
 from parakit.engine.commbench import bus_factor
-from parakit.measure_plots import comm_bandwidth
-from parakit.store import read_comm_benches
+from parakit.plots.measures import comm_bandwidth
+from parakit.records.store import read_comm_benches
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -164,7 +164,7 @@ def test_a_diverged_run_says_so_and_every_rank_stops_at_the_same_step(session, s
     assert at is not None and at < 10
     assert any(f"diverged at step {at}" in w for w in r.warnings)
     assert len(r.steps) < 40  # stopped soon after (checks every 8 steps, a margin of 2)
-    from parakit.records import headline
+    from parakit.records.result import headline
 
     assert f"DIVERGED at step {at}" in headline(r)
 
@@ -178,7 +178,7 @@ def test_without_stop_on_divergence_the_run_goes_on_and_still_says_so(session):
 def test_traces_open_as_chrome_traces_with_the_distributed_metadata(session):
     import json
 
-    from parakit.cli import how_to_open_traces
+    from parakit.frontends.text import how_to_open_traces
 
     r = session.run(steps=8, trace=True, **SMALL)
     assert r.ok, r.error

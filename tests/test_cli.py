@@ -12,7 +12,7 @@ import pytest
 
 def parakit(*args, cwd=None, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "parakit.cli", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "parakit.frontends.cli", *args], capture_output=True, text=True,
         cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"},
     )
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from parakit import cli
-from parakit.config import RunConfig
+from parakit.frontends import cli, options
+from parakit.config.run import RunConfig
 
 TINY_GPT = {"model": "gpt", "model_options": {"width": 16, "depth": 2, "heads": 2, "seq_len": 8},
             "strategy": "ddp", "workers": 2, "steps": 3, "warmup_steps": 1, "batch_size": 4, "profile_every": 0}
@@ -64,8 +64,8 @@ def test_switches_must_be_real_bools(name):
 
 def test_the_command_line_takes_compile(capsys, tmp_path):
     args = cli.build_parser().parse_args(["run", "--compile"])
-    assert cli.run_settings(args)["compile"] is True
-    assert cli.run_settings(cli.build_parser().parse_args(["run"]))["compile"] is False
+    assert options.run_settings(args)["compile"] is True
+    assert options.run_settings(cli.build_parser().parse_args(["run"]))["compile"] is False
     code = cli.main(["run", "--compile", "--strategy", "pipeline", "--model", "gpt", "--workers", "2",
                      "--runs-dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err.strip().splitlines()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from parakit.config import RunConfig, Strategy
+from parakit.config.run import RunConfig, Strategy
 
 
 def model_fn():

@@ -16,7 +16,7 @@ from torch import nn
 
 import parakit
 from parakit.cluster.hangs import training_frames, where
-from parakit.store import read_runs
+from parakit.records.store import read_runs
 
 QUICK = dict(model="mlp", strategy="ddp", workers=2, batch_size=8)
 KILL_LOOPS = int(os.environ.get("PARAKIT_KILL_LOOPS", "20"))

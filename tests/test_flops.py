@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 from parakit.engine import flops
 from parakit.engine.workloads import build_model, data
 
@@ -140,7 +140,7 @@ def test_peak_table(name, precision, tflops):
 
 
 def test_peak_takes_the_precision_enum():
-    from parakit.config import Precision
+    from parakit.config.run import Precision
 
     assert flops.peak_flops("NVIDIA H100 80GB HBM3", Precision.TF32)[0] == pytest.approx(494.7e12)
 

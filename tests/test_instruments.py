@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 from parakit.engine import train as train_module
 from parakit.engine.power import PowerMeasurement
-from parakit.measures import measure
-from parakit.records import RankInfo, RunResult
+from parakit.records.summary import measure
+from parakit.records.result import RankInfo, RunResult
 
 EVENTS: list[tuple[str, int | None]] = []
 

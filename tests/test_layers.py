@@ -1,5 +1,5 @@
-"""The one-way layers of STYLE.md: imports only go down, and engine code never needs the
-notebook's packages."""
+"""The one-way layers of STYLE.md: imports only go down, never in a circle (imports made
+inside functions count too), and engine code never needs the notebook's packages."""
 
 import ast
 import subprocess
@@ -8,43 +8,94 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "parakit"
 
-# Lower number = lower layer. A module may import its own layer or lower ones.
+# One package per layer; lower number = lower layer. A module may import its own layer or
+# lower ones. parakit/__init__.py and __main__.py sit on top.
 LAYERS = {
-    "config": 0, "choices": 0, "levers": 0, "layouts": 0, "records": 1, "measures": 1, "store": 1, "scaling": 1, "engine": 2, "cluster": 3, "progress": 4,
-    "session": 4, "bench": 4, "plots": 5, "plot_base": 5, "measure_plots": 5, "report": 6, "cli": 6, "demo": 6, "magics": 6, "panel": 6,
-    "terminal": 6,
-    "__init__": 7, "__main__": 7, "data": 0, "hosts": 0,
-    # the advisor: pure cost model low, orchestration beside session, figures, front end
-    "advisor_hardware": 0, "advisor_inputs": 0, "advisor_comm": 1, "advisor_memory": 1, "advisor_costs": 1,
-    "advisor_candidates": 1, "advisor_record": 1, "advisor_shape": 4, "advisor_calibrate": 4, "advisor": 4,
-    "advisor_plots": 5, "advisor_cli": 6,
+    "data": 0, "config": 0, "records": 1, "engine": 2, "cluster": 3, "session": 4,
+    "advisor": 5, "plots": 6, "frontends": 7, "__init__": 8, "__main__": 8,
 }
 
 
-def layer_of(module: str) -> int:
-    return LAYERS[module.split(".")[1] if "." in module else "__init__"]
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its own name)."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("parakit",) + path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 2:
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
 
 
-def parakit_imports(path: Path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
+def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
+    """The parakit modules a file imports, at the top or inside a function: ``from parakit.x
+    import y`` counts as importing ``parakit.x.y`` where that is a module, else ``parakit.x``."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("parakit"):
-            yield node.module
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                out.add(child if child in known else node.module)
         elif isinstance(node, ast.Import):
-            yield from (a.name for a in node.names if a.name.startswith("parakit"))
+            out.update(a.name for a in node.names if a.name.startswith("parakit"))
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports_of(path, known) - {name} for name, path in known.items()}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS["__init__"] if module == "parakit" else LAYERS[parts[1]]
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import circle once, as the modules along it (depth-first search, iterative)."""
+    found, done = [], set()
+    for start in sorted(graph):
+        if start in done:
+            continue
+        path, on_path, stack = [start], {start}, [iter(sorted(graph.get(start, ())))]
+        while stack:
+            target = next(stack[-1], None)
+            if target is None:
+                done.add(path.pop())
+                on_path = set(path)
+                stack.pop()
+            elif target in on_path:
+                found.append(path[path.index(target):] + [target])
+            elif target not in done and target in graph:
+                path.append(target)
+                on_path.add(target)
+                stack.append(iter(sorted(graph[target])))
+    return found
+
+
+def test_every_package_has_a_layer():
+    assert {m.split(".")[1] for m in modules() if m != "parakit"} <= set(LAYERS)
 
 
 def test_imports_only_go_down():
-    upward = []
-    for path in PACKAGE.rglob("*.py"):
-        module = "parakit." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
-        if module.endswith(".__init__") and module != "parakit.__init__":
-            module = module[: -len(".__init__")]
-        own = layer_of(module) if module != "parakit.__init__" else LAYERS["__init__"]
-        for target in parakit_imports(path):
-            if target != "parakit" and layer_of(target) > own:
-                upward.append(f"{module} imports {target}")
+    upward = [f"{module} imports {target}"
+              for module, targets in import_graph().items()
+              for target in targets if target != "parakit" and layer_of(target) > layer_of(module)]
     assert upward == []
+
+
+def test_no_import_circles():
+    assert cycles(import_graph()) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_more_than_ten_modules_directly_under_parakit():
+    assert len([p for p in PACKAGE.glob("*.py")]) <= 10
 
 
 def test_engine_imports_without_notebook_packages():
@@ -58,3 +109,15 @@ def test_engine_imports_without_notebook_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_checking_settings_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from parakit.session.preflight import check_settings\n"
+        "check_settings(strategy='ddp', workers=2, precision='bf16')\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

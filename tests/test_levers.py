@@ -4,7 +4,7 @@ what it costs in loss, and that the run records what was set."""
 import pytest
 import torch
 
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 from parakit.engine.train import _train
 
 GPT = dict(model="gpt", strategy="ddp", workers=2, batch_size=16, seed=0)

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 from parakit.engine.train import progress
 
 

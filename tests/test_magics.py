@@ -13,10 +13,10 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from parakit import magics
-from parakit.plots import PLOTS
-from parakit.session import Session
-from parakit.store import read_runs
+from parakit.frontends import magics
+from parakit.plots.runs import PLOTS
+from parakit.session.session import Session
+from parakit.records.store import read_runs
 
 SMALL = "--model mlp --steps 3 --batch-size 8"
 

@@ -15,7 +15,7 @@ import pytest
 import parakit
 from parakit.cluster import netns
 from parakit.cluster.placement import place_on_hosts, ranks_for
-from parakit.hosts import EngineLaunch, Link
+from parakit.config.hosts import EngineLaunch, Link
 
 RUN = {"strategy": "ddp", "workers": 2, "steps": 4, "model": "mlp", "batch_size": 32, "seed": 3}
 NO_NETNS = netns.why_not()
@@ -193,7 +193,7 @@ def test_a_failing_mpiexec_is_explained_within_15_s(tmp_path):
 def test_advise_verifies_on_the_engines_it_is_told_to_start(tmp_path, monkeypatch):
     """advise(engines=...) starts its engines as Session would: the verifying run says where it ran."""
     pytest.importorskip("mpi4py", reason="ipyparallel's MPI engines need mpi4py")
-    from parakit.advisor_inputs import Calibration
+    from parakit.advisor.inputs import Calibration
 
     if os.geteuid() == 0:
         monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -210,7 +210,7 @@ def test_advise_verifies_on_the_engines_it_is_told_to_start(tmp_path, monkeypatc
                             progress=False, batch_size=32, steps=4, seed=3)
     (verified,) = advice.verified
     assert verified["status"] == "ok" and verified["measured_step_time_s"] > 0
-    from parakit.store import read_runs
+    from parakit.records.store import read_runs
 
     (run,) = [r for r in read_runs(tmp_path) if r.run_id == verified["run_id"]]
     assert run.network["engines"] == "mpi" and run.world_size == 2

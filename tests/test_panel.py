@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from parakit.layouts import Strategy
-from parakit.levers import CompressionKind, Precision
-from parakit.panel import DRAW_EVERY_S, Panel
-from parakit.store import read_runs
+from parakit.config.layouts import Strategy
+from parakit.config.levers import CompressionKind, Precision
+from parakit.frontends.panel import DRAW_EVERY_S, Panel
+from parakit.records.store import read_runs
 
 
 @pytest.fixture

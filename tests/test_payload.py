@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 from parakit.engine.payload import pack, unpack
 
 HERE = os.path.abspath(__file__)
@@ -82,7 +82,7 @@ CHECK = f"""
 import sys, traceback
 sys.path.insert(0, {ROOT!r})
 import cloudpickle
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 from parakit.engine.payload import pack, unpack
 from tests.test_payload import broken_data
 try:

@@ -59,7 +59,7 @@ def test_backend_nccl_only_when_every_rank_has_its_own_gpu():
     ({"strategy": "pipeline", "workers": 2}, 0, False),  # CPU engines: gloo sends host memory
 ])
 def test_a_pipeline_on_ranks_sharing_a_gpu_is_refused(settings, gpus, refused):
-    from parakit.config import RunConfig
+    from parakit.config.run import RunConfig
 
     config = RunConfig(model="gpt", model_options={"depth": 4}, batch_size=16, **settings)
     devices = [Gpu(i, f"GPU-{i}") for i in range(gpus)]

@@ -9,8 +9,9 @@ from pathlib import Path
 import plotly.offline
 import pytest
 
-from parakit import plots, report
-from parakit.records import FAILED, OK, STOPPED, RankInfo, RunResult, StepRecord
+from parakit.frontends import report
+from parakit.plots import runs as plots
+from parakit.records.result import FAILED, OK, STOPPED, RankInfo, RunResult, StepRecord
 
 BATCH = 64
 
@@ -206,8 +207,8 @@ def test_report_write_is_atomic(tmp_path, runs, monkeypatch):
 
 
 def test_plots_import_only_lower_layers():
-    allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records", "parakit.config",
-               "parakit.plot_base", "parakit.measure_plots"}
+    allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records.result", "parakit.config.run",
+               "parakit.plots.base", "parakit.plots.measures"}
     tree = ast.parse(Path(plots.__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from parakit.engine import precision
-from parakit.levers import Compression, Precision
+from parakit.config.levers import Compression, Precision
 
 CPU = torch.device("cpu")
 

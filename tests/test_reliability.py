@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 import parakit
-from parakit.records import CommBenchResult, RankInfo, RunResult, StepRecord
-from parakit.store import read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
+from parakit.records.result import CommBenchResult, RankInfo, RunResult, StepRecord
+from parakit.records.store import read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 LOOPBACK = "127.0.0.1"
@@ -53,8 +53,8 @@ def quietly_read(folder) -> list[RunResult]:
 # -- nothing lost: the store -------------------------------------------------------------------
 WRITER = """
 import os, sys, time
-from parakit.records import RunResult
-from parakit.store import save_run
+from parakit.records.result import RunResult
+from parakit.records.store import save_run
 who, folder, go = sys.argv[1:]
 while not os.path.exists(go):  # both writers start saving at the same moment
     time.sleep(0.001)
@@ -85,8 +85,8 @@ def test_two_processes_saving_into_one_folder_lose_nothing(tmp_path):
 def test_a_crash_between_write_and_rename_leaves_no_half_file(tmp_path):
     crash = """
 import os, sys
-from parakit import store
-from parakit.records import RunResult
+from parakit.records import store
+from parakit.records.result import RunResult
 def run(run_id):
     return RunResult(run_id=run_id, status="ok", config={}, world_size=1, backend=None, device=["cpu"],
                      started_at=run_id)

@@ -8,10 +8,10 @@ import math
 import pandas as pd
 import pytest
 
-from parakit.config import RunConfig
-from parakit.records import RunResult
-from parakit.scaling import add_scaling
-from parakit.store import runs_frame
+from parakit.config.run import RunConfig
+from parakit.records.result import RunResult
+from parakit.records.frame import add_scaling
+from parakit.records.store import runs_frame
 
 _ids = itertools.count()
 

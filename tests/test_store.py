@@ -5,8 +5,8 @@ import json
 import pytest
 
 import parakit
-from parakit.records import RankInfo, RunResult, StepRecord
-from parakit.store import read_runs, save_run
+from parakit.records.result import RankInfo, RunResult, StepRecord
+from parakit.records.store import read_runs, save_run
 
 
 def make_run(run_id="20260101-000000-aaaaaa", status="ok", loss=2.0):

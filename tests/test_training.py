@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from parakit.store import read_runs
+from parakit.records.store import read_runs
 
 STEPS = 20
 

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from parakit.cluster import launchers, netns, placement, watchdog
 from parakit.cluster.placement import Gpu, choose_backend, gpu_for_engine
 from parakit.engine import devices, network, process_group, stacks
-from parakit.hosts import EngineLaunch, Launcher
+from parakit.config.hosts import EngineLaunch, Launcher
 
 START_TIMEOUT_S = launchers.START_TIMEOUT_S
 

@@ -15,11 +15,11 @@ from ipyparallel import error as ipp_error
 
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.hangs import diagnose
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 from parakit.engine import process_group
 from parakit.engine.payload import pack
 from parakit.engine.train import train
-from parakit.records import FAILED, OK, STOPPED
+from parakit.records.result import FAILED, OK, STOPPED
 
 POLL_S = 0.2
 PEER_GRACE_S = 2.0  # after a rank fails, how long its peers get to fail by themselves

@@ -14,7 +14,7 @@ import psutil
 from traitlets.config import Config
 
 from parakit.engine import network
-from parakit.hosts import EngineLaunch, Launcher
+from parakit.config.hosts import EngineLaunch, Launcher
 
 START_TIMEOUT_S = 120
 

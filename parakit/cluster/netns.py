@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 
-from parakit.hosts import Link
+from parakit.config.hosts import Link
 
 SUBNET_PREFIX = "10.213"  # 10.213.N.0/24, N picked free at creation
 _COUNTER = itertools.count()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from parakit.config import Device, RunConfig
+from parakit.config.run import Device, RunConfig
 from parakit.engine.gpus import Gpu, filter_visible, visible_gpus  # noqa: F401 - placement's API
 
 ENGINES_PER_CORE = 4  # beyond this, CPU engines only wait for each other

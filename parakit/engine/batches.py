@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 from parakit.engine.workloads import built_in_data
 
 

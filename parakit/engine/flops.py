@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from parakit.config import RunConfig, Workload
+from parakit.config.run import RunConfig, Workload
 from parakit.engine.workloads import build_model
 
 FORMULA = "formula: 6N + 12LHQT per token"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from parakit.levers import Compression, CompressionKind, Precision
+from parakit.config.levers import Compression, CompressionKind, Precision
 
 if TYPE_CHECKING:  # torch.distributed.fsdp is slow to import; only FSDP runs need it
     from torch.distributed.fsdp import MixedPrecisionPolicy

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from parakit.config import RunConfig, Strategy
+from parakit.config.run import RunConfig, Strategy
 from parakit.engine import devices, precision, process_group
 from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.breakdown import StepProfiler, per_step
@@ -31,7 +31,7 @@ from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies import APPLY, Context
 from parakit.engine.timing import MeasuredWindow, StepTimer
 from parakit.engine.workloads import build_model
-from parakit.levers import SyncKind
+from parakit.config.levers import SyncKind
 
 PUBLISH_EVERY_S = 0.2
 HEARTBEAT_EVERY_S = 5.0  # live=False: the step count only, so the hang watch still sees the run move

@@ -26,7 +26,7 @@ from parakit.engine.compression.casts import make_cast
 from parakit.engine.compression.counting import GradientBytes, Hook, HookSetup, StepBytes, WireCounter
 from parakit.engine.compression.powersgd import POWERSGD_START_ITER, make_powersgd
 from parakit.engine.compression.sparse import make_randomk, make_topk
-from parakit.levers import Compression, CompressionKind
+from parakit.config.levers import Compression, CompressionKind
 
 __all__ = ["HOOKS", "POWERSGD_START_ITER", "StepBytes", "WireCounter", "register"]
 

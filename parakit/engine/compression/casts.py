@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from parakit.engine.compression.counting import Hook, HookSetup, WireCounter, all_reduce
-from parakit.levers import Compression, CompressionKind
+from parakit.config.levers import Compression, CompressionKind
 
 WIRE_DTYPE: dict[CompressionKind, torch.dtype | None] = {
     CompressionKind.NONE: None,  # the bucket's own dtype: fp32, or bf16 for bf16-pure

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 
 from parakit.engine.compression.counting import Hook, HookSetup, WireCounter
-from parakit.levers import Compression
+from parakit.config.levers import Compression
 
 POWERSGD_START_ITER = 2
 # torch's default: compress a matrix only if (rows + cols) * r * 2 < rows * cols.

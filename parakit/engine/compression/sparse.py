@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from parakit.engine.compression.counting import Hook, HookSetup, WireCounter, all_gather, all_reduce
-from parakit.levers import Compression
+from parakit.config.levers import Compression
 
 INT32_MAX = 2**31 - 1
 

@@ -13,7 +13,7 @@ from importlib import import_module
 
 from torch import nn
 
-from parakit.config import Strategy
+from parakit.config.run import Strategy
 from parakit.engine.strategies.base import Context, Parallel
 
 Apply = Callable[[nn.Module, Context], Parallel]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from parakit.config import RunConfig
+from parakit.config.run import RunConfig
 
 
 @dataclass

@@ -11,7 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 from parakit.engine import compression
 from parakit.engine.local_sgd import LocalSGD
 from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
-from parakit.levers import SyncKind
+from parakit.config.levers import SyncKind
 
 
 def wrap_ddp(model: nn.Module, ctx: Context, process_group=None) -> DistributedDataParallel:

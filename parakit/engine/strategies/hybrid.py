@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 
-from parakit.config import Hybrid
+from parakit.config.run import Hybrid
 from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
 from parakit.engine.strategies.fsdp import shard
 from parakit.engine.strategies.pipeline import make_pipeline

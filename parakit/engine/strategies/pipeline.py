@@ -15,9 +15,9 @@ from torch.distributed.pipelining import (
     PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B, SplitPoint, pipeline,
 )
 
-from parakit.config import Schedule
+from parakit.config.run import Schedule
 from parakit.engine.strategies.base import Context, Parallel
-from parakit.layouts import STAGES_PER_RANK
+from parakit.config.layouts import STAGES_PER_RANK
 
 SCHEDULES = {Schedule.GPIPE: ScheduleGPipe, Schedule.ONE_F_ONE_B: Schedule1F1B,
              Schedule.INTERLEAVED: ScheduleInterleaved1F1B}

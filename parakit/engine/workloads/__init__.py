@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from parakit.config import MODEL_OPTIONS, Workload
+from parakit.config.run import MODEL_OPTIONS, Workload
 from parakit.engine.workloads import data
 from parakit.engine.workloads.cnn import CNN
 from parakit.engine.workloads.gpt import GPT

@@ -1,0 +1,334 @@
+"""``parakit.advise``: predict, then measure. Rank every configuration of a model on a worker
+count and a hardware (the current engines, or a preset), from a calibration on the engines and
+the cost model of ``advisor_costs``; optionally run the top ones and compare.
+
+Every input is checked before an engine is touched (``check_request``), so the CLI and the
+magic refuse mistakes in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from parakit.advisor.calibrate import (
+    STATISTICS,
+    Plan,
+    calibrate,
+    engines_hardware,
+    model_text,
+    plan_for,
+)
+from parakit.advisor.candidates import (
+    COMPRESSIONS,
+    PRECISIONS,
+    STRATEGIES,
+    candidates,
+    label,
+    projection,
+    rank,
+)
+from parakit.advisor.costs import estimate, ratio_error
+from parakit.advisor.hardware import Hardware, hardware_from
+from parakit.advisor.inputs import Calibration
+from parakit.advisor.record import Advice, save_advice
+from parakit.advisor.shape import model_shape
+from parakit.config.choices import check_int
+from parakit.cluster import netns, placement
+from parakit.config.run import Device, RunConfig, Strategy
+from parakit.config.hosts import EngineLaunch, Launcher
+from parakit.config.levers import Compression, Precision, check_cpu_precision
+from parakit.records.result import new_run_id, now_iso
+from parakit.records.store import DEFAULT_RUNS_DIR
+
+ENGINES = ("engines", "current", "current engines")
+# What the advisor varies itself: given as settings, they would fix what it is asked to choose.
+VARIED = {"strategy": "strategies", "precision": "precisions", "compression": "compressions",
+          "schedule": "strategies", "microbatches": "strategies", "hybrid": "strategies", "mesh": "strategies",
+          "sync": None, "workers": None, "steps": None}
+RUN_SETTINGS = {f.name for f in dataclasses.fields(RunConfig)}
+MAX_WORKERS = 1024
+
+
+@dataclass(frozen=True)
+class Request:
+    """The checked inputs of one ``advise`` call."""
+
+    workers: int
+    hardware: Hardware | None
+    """None: the current engines."""
+    base: dict[str, Any]
+    """The settings every run shares: model, its options, data, batch, steps, ..."""
+    precisions: list[str] | None
+    """None: every precision the device has."""
+    compressions: list[str]
+    strategies: list[str]
+    verify: bool
+    top: int
+    project_to: int
+    statistic: str
+    """Which step of a run stands for it: "median" or "min" (STATISTICS)."""
+
+
+def check_request(model: Any = "mlp", *, workers: Any = 2, hardware: Any = "engines", verify: Any = False,
+                  top: Any = 3, project_to: Any = 64, precisions=None, compressions=None, strategies=None,
+                  steps: Any = 10, statistic: Any = "median", **settings: Any) -> Request:
+    """Check ``advise``'s inputs without touching an engine.
+
+    Raises:
+        ValueError: one line naming what is wrong and what to give instead.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be an integer from 1 to {MAX_WORKERS} (got {workers!r})")
+    chosen = None if hardware is None or (isinstance(hardware, str) and hardware.strip().lower() in ENGINES) \
+        else hardware_from(hardware)
+    if not isinstance(verify, bool):
+        raise ValueError(f"verify must be True or False (got {verify!r})")
+    if verify and chosen is not None:
+        raise ValueError(f"verify runs the top configurations on the current engines, not on {chosen.name}; "
+                         "use hardware='engines' to verify (or leave verify out)")
+    check_int("top", top, 1)
+    check_int("project_to", project_to, 1)
+    if project_to > MAX_WORKERS:
+        raise ValueError(f"project_to must be at most {MAX_WORKERS} (got {project_to})")
+    check_int("steps", steps, 2)
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {', '.join(STATISTICS)} (got {statistic!r})")
+    for name in sorted(settings):
+        if name in VARIED:
+            instead = VARIED[name]
+            raise ValueError(f"advise chooses {name} itself" + (f"; narrow it with {instead}=[...]" if instead else
+                             f"; give {name} as advise's own argument" if name != "sync" else ""))
+        if name not in RUN_SETTINGS:
+            raise ValueError(f"unknown setting {name!r}; the settings are: {', '.join(sorted(RUN_SETTINGS - set(VARIED)))}")
+    base = {"model": model, **settings, "steps": steps}
+    base.setdefault("warmup_steps", min(2, steps - 1))
+    RunConfig(**base, strategy="single", workers=1)  # the model, its options, data and batch
+    return Request(
+        workers=workers, hardware=chosen, base=base,
+        precisions=None if precisions is None else [Precision.parse(p, "precision").value for p in _list(precisions)],
+        compressions=[str(Compression.parse(c)) for c in _list(compressions or COMPRESSIONS)],
+        strategies=[Strategy.parse(s, "strategy").value for s in _list(strategies or STRATEGIES)],
+        verify=verify, top=top, project_to=project_to, statistic=statistic,
+    )
+
+
+def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", session=None,
+           verify: bool = False, top: int = 3, project_to: int = 64, precisions=None, compressions=None,
+           strategies=None, device: str = "auto", gpus: list[int] | None = None,
+           runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
+           steps: int = 10, statistic: str = "median", progress: bool = True,
+           calibration: Calibration | dict | None = None, engines: str = "local", profile: str | None = None,
+           cluster_id: str | None = None, ifname: str | None = None, link: str | None = None,
+           **settings: Any) -> Advice:
+    """Rank every configuration of ``model`` on ``workers`` workers by predicted step time.
+
+    Example:
+        >>> with parakit.Session(workers=2, device="cpu") as s:
+        ...     advice = parakit.advise("gpt", workers=2, session=s, verify=True)
+        >>> advice.frame().head()
+
+    Args:
+        model: "mlp", "cnn", "gpt" or a zero-argument callable returning an nn.Module.
+        workers: the worker count to advise for (1 to 1024).
+        hardware: "engines" (the current engines, measured), a preset ("h100-nvlink", "h100-ib",
+            "a100-pcie", "cpu-ethernet") or a dict: peak_tflops, memory_gib, alpha_s,
+            beta_bytes_per_s (and ranks_per_node, network_alpha_s, network_beta_bytes_per_s).
+        session: the Session whose engines calibrate (and verify); default: one started for
+            this call (``workers`` engines for "engines", else 1) and stopped after it.
+        verify: run the ``top`` configurations the engines can run and compare.
+        top: configurations verified, and projected.
+        project_to: the largest worker count of the projection (powers of 2 up to it).
+        precisions, compressions, strategies: what to try (default: all the device has).
+        device, gpus: the engines' device and GPUs when this call starts them (as Session).
+        runs_dir: the run store; calibration and verification runs and the advice go there.
+        steps: steps of every calibration and verification run (2 are warm-up).
+        statistic: which step time of a run counts, in calibration and verification alike:
+            "median" (the runs' step_time_s) or "min" (their fastest step: on a machine shared
+            with other work, the step no other process slowed down).
+        progress: print each run's progress (when this call starts the engines).
+        calibration: a Calibration (or its dict, from a saved advice) to predict from instead
+            of calibrating again; then no engine is needed unless ``verify``.
+        engines, profile, cluster_id, ifname, link: how the engines start when this call starts
+            them, as Session takes them (mpi, slurm, ssh, attach; a simulated link).
+        **settings: what every run shares: model_options, batch_size, data, loss, lr, seed, ...
+
+    Returns:
+        The Advice (also saved in ``runs_dir/advice/``).
+
+    Raises:
+        ValueError: if an input is wrong (before any engine is touched).
+    """
+    request = check_request(model, workers=workers, hardware=hardware, verify=verify, top=top,
+                            project_to=project_to, precisions=precisions, compressions=compressions,
+                            strategies=strategies, steps=steps, statistic=statistic, **settings)
+    calibration = _checked_calibration(calibration, request)
+    own = session is None and (calibration is None or request.verify)
+    launch = _checked_launch(engines, profile, cluster_id, ifname, link) if own else None
+    # Engines started elsewhere (mpi, slurm, ssh, attach) say which device they have only once
+    # they are up; local ones are known from this machine, so their checks come first.
+    remote = launch is not None and launch.engines is not Launcher.LOCAL
+    shape = model_shape(RunConfig(**request.base, strategy="single", workers=1))
+    if not remote:
+        precisions, found, refused = _candidates(request, calibration, session, device, gpus)
+    if own:
+        from parakit.session.session import Session  # only now: the checks above need no engine
+
+        size = request.workers if request.hardware is None else 1
+        session = Session(size, device=device, gpus=gpus, runs_dir=runs_dir, progress=progress,
+                          engines=engines, profile=profile, cluster_id=cluster_id, ifname=ifname, link=link)
+    try:
+        if remote:
+            precisions, found, refused = _candidates(request, calibration, session, device, gpus)
+        return _advise(request, session, shape, found, refused, precisions, calibration, runs_dir)
+    finally:
+        if own:
+            session.close()
+
+
+def _candidates(request: Request, calibration, session, device: str, gpus):
+    """(precisions, the candidates, those refused with why); ValueError when none is left."""
+    precisions = _precisions(request, calibration, session, device, gpus)
+    found, refused = candidates(request.workers, request.base, precisions, request.compressions, request.strategies)
+    if request.hardware is None:  # what these engines cannot run (a pipeline on a shared GPU)
+        found, refused = _runnable_here(found, refused, _local_gpus(session, device, gpus))
+    if not found:
+        raise ValueError(f"no configuration of {request.workers} worker(s) fits these settings, e.g. "
+                         f"{refused[0][1] if refused else 'none to try'}")
+    return precisions, found, refused
+
+
+def _local_gpus(session, device: str, gpus) -> list:
+    if session is not None:
+        return session.gpus if session.launch.engines is Launcher.LOCAL else []
+    return placement.choose_gpus(Device.parse(device, "device"), gpus, placement.host_facts())
+
+
+def _runnable_here(found, refused, local_gpus: list):
+    keep = []
+    for c in found:
+        try:
+            placement.check_gpu_sharing(c.config, local_gpus)
+        except ValueError as e:
+            refused.append((c.settings, str(e)))
+        else:
+            keep.append(c)
+    return keep, refused
+
+
+def _checked_launch(engines, profile, cluster_id, ifname, link) -> EngineLaunch:
+    launch = EngineLaunch(engines, profile, cluster_id, ifname, link)
+    reason = netns.why_not(launch.link) if launch.link is not None else None
+    if reason:
+        raise ValueError(f"link={link!r} cannot be made here: {reason}")
+    return launch
+
+
+def _advise(request: Request, session, shape, found, refused, precisions, cal, runs_dir) -> Advice:
+    engines = request.hardware is None
+    if cal is None:
+        plan = plan_for([c.config for c in found]) if engines else \
+            Plan(precisions=["fp32"] if not session.gpus else precisions)
+        cal = calibrate(session, request.base, shape, plan, measure_links=engines, statistic=request.statistic)
+    hw = engines_hardware(cal, _cores()) if engines else request.hardware
+    estimates = rank([estimate(c.config, shape, cal, hw, c.settings) for c in found])
+    advice = Advice(advice_id=f"advice-{new_run_id()}", created_at=now_iso(), workers=request.workers,
+                    hardware=hw, shape=shape, calibration=cal, estimates=estimates, refused=refused)
+    if request.verify:
+        advice.verified = _verify(session, request, estimates)
+    advice.projections = _projections(request, shape, cal, hw, estimates, advice.verified)
+    save_advice(advice, session.runs_dir if session is not None else runs_dir)
+    return advice
+
+
+def _checked_calibration(calibration: Any, request: Request) -> Calibration | None:
+    if isinstance(calibration, dict):
+        calibration = Calibration.from_dict(calibration)
+    elif calibration is not None and not isinstance(calibration, Calibration):
+        raise ValueError(f"calibration must be a Calibration or its dict (got {type(calibration).__name__})")
+    if calibration is None:
+        return None
+    if calibration.statistic != request.statistic:
+        raise ValueError(f"this calibration reads each run's {calibration.statistic} step; "
+                         f"use statistic='{calibration.statistic}' with it")
+    # Its compute figures are its model's; only a preset predicted from a CPU calibration
+    # (by FLOPs at the preset's peak) does not use them.
+    own = request.hardware is None or calibration.device == "gpu"
+    if own and calibration.model != model_text(request.base):
+        raise ValueError(f"this calibration measured {calibration.model!r}, not {model_text(request.base)!r}; "
+                         "calibrate again for this model (leave calibration out)")
+    return calibration
+
+
+def _precisions(request: Request, calibration, session, device: str, gpus) -> list[str]:
+    """The precisions to try: those asked for, else all the device has; CPU engines refuse the
+    GPU-only ones (as runs would)."""
+    if request.hardware is not None:
+        kind = request.hardware.device
+    elif calibration is not None:
+        kind = calibration.device
+    elif session is not None:
+        kind = "gpu" if session.gpus else "cpu"
+    else:
+        kind = "gpu" if placement.choose_gpus(Device.parse(device, "device"), gpus, placement.host_facts()) else "cpu"
+    precisions = request.precisions or list(PRECISIONS[kind])
+    if request.hardware is None and kind == "cpu":
+        for q in precisions:
+            check_cpu_precision(Precision(q))
+    return precisions
+
+
+def _verify(session, request: Request, estimates) -> list[dict[str, Any]]:
+    """Run the top configurations the engines can run; predicted against measured step time."""
+    runnable = [e for e in estimates if e.fits and e.step_time_s is not None and e.settings["workers"] <= session.workers]
+    out = []
+    for e in runnable[: request.top]:
+        result = session.run(**request.base, **e.settings)
+        measured = result.summary.get(STATISTICS[request.statistic]) if result.ok else None
+        out.append({"label": label(e.settings), "settings": e.settings, "predicted_step_time_s": e.step_time_s,
+                    "measured_step_time_s": measured, "statistic": request.statistic, "run_id": result.run_id,
+                    "status": result.status, "error": ratio_error(e.step_time_s, measured) if measured else None})
+    return out
+
+
+def _projections(request: Request, shape, cal, hw, estimates, verified) -> list[dict[str, Any]]:
+    """Predicted speed-up curves of the top configurations (distinct layouts), with the points
+    measured on the engines: one worker (single, calibration) and the verified runs."""
+    seen, out = set(), []
+    measured = {v["label"]: v for v in verified if v["measured_step_time_s"]}
+
+    def predict(settings, config):
+        return estimate(config, shape, cal, hw, settings)
+
+    for e in estimates:
+        if len(out) == request.top or not e.fits or e.step_time_s is None:
+            continue
+        family = label({**e.settings, "workers": 0})
+        if family in seen:
+            continue
+        seen.add(family)
+        points, stopped = projection(e.settings, request.base, request.project_to, predict)
+        one = cal.single_step_s.get(e.settings["precision"])
+        dots = [{"workers": 1, "speedup": 1.0, "step_time_s": one}] if one and hw.calibrated else []
+        if label(e.settings) in measured and one and hw.calibrated:
+            t = measured[label(e.settings)]["measured_step_time_s"]
+            dots.append({"workers": e.settings["workers"], "speedup": one / t, "step_time_s": t,
+                         "run_id": measured[label(e.settings)]["run_id"]})
+        out.append({"label": family.replace(" x0", ""), "settings": e.settings, "points": points,
+                    "stopped": stopped, "measured": dots})
+    return out
+
+
+def _cores() -> int:
+    """The cores the engines share out (as cluster/engines.py counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _list(value: Any) -> list:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ValueError(f"expected a list, e.g. ['fp32', 'bf16'] (got {value!r})")

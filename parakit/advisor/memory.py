@@ -1,0 +1,102 @@
+"""Memory per rank in the cost model: parameters, gradients, optimizer state, activations and
+the runtime, for the rank that holds the most. Standard library only.
+
+- parameters, gradients: 4 bytes each (2 under bf16-pure), of what the rank holds: all of them
+  (single, ddp), a 1/n shard (fsdp, plus the two blocks gathered at a time), the unsplit part
+  plus 1/t of the split layers (tensor), its stages' (pipeline);
+- AdamW: two moments per held parameter, in the parameters' dtype;
+- DDP: its gradient buckets (a second copy of the gradients) and compression's residuals;
+- activations: what the forward keeps for backward (measured per row on the meta device, fp32;
+  half under 16-bit precisions), times the rows in flight: the rank's batch, or per pipeline
+  stage the micro-batches its schedule holds at once (GPipe m, 1F1B min(m, p));
+- runtime: a process's own memory (the peak RSS of one worker less its model, on CPUs).
+"""
+
+from __future__ import annotations
+
+from parakit.advisor.inputs import ModelShape, Part
+from parakit.config.run import Hybrid, RunConfig, Schedule, Strategy
+from parakit.config.levers import CompressionKind, Precision
+
+HALF = {Precision.FP16, Precision.BF16, Precision.BF16_PURE}
+ADAM_MOMENTS = 2
+
+
+def state_bytes(precision: Precision) -> int:
+    """Bytes of one parameter, gradient or optimizer moment."""
+    return 2 if precision is Precision.BF16_PURE else 4
+
+
+def tensor_params(parts, degree: int) -> float:
+    """Parameters a tensor-parallel rank holds of ``parts``."""
+    return sum(p.params - p.tensor_params * (1 - 1 / degree) for p in parts)
+
+
+def activation_bytes(parts, rows: float, degree: int, precision: Precision) -> float:
+    """Activations kept for backward by ``parts`` over ``rows`` rows; tensor parallelism splits
+    the share that its layers keep (taken as their share of the part's FLOPs)."""
+    total = 0.0
+    for p in parts:
+        split = p.tensor_flops_per_sample / p.flops_per_sample if p.flops_per_sample else 0.0
+        total += p.saved_bytes_per_sample * (1 - split * (1 - 1 / degree))
+    return total * rows * (0.5 if precision in HALF else 1.0)
+
+
+def in_flight(schedule: Schedule, microbatches: int, ranks: int) -> int:
+    """Stage-chunks of activations the first pipeline rank holds at its fullest."""
+    if schedule is Schedule.GPIPE:
+        return microbatches
+    if schedule is Schedule.ONE_F_ONE_B:
+        return min(microbatches, ranks)
+    # Interleaved 1F1B (two stages per rank): rank 0 runs 2 (p - 1) + p + 1 forwards first.
+    return min(2 * microbatches, 3 * ranks - 1)
+
+
+def memory_per_rank(config: RunConfig, shape: ModelShape, runtime_bytes: float) -> dict[str, float]:
+    """Bytes per rank, by kind, for the rank that holds the most.
+
+    Returns:
+        {"params", "gradients", "optimizer", "activations", "buffers", "runtime"} in bytes.
+    """
+    held, act, buffers = _held_and_activations(config, shape)
+    b = state_bytes(config.precision)
+    grads = held
+    if config.strategy is Strategy.DDP:
+        buffers += held * 4  # DDP's buckets: a flat fp32 copy of the gradients
+        if config.compression.kind in (CompressionKind.POWERSGD, CompressionKind.TOPK, CompressionKind.RANDOMK):
+            buffers += held * 4  # error feedback: what was not sent yet, per gradient
+    return {"params": held * b, "gradients": grads * b, "optimizer": ADAM_MOMENTS * held * b,
+            "activations": act, "buffers": buffers, "runtime": runtime_bytes}
+
+
+def _held_and_activations(config: RunConfig, shape: ModelShape) -> tuple[float, float, float]:
+    """(parameters held, activation bytes, other buffers in bytes) of the fullest rank."""
+    parts, q = shape.parts, config.precision
+    rows = config.per_rank_batch_size
+    t = config.tensor_degree
+    if config.uses_pipeline:
+        return _pipeline(config, shape)
+    if config.strategy is Strategy.FSDP or (config.strategy is Strategy.HYBRID and config.hybrid is Hybrid.FSDP_TENSOR):
+        n = config.data_parallel_size
+        gathered = 2 * max(tensor_params([p], t) for p in parts)  # this unit and the prefetched one
+        held = tensor_params(parts, t) / n
+        return held, activation_bytes(parts, rows, t, q), gathered * state_bytes(q)
+    held = tensor_params(parts, t)
+    extra = held * 4 if config.strategy is Strategy.HYBRID else 0.0  # the flat buffer gradients are averaged in
+    return held, activation_bytes(parts, rows, t, q), extra
+
+
+def _pipeline(config: RunConfig, shape: ModelShape) -> tuple[float, float, float]:
+    p = config.pipeline_ranks
+    per_rank = 2 if config.schedule is Schedule.INTERLEAVED else 1
+    stages = shape.stages(p * per_rank)
+    rows = config.per_rank_batch_size / config.n_microbatches
+    chunks = in_flight(config.schedule, config.n_microbatches, p)
+    ranks = []
+    for rank in range(p):
+        mine: list[Part] = [part for s in stages[rank::p] for part in s]
+        held = sum(part.params for part in mine)
+        act = activation_bytes(mine, rows, 1, config.precision) / per_rank * chunks
+        extra = held * 4 if config.strategy is Strategy.HYBRID else 0.0
+        ranks.append((held * 4 * state_bytes(config.precision) + act + extra, (held, act, extra)))
+    return max(ranks)[1]

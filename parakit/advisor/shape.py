@@ -1,0 +1,185 @@
+"""The model's shape for the cost model, from passes on the meta device (no memory, no time):
+per part in execution order its parameters, forward + backward FLOPs per row, activations kept
+for backward per row, what it hands on, and what tensor parallelism splits and all-reduces.
+
+Runs in the notebook's process (torch, no engine): a built-in model or the user's callable is
+built on the meta device (on the CPU if it cannot be), fed one and two rows of its real first
+batch; per-row figures are the difference, so the weights saved for backward cancel out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from parakit.advisor.inputs import ModelShape, Part
+from parakit.config.run import RunConfig
+from parakit.engine.batches import make_batches, slice_rows
+from parakit.engine.strategies.base import repeated_blocks
+from parakit.engine.strategies.pipeline import balanced_cuts
+from parakit.engine.strategies.tensor import BUILT_IN_PLANS
+from parakit.engine.train import cross_entropy
+from parakit.engine.workloads import build_model
+
+
+def model_shape(config: RunConfig) -> ModelShape:
+    """The shape of ``config``'s model (its model, model_options, data, loss, split, tp_plan)."""
+    model, device = _build(config)
+    inputs, targets = make_batches(config, 0, 1).rows(0, max(2, config.batch_size), 0, 2)
+    named = _parts(model)
+    loss_fn = config.loss or cross_entropy
+    one = _measure(model, named, _on(slice_rows(inputs, 0, 1), device), _on(slice_rows(targets, 0, 1), device), loss_fn)
+    two = _measure(model, named, _on(slice_rows(inputs, 0, 2), device), _on(slice_rows(targets, 0, 2), device), loss_fn)
+    order = [name for name in one["order"] if name in named]
+    plan = config.tp_plan or (BUILT_IN_PLANS[config.model](model) if config.model in BUILT_IN_PLANS else None)
+    tensor = _tensor_figures(model, plan or {}, one, two, order)
+    root = type(model).__name__
+    parts = []
+    for name in order:
+        module = named[name]
+        parts.append(Part(
+            name=name, params=sum(p.numel() for p in module.parameters()),
+            flops_per_sample=one["flops"].get(f"{root}.{name}", 0.0),
+            layers=sum(1 for m in module.modules() if not list(m.children())),
+            saved_bytes_per_sample=two["saved"][name] - one["saved"][name],
+            output_bytes_per_sample=two["output"][name] - one["output"][name],
+            is_block=name in _block_names(model), **tensor.get(name, {}),
+        ))
+        if parts[-1].tensor_flops_per_sample > parts[-1].flops_per_sample:  # a first layer has no input gradient
+            parts[-1] = replace(parts[-1], tensor_flops_per_sample=parts[-1].flops_per_sample)
+    matrices = tuple((p.shape[0], p.numel() // p.shape[0]) for p in model.parameters() if p.dim() >= 2)
+    return ModelShape(name=config.model if isinstance(config.model, str) else getattr(config.model, "__name__", "model"),
+                      parts=tuple(parts), matrices=matrices, stage_starts=_stage_starts(model, parts, config),
+                      tensor_plan=plan is not None)
+
+
+def _build(config: RunConfig) -> tuple[nn.Module, str]:
+    torch.manual_seed(config.seed)
+    make = (lambda: build_model(config.model, dict(config.model_options))) if isinstance(config.model, str) else config.model
+    try:
+        with torch.device("meta"):
+            return make(), "meta"
+    except Exception:  # noqa: BLE001 - a user's model may not build on meta; the CPU will do
+        return make(), "cpu"
+
+
+def _on(batch: Any, device: str) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_on(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _on(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _block_names(model: nn.Module) -> set[str]:
+    blocks = {id(b) for b in repeated_blocks(model)}
+    return {name for name, m in model.named_modules() if id(m) in blocks}
+
+
+def _parts(model: nn.Module) -> dict[str, nn.Module]:
+    """Top-level children, with a list of repeated blocks unrolled into its blocks."""
+    out = {}
+    blocks = _block_names(model)
+    for name, child in model.named_children():
+        inner = [f"{name}.{n}" for n, _ in child.named_children()]
+        if inner and all(n in blocks for n in inner):
+            out.update({f"{name}.{n}": c for n, c in child.named_children()})
+        elif not isinstance(child, nn.ModuleList):
+            out[name] = child
+    return out
+
+
+def _measure(model, named, inputs, targets, loss_fn) -> dict[str, Any]:
+    """One forward + backward: FLOPs per module, bytes saved for backward and output bytes per
+    part, and the order parts ran in."""
+    current: list[str] = []  # the parts running now, innermost last
+    saved: dict[str, float] = defaultdict(float)
+    output: dict[str, float] = defaultdict(float)
+    inputs_bytes: dict[str, float] = defaultdict(float)
+    order: list[str] = []
+
+    def enter(name):
+        def hook(module, args):
+            inputs_bytes[name] += sum(a.nbytes for a in args if isinstance(a, torch.Tensor))
+            if name in named:
+                current.append(name)
+                if name not in order:
+                    order.append(name)
+        return hook
+
+    def leave(name):
+        def hook(module, args, out):
+            output[name] += out.nbytes if isinstance(out, torch.Tensor) else 0
+            if name in named:
+                current.pop()
+        return hook
+
+    def pack(t):
+        # What the loss keeps (the logits) belongs to the part that made them, the last one.
+        saved[current[-1] if current else (order[-1] if order else "")] += t.nbytes
+        return t
+
+    every = {n: m for n, m in model.named_modules() if n}
+    handles = [m.register_forward_pre_hook(enter(n)) for n, m in every.items()]
+    handles += [m.register_forward_hook(leave(n)) for n, m in every.items()]
+    try:
+        with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with FlopCounterMode(display=False) as forward:
+                loss = loss_fn(model(inputs), targets)
+            loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    model.zero_grad(set_to_none=True)
+    # Forward + backward per part. Backward FLOPs are attributed right to a part but not always
+    # to the layers inside it, so a layer's own figure is its forward FLOPs.
+    return {"flops": _totals(counter), "forward_flops": _totals(forward), "saved": saved, "output": output,
+            "inputs": inputs_bytes, "order": order}
+
+
+def _totals(counter: FlopCounterMode) -> dict[str, float]:
+    return {k: float(sum(v.values())) for k, v in counter.get_flop_counts().items()}
+
+
+def _tensor_figures(model, plan, one, two, order) -> dict[str, dict[str, float]]:
+    """Per part: parameters and FLOPs of its planned layers, and the bytes all-reduced per row
+    (a row-wise layer's output forward, a column-wise layer's input gradient backward)."""
+    root = type(model).__name__
+    modules = dict(model.named_modules())
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for name, style in plan.items():
+        part = next((p for p in order if name == p or name.startswith(p + ".")), None)
+        if part is None or name not in modules:
+            continue
+        figures = out[part]
+        figures["tensor_params"] += sum(p.numel() for p in modules[name].parameters())
+        # a matmul's backward computes twice its forward (the input's and the weight's gradients)
+        figures["tensor_flops_per_sample"] += 3 * one["forward_flops"].get(f"{root}.{name}", 0.0)
+        moved = two["output"] if style == "rowwise" else two["inputs"]
+        base = one["output"] if style == "rowwise" else one["inputs"]
+        figures["tensor_allreduce_bytes_per_sample"] += moved[name] - base[name]
+        figures["tensor_allreduces"] += 1
+    return {p: {k: (int(v) if k in ("tensor_params", "tensor_allreduces") else v) for k, v in f.items()}
+            for p, f in out.items()}
+
+
+def _stage_starts(model: nn.Module, parts: list[Part], config: RunConfig) -> dict[int, tuple[int, ...]]:
+    """Where each pipeline stage begins, per stage count: the user's split, or the engine's own
+    parameter-balanced cuts of the blocks (pipeline.balanced_cuts)."""
+    names = [p.name for p in parts]
+    if config.split:
+        with contextlib.suppress(StopIteration):
+            starts = tuple(next(i for i, n in enumerate(names) if n == s or n.startswith(s + ".")) for s in config.split)
+            return {len(starts) + 1: starts}
+        return {}
+    blocks = [i for i, p in enumerate(parts) if p.is_block]
+    sizes = [parts[i].params for i in blocks]
+    return {stages: tuple(blocks[c] for c in balanced_cuts(sizes, stages)) for stages in range(2, len(blocks) + 1)}

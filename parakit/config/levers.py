@@ -1,0 +1,148 @@
+"""The software levers of a run: numeric precision, gradient compression and how often ranks
+synchronise. Written as ``"powersgd:4"``, ``"topk:0.01"`` or ``"local-sgd:8"`` by users, parsed
+here into small frozen values. Standard library only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from parakit.config.choices import Choice, check_int
+
+
+class Precision(Choice):
+    FP32 = "fp32"  # full fp32 matmuls; TF32 switched off explicitly
+    TF32 = "tf32"  # fp32 weights, TF32 tensor-core matmuls and convolutions (GPU)
+    FP16 = "fp16"  # autocast to float16, loss scaled by GradScaler (GPU)
+    BF16 = "bf16"  # autocast to bfloat16: fp32 weights, bf16 compute
+    BF16_PURE = "bf16-pure"  # weights, gradients and optimizer state in bfloat16
+
+
+# Modes a CPU cannot run as the GPU would; refused rather than silently changed.
+GPU_ONLY_PRECISIONS = {
+    Precision.TF32: "tf32 is a GPU tensor-core format; on CPU use fp32 or bf16",
+    Precision.FP16: "fp16 with loss scaling needs a GPU; on CPU use bf16 or fp32",
+}
+
+
+class CompressionKind(Choice):
+    NONE = "none"  # plain fp32 all-reduce
+    FP16 = "fp16"  # gradients cast to float16 for the all-reduce
+    BF16 = "bf16"  # gradients cast to bfloat16 for the all-reduce
+    POWERSGD = "powersgd"  # low-rank (rank r) approximation, torch's PowerSGD hook
+    TOPK = "topk"  # the largest k of each bucket, values + indices all-gathered
+    RANDOMK = "randomk"  # k random entries, the same on every rank, all-reduced
+
+
+@dataclass(frozen=True)
+class Compression:
+    """Gradient compression, written ``kind`` or ``kind:value`` (``powersgd:4``, ``topk:0.01``)."""
+
+    kind: CompressionKind = CompressionKind.NONE
+    rank: int | None = None
+    """PowerSGD's matrix rank r."""
+    ratio: float | None = None
+    """Share of entries kept by topk and randomk, in (0, 1]."""
+
+    DEFAULT_RANK = 4
+    DEFAULT_RATIO = 0.01
+
+    @classmethod
+    def parse(cls, value: Any) -> "Compression":
+        if isinstance(value, cls):
+            return value
+        kind, arg, text = _kind_and_value(value, CompressionKind, "compression")
+        if kind is CompressionKind.POWERSGD:
+            rank = cls.DEFAULT_RANK if not arg else _number(arg, int, "powersgd rank", "powersgd:4")
+            check_int("powersgd rank", rank, 1)
+            return cls(kind, rank=rank)
+        if kind in (CompressionKind.TOPK, CompressionKind.RANDOMK):
+            ratio = cls.DEFAULT_RATIO if not arg else _number(arg, float, f"{kind} ratio", f"{kind}:0.01")
+            if not 0 < ratio <= 1:
+                raise ValueError(f"{kind} ratio must be in (0, 1], e.g. {kind}:0.01 (got {ratio})")
+            return cls(kind, ratio=ratio)
+        if arg:
+            raise ValueError(f"compression {kind} takes no value (got {text!r})")
+        return cls(kind)
+
+    def __str__(self) -> str:
+        if self.rank is not None:
+            return f"{self.kind}:{self.rank}"
+        if self.ratio is not None:
+            return f"{self.kind}:{self.ratio:g}"
+        return self.kind.value
+
+
+class SyncKind(Choice):
+    EVERY_STEP = "every-step"  # gradients averaged every step
+    LOCAL_SGD = "local-sgd"  # ranks step alone, parameters averaged every H steps
+    ACCUMULATE = "accumulate"  # K micro-steps per optimizer step, gradients synced on the last
+
+
+@dataclass(frozen=True)
+class Sync:
+    """When ranks synchronise, written ``every-step``, ``local-sgd:H`` or ``accumulate:K``."""
+
+    kind: SyncKind = SyncKind.EVERY_STEP
+    every: int = 1
+    """H for local-sgd (steps between averages), K for accumulate (micro-steps per step)."""
+
+    @classmethod
+    def parse(cls, value: Any) -> "Sync":
+        if isinstance(value, cls):
+            return value
+        kind, arg, text = _kind_and_value(value, SyncKind, "sync")
+        if kind is SyncKind.EVERY_STEP:
+            if arg:
+                raise ValueError(f"sync every-step takes no value (got {text!r})")
+            return cls(kind)
+        letter = "H" if kind is SyncKind.LOCAL_SGD else "K"
+        if not arg:
+            raise ValueError(f"sync {kind} needs a count, e.g. {kind}:4 ({letter} >= 1)")
+        every = _number(arg, int, f"{kind} {letter}", f"{kind}:4")
+        check_int(f"{kind} {letter}", every, 1)
+        return cls(kind, every)
+
+    def __str__(self) -> str:
+        return self.kind.value if self.kind is SyncKind.EVERY_STEP else f"{self.kind}:{self.every}"
+
+
+def _kind_and_value(value: Any, kinds: type[Choice], what: str) -> tuple[Any, str, str]:
+    """``"kind:value"`` -> (kind, value text, whole text); None means the first kind listed."""
+    text = next(iter(kinds)).value if value is None else str(value).strip().lower()
+    name, _, arg = text.partition(":")
+    return kinds.parse(name, what), arg, text
+
+
+def _number(text: str, kind: type, what: str, example: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a number, e.g. {example} (got {text!r})") from None
+
+
+def check_cpu_precision(precision: Precision) -> None:
+    """Refuse a GPU-only precision for CPU engines, naming the modes that do run there."""
+    if precision in GPU_ONLY_PRECISIONS:
+        raise ValueError(GPU_ONLY_PRECISIONS[precision])
+
+
+def default_workers(strategy: str, mesh: Any, engines: int) -> int:
+    """Workers a run gets when it does not say: 1 for single, the mesh's ranks (or 4) for hybrid,
+    else every engine the session has."""
+    if strategy == "single":
+        return 1
+    if strategy == "hybrid":
+        if isinstance(mesh, str) and "x" in mesh.lower():
+            try:
+                a, b = (int(p) for p in mesh.lower().split("x"))
+                return a * b
+            except ValueError:
+                return 4  # RunConfig reports the malformed mesh
+        if isinstance(mesh, (tuple, list)) and len(mesh) == 2:
+            try:
+                return int(mesh[0]) * int(mesh[1])
+            except (TypeError, ValueError):
+                return 4  # RunConfig reports the malformed mesh
+        return 4
+    return engines

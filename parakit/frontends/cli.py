@@ -1,0 +1,116 @@
+"""The ``parakit`` command: ``parakit run`` for one run, ``parakit demo`` for the main job.
+
+Every setting is checked before an engine starts; a mistake is one line on stderr naming the
+fix, with exit code 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from parakit.cluster import placement
+from parakit.config.run import RunConfig, Strategy
+from parakit.config.levers import check_cpu_precision, default_workers
+from parakit.frontends import options, text
+from parakit.frontends.advisor_cli import add_advise_parser, advise_command
+from parakit.frontends.demo import demo_command
+from parakit.frontends.options import UsageError  # noqa: F401  (raised by the option parsers)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; we want one line
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="parakit", description="See what parallel training does.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="one training run on local engines")
+    options.add_run_options(run)
+    run.add_argument("--json", action="store_true", help="print the RunResult as JSON (only JSON on stdout)")
+    options.add_engine_options(run)
+
+    demo = sub.add_parser("demo", help="compare 1 and more workers; print a table, write an HTML report")
+    demo.add_argument("--workers", type=options.int_list, default=None, help="worker counts to compare, e.g. 1,2,4")
+    demo.add_argument("--steps", type=int, default=None, help="steps per run (default sized to the device)")
+    demo.add_argument("--report", default=None, help="HTML report path (default RUNS_DIR/demo-report.html)")
+    options.add_engine_options(demo)
+
+    bench = sub.add_parser("bench", help="micro-benchmarks on local engines")
+    kinds = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    comm = kinds.add_parser("comm", help="collectives over message sizes: time, algbw, busbw, alpha/beta fit")
+    options.add_bench_options(comm)
+    comm.add_argument("--json", action="store_true", help="print the result as JSON (only JSON on stdout)")
+    options.add_engine_options(comm)
+
+    add_advise_parser(sub)
+    return parser
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from parakit.session.bench import bench_settings as check_bench
+    from parakit.session.session import Session, check_runs_dir
+
+    settings = options.bench_settings(args)
+    with options.checked_input():
+        launch, gpus, facts = options.engine_checks(args, None)
+        check_bench(settings["workers"], settings["sizes"], settings["collectives"], settings["repeats"],
+                    settings["warmup"], settings["max_size"], settings["dtype"], gpus)
+        if launch["engines"] == "local":
+            placement.check_workers(settings["workers"], facts)
+        check_runs_dir(args.runs_dir)
+    with Session(settings["workers"], device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
+        bench = session.bench_comm(**settings)
+    print(json.dumps(bench.to_dict(), indent=1) if args.json else text.bench_table(bench))
+    return 0 if bench.ok else 1
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from parakit.session.session import Session, check_runs_dir
+
+    with options.checked_input():
+        launch, gpus, _ = options.engine_checks(args, args.workers)
+        strategy = Strategy.parse(args.strategy, "strategy")
+        workers = args.workers if args.workers is not None else default_workers(strategy, args.mesh, max(len(gpus), 2))
+        if args.workers is None:
+            options.engine_checks(args, workers)
+        settings = options.run_settings(args)
+        config = RunConfig(workers=workers, **settings)
+        check_runs_dir(args.runs_dir)
+        if not gpus:
+            check_cpu_precision(config.precision)
+        placement.check_gpu_sharing(config, gpus)
+    with Session(workers, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
+        result = session.run(workers=workers, **settings)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(text.summary_line(result))
+        if result.traces:
+            print(text.how_to_open_traces(result))
+    return 0 if result.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "demo":
+            return demo_command(args)
+        if args.command == "bench":
+            return bench_command(args)
+        if args.command == "advise":
+            return advise_command(args)
+        return run_command(args)
+    except options.UsageError as e:
+        print(f"parakit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("parakit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""``parakit demo``: the main job. Train the built-in models on 1 worker and on more, print
+samples/s and speed-up, and write a self-contained HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+# Sizes per device kind: small enough that the demo finishes in about a minute on a 2-core
+# CPU, large enough on a GPU that compute, not launch overhead, sets the step time.
+DEMO_RUNS = {
+    "cpu": [
+        dict(model="mlp", model_options={"width": 1024, "depth": 4}, batch_size=512, steps=30),
+        dict(model="gpt", model_options={}, batch_size=32, steps=30),
+    ],
+    "cuda": [
+        dict(model="mlp", model_options={"width": 4096, "depth": 6}, batch_size=4096, steps=50),
+        dict(model="gpt", model_options={"width": 512, "depth": 6, "heads": 8, "seq_len": 256},
+             batch_size=64, steps=50),
+    ],
+}
+
+
+def demo_workers(gpu_count: int) -> list[int]:
+    """1, 2, 4, ... up to one worker per GPU; at least 1 and 2."""
+    counts, n = [1, 2], 4
+    while n <= gpu_count:
+        counts.append(n)
+        n *= 2
+    return counts
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from parakit.frontends.options import UsageError, checked_input, engine_checks
+    from parakit.plots.runs import speedup_table
+    from parakit.frontends.report import write_report
+    from parakit.session.session import Session, check_runs_dir
+
+    with checked_input():
+        launch, gpus, facts = engine_checks(args, None)
+        workers = args.workers or demo_workers(len(gpus))
+        if min(workers) < 1 or 1 not in workers:
+            raise UsageError("demo --workers must include 1 (the baseline), e.g. --workers 1,2")
+        engine_checks(args, max(workers))
+        if args.steps is not None and args.steps < 3:
+            raise UsageError("demo --steps must be >= 3 (2 are warm-up)")
+        check_runs_dir(args.runs_dir)
+    runs = DEMO_RUNS["cuda" if gpus else "cpu"]
+    report = Path(args.report) if args.report else Path(args.runs_dir) / "demo-report.html"
+    started = time.monotonic()
+    print(f"parakit demo: {len(runs)} models x workers {workers} on "
+          f"{f'{len(gpus)} GPU(s)' if gpus else f'CPU ({facts.cpu_count} cores)'}")
+    results = []
+    with Session(max(workers), device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
+        for spec in runs:
+            spec = dict(spec, steps=args.steps or spec["steps"])
+            for n in workers:
+                strategy = "single" if n == 1 else "ddp"
+                result = session.run(strategy=strategy, workers=n, **spec)
+                results.append(result)
+                print(f"  {spec['model']:4s} {strategy:6s} x{n}: "
+                      + (f"{result.summary['samples_per_s']:9.1f} samples/s" if result.ok
+                         else f"{result.status}: {result.error}"))
+    table = speedup_table(results)
+    print()
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    path = write_report(results, report, title="parakit demo")
+    print(f"\nreport: {path.resolve()}  ({time.monotonic() - started:.0f} s)")
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,240 @@
+"""The option groups every front end shares: the settings of a run, of the engines, of a
+communication benchmark and of the advisor, as argparse arguments and back as the keyword
+arguments Session, ``Session.bench_comm`` and ``parakit.advise`` take. ``parakit`` (the
+command) and ``%parakit`` (the magics) add the same groups, so an option means the same in
+both. Imports no front end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from typing import Any
+
+from parakit.cluster import placement
+from parakit.config.hosts import EngineLaunch, Launcher
+from parakit.config.run import Hybrid, Precision, Schedule, Strategy
+from parakit.records.store import DEFAULT_RUNS_DIR
+
+
+class UsageError(Exception):
+    """A mistake in the command line: printed as one line, exit code 2."""
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def model_option(text: str) -> tuple[str, int]:
+    key, sep, value = text.partition("=")
+    try:
+        return key.strip(), int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=INT, e.g. width=256, got {text!r}") from None
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
+    p.add_argument("--gpus", type=int_list, help="GPU indices to pin engines to, e.g. 0,2")
+    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="run store folder (default ./parakit-runs)")
+    add_launch_options(p)
+
+
+def add_launch_options(p: argparse.ArgumentParser) -> None:
+    """Where engines run; shared by the commands and ``%parakit start``."""
+    p.add_argument("--engines", dest="launcher", default="local", metavar="LAUNCHER",
+                   help=f"how engines start: {Launcher.allowed()} (default local; see docs/multi-host.md)")
+    p.add_argument("--profile", default=None, help="ipyparallel profile name or folder (mpi, slurm, ssh, attach)")
+    p.add_argument("--cluster-id", default=None, help="the running cluster to attach to, or the id of a new one")
+    p.add_argument("--ifname", default=None, help="network interface between hosts, e.g. eth0 or ib0")
+    p.add_argument("--link", default=None, metavar="RATE,DELAY",
+                   help="local engines on two hosts joined by a simulated link, e.g. 1gbit,1ms (root only)")
+
+
+def launch_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The launch options as Session takes them, checked before any engine starts."""
+    from parakit.cluster import netns
+
+    launch = EngineLaunch(args.launcher, args.profile, args.cluster_id, args.ifname, args.link)
+    reason = netns.why_not(launch.link) if launch.link is not None else None
+    if reason:
+        raise ValueError(f"--link {args.link} cannot be made here: {reason}")
+    return {"engines": launch.engines.value, "profile": launch.profile, "cluster_id": launch.cluster_id,
+            "ifname": launch.ifname, "link": launch.link and launch.link.text}
+
+
+def engine_checks(args: argparse.Namespace, workers: int | None):
+    """(launch settings, GPUs of this machine the engines will use, this machine's facts).
+    Engines of other launchers are on other hosts: this machine's GPUs and size say nothing."""
+    launch = launch_settings(args)
+    facts = placement.host_facts()
+    if launch["engines"] != "local":
+        return launch, [], facts
+    gpus = placement.choose_gpus(args.device, args.gpus, facts)
+    if workers is not None and workers >= 1:
+        placement.check_workers(workers, facts)  # first: a clearer message than the batch's
+    return launch, gpus, facts
+
+
+def str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def plan_entry(text: str) -> tuple[str, str]:
+    name, sep, style = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=colwise|rowwise, got {text!r}")
+    return name.strip(), style.strip()
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The settings of one run; shared by ``parakit run`` and the ``%parakit run`` magic."""
+    p.add_argument("--workers", type=int, default=None, help="ranks (default: 1 for single, else 2 or one per GPU)")
+    p.add_argument("--strategy", default="ddp", help=f"{Strategy.allowed()}")
+    p.add_argument("--model", default="mlp", help="mlp, cnn or gpt")
+    p.add_argument("--model-option", type=model_option, action="append", default=[],
+                   metavar="KEY=INT", help="size of the built-in model, e.g. --model-option width=256")
+    p.add_argument("--precision", default="fp32", help=f"{Precision.allowed()}")
+    p.add_argument("--compression", default="none", help="none, fp16, bf16, powersgd:R, topk:K, randomk:K")
+    p.add_argument("--no-error-feedback", dest="error_feedback", action="store_false",
+                   help="topk/randomk: drop what compression leaves out instead of carrying it over")
+    p.add_argument("--sync", default="every-step", help="every-step, local-sgd:H or accumulate:K")
+    p.add_argument("--schedule", default="gpipe", help=f"pipeline schedule: {Schedule.allowed()}")
+    p.add_argument("--microbatches", type=int, default=None, help="pipeline micro-batches per step")
+    p.add_argument("--split", type=str_list, default=None, help="pipeline split points, e.g. layers.2,layers.4")
+    p.add_argument("--tp-plan", type=plan_entry, action="append", default=None, metavar="NAME=STYLE",
+                   help="tensor-parallel plan entry for your own model, e.g. fc1=colwise")
+    p.add_argument("--hybrid", default="fsdp+tensor", help=f"hybrid layout: {Hybrid.allowed()}")
+    p.add_argument("--mesh", default=None, help="hybrid mesh, outer x inner, e.g. 2x2")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup-steps", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile-every", type=int, default=None,
+                   help="record every Nth step after the warm-up for the time breakdown (0: none; "
+                        "default: one window of 3 steps right after the warm-up, ~1%% of a run's time)")
+    p.add_argument("--trace", action="store_true",
+                   help="write each rank's recorded steps as Chrome-trace JSON beside the run (Perfetto)")
+    p.add_argument("--no-stop-on-divergence", dest="stop_on_divergence", action="store_false",
+                   help="keep training after the loss becomes NaN or infinite (it is reported either way)")
+    p.add_argument("--bucket-mb", type=float, default=None, help="DDP gradient bucket size in MB (default 25)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each block (the first, warm-up step compiles); not with pipelines")
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig keyword arguments from parsed run options (workers left to the caller)."""
+    return dict(
+        model=args.model, model_options=dict(args.model_option), strategy=args.strategy,
+        precision=args.precision, compression=args.compression, error_feedback=args.error_feedback,
+        sync=args.sync, schedule=args.schedule, microbatches=args.microbatches, split=args.split,
+        tp_plan=dict(args.tp_plan) if args.tp_plan else None, hybrid=args.hybrid, mesh=args.mesh,
+        steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb, compile=args.compile,
+        trace=args.trace, stop_on_divergence=args.stop_on_divergence,
+    )
+
+
+def add_bench_options(p: argparse.ArgumentParser) -> None:
+    """The settings of a communication benchmark; shared with ``%parakit bench comm``."""
+    p.add_argument("--workers", type=int, default=2, help="ranks taking part (at least 2)")
+    p.add_argument("--sizes", type=str_list, default=None, metavar="SIZE,...",
+                   help="message sizes, e.g. 1KB,64KB,1MB,16MB (default 1 KB .. 256 MB, powers of 4)")
+    p.add_argument("--max-size", default=None, help="leave out larger sizes (default 64MB on CPU engines)")
+    p.add_argument("--collectives", type=str_list, default=None,
+                   help="all_reduce,all_gather,reduce_scatter,broadcast,send_recv (default: all)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per size (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per size first")
+    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+
+
+def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(workers=args.workers, sizes=args.sizes, collectives=args.collectives, repeats=args.repeats,
+                warmup=args.warmup, max_size=args.max_size, dtype=args.dtype)
+
+
+@contextlib.contextmanager
+def checked_input():
+    """Turn a setting's ValueError into a UsageError. Only the checking phase is wrapped, so a
+    ValueError raised later, inside a run, is reported as the bug it is."""
+    try:
+        yield
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def hardware_figures(text: str) -> Any:
+    """A preset name, or KEY=VALUE,... figures (numbers; device and name as text)."""
+    if "=" not in text:
+        return text
+    figures: dict[str, Any] = {}
+    for item in str_list(text):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. peak_tflops=400, got {item!r}")
+        key = key.strip()
+        try:
+            figures[key] = value.strip() if key in ("device", "name") else (
+                int(value) if key == "ranks_per_node" else float(value))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"hardware figure {key} must be a number, got {value!r}") from None
+    return figures
+
+
+def calibration_file(path: str) -> dict[str, Any]:
+    """A saved advice (``RUNS_DIR/advice/*.json``) or calibration, read as JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"cannot read a calibration from {path!r}: {e}") from None
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError(f"{path!r} holds no calibration")
+    return data.get("calibration", data)
+
+
+def add_advise_options(p: argparse.ArgumentParser) -> None:
+    """The advisor's settings; shared by ``parakit advise`` and ``%parakit advise``."""
+    p.add_argument("--model", default="mlp", help="mlp, cnn or gpt")
+    p.add_argument("--model-option", type=model_option, action="append", default=[], metavar="KEY=INT",
+                   help="size of the built-in model, e.g. --model-option depth=4")
+    p.add_argument("--workers", type=int, default=2, help="the worker count to advise for (1 to 1024)")
+    p.add_argument("--hardware", type=hardware_figures, default="engines",
+                   help="engines (measured), h100-nvlink, h100-ib, a100-pcie, cpu-ethernet, or figures: "
+                        "peak_tflops=400,memory_gib=80,alpha_s=1e-5,beta_bytes_per_s=1e11")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--precisions", type=str_list, default=None, help="precisions to try (default: all the device has)")
+    p.add_argument("--compressions", type=str_list, default=None,
+                   help="compressions to try (default none,fp16,bf16,powersgd:4,topk:0.01,randomk:0.01)")
+    p.add_argument("--strategies", type=str_list, default=None, help="strategies to try (default: all)")
+    p.add_argument("--verify", action="store_true", help="run the top configurations and compare with the prediction")
+    p.add_argument("--top", type=int, default=3, help="configurations verified and projected")
+    p.add_argument("--project-to", type=int, default=64, help="largest worker count of the projection (<= 1024)")
+    p.add_argument("--steps", type=int, default=10, help="steps of each calibration and verification run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--statistic", default="median", choices=["median", "min"],
+                   help="a run's median step, or its fastest (on a machine shared with other work)")
+    p.add_argument("--calibration", type=calibration_file, default=None, metavar="ADVICE.json",
+                   help="predict from a saved advice's calibration instead of calibrating (no engine "
+                        "unless --verify)")
+
+
+def advise_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``parakit.advise`` keyword arguments from parsed options (engines and store left out)."""
+    return {"model": args.model, "model_options": dict(args.model_option), "workers": args.workers,
+            "hardware": args.hardware, "batch_size": args.batch_size, "precisions": args.precisions,
+            "compressions": args.compressions, "strategies": args.strategies, "verify": args.verify,
+            "top": args.top, "project_to": args.project_to, "steps": args.steps, "seed": args.seed,
+            "statistic": args.statistic, "calibration": args.calibration}
+
+
+def checked_calibration(data: dict[str, Any] | None):
+    """The Calibration of ``--calibration``'s JSON (ValueError naming a wrong field), or None."""
+    from parakit.advisor.inputs import Calibration
+
+    return None if data is None else Calibration.from_dict(data)

@@ -1,0 +1,69 @@
+"""Runs, benchmarks and advice as text: the lines the ``parakit`` command prints and the
+magics print, written once so both say the same."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from parakit.advisor.candidates import label
+from parakit.records.result import headline
+from parakit.session.progress import size_text
+
+TABLE_ROWS = 20  # configurations an advice table lists before "... N more"
+
+
+def summary_line(result: Any) -> str:
+    """The run's id and headline (records.headline), as the CLI and the magics print it."""
+    return f"{result.run_id} {headline(result)}"
+
+
+def how_to_open_traces(result: Any) -> str:
+    """The trace files of a run (``trace=True``), and the ways to open them."""
+    folder = os.path.dirname(result.traces[0])
+    return "\n".join([
+        f"{len(result.traces)} Chrome-trace file(s) of run {result.run_id}, one per rank and profiler window:",
+        *(f"  {path}" for path in result.traces),
+        "Open one in https://ui.perfetto.dev (Open trace file) or chrome://tracing (Load);",
+        "or all ranks at once with Holistic Trace Analysis (pip install HolisticTraceAnalysis):",
+        f"  from hta.trace_analysis import TraceAnalysis; TraceAnalysis(trace_dir={folder!r}).get_temporal_breakdown()",
+    ])
+
+
+def bench_table(bench: Any) -> str:
+    """The benchmark as text: a line per (collective, size), then the fits."""
+    if not bench.ok:
+        return f"{bench.bench_id} {bench.status}: {bench.error}"
+    lines = [f"{bench.bench_id}: {bench.backend} x{bench.world_size} on {bench.device[0]}, {bench.dtype}",
+             f"{'collective':<15}{'size':>10}{'time (us)':>12}{'algbw GB/s':>12}{'busbw GB/s':>12}"]
+    for r in bench.rows:
+        lines.append(f"{r['collective']:<15}{size_text(r['bytes']):>10}{r['time_s'] * 1e6:>12.1f}"
+                     f"{r['algbw_gbps']:>12.3f}{r['busbw_gbps']:>12.3f}")
+    for name, fit in bench.fits.items():
+        lines.append(f"fit {name}: " + (f"latency {fit['alpha_s'] * 1e6:.1f} us, bandwidth "
+                                        f"{fit['beta_bytes_per_s'] / 1e9:.3f} GB/s"
+                                        if fit.get("alpha_s") is not None else f"none ({fit['reason']})"))
+    lines += [f"skipped {name}: {why}" for name, why in bench.skipped.items()]
+    return "\n".join(lines)
+
+
+def advice_table(advice) -> str:
+    """The advice as text: the summary, then a line per configuration (the first TABLE_ROWS that
+    fit, then those that do not, with why)."""
+    lines = [advice.summary(), "",
+             (f"{'rank':>4} {'configuration':<36}{'step ms':>9}{'samples/s':>11}{'MiB/rank':>10}"
+             f"{'MiB sent':>10}{'measured':>10}")]
+    measured = {v["label"]: v for v in advice.verified}
+    fitting = [e for e in advice.estimates if e.fits]
+    for i, e in enumerate(fitting[:TABLE_ROWS], start=1):
+        seen = measured.get(label(e.settings), {}).get("measured_step_time_s")
+        lines.append(f"{i:>4} {label(e.settings):<36}{e.step_time_s * 1e3:>9.2f}{e.samples_per_s:>11.1f}"
+                     f"{e.memory_bytes / 2**20:>10.0f}{e.collective_bytes_per_step / 2**20:>10.3f}"
+                     + (f"{seen * 1e3:>10.2f}" if seen else f"{'':>10}"))
+    if len(fitting) > TABLE_ROWS:
+        lines.append(f"     ... {len(fitting) - TABLE_ROWS} more that fit (--json for all)")
+    lines += [f"   - {label(e.settings):<36}{e.reason}" for e in advice.estimates if not e.fits]
+    for p in advice.projections:
+        curve = ", ".join(f"{q['workers']}: {q['speedup']:.2f}x" for q in p["points"])
+        lines.append(f"projection {p['label']}: {curve}" + (f" ({p['stopped']})" if p["stopped"] else ""))
+    return "\n".join(lines)

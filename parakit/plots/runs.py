@@ -1,0 +1,244 @@
+"""Figures from run records: pure functions, ``list[RunResult] -> plotly Figure``.
+
+Only completed runs that measured the figure are drawn; whatever is left out is said on the
+figure, and a figure that could not be measured (None) is left out, never drawn as 0.
+``speedup_table`` feeds both the speed-up plot and the CLI table, so the numbers agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from parakit.plots.measures import breakdown, wire_bytes
+from parakit.plots.measures import power as power_figure
+from parakit.plots.base import (
+    HOVER_RUN,
+    MIB,
+    count,
+    finish,
+    measured_runs,
+    model_label,
+    run_axis,
+    run_label,
+    skip_note,
+)
+from parakit.records.result import RunResult, StepRecord
+
+TABLE_COLUMNS = ["run_id", "model", "strategy", "workers", "samples_per_s", "step_time_ms",
+                 "speedup", "efficiency"]
+
+
+# -- speed-up ------------------------------------------------------------------------------
+def _baselines(runs: list[RunResult]) -> dict[tuple[str, Any], RunResult]:
+    """The 1-worker run per (model, batch size).
+
+    Where several qualify, 'single' beats 'ddp x1' (it has no DDP overhead, so it is the true
+    serial reference), then the latest run wins.
+    """
+    ones = [r for r in runs if r.world_size == 1]
+    ones.sort(key=lambda r: (r.config.get("strategy") == "single", r.ended_at))
+    return {(model_label(r), r.config.get("batch_size")): r for r in ones}  # last one wins
+
+
+def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -> pd.DataFrame:
+    """Throughput, speed-up and efficiency of each completed run.
+
+    Args:
+        results: Runs of any status; runs without a measured samples/s are left out.
+        baseline: The run every speed-up is taken against. When None, each run is compared
+            with the 1-worker run of the same model and batch size.
+
+    Returns:
+        One row per run, columns ``TABLE_COLUMNS``. ``speedup`` and ``efficiency``
+        (speed-up / workers) are NaN where no baseline exists, never a made-up number.
+
+    Raises:
+        ValueError: If ``baseline`` is given but has no measured samples/s.
+    """
+    if baseline is not None and not measured_runs([baseline], "samples_per_s"):
+        raise ValueError(f"baseline run {baseline.run_id} ({baseline.status}) has no "
+                         "samples/s; pass a completed run")
+    runs = measured_runs(results, "samples_per_s")
+    bases = _baselines(runs)
+    rows = []
+    for run in runs:
+        base = baseline or bases.get((model_label(run), run.config.get("batch_size")))
+        rate = run.summary["samples_per_s"]
+        speed = rate / base.summary["samples_per_s"] if base else None
+        step_s = run.summary.get("step_time_s")
+        rows.append([run.run_id, model_label(run), run.config.get("strategy"), run.world_size,
+                     rate, step_s * 1e3 if step_s is not None else None,
+                     speed, speed / run.world_size if speed is not None else None])
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    # None -> NaN in float columns (not an object column); NaN is "no number", never 0.
+    table = table.astype({col: float for col in TABLE_COLUMNS[4:]})
+    return table.sort_values(["model", "workers", "strategy"], kind="stable", ignore_index=True)
+
+
+def speedup(results: list[RunResult], baseline: RunResult | None = None) -> go.Figure:
+    """Samples/s speed-up against 1 worker, one line per (strategy, model), with ideal linear.
+
+    Args:
+        results: Runs of any status; see ``speedup_table`` for which are drawn.
+        baseline: The run to compare against; by default the 1-worker run of the same model
+            and batch size.
+
+    Returns:
+        A line figure, x = workers, y = speed-up (x), plus a dashed ideal line y = x.
+
+    Raises:
+        ValueError: If no run has a baseline to compare against.
+    """
+    table = speedup_table(results, baseline)
+    drawn = table.dropna(subset=["speedup"])
+    if drawn.empty:
+        raise ValueError(
+            "no 1-worker baseline: include a 1-worker run of the same model and batch size "
+            "(or pass baseline=)"
+        )
+    fig = go.Figure()
+    for (strategy, model), group in drawn.groupby(["strategy", "model"], sort=True):
+        group = group.sort_values("workers")
+        fig.add_scatter(
+            x=group["workers"], y=group["speedup"], mode="lines+markers",
+            name=f"{strategy} · {model}",
+            customdata=group[["run_id", "strategy", "workers", "samples_per_s", "efficiency"]],
+            hovertemplate=HOVER_RUN + "<br>speed-up %{y:.2f}x, efficiency %{customdata[4]:.0%}"
+            "<br>%{customdata[3]:.1f} samples/s<extra></extra>",
+        )
+    top = int(drawn["workers"].max())
+    fig.add_scatter(
+        x=[1, top], y=[1, top], mode="lines", name="ideal (linear)",
+        line={"dash": "dash", "color": "gray"}, hoverinfo="skip",
+    )
+    fig.update_xaxes(tick0=1, dtick=1 if top <= 16 else None)
+    no_base = len(table) - len(drawn)
+    notes = [skip_note(results, len(table), "failed, stopped or unmeasured"),
+             f"{count(no_base, 'run')} without a 1-worker baseline" if no_base else ""]
+    return finish(fig, "Speed-up vs 1 worker (samples/s)", "workers (ranks)",
+                   "speed-up (x)", notes)
+
+
+# -- per run -------------------------------------------------------------------------------
+def throughput(results: list[RunResult]) -> go.Figure:
+    """Samples/s of each completed run as a bar labelled 'strategy xN'.
+
+    Args:
+        results: Runs of any status; those without a measured samples/s are skipped.
+
+    Returns:
+        A bar figure, one bar per run.
+    """
+    runs = measured_runs(results, "samples_per_s")
+    fig = go.Figure(go.Bar(
+        x=[r.run_id for r in runs], y=[r.summary["samples_per_s"] for r in runs],
+        customdata=[[r.run_id, r.config.get("strategy"), r.world_size, model_label(r)]
+                    for r in runs],
+        texttemplate="%{y:.0f}", textposition="outside",
+        hovertemplate=HOVER_RUN + "<br>%{customdata[3]}<br>%{y:.1f} samples/s<extra></extra>",
+    ))
+    run_axis(fig, runs)
+    return finish(fig, "Throughput per run (median step)", "run", "samples/s",
+                   [skip_note(results, len(runs), "failed, stopped or unmeasured")])
+
+
+def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | None],
+              title: str, y_title: str, unit: str) -> go.Figure:
+    """One line per run over steps; warm-up points faded and open, and their span shaded."""
+    runs = [r for r in results if r.ok and r.steps]
+    fig = go.Figure()
+    for run in runs:
+        warm = [s.warmup for s in run.steps]
+        fig.add_scatter(
+            x=[s.step for s in run.steps],
+            y=[value(s) for s in run.steps],  # None stays None: a gap in the line, not a 0
+            mode="lines+markers", name=f"{run_label(run)} · {run.run_id}",
+            marker={"opacity": [0.35 if w else 1.0 for w in warm],
+                    "symbol": ["circle-open" if w else "circle" for w in warm]},
+            customdata=[[run.run_id, run.config.get("strategy"), run.world_size,
+                         "warm-up" if w else "measured"] for w in warm],
+            hovertemplate=HOVER_RUN + f"<br>step %{{x}} (%{{customdata[3]}})<br>%{{y:.4g}} {unit}"
+            "<extra></extra>",
+        )
+    last_warm = max((s.step for r in runs for s in r.steps if s.warmup), default=None)
+    if last_warm is not None:
+        # Warm-up is recorded but left out of the summaries: shade it so the eye does too.
+        fig.add_vrect(x0=-0.5, x1=last_warm + 0.5, fillcolor="gray", opacity=0.12, line_width=0,
+                      annotation_text="warm-up", annotation_position="top left")
+    return finish(fig, title, "step", y_title,
+                   [skip_note(results, len(runs), "failed, stopped or no steps")])
+
+
+def loss(results: list[RunResult]) -> go.Figure:
+    """Training loss per step, one line per run, warm-up steps faded and shaded.
+
+    Args:
+        results: Runs of any status; runs without steps are skipped.
+
+    Returns:
+        A line figure; a step with no loss is a gap, not a zero.
+    """
+    return _per_step(results, lambda s: s.loss, "Loss per step", "loss", "")
+
+
+def step_times(results: list[RunResult]) -> go.Figure:
+    """Step time (slowest rank) per step in ms, one line per run, warm-up faded and shaded.
+
+    Args:
+        results: Runs of any status; runs without steps are skipped.
+
+    Returns:
+        A line figure.
+    """
+    return _per_step(results, lambda s: s.step_time_s * 1e3, "Step time per step (slowest rank)",
+                     "step time (ms)", "ms")
+
+
+def memory(results: list[RunResult]) -> go.Figure:
+    """Peak memory of each rank in MiB, bars grouped by run.
+
+    Args:
+        results: Runs of any status; failed/stopped runs are skipped, and ranks whose peak
+            was not measured (None) are omitted, with their count in the subtitle.
+
+    Returns:
+        A grouped bar figure, one bar per measured rank.
+    """
+    measured = [(r, k) for r in results if r.ok for k in r.ranks if k.peak_mem_bytes is not None]
+    runs = list({id(r): r for r, _ in measured}.values())  # in order, each once
+    unmeasured = sum(k.peak_mem_bytes is None for r in results if r.ok for k in r.ranks)
+    fig = go.Figure()
+    for rank in sorted({k.rank for _, k in measured}):
+        hits = [(r, k) for r, k in measured if k.rank == rank]
+        fig.add_bar(
+            x=[r.run_id for r, _ in hits], y=[k.peak_mem_bytes / MIB for _, k in hits],
+            name=f"rank {rank}",
+            customdata=[[r.run_id, r.config.get("strategy"), r.world_size, k.rank, k.peak_mem_kind,
+                         k.device_name] for r, k in hits],
+            hovertemplate=HOVER_RUN + "<br>rank %{customdata[3]} on %{customdata[5]}"
+            "<br>%{y:.1f} MiB (%{customdata[4]})<extra></extra>",
+        )
+    fig.update_layout(barmode="group")
+    run_axis(fig, runs)
+    # GPU (allocator peak) and CPU (process RSS) peaks measure different things: say which.
+    kinds = sorted({k.peak_mem_kind for r in runs for k in r.ranks if k.peak_mem_kind})
+    notes = [skip_note(results, len(runs), "failed, stopped or unmeasured"),
+             f"{count(unmeasured, 'rank')} not measured, omitted" if unmeasured else "",
+             f"kind: {', '.join(kinds)}" if kinds else ""]
+    return finish(fig, "Peak memory per rank", "run", "peak memory (MiB)", notes)
+
+
+# What ``%parakit plot KIND`` can draw: a new figure is one more line here.
+PLOTS: dict[str, Callable[[list[RunResult]], go.Figure]] = {
+    "speedup": speedup,
+    "loss": loss,
+    "memory": memory,
+    "throughput": throughput,
+    "step_times": step_times,
+    "breakdown": breakdown,
+    "bytes": wire_bytes,
+    "power": power_figure,
+}

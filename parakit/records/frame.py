@@ -1,0 +1,203 @@
+"""Speed-up against one worker, and strong- and weak-scaling efficiency, for runs that differ
+only in their worker count.
+
+Two kinds of group, from the runs frame (``store.runs_frame``), ok runs only:
+
+- strong scaling: the same settings and the same global ``batch_size`` at every worker count
+  (the same work, split finer). ``strong_efficiency = speedup / workers``.
+- weak scaling: the same settings and the same batch per worker (``batch_size / workers``),
+  so the global batch grows with the workers. ``weak_efficiency = (samples_per_s / workers)
+  / samples_per_s at 1 worker``.
+
+``speedup = samples_per_s / samples_per_s of the group's 1-worker baseline``.
+
+The baseline is a 1-worker run of the same strategy: the same code path (DDP's buckets and
+all-reduce calls, FSDP's gathers), so the speed-up shows what more workers bring and nothing
+else. Only where a group has no such run does a ``single`` run stand in, matched on every
+setting except those of the layout (``LAYOUT_COLUMNS``), which a single run does not have.
+Repeated baseline runs count by their median throughput.
+
+Standard library and pandas over the records layer's frame; no plotting here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import statistics
+from collections import defaultdict
+from typing import Any
+
+import pandas
+
+from parakit.config.run import RunConfig, Strategy
+from parakit.records.result import OK
+
+THROUGHPUT = "samples_per_s"
+NEW_COLUMNS = ("speedup", "strong_efficiency", "weak_efficiency", "scaling_group")
+# Settings parakit derives from the worker count unless told otherwise (a hybrid's mesh, a
+# pipeline's micro-batches, twice its ranks): compared, they would split every group apart.
+_FOLLOW_WORKERS = {"workers", "mesh", "microbatches"}
+# How work is split and synchronised between workers: a single run has none of these, so they
+# are not compared when a single run stands in as the 1-worker baseline.
+LAYOUT_COLUMNS = {
+    "strategy", "hybrid", "mesh", "schedule", "microbatches", "split", "tp_plan",
+    "compression", "error_feedback",
+}
+# Always named in a group's label; other settings only where they differ between groups.
+_NAMED = ("strategy", "model", "precision")
+
+
+def add_scaling(frame: pandas.DataFrame) -> pandas.DataFrame:
+    """The runs frame with speed-up and scaling-efficiency columns added.
+
+    A run's group is every setting (RunConfig's columns, and the device kind) except its
+    worker count, and for weak scaling except its global batch, where the batch per worker
+    must match instead. A run is labelled with its strong group, or with its weak group where
+    only that one spans more than one worker count (a weak-scaling sweep's 1-worker run).
+
+    Args:
+        frame: one row per run, as ``Session.runs()`` / ``load_runs()`` return it.
+
+    Returns:
+        A copy with ``speedup``, ``strong_efficiency``, ``weak_efficiency`` (NaN where the run
+        is not ok or its group has no 1-worker baseline) and ``scaling_group`` (a label such as
+        ``"strong: ddp, gpt, bf16, batch 64"``; missing for runs that are not ok).
+    """
+    out = frame.copy()
+    for column in NEW_COLUMNS:
+        out[column] = None if column == "scaling_group" else math.nan
+    needed = {"status", "workers", "batch_size", THROUGHPUT}
+    if out.empty or not needed <= set(out.columns):
+        return out
+    runs = _ok_runs(out)
+    baselines = _Baselines(runs)
+    varying = _varying_settings(runs)
+    figures = {column: list(out[column]) for column in NEW_COLUMNS}
+    for run in runs:
+        strong, weak = baselines.throughput(run, "strong"), baselines.throughput(run, "weak")
+        kind = "weak" if baselines.spans(run, "weak") and not baselines.spans(run, "strong") else "strong"
+        base = weak if kind == "weak" else strong
+        at = run["position"]
+        if base is not None:
+            figures["speedup"][at] = run["throughput"] / base
+        if strong is not None:
+            figures["strong_efficiency"][at] = run["throughput"] / strong / run["workers"]
+        if weak is not None:
+            figures["weak_efficiency"][at] = run["throughput"] / run["workers"] / weak
+        figures["scaling_group"][at] = _label(run, kind, varying)
+    for column, values in figures.items():
+        out[column] = values
+    return out
+
+
+def _ok_runs(frame: pandas.DataFrame) -> list[dict[str, Any]]:
+    """The ok runs with a throughput, each as its settings, worker count and throughput."""
+    columns = [f.name for f in dataclasses.fields(RunConfig)
+               if f.name in frame.columns and f.name not in _FOLLOW_WORKERS]
+    runs = []
+    for position, (_, row) in enumerate(frame.iterrows()):
+        throughput = _number(row[THROUGHPUT])
+        if row["status"] != OK or throughput is None or throughput <= 0:
+            continue
+        settings = {c: _canonical(row[c]) for c in columns}
+        # A CPU run and a GPU run of the same settings are not the same group.
+        device = _canonical(row.get("device"))
+        settings["device"] = device.split(":")[0] if isinstance(device, str) else device
+        runs.append({"position": position, "settings": settings, "workers": int(row["workers"]),
+                     "batch_size": int(row["batch_size"]), "throughput": throughput})
+    return runs
+
+
+class _Baselines:
+    """Each group's 1-worker throughput (a run of the same strategy, else a single run) and
+    the worker counts it holds."""
+
+    def __init__(self, runs: list[dict[str, Any]]):
+        self.own: dict[tuple, list[float]] = defaultdict(list)
+        self.single: dict[tuple, list[float]] = defaultdict(list)
+        self.counts: dict[tuple, set[int]] = defaultdict(set)
+        for run, kind in itertools.product(runs, ("strong", "weak")):
+            key = self.key(run, kind)
+            if key is None:
+                continue
+            self.counts[key].add(run["workers"])
+            if run["workers"] == 1:
+                self.own[key].append(run["throughput"])
+                if run["settings"].get("strategy") == Strategy.SINGLE.value:
+                    self.single[self.key(run, kind, LAYOUT_COLUMNS)].append(run["throughput"])
+
+    @staticmethod
+    def key(run: dict[str, Any], kind: str, drop: frozenset[str] | set[str] = frozenset()) -> tuple | None:
+        """The group: the settings less ``drop``, with the global batch (strong) or the batch
+        per worker (weak); None for a weak group of a batch that does not divide evenly."""
+        batch, workers = run["batch_size"], run["workers"]
+        if kind == "weak":
+            if batch % workers:
+                return None
+            batch //= workers
+        settings = tuple((c, v) for c, v in run["settings"].items() if c != "batch_size" and c not in drop)
+        return kind, settings, batch
+
+    def throughput(self, run: dict[str, Any], kind: str) -> float | None:
+        """The baseline's samples_per_s (median of repeats), or None where there is none."""
+        key = self.key(run, kind)
+        if key is None:
+            return None
+        found = self.own.get(key) or self.single.get(self.key(run, kind, LAYOUT_COLUMNS))
+        return statistics.median(found) if found else None
+
+    def spans(self, run: dict[str, Any], kind: str) -> bool:
+        """Whether the run's group holds more than one worker count (a stand-in single run
+        counts as the 1)."""
+        key = self.key(run, kind)
+        if key is None:
+            return False
+        counts = self.counts[key] | ({1} if self.throughput(run, kind) is not None else set())
+        return len(counts) > 1
+
+
+def _varying_settings(runs: list[dict[str, Any]]) -> list[str]:
+    """Settings, beyond the always-named ones, whose value differs between ok runs."""
+    if not runs:
+        return []
+    names = [c for c in runs[0]["settings"] if c not in _NAMED and c not in ("batch_size", "hybrid")]
+    return [c for c in names if len({r["settings"][c] for r in runs}) > 1]
+
+
+def _label(run: dict[str, Any], kind: str, varying: list[str]) -> str:
+    s = run["settings"]
+    strategy = s.get("strategy")
+    if strategy == Strategy.HYBRID.value and s.get("hybrid"):
+        strategy = f"hybrid {s['hybrid']}"
+    batch = f"batch {run['batch_size']}" if kind == "strong" else f"{run['batch_size'] // run['workers']} per worker"
+    parts = [strategy, s.get("model"), s.get("precision"), batch]
+    parts += [f"{c} {_shown(s[c])}" for c in varying if s[c] is not None]
+    return f"{kind}: " + ", ".join(str(p) for p in parts if p is not None)
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable, comparable form of a frame cell: missing -> None, lists and dicts -> tuples."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value)
+    return None if pandas.isna(value) else value
+
+
+def _shown(value: Any) -> str:
+    """A canonical value back as text: a dict's pairs as k=v, a list's items joined by /."""
+    if isinstance(value, tuple):
+        if all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            return " ".join(f"{k}={_shown(v)}" for k, v in value)
+        return "/".join(_shown(v) for v in value)
+    return str(value)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

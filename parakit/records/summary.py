@@ -1,0 +1,335 @@
+"""Summary figures of a run, from what its ranks measured: medians over the measured steps,
+the time breakdown, energy, FLOPs and MFU, and in words how each was obtained. A figure that
+could not be measured is None, with its reason in ``RunResult.unmeasured``."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from parakit.config.run import RunConfig, Strategy
+from parakit.records.result import RankInfo, RunResult, StepRecord
+
+
+def measure(result: RunResult, config: RunConfig, rank_results: list[dict[str, Any] | None]) -> None:
+    """Fill ``result``'s steps, summary and unmeasured reasons from what the ranks returned.
+
+    A failed run keeps the steps every returning rank completed (a dead rank returns nothing);
+    a run with no completed step has no summary.
+    """
+    returned = [r for r in rank_results if r]
+    if not returned:
+        return
+    result.steps = steps_from_ranks(returned, config.warmup_steps)
+    if not result.steps:
+        return
+    ranks, first = result.ranks, rank_results[0] or {}
+    summary = result.summary = summarize(result.steps, config, ranks)
+    unmeasured = result.unmeasured
+    reason = returned[0].get("peak_mem_reason")
+    if summary["peak_mem_bytes"] is None and reason:
+        unmeasured["peak_mem_bytes"] = reason
+    summary["math_flags"] = returned[0].get("math_flags")
+    if summary["comm_bytes_per_step"] is None:
+        unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
+    if summary["compute_time_s"] is None:
+        unmeasured["compute_time_s"] = unrecorded_breakdown(config)
+    wall_s = measured_wall_s(returned)
+    summary["wall_samples_per_s"] = config.batch_size * summary["measured_steps"] / wall_s if wall_s else None
+    if wall_s is None:
+        unmeasured["wall_samples_per_s"] = "no step after the warm-up was timed by the wall clock"
+    summary["instrument_overhead"] = instrument_overhead(result.steps, returned, wall_s)
+    summary["profiler_overhead"] = summary["instrument_overhead"]["recorded_step_slowdown"]
+    summary["diverged_at_step"] = diverged_at_step(result.steps)
+    if summary["diverged_at_step"] is not None:
+        result.warnings.append(divergence_warning(summary["diverged_at_step"], result.steps, config))
+    # The meter's window is the measured steps': per-sample figures cover what the throughput does.
+    trained = config.batch_size * summary["measured_steps"]
+    power, reason = power_summary(ranks, trained)
+    summary.update(power)
+    if reason:
+        unmeasured["energy_j"] = reason
+    flops, why = flops_summary(first, summary["step_time_s"], config.workers)  # rank 0 counts them
+    summary.update(flops, flops_method=first.get("flops_method"))
+    unmeasured.update(why)
+    summary["method"] = methods(config, summary)
+
+
+def measured_wall_s(rank_results: list[dict[str, Any]]) -> float | None:
+    """The measured steps' wall clock: the slowest rank's, as a synchronous step is only done
+    when every rank is."""
+    walls = [r.get("measured_wall_s") for r in rank_results]
+    return max(walls) if walls and all(w is not None for w in walls) else None
+
+
+def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, Any]],
+                        wall_s: float | None) -> dict[str, Any]:
+    """What parakit's own instruments cost this run, measured on it.
+
+    - ``recorded_step_slowdown``: the recorded steps' median time over the others', minus 1
+      (the profiler's price inside the steps it records);
+    - ``after_recorded_slowdown``: the same for the 3 steps after each profiler window against
+      the rest, which would show work the profiler left behind (None with too few steps);
+    - ``between_steps_s``: time the instruments took between steps (starting, stopping and
+      reading the profiler; progress messages), largest rank, counted directly;
+    - ``wall_share``: all of the above as a share of the measured steps' wall clock;
+    - counted: ``profiler_on_steps`` (the steps the profiler was on, on any rank),
+      ``progress_messages`` and ``gc_collections`` (per generation, during the measured steps).
+    """
+    measured = [s for s in steps if not s.warmup]
+    recorded = {s.step for s in measured if s.rank_compute_time_s is not None}
+    after = {s + k for s in recorded for k in (1, 2, 3) if s + 1 not in recorded} - recorded
+    others = [s.step_time_s for s in measured if s.step not in recorded]
+    plain = [s.step_time_s for s in measured if s.step not in recorded and s.step not in after]
+    near = [s.step_time_s for s in measured if s.step in after]
+    inside = [s.step_time_s for s in measured if s.step in recorded]
+
+    def slowdown(times: list[float], least: int, against: list[float]) -> float | None:
+        ok = len(times) >= least and len(against) >= 3
+        return statistics.median(times) / statistics.median(against) - 1 if ok else None
+
+    costs = [sum(r["instrument_s"].values()) for r in rank_results if r.get("instrument_s")]
+    collections = [r["gc_collections"] for r in rank_results if r.get("gc_collections")]
+    between = max(costs) if costs else None
+    extra = sum(t - statistics.median(others) for t in inside) if inside and len(others) >= 3 else 0.0
+    return {
+        "recorded_steps": len(recorded),
+        "recorded_step_slowdown": slowdown(inside, 1, others),
+        "after_recorded_slowdown": slowdown(near, 3, plain),
+        "between_steps_s": between,
+        "wall_share": (between + max(extra, 0.0)) / wall_s if between is not None and wall_s else None,
+        # Counted, not timed: when the profiler was on, and what else ran between the steps.
+        "profiler_on_steps": sorted({s for r in rank_results for s in r.get("profiler_on_steps") or []}),
+        "progress_messages": max((r.get("progress_messages") or 0 for r in rank_results), default=0),
+        "gc_collections": [max(c) for c in zip(*collections)] if collections else None,
+        "method": ("recorded_step_slowdown: median recorded step against the median of the others; "
+                   "after_recorded_slowdown: the 3 steps after each mid-run window against the steps "
+                   "neither recorded nor after one; between_steps_s: perf_counter around "
+                   "the profiler's start, stop and reading and the progress messages, largest rank; "
+                   "wall_share: between_steps_s plus the recorded steps' time above the others' median, "
+                   "over the measured steps' wall clock"),
+    }
+
+
+def diverged_at_step(steps: list[StepRecord]) -> int | None:
+    """The first step whose loss is NaN or infinite, or None."""
+    return next((s.step for s in steps if s.loss is not None and not math.isfinite(s.loss)), None)
+
+
+def divergence_warning(step: int, steps: list[StepRecord], config: RunConfig) -> str:
+    last = steps[-1].step + 1
+    ended = (f"the run stopped after step {last} of {config.steps} (stop_on_divergence)"
+             if last < config.steps and config.stop_on_divergence else f"it ran all {last} steps")
+    return (f"the loss diverged at step {step} (NaN or infinite); {ended}. "
+            f"Try a smaller lr (it was {config.lr:g}), precision='fp32' or bf16 instead of fp16.")
+
+
+def unmeasured_wire(config: RunConfig) -> str:
+    if config.strategy is Strategy.SINGLE:
+        return "a single worker sends nothing"
+    return (f"bytes are counted in DDP's communication hooks; {config.strategy}'s collectives "
+            "(all-gather, reduce-scatter, send/recv) are not counted yet")
+
+def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> list[StepRecord]:
+    """Merge per-rank step lists (same length on every rank) into one record per step."""
+    n = min(min(len(r["step_time_s"]), len(r["losses"])) for r in rank_results)
+    steps = []
+    for i in range(n):
+        losses = [r["losses"][i] for r in rank_results if r["losses"][i] is not None]
+        times = [r["step_time_s"][i] for r in rank_results]
+        counted = all(r.get("comm_bytes") for r in rank_results)
+        profiled = all(r.get("compute_time_s") and r["compute_time_s"][i] is not None for r in rank_results)
+        split = {f"rank_{k}": [r[k][i] for r in rank_results] for k in BREAKDOWN} if profiled else {}
+        steps.append(
+            StepRecord(
+                step=i,
+                loss=sum(losses) / len(losses) if losses else None,
+                step_time_s=max(times),
+                rank_step_time_s=times,
+                warmup=i < warmup_steps,
+                rank_comm_bytes=[r["comm_bytes"][i] for r in rank_results] if counted else None,
+                rank_uncompressed_bytes=[r["uncompressed_bytes"][i] for r in rank_results] if counted else None,
+                **split,
+            )
+        )
+    return steps
+
+
+BREAKDOWN = ("compute_time_s", "comm_time_s", "exposed_comm_time_s", "idle_time_s")
+
+
+def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo]) -> dict[str, Any]:
+    """Summary figures over the measured (non-warm-up) steps."""
+    measured = [s for s in steps if not s.warmup] or steps
+    times = [s.step_time_s for s in measured]
+    step_time = statistics.median(times)
+    losses = [s.loss for s in steps if s.loss is not None]
+    peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
+    digests = [r.params_digest for r in ranks if r.params_digest]
+    bubbles = [r.bubble for r in ranks if r.bubble is not None]
+    return {
+        "step_time_s": step_time,
+        "step_time_min_s": min(times),
+        "step_time_max_s": max(times),
+        # At the median step, so one slow step on a noisy machine does not move it.
+        "samples_per_s": config.batch_size / step_time,
+        "measured_steps": len(measured),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "peak_mem_bytes": max(peaks) if peaks else None,
+        # Bit-identical replicas at the end; None where ranks do not each hold a full replica.
+        "params_in_sync": len(set(digests)) == 1 if digests and len(digests) == len(ranks) else None,
+        # The largest rank's share: what decides whether a model fits.
+        "param_bytes": _largest(r.param_bytes for r in ranks),
+        "optimizer_bytes": _largest(r.optimizer_bytes for r in ranks),
+        "bubble": statistics.mean(bubbles) if bubbles else None,
+        **wire_summary(measured),
+        "bubble_ideal": next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
+        **breakdown_summary(measured),
+    }
+
+
+def _largest(values) -> int | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def wire_summary(measured: list[StepRecord]) -> dict[str, Any]:
+    """Bytes the largest sender gave to gradient collectives per step (mean over measured
+    steps), beside the plain fp32 all-reduce bytes of the same buckets."""
+    sent = [max(s.rank_comm_bytes) for s in measured if s.rank_comm_bytes]
+    full = [max(s.rank_uncompressed_bytes) for s in measured if s.rank_uncompressed_bytes]
+    if not sent:
+        return {"comm_bytes_per_step": None, "uncompressed_bytes_per_step": None, "compression_ratio": None}
+    comm, plain = statistics.mean(sent), statistics.mean(full)
+    return {
+        "comm_bytes_per_step": comm,
+        "uncompressed_bytes_per_step": plain,
+        # None, not infinity, when nothing was sent at the median step (local SGD between averages)
+        "compression_ratio": plain / comm if comm else None,
+    }
+
+
+def breakdown_summary(measured: list[StepRecord]) -> dict[str, Any]:
+    """The time breakdown: per recorded step the mean over ranks, then the median over steps.
+
+    ``breakdown_check`` is compute + exposed communication + idle over the step time the
+    timer measured (a separate clock): near 1 when the breakdown accounts for the step.
+    (``profiler_overhead``, how much slower recorded steps were, is ``instrument_overhead``'s
+    ``recorded_step_slowdown``: see there.)
+    """
+    recorded = [s for s in measured if s.rank_compute_time_s is not None]
+    if not recorded:
+        return {k: None for k in (*BREAKDOWN, "breakdown_steps", "breakdown_check")}
+    out: dict[str, Any] = {
+        k: statistics.median(statistics.mean(getattr(s, f"rank_{k}")) for s in recorded) for k in BREAKDOWN
+    }
+    accounted = [
+        (c + e + i) / t
+        for s in recorded
+        for c, e, i, t in zip(s.rank_compute_time_s, s.rank_exposed_comm_time_s, s.rank_idle_time_s,
+                              s.rank_step_time_s)
+        if t > 0
+    ]
+    out["breakdown_steps"] = len(recorded)
+    out["breakdown_check"] = statistics.median(accounted) if accounted else None
+    return out
+
+
+def unrecorded_breakdown(config: RunConfig) -> str:
+    if config.profile_every == 0:
+        return "the profiler was off (profile_every=0)"
+    return (f"no step after the {config.warmup_steps} warm-up steps was recorded "
+            f"(steps={config.steps}, profile_every={config.profile_every})")
+
+
+def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
+    """How each summary figure was obtained, in words, kept in the record beside it."""
+    n, w = summary["measured_steps"], config.warmup_steps
+    window = f"median over {n} steps after {w} warm-up steps"
+    if config.compile:
+        window += " (torch.compile compiles in the first, a warm-up step)"
+    out = {
+        "step_time_s": f"slowest rank per step, {window} (min {summary['step_time_min_s']:.4g} s, "
+                       f"max {summary['step_time_max_s']:.4g} s); CUDA events on GPU, wall clock on CPU",
+        "samples_per_s": "global batch size / step_time_s",
+        "wall_samples_per_s": (f"global batch size x {n} measured steps / their wall clock, from the first "
+                               "measured step's start to the last one's end, everything between steps "
+                               "included; slowest rank"),
+        "peak_mem_bytes": "largest rank: torch.cuda.max_memory_allocated on GPU, peak resident set on CPU",
+    }
+    if summary.get("compute_time_s") is not None:
+        which = (f"every {config.profile_every}th after the warm-up" if config.profile_every
+                 else "one window right after the warm-up")
+        out["compute_time_s"] = (
+            f"torch.profiler on {summary['breakdown_steps']} steps ({which}): union of compute intervals (GPU kernels; CPU operators of the training "
+            "thread), mean over ranks, median over recorded steps; comm_time_s the same for "
+            "collectives (gloo threads, NCCL kernels), exposed_comm_time_s the part with no compute, "
+            "idle_time_s the rest of the step"
+        )
+    if summary.get("energy_j") is not None:
+        out["energy_j"] = ("energy counter read at the start and end of the measured steps "
+                           "(NVML nvmlDeviceGetTotalEnergyConsumption on GPU, RAPL package counters on CPU), "
+                           "each device once, summed, over the measured steps' window (warm-up left out, as in "
+                           "wall_samples_per_s); samples_per_j = samples of the measured steps / energy_j")
+    if summary.get("flops_per_step") is not None:
+        out["flops_per_step"] = summary.get("flops_method") or ""
+        out["mfu"] = "flops_per_step / step_time_s / workers / the device's dense peak at this precision"
+    if summary.get("comm_bytes_per_step") is not None:
+        out["comm_bytes_per_step"] = "counted in DDP's communication hooks, largest sender, mean over measured steps"
+    return out
+
+
+def power_summary(ranks: list[RankInfo], samples_trained: int) -> tuple[dict[str, Any], str | None]:
+    """Energy of the run: each device once (engines sharing a GPU, or the CPU ranks of a host,
+    read one counter), summed over devices.
+
+    Returns:
+        The summary figures (energy_j, avg_power_w, samples_per_j, power_scope,
+        power_sampler_overhead) and, when energy is None, the reason.
+    """
+    devices: dict[str, dict[str, Any]] = {}
+    for r in ranks:
+        if r.power is not None and r.power_device not in devices:
+            devices[r.power_device] = r.power
+    energies = [p["energy_j"] for p in devices.values()]
+    overheads = [p["overhead_s"] / p["duration_s"] for p in devices.values() if p["samples"] and p["duration_s"] > 0]
+    out = {
+        "energy_j": None, "avg_power_w": None, "samples_per_j": None,
+        "power_scope": next((p["scope"] for p in devices.values()), None),
+        # CPU time of the sampler thread over the window: what looking cost the engine.
+        "power_sampler_overhead": max(overheads) if overheads else None,
+    }
+    if not devices or any(e is None for e in energies):
+        reasons = sorted({p["reason"] for p in devices.values() if p["energy_j"] is None and p["reason"]})
+        return out, "; ".join(reasons) or "no rank measured power"
+    energy = sum(energies)
+    out["energy_j"] = energy
+    out["avg_power_w"] = sum(p["avg_power_w"] for p in devices.values())
+    out["samples_per_j"] = samples_trained / energy if energy > 0 else None
+    return out, None
+
+
+def flops_summary(rank0: dict[str, Any], step_time_s: float, world_size: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """Model FLOPs per step, achieved TFLOP/s per device and MFU (nanoGPT's estimate_mfu: model
+    FLOPs, not hardware FLOPs, so recomputation and padding do not count), with reasons.
+
+    Returns:
+        The summary figures and {figure: why it is None}.
+    """
+    flops, how = rank0.get("flops_per_step"), rank0.get("flops_method")
+    peak, no_peak = rank0.get("peak_flops") or (None, "the run did not report a peak")
+    achieved = flops / step_time_s / world_size if flops is not None and step_time_s > 0 else None
+    out = {
+        "flops_per_step": flops,
+        "tflops_per_device": achieved / 1e12 if achieved is not None else None,
+        "mfu": achieved / peak if achieved is not None and peak else None,
+    }
+    why = {}
+    if flops is None:
+        why["flops_per_step"] = how or "FLOPs were not counted"
+        why["mfu"] = why["flops_per_step"]
+    elif out["mfu"] is None:
+        why["mfu"] = no_peak
+    return out, why

@@ -1,0 +1,80 @@
+"""The communication benchmark's settings, checked before any engine is touched, and its
+result, assembled from what the ranks returned (see engine/commbench.py for the measuring)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from parakit.engine.commbench import BUILDERS, DEFAULT_SIZES_BYTES, DTYPES
+from parakit.records.result import OK, CommBenchResult, new_run_id, now_iso
+
+CPU_MAX_BYTES = 64 * 2**20  # default cap on CPU engines: 256 MB x 2 buffers x ranks is a lot of RAM
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
+          "G": 2**30, "GB": 2**30, "GIB": 2**30}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from 4096, "4096", "64KB", "16 MB" or "1GiB" (binary multiples, as nccl-tests)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value > 0:
+            return value
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+        if m and m.group(2).upper() in _UNITS and float(m.group(1)) > 0:
+            return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    raise ValueError(f"a message size must be a positive number of bytes, e.g. 4096, '64KB' or '16MB' (got {value!r})")
+
+
+def bench_settings(world: Any, sizes, collectives, repeats: Any, warmup: Any, max_size, dtype: str,
+                   gpus: list) -> dict[str, Any]:
+    """Check the settings and return the engine function's keyword arguments.
+
+    Raises:
+        ValueError: naming the setting and what it takes.
+    """
+    if isinstance(world, bool) or not isinstance(world, int) or world < 2:
+        raise ValueError(f"the communication benchmark needs workers >= 2 (got {world!r})")
+    names = list(BUILDERS) if collectives is None else _as_list(collectives, "collectives")
+    if not names:
+        raise ValueError(f"collectives is empty; use any of: {', '.join(BUILDERS)}")
+    unknown = [c for c in names if c not in BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown collective {unknown[0]!r}; use any of: {', '.join(BUILDERS)}")
+    for what, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{what} must be an integer >= {low} (got {value!r})")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+    chosen = DEFAULT_SIZES_BYTES if sizes is None else [parse_size(v) for v in _as_list(sizes, "sizes")]
+    if not chosen:
+        raise ValueError("sizes is empty; give message sizes such as ['1KB', '1MB'] (or leave it out)")
+    cap = parse_size(max_size) if max_size is not None else (None if gpus else CPU_MAX_BYTES)
+    kept = sorted({b for b in chosen if cap is None or b <= cap})
+    if not kept:
+        raise ValueError(f"no message size is at most max_size={max_size!r}")
+    return {"sizes_bytes": kept, "collectives": names, "repeats": repeats, "warmup": warmup, "dtype": dtype}
+
+
+def finish_bench(outcome, world: int, backend: str | None, devices: list[str], started: str) -> CommBenchResult:
+    """The record of a benchmark: rank 0's figures (every rank returns the same, the slowest
+    rank's), or the error of a failed or stopped one."""
+    result = CommBenchResult(
+        bench_id=f"comm-{new_run_id()}", status=outcome.status, world_size=world,
+        backend=backend, device=devices, error=outcome.error, started_at=started, ended_at=now_iso(),
+    )
+    if outcome.status == OK and outcome.rank_results:
+        figures = outcome.rank_results[0]
+        result.dtype, result.rows = figures["dtype"], figures["rows"]
+        result.fits, result.skipped = figures["fits"], figures["skipped"]
+    return result
+
+
+def _as_list(value: Any, name: str) -> list:
+    """One value or a list/tuple of them; anything else is refused in one line."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    example = {"sizes": "['1KB', '1MB']", "collectives": "['all_reduce', 'send_recv']"}[name]
+    raise ValueError(f"{name} must be a list, e.g. {name}={example} (got {value!r})")

@@ -1,0 +1,547 @@
+"""The facade users hold: start engines, run, close. The CLI, magics and panel all use it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from parakit.cluster import launchers, netns, placement
+from parakit.cluster.engines import EngineSet
+from parakit.cluster.launch import launch, run_code, run_on_ranks
+from parakit.engine.commbench import bench_on_engine
+from parakit.config.run import Device, RunConfig, Strategy
+from parakit.config.hosts import EngineLaunch, Launcher
+from parakit.config.levers import check_cpu_precision, default_workers
+from parakit.session.progress import ProgressPrinter, note
+from parakit.records.summary import measure
+from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, new_run_id, now_iso
+from parakit.records.store import (DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run,
+                           save_traces)
+
+
+RUN_SETTINGS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def check_runs_dir(runs_dir: str | os.PathLike) -> None:
+    """The run store must be a folder we can write (or can make), found out before any engine
+    starts rather than when the first result is saved. Nothing is created here."""
+    path = os.path.abspath(os.fspath(runs_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} is a file; give a folder for the run store")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} cannot be written ({existing} is not a writable "
+                         "folder); give a folder you can write")
+
+
+class Session:
+    """Local ipyparallel engines pinned to devices, reused by every run.
+
+    Example:
+        >>> with parakit.Session(workers=2) as s:
+        ...     r = s.run(model="gpt", strategy="ddp", steps=20)
+        ...     print(r.summary["samples_per_s"])
+
+    Args:
+        workers: engines to start now (default: one per visible GPU, else 2). Runs that ask for
+            more add engines; runs that ask for fewer use the first ones.
+        device: "auto" (a GPU per engine when there is one), "cpu" or "cuda".
+        gpus: physical GPU indices to pin engines to, round robin (default: all visible).
+        runs_dir: the run store folder; every run is saved there as JSON.
+        progress: print progress of each run (a line that updates in place).
+        auto_restart: when an engine dies during a run, replace every engine right after it
+            (the run is saved as failed with the steps made); False leaves that to
+            ``restart()`` and refuses runs until then.
+        hang_timeout_s: a run whose progress has not moved for this long is a hang: it is
+            stopped, the error says which ranks did not arrive, and the engines are replaced.
+            (The process group's own timeout, 300 s, is the backstop.)
+        engines: how engines start: "local" (processes on this machine), "mpi", "slurm" or
+            "ssh" (ipyparallel's launchers, configured by ``profile``), or "attach" (to an
+            ipcluster already running: ``profile`` and ``cluster_id`` say which). See
+            docs/multi-host.md for the Slurm and MPI recipes.
+        profile: ipyparallel profile name or folder (not for "local").
+        cluster_id: the cluster to attach to, or the id to give a new one.
+        ifname: the network interface between hosts (e.g. "eth0", "ib0"): the process group's
+            address is rank 0's on it, and gloo and NCCL use it.
+        link: "RATE,DELAY", e.g. "1gbit,1ms": run local engines on two hosts made of network
+            namespaces joined by a link of that rate and delay (every other engine on the
+            second host), so communication costs what it would on such a network. Needs root
+            and iproute2; refused with the reason otherwise.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        device: str = "auto",
+        gpus: list[int] | None = None,
+        runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
+        progress: bool = True,
+        auto_restart: bool = True,
+        hang_timeout_s: float = 120.0,
+        engines: str = "local",
+        profile: str | None = None,
+        cluster_id: str | None = None,
+        ifname: str | None = None,
+        link: str | None = None,
+    ):
+        self.device = Device.parse(device, "device")
+        self.launch = EngineLaunch(engines, profile, cluster_id, ifname, link)
+        if self.launch.link is not None and netns.why_not(self.launch.link):
+            raise ValueError(f"link={link!r} cannot be made here: {netns.why_not(self.launch.link)}")
+        local = self.launch.engines is Launcher.LOCAL
+        if not isinstance(auto_restart, bool):
+            raise ValueError(f"auto_restart must be True or False (got {auto_restart!r})")
+        if isinstance(hang_timeout_s, bool) or not isinstance(hang_timeout_s, (int, float)) or not hang_timeout_s > 0:
+            raise ValueError(f"hang_timeout_s must be a positive number of seconds (got {hang_timeout_s!r})")
+        self.hang_timeout_s = float(hang_timeout_s)
+        if gpus is not None and not (isinstance(gpus, list) and all(type(g) is int for g in gpus)):
+            raise ValueError(f"gpus must be a list of GPU indices, e.g. [0, 1] (got {gpus!r})")
+        self.facts = placement.host_facts()
+        # Engines on other hosts choose among their own GPUs; the notebook's host may have none.
+        self.gpus = placement.choose_gpus(self.device, gpus, self.facts) if local else []
+        attach = self.launch.engines is Launcher.ATTACH
+        # Attached: wait for ``workers`` engines if given, else take the ones registered.
+        workers = workers if workers is not None else (1 if attach else len(self.gpus) or 2)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1 (got {workers!r})")
+        if local:
+            placement.check_workers(workers, self.facts)
+        check_runs_dir(runs_dir)
+        self.runs_dir = runs_dir
+        self.progress = progress
+        self._warned: set[str] = set()
+        self.auto_restart = auto_restart
+        self._broken: str | None = None  # why runs are refused until restart(), if they are
+        self._stop = threading.Event()  # set by stop(), from another thread, to end a run
+        self._state_lock = threading.Lock()
+        self._running = False
+        self._gpu_indices = gpus
+        self._engines = self._new_engines()
+        started = time.monotonic()
+        if progress:
+            note(f"starting {workers} engine(s) on {self._device_text()}{self._where_text()} ...")
+        self._warn_once(launchers.running_as_root_note(self.launch))
+        try:
+            self._engines.start(workers)
+        except BaseException:
+            self._engines.close()
+            raise
+        if not local:
+            self.gpus = self._engines_gpus()
+        if progress:
+            note(f"{self.workers} engine(s) ready on {len(self._engines.hosts())} host(s) "
+                 f"in {time.monotonic() - started:.1f} s")
+
+    # -- engines -----------------------------------------------------------------------
+    @property
+    def workers(self) -> int:
+        return self._engines.size
+
+    @property
+    def engines(self) -> list[dict[str, Any]]:
+        """One description per engine: engine id, pid, host, device, threads."""
+        return [dict(e) for e in self._engines.engines]
+
+    @property
+    def hosts(self) -> list[str]:
+        """The hosts the engines are on, in rank order."""
+        return self._engines.hosts()
+
+    def close(self) -> None:
+        """Stop every engine; nothing (process, port, file, namespace) is left behind. An
+        attached cluster keeps running: its owner stops it."""
+        self._engines.close()
+
+    def _new_engines(self) -> EngineSet:
+        return EngineSet(self.gpus, launch=self.launch, device=self.device.value, gpu_indices=self._gpu_indices)
+
+    def _engines_gpus(self) -> list:
+        seen = {}
+        for e in self._engines.engines:
+            if e.get("gpu_uuid"):
+                seen.setdefault(e["gpu_uuid"], placement.Gpu(e["gpu_index"], e["gpu_uuid"]))
+        return list(seen.values())
+
+    def _where_text(self) -> str:
+        launch = self.launch
+        if launch.link is not None:
+            return f", on two hosts joined by a {launch.link.text} link"
+        return "" if launch.engines is Launcher.LOCAL else f" through {launch.engines.value}"
+
+    def network(self) -> dict[str, Any]:
+        """Where runs go: the launcher, hosts, interface and link (recorded with each run)."""
+        return {**self.launch.describe(), "hosts": self.hosts}
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Session({self.workers} engines on {self._device_text()}, runs in {self.runs_dir!s})"
+
+    def _device_text(self) -> str:
+        return f"{len(self.gpus)} GPU(s)" if self.gpus else "CPU"
+
+    # -- runs --------------------------------------------------------------------------
+    def config(self, **settings: Any) -> RunConfig:
+        """Check run settings and fill in defaults, without touching an engine."""
+        unknown = sorted(set(settings) - RUN_SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}; the settings are: {', '.join(sorted(RUN_SETTINGS))}")
+        settings = {k: v for k, v in settings.items() if v is not None}
+        strategy = Strategy.parse(settings.get("strategy", Strategy.DDP), "strategy")
+        settings.setdefault("workers", default_workers(strategy, settings.get("mesh"), self.workers))
+        workers = settings["workers"]
+        if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
+            placement.check_workers(workers, self.facts)  # first: clearer than the batch's message
+        config = RunConfig(**settings)
+        if not self.gpus:
+            check_cpu_precision(config.precision)
+        if self.launch.engines is Launcher.LOCAL:
+            placement.check_gpu_sharing(config, self.gpus)
+        return config
+
+    def run(
+        self,
+        model: Any = "mlp",
+        *,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        **settings: Any,
+    ) -> RunResult:
+        """Train once on the engines and save the result to the run store.
+
+        Args:
+            model: "mlp", "cnn", "gpt" or a zero-argument callable returning an nn.Module.
+            **settings: any RunConfig field: strategy, workers, precision, compression,
+                error_feedback, sync, schedule, microbatches, split, tp_plan, hybrid, mesh, steps,
+                batch_size, data, loss, model_options, lr, seed, warmup_steps, profile_every,
+                stop_on_divergence, trace (Chrome traces of the recorded steps, in
+                ``RunResult.traces``), compile, live.
+            on_progress: called (in the calling thread, a few times a second) with rank 0's
+                progress, a dict with step, steps and loss (None where reading it would sync a
+                GPU), instead of the printed progress line.
+
+        Returns:
+            The RunResult (also saved as JSON in ``runs_dir``). A failed or interrupted run is
+            returned and saved too, with its status and error; the engines stay usable.
+
+        Raises:
+            ValueError: If the settings do not fit together (no engine is touched then).
+            RuntimeError: If another run or cell is going on this session (from another thread).
+        """
+        config = self.config(model=model, **settings)
+        with self._one_at_a_time():
+            return self._launch_run(config, on_progress)
+
+    def _launch_run(self, config: RunConfig, on_progress) -> RunResult:
+        self._engines.grow(config.workers)
+        backend, warning = None, None
+        if config.strategy is not Strategy.SINGLE:
+            backend, warning = self._engines.ensure_group(config.workers)
+            self._warn_once(warning)
+        started = now_iso()
+        printer = ProgressPrinter(config) if self.progress and on_progress is None else None
+        outcome = launch(self._engines, config, on_progress or printer, stop=self._stop,
+                         hang_timeout_s=self.hang_timeout_s)
+        if printer:
+            printer.done(outcome.status)
+        result = self._result(config, backend, outcome, started)
+        if warning:
+            result.warnings.append(warning)
+        recovered = self._after(outcome)
+        if recovered:
+            result.warnings.append(recovered)
+        save_run(result, self.runs_dir)
+        return result
+
+    def runs(self):
+        """The run store as a pandas DataFrame."""
+        return runs_frame(read_runs(self.runs_dir))
+
+    def stop(self) -> bool:
+        """Stop the run going on this session, from another thread (a panel's Stop button).
+
+        Every rank is interrupted within a few seconds; the run is saved as ``stopped`` and the
+        engines stay usable. Safe to call from any thread, and when nothing runs.
+
+        Returns:
+            True if a run (or cell) was going and has been asked to stop.
+        """
+        with self._state_lock:
+            if self._running:
+                self._stop.set()
+            return self._running
+
+    @property
+    def busy(self) -> bool:
+        """True while a run or a cell is going on these engines (in any thread)."""
+        return self._running
+
+    def bench_comm(
+        self,
+        workers: int | None = None,
+        *,
+        sizes: list[int | str] | None = None,
+        collectives: list[str] | None = None,
+        repeats: int = 10,
+        warmup: int = 3,
+        max_size: int | str | None = None,
+        dtype: str = "float32",
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> CommBenchResult:
+        """Time collectives over message sizes on the engines: nccl-tests' algorithm and bus
+        bandwidth, and a latency + bandwidth fit per collective. Saved in the run store.
+
+        Example:
+            >>> b = s.bench_comm(workers=2, sizes=["1KB", "1MB", "16MB"], collectives=["all_reduce", "send_recv"])
+            >>> b.frame()[["collective", "bytes", "time_s", "busbw_gbps"]]
+
+        Args:
+            workers: ranks taking part, at least 2 (default: every engine).
+            sizes: message sizes in bytes, or text such as "64KB", "16MB" (default 1 KB .. 256 MB
+                in powers of 4, up to ``max_size``).
+            collectives: any of all_reduce, all_gather, reduce_scatter, broadcast, send_recv
+                (default: all).
+            repeats: timed calls per size; the time is their median on the slowest rank.
+            warmup: untimed calls per size before them.
+            max_size: leave out larger sizes (default: 64 MB on CPU engines, none on GPUs).
+            dtype: float32, float16 or bfloat16.
+            on_progress: called a few times a second with rank 0's progress (collective,
+                bytes, done, total) instead of the printed line.
+
+        Returns:
+            A CommBenchResult (also saved under ``runs_dir/comm-bench``); a failed or stopped
+            benchmark is returned and saved too, with its error.
+
+        Raises:
+            ValueError: If a setting is wrong (no engine is touched then).
+        """
+        from parakit.session.bench import bench_settings, finish_bench
+
+        world = self.workers if workers is None else workers
+        kwargs = bench_settings(world, sizes, collectives, repeats, warmup, max_size, dtype, self.gpus)
+        placement.check_workers(world, self.facts)
+        started = now_iso()
+        printer = ProgressPrinter(f"comm bench x{world}") if self.progress and on_progress is None else None
+        with self._one_at_a_time():
+            self._engines.grow(world)
+            backend, warning = self._engines.ensure_group(world)
+            self._warn_once(warning)
+            outcome = run_on_ranks(self._engines, world, bench_on_engine, (kwargs,),
+                                   on_progress or printer, self._stop, self.hang_timeout_s)
+        if printer:
+            printer.done(outcome.status)
+        self._after(outcome)
+        devices = [e["device_name"] for e in self._engines.ranks(world)]
+        result = finish_bench(outcome, world, backend, devices, started)
+        save_comm_bench(result, self.runs_dir)
+        return result
+
+    def comm_benches(self) -> list[CommBenchResult]:
+        """Every communication benchmark in the run store, oldest first."""
+        return read_comm_benches(self.runs_dir)
+
+    def _after(self, outcome) -> str | None:
+        """After a failure or stop: form the group afresh (a rank may have left mid-collective),
+        and replace engines that died or did not stop. Returns what was done, or None."""
+        if outcome.status == OK:
+            return None
+        self._engines.group = None
+        dead = self._engines.dead()
+        if not dead and not outcome.engines_unusable:
+            return None
+        order = self._engines.ranks(self._engines.size)
+        ranks = sorted(order.index(self._engines.engines[p]) for p in dead)
+        which = f"engine(s) of rank(s) {ranks} died" if dead else "some ranks did not stop"
+        if not self.auto_restart and not outcome.engines_unusable:
+            self._broken = f"{which}; call session.restart() (or %parakit restart) to replace them"
+            return self._broken
+        before = self._engines.pids()
+        self._restart_engines()
+        message = f"{which}; every engine was restarted (pids {before} -> {self._engines.pids()})"
+        note(message)
+        return message
+
+    def restart(self) -> None:
+        """Replace every engine with a fresh one (same count and devices) and drop the process
+        group; what a dead or stuck engine needs. Runs in the store are not touched."""
+        with self._one_at_a_time(repairing=True):
+            self._restart_engines()
+            self._broken = None
+
+    def execute(self, code: str, workers: int | None = None) -> list[dict[str, Any]]:
+        """Run Python code on the first ``workers`` engines (default: all), each in its own
+        namespace, with the process group formed and ``rank``, ``world_size`` and ``device``
+        defined there. Names the code defines stay on the engines for the next call.
+
+        Example:
+            >>> out = s.execute("import torch.distributed as dist; print(rank, dist.get_world_size())")
+            >>> [r["stdout"] for r in out]
+            ['0 2\n', '1 2\n']
+
+        Args:
+            code: the code, as in a notebook cell.
+            workers: how many engines take part (ranks 0..workers-1); more are started if needed.
+
+        Returns:
+            One dict per rank: rank, engine_id, stdout, stderr, result (the text of the last
+            expression's value, or None) and error (the rank's exception, or None). When a rank
+            fails while others wait for it, the others are interrupted after a few seconds.
+        """
+        world = self.workers if workers is None else workers
+        if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+            raise ValueError(f"workers must be an integer >= 1 (got {world!r})")
+        placement.check_workers(world, self.facts)
+        with self._one_at_a_time():
+            self._engines.grow(world)
+            _, warning = self._engines.ensure_group(world)
+            self._warn_once(warning)
+            outcome = run_code(self._engines, code, world)
+        self._after(outcome)
+        return outcome.rank_results
+
+    def status(self) -> list[dict[str, Any]]:
+        """One dict per engine: rank (its position), engine id, pid, alive, device, device name,
+        threads, whether it is in the process group and its backend, and memory (resident and
+        peak resident bytes of the process, read from /proc; None where that cannot be read).
+        Asks no engine anything, so it answers during a run too."""
+        ids, backend = self._engines.group or ((), None)
+        order = [e["engine_id"] for e in self._engines.ranks(self._engines.size)]
+        rows = []
+        for e in sorted(self._engines.engines, key=lambda e: order.index(e["engine_id"])):
+            here = e["hostname"] == socket.gethostname()  # a pid means nothing on another host
+            rss, peak = _process_memory(e["pid"]) if here else (None, None)
+            rows.append({
+                "rank": order.index(e["engine_id"]),
+                "engine_id": e["engine_id"], "host": e["host"], "local_rank": e["local_index"],
+                "pid": e["pid"], "alive": not self._engines.dead_ids([e["engine_id"]]),
+                "device": e["device"],
+                "device_name": e["device_name"], "threads": e.get("threads"),
+                "in_group": e["engine_id"] in ids, "backend": backend if e["engine_id"] in ids else None,
+                "rss_bytes": rss, "peak_rss_bytes": peak,
+            })
+        return rows
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, repairing: bool = False) -> Iterator[None]:
+        """One run or cell at a time: the engines (and the client) are shared by every thread."""
+        if self._broken and not repairing:
+            raise RuntimeError(self._broken)
+        with self._state_lock:
+            if self._running:
+                raise RuntimeError(
+                    "a run is already going on this session (a panel's?); wait for it to end, "
+                    "or stop it with session.stop()"
+                )
+            self._running = True
+            self._stop.clear()
+        try:
+            yield
+        finally:
+            with self._state_lock:
+                self._running = False
+
+    # -- helpers -----------------------------------------------------------------------
+    def _result(self, config: RunConfig, backend, outcome, started: str) -> RunResult:
+        ranks = []
+        for rank, engine in enumerate(outcome.engines or self._engines.ranks(config.workers)):
+            measured = (outcome.rank_results[rank] if outcome.rank_results else None) or {}
+            ranks.append(RankInfo(
+                rank=rank, engine_id=engine["engine_id"], pid=engine["pid"], host=engine["host"],
+                device=engine["device"], device_name=engine["device_name"],
+                gpu_index=engine["gpu_index"], threads=engine["threads"],
+                peak_mem_bytes=measured.get("peak_mem_bytes"), peak_mem_kind=measured.get("peak_mem_kind"),
+                params_digest=measured.get("params_digest"),
+                param_bytes=measured.get("param_bytes"), optimizer_bytes=measured.get("optimizer_bytes"),
+                bubble=measured.get("bubble"), bubble_ideal=measured.get("bubble_ideal"),
+                stages=measured.get("stages"), power=measured.get("power"),
+                power_device=measured.get("power_device"),
+            ))
+        result = RunResult(
+            run_id=new_run_id(), status=outcome.status, config=config.describe(),
+            world_size=config.workers, backend=backend, device=[r.device_name for r in ranks],
+            ranks=ranks, error=outcome.error, started_at=started, ended_at=now_iso(),
+            network=self.network(),
+        )
+        measure(result, config, outcome.rank_results)
+        if config.trace and outcome.rank_results:
+            result.traces = save_traces(result.run_id, [(r or {}).get("traces") for r in outcome.rank_results],
+                                        self.runs_dir)
+        return result
+
+    def _restart_engines(self) -> None:
+        if self._engines.replace_all():  # a local cluster: new engines, same controller
+            return
+        n = self._engines.size
+        self._engines.close(kill=True)  # they are being replaced: no need to wait for them
+        self._engines = self._new_engines()
+        self._engines.start(n)
+
+    def _warn_once(self, message: str | None) -> None:
+        if message and message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(f"parakit: {message}", stacklevel=3)
+
+
+@dataclass(frozen=True)
+class _Host:
+    """What ``Session.config`` reads of a session, for one not started yet."""
+
+    facts: placement.HostFacts
+    gpus: list
+    workers: int
+    launch: EngineLaunch = EngineLaunch()  # check_settings is for local engines
+
+
+def check_settings(
+    *, device: str = "auto", gpus: list[int] | None = None, engines: int | None = None, **settings: Any
+) -> RunConfig:
+    """``Session.config`` before a session exists: check run settings against this machine
+    without starting an engine (the magics check a first ``%parakit run`` this way).
+
+    Args:
+        device, gpus: as ``Session`` takes them.
+        engines: the engines the session would start (default as ``Session``: one per GPU, else 2).
+        **settings: RunConfig fields.
+
+    Raises:
+        ValueError: naming what does not fit.
+    """
+    facts = placement.host_facts()
+    chosen = placement.choose_gpus(Device.parse(device, "device"), gpus, facts)
+    host = _Host(facts, chosen, engines or len(chosen) or 2)
+    return Session.config(host, **settings)  # the same checks, on a stand-in for the session
+
+
+def _process_memory(pid: int) -> tuple[int | None, int | None]:
+    """(resident, peak resident) bytes of a local process, from /proc; (None, None) elsewhere."""
+    found = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    found[line[:5]] = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None, None
+    return found.get("VmRSS"), found.get("VmHWM")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
