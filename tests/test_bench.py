@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from parakit.session.bench import CPU_MAX_BYTES, bench_settings, parse_size
+from parakit.config.bench import CPU_MAX_BYTES, bench_settings, parse_size
 from parakit.frontends.text import bench_table
 from parakit.engine.commbench import bus_factor
 from parakit.plots.measures import comm_bandwidth

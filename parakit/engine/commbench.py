@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-# 1 KB .. 256 MB in powers of 4: ten sizes, a decade of bandwidth behaviour every ~1.7 steps.
-DEFAULT_SIZES_BYTES = [1024 * 4**k for k in range(10)]
+from parakit.config.bench import COLLECTIVES, DEFAULT_SIZES_BYTES
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # The single-tensor forms, as nccl-tests time them. torch 2.13 renames them *_single and warns
@@ -66,6 +66,7 @@ def _send_recv(numel, n, rank, zeros):
 
 BUILDERS = {"all_reduce": _all_reduce, "all_gather": _all_gather_op,
             "reduce_scatter": _reduce_scatter_op, "broadcast": _broadcast, "send_recv": _send_recv}
+assert tuple(BUILDERS) == COLLECTIVES, "config/bench.py names the collectives this module times"
 
 # (backend, device type, collective) that cannot be measured honestly. Known up front, not
 # found by trying: every rank must skip the same collectives without talking, and a failed

@@ -9,7 +9,7 @@ import statistics
 from typing import Any
 
 from parakit.config.run import RunConfig, Strategy
-from parakit.records.result import RankInfo, RunResult, StepRecord
+from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, StepRecord, new_run_id, now_iso
 
 
 def measure(result: RunResult, config: RunConfig, rank_results: list[dict[str, Any] | None]) -> None:
@@ -333,3 +333,17 @@ def flops_summary(rank0: dict[str, Any], step_time_s: float, world_size: int) ->
     elif out["mfu"] is None:
         why["mfu"] = no_peak
     return out, why
+
+
+def bench_result(outcome, world: int, backend: str | None, devices: list[str], started: str) -> CommBenchResult:
+    """The record of a benchmark: rank 0's figures (every rank returns the same, the slowest
+    rank's), or the error of a failed or stopped one."""
+    result = CommBenchResult(
+        bench_id=f"comm-{new_run_id()}", status=outcome.status, world_size=world,
+        backend=backend, device=devices, error=outcome.error, started_at=started, ended_at=now_iso(),
+    )
+    if outcome.status == OK and outcome.rank_results:
+        figures = outcome.rank_results[0]
+        result.dtype, result.rows = figures["dtype"], figures["rows"]
+        result.fits, result.skipped = figures["fits"], figures["skipped"]
+    return result

@@ -21,7 +21,8 @@ from parakit.config.run import Device, RunConfig, Strategy
 from parakit.config.hosts import EngineLaunch, Launcher
 from parakit.config.levers import check_cpu_precision, default_workers
 from parakit.session.progress import ProgressPrinter, note
-from parakit.records.summary import measure
+from parakit.config.bench import bench_settings
+from parakit.records.summary import bench_result, measure
 from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, new_run_id, now_iso
 from parakit.records.store import (DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run,
                            save_traces)
@@ -329,8 +330,6 @@ class Session:
         Raises:
             ValueError: If a setting is wrong (no engine is touched then).
         """
-        from parakit.session.bench import bench_settings, finish_bench
-
         world = self.workers if workers is None else workers
         kwargs = bench_settings(world, sizes, collectives, repeats, warmup, max_size, dtype, self.gpus)
         placement.check_workers(world, self.facts)
@@ -346,7 +345,7 @@ class Session:
             printer.done(outcome.status)
         self._after(outcome)
         devices = [e["device_name"] for e in self._engines.ranks(world)]
-        result = finish_bench(outcome, world, backend, devices, started)
+        result = bench_result(outcome, world, backend, devices, started)
         save_comm_bench(result, self.runs_dir)
         return result
 

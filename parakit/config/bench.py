@@ -1,14 +1,17 @@
-"""The communication benchmark's settings, checked before any engine is touched, and its
-result, assembled from what the ranks returned (see engine/commbench.py for the measuring)."""
+"""The communication benchmark's vocabulary and its settings' checks: which collectives, which
+message sizes and dtypes. Standard library only, so a benchmark's settings are checked in the
+notebook's process without importing torch (engine/commbench.py measures)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from parakit.engine.commbench import BUILDERS, DEFAULT_SIZES_BYTES, DTYPES
-from parakit.records.result import OK, CommBenchResult, new_run_id, now_iso
-
+# The collectives engine/commbench.py times, in the order it times them.
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv")
+# 1 KB .. 256 MB in powers of 4: ten sizes, a decade of bandwidth behaviour every ~1.7 steps.
+DEFAULT_SIZES_BYTES = [1024 * 4**k for k in range(10)]
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
 CPU_MAX_BYTES = 64 * 2**20  # default cap on CPU engines: 256 MB x 2 buffers x ranks is a lot of RAM
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
           "G": 2**30, "GB": 2**30, "GIB": 2**30}
@@ -35,17 +38,17 @@ def bench_settings(world: Any, sizes, collectives, repeats: Any, warmup: Any, ma
     """
     if isinstance(world, bool) or not isinstance(world, int) or world < 2:
         raise ValueError(f"the communication benchmark needs workers >= 2 (got {world!r})")
-    names = list(BUILDERS) if collectives is None else _as_list(collectives, "collectives")
+    names = list(COLLECTIVES) if collectives is None else _as_list(collectives, "collectives")
     if not names:
-        raise ValueError(f"collectives is empty; use any of: {', '.join(BUILDERS)}")
-    unknown = [c for c in names if c not in BUILDERS]
+        raise ValueError(f"collectives is empty; use any of: {', '.join(COLLECTIVES)}")
+    unknown = [c for c in names if c not in COLLECTIVES]
     if unknown:
-        raise ValueError(f"unknown collective {unknown[0]!r}; use any of: {', '.join(BUILDERS)}")
+        raise ValueError(f"unknown collective {unknown[0]!r}; use any of: {', '.join(COLLECTIVES)}")
     for what, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{what} must be an integer >= {low} (got {value!r})")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} (got {dtype!r})")
     chosen = DEFAULT_SIZES_BYTES if sizes is None else [parse_size(v) for v in _as_list(sizes, "sizes")]
     if not chosen:
         raise ValueError("sizes is empty; give message sizes such as ['1KB', '1MB'] (or leave it out)")
@@ -54,20 +57,6 @@ def bench_settings(world: Any, sizes, collectives, repeats: Any, warmup: Any, ma
     if not kept:
         raise ValueError(f"no message size is at most max_size={max_size!r}")
     return {"sizes_bytes": kept, "collectives": names, "repeats": repeats, "warmup": warmup, "dtype": dtype}
-
-
-def finish_bench(outcome, world: int, backend: str | None, devices: list[str], started: str) -> CommBenchResult:
-    """The record of a benchmark: rank 0's figures (every rank returns the same, the slowest
-    rank's), or the error of a failed or stopped one."""
-    result = CommBenchResult(
-        bench_id=f"comm-{new_run_id()}", status=outcome.status, world_size=world,
-        backend=backend, device=devices, error=outcome.error, started_at=started, ended_at=now_iso(),
-    )
-    if outcome.status == OK and outcome.rank_results:
-        figures = outcome.rank_results[0]
-        result.dtype, result.rows = figures["dtype"], figures["rows"]
-        result.fits, result.skipped = figures["fits"], figures["skipped"]
-    return result
 
 
 def _as_list(value: Any, name: str) -> list:
