@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from parakit.config.bench import CPU_MAX_BYTES, bench_settings, parse_size
+from parakit.config.formulas import bus_factor
 from parakit.frontends.text import bench_table
-from parakit.engine.commbench import bus_factor
 from parakit.plots.measures import comm_bandwidth
 from parakit.records.store import read_comm_benches
 

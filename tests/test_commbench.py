@@ -1,5 +1,5 @@
-"""The communication benchmark: the nccl-tests bandwidth factors, the latency/bandwidth fit,
-and a real 2-rank gloo run on CPU (one spawn for the module)."""
+"""The communication benchmark: the latency/bandwidth fit and a real 2-rank gloo run on CPU (one
+spawn for the module). The nccl-tests bandwidth factors are tested in test_formulas.py."""
 
 import json
 import math
@@ -7,28 +7,14 @@ import math
 import pytest
 
 from parakit.cluster.placement import visible_gpus
+from parakit.config.formulas import bus_factor
 from parakit.engine import commbench
-from parakit.engine.commbench import bus_factor, fit_alpha_beta, run_comm_bench
+from parakit.engine.commbench import fit_alpha_beta, run_comm_bench
 from dist_helpers import comm_bench, run_ranks
 
 KB, MB = 1024, 1024 * 1024
 SMALL_SIZES = [KB * 4**k for k in range(6)]  # 1 KB .. 1 MB
 ON_GLOO_CPU = ["all_reduce", "all_gather", "broadcast", "send_recv"]  # reduce_scatter: skipped
-
-
-@pytest.mark.parametrize("collective, n, factor", [
-    ("all_reduce", 2, 1.0), ("all_reduce", 4, 1.5), ("all_reduce", 8, 1.75),
-    ("all_gather", 2, 0.5), ("all_gather", 4, 0.75),
-    ("reduce_scatter", 2, 0.5), ("reduce_scatter", 8, 0.875),
-    ("broadcast", 4, 1.0), ("send_recv", 2, 1.0),
-])
-def test_bus_factor_matches_nccl_tests(collective, n, factor):
-    assert bus_factor(collective, n) == pytest.approx(factor)
-
-
-def test_unknown_collective_is_refused_with_the_allowed_names():
-    with pytest.raises(ValueError, match="all_reduce, all_gather, reduce_scatter, broadcast, send_recv"):
-        bus_factor("alltoall", 2)
 
 
 def test_fit_recovers_exact_latency_and_bandwidth():

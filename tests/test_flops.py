@@ -1,4 +1,4 @@
-"""Model FLOPs per step, the peak table and MFU (parakit/engine/flops.py)."""
+"""Model FLOPs per step (parakit/engine/flops.py); the peak table and MFU are in test_formulas.py."""
 
 from __future__ import annotations
 
@@ -119,59 +119,6 @@ def test_a_model_without_matmuls_counts_as_unknown_not_zero():
     model = nn.LayerNorm(3)
     got, reason = flops.count_step_flops(model, torch.randn(2, 3), torch.randn(2, 3), F.mse_loss)
     assert got is None and "no matmul" in reason
-
-
-@pytest.mark.parametrize("name, precision, tflops", [
-    ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
-    ("NVIDIA H100 80GB HBM3", "fp16", 989.4),
-    ("NVIDIA H100 80GB HBM3", "bf16-pure", 989.4),
-    ("NVIDIA H100 80GB HBM3", "tf32", 494.7),
-    ("NVIDIA H100 80GB HBM3", "fp32", 66.9),  # TF32 off: CUDA cores only
-    ("NVIDIA H100 PCIe", "bf16", 756.0),
-    ("NVIDIA H100 PCIe", "tf32", 378.0),
-    ("NVIDIA H100 PCIe", "fp32", 51.2),
-    ("NVIDIA H200", "bf16", 989.4),
-    ("NVIDIA A100-SXM4-80GB", "bf16", 312.0),
-    ("NVIDIA A100-PCIE-40GB", "tf32", 156.0),
-    ("NVIDIA A100 80GB PCIe", "fp32", 19.5),
-])
-def test_peak_table(name, precision, tflops):
-    assert flops.peak_flops(name, precision) == (pytest.approx(tflops * 1e12), None)
-
-
-def test_peak_takes_the_precision_enum():
-    from parakit.config.run import Precision
-
-    assert flops.peak_flops("NVIDIA H100 80GB HBM3", Precision.TF32)[0] == pytest.approx(494.7e12)
-
-
-@pytest.mark.parametrize("name", ["NVIDIA H100 NVL", "NVIDIA H200 NVL", "Tesla T4", "NVIDIA GeForce RTX 4090"])
-def test_peak_of_a_gpu_not_in_the_table_is_none_with_the_reason(name):
-    assert flops.peak_flops(name, "bf16") == (None, f"peak FLOP/s of '{name}' is not in parakit's table")
-
-
-@pytest.mark.parametrize("name", ["cpu", "Intel(R) Xeon(R) Platinum 8480+", "AMD EPYC 7763 64-Core Processor"])
-def test_no_peak_for_cpus(name):
-    assert flops.peak_flops(name, "fp32") == (None, "no peak FLOP/s for CPUs: MFU is for GPUs")
-
-
-def test_peak_of_an_unknown_precision_says_which_are_known():
-    got, reason = flops.peak_flops("NVIDIA H100 80GB HBM3", "fp8")
-    assert got is None and "bf16-pure" in reason
-
-
-def test_mfu_arithmetic():
-    # 4 GPUs do 2e15 model FLOPs in 0.5 s: 1e15 FLOP/s per GPU, a tenth of a 1e16 peak.
-    assert flops.achieved_flops_per_s(2e15, 0.5, 4) == pytest.approx(1e15)
-    assert flops.mfu(2e15, 0.5, 4, 1e16) == pytest.approx(0.1)
-    # the H100 SXM at bf16: 494.7 TFLOP/s per GPU achieved is half the peak
-    peak, _ = flops.peak_flops("NVIDIA H100 80GB HBM3", "bf16")
-    assert flops.mfu(494.7e12 * 8 * 0.25, 0.25, 8, peak) == pytest.approx(0.5)
-
-
-@pytest.mark.parametrize("args", [(None, 0.5, 4, 1e16), (2e15, None, 4, 1e16), (2e15, 0.0, 4, 1e16), (2e15, 0.5, 4, None)])
-def test_mfu_is_none_when_a_figure_is_unknown(args):
-    assert flops.mfu(*args) is None
 
 
 @pytest.mark.gpu

@@ -15,7 +15,7 @@ import pynvml
 import pytest
 
 from parakit.engine import power
-from parakit.engine.power import PowerMeter, per_joule
+from parakit.engine.power import PowerMeter
 from parakit.engine.state import STATE
 
 WATTS = {"handle0": 100.0, "handle1": 300.0}  # two GPUs told apart by their power
@@ -286,8 +286,3 @@ def test_misuse_is_an_error(tmp_path):
         meter.begin()
     meter.end()
 
-
-def test_per_joule():
-    assert per_joule(500, 50.0) == 10.0
-    assert per_joule(500, None) is None
-    assert per_joule(500, 0.0) is None

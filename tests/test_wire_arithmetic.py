@@ -3,9 +3,10 @@
 The rules are the ones parakit's hooks follow:
 - PowerSGD (torch's hook): a parameter of 2 or more dimensions is a matrix of (first dimension)
   rows by (the rest) columns, sent as P (rows x r) and Q (cols x r), r = min(rank, rows, cols),
-  when that saves at least MIN_COMPRESSION_RATE times; anything else (1-D tensors, matrices too
-  small to gain) goes uncompressed. The first POWERSGD_START_ITER steps send every gradient as
-  it is. fp32 throughout: 4 bytes an entry.
+  when that saves more than POWERSGD_MIN_RATE times (config/formulas.powersgd_compresses, the
+  rule the engine hands torch); anything else (1-D tensors, matrices too small to gain) goes
+  uncompressed. The first POWERSGD_START_ITER steps send every gradient as it is. fp32
+  throughout: 4 bytes an entry.
 - top-k: per gradient bucket of n entries, k = ceil(ratio * n) fp32 values and k int32 indices.
 
 The same arithmetic reproduces the PowerSGD paper's ResNet-18 ratios (Vogels et al., 2019,
@@ -20,14 +21,15 @@ import pytest
 import torch
 from torch import nn
 
+from parakit.config.formulas import powersgd_compresses
 from parakit.engine.compression import POWERSGD_START_ITER
-from parakit.engine.compression.powersgd import MIN_COMPRESSION_RATE
 
 FP32 = 4
 
 
-def powersgd_entries(shapes: list[tuple[int, ...]], rank: int, min_rate: float | None = MIN_COMPRESSION_RATE) -> int:
-    """Entries PowerSGD rank ``rank`` all-reduces per step for parameters of these shapes."""
+def powersgd_entries(shapes: list[tuple[int, ...]], rank: int, every_matrix: bool = False) -> int:
+    """Entries PowerSGD rank ``rank`` all-reduces per step for parameters of these shapes;
+    ``every_matrix`` compresses every matrix, as the PowerSGD paper counts."""
     total = 0
     for shape in shapes:
         if len(shape) <= 1:
@@ -35,7 +37,7 @@ def powersgd_entries(shapes: list[tuple[int, ...]], rank: int, min_rate: float |
             continue
         rows, cols = shape[0], math.prod(shape[1:])
         r = min(rank, rows, cols)
-        compresses = min_rate is None or (rows + cols) * r * min_rate < rows * cols
+        compresses = every_matrix or powersgd_compresses(rows, cols, rank)
         total += (rows + cols) * r if compresses else rows * cols
     return total
 
@@ -75,7 +77,7 @@ def test_the_arithmetic_reproduces_the_powersgd_papers_resnet18_ratios(rank, pap
     assert round(ratio) == paper_ratio
     # torch's "not worth it" rule never applies to ResNet-18's matrices: the paper's ratios
     # compress every one of them.
-    assert powersgd_entries(shapes, rank) == powersgd_entries(shapes, rank, min_rate=None)
+    assert powersgd_entries(shapes, rank) == powersgd_entries(shapes, rank, every_matrix=True)
 
 
 # -- counted bytes of real runs, against the same arithmetic -----------------------------------

@@ -21,12 +21,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from parakit.advisor.comm import bus_factor
 from parakit.advisor.hardware import Hardware, Link
 from parakit.advisor.inputs import Calibration, ModelShape
 from parakit.advisor.memory import memory_per_rank
+from parakit.config.formulas import bus_factor, peak_flops
 from parakit.config.run import Hybrid, RunConfig, Strategy
-from parakit.engine.flops import peak_flops
 
 # Which step time a run stands for: its median step (what runs report as step_time_s), or its
 # fastest (step_time_min_s): the step no other process on the machine slowed down.

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from parakit.advisor.hardware import Hardware
+from parakit.config.formulas import bus_factor, powersgd_compresses
 from parakit.config.levers import Compression, CompressionKind
 
 MIB = 2**20
@@ -25,15 +26,6 @@ MIB = 2**20
 # communication starts early; the others at bucket_cap_mb (25 MiB by default).
 FIRST_BUCKET_BYTES = 1 * MIB
 BUCKET_BYTES = 25 * MIB
-# torch's PowerSGD compresses a matrix only if (rows + cols) * rank * 2 < rows * cols.
-POWERSGD_MIN_RATE = 2.0
-
-
-def bus_factor(collective: str, ranks: int) -> float:
-    """busbw / algbw (nccl-tests' PERFORMANCE.md): the share of S each rank's link carries."""
-    n = ranks
-    return {"all_reduce": 2 * (n - 1) / n, "all_gather": (n - 1) / n, "reduce_scatter": (n - 1) / n,
-            "broadcast": 1.0, "send_recv": 1.0}[collective]
 
 
 def collective_time(hardware: Hardware, collective: str, nbytes: float, ranks: int, calls: int = 1,
@@ -100,7 +92,7 @@ def powersgd_numel(numel: int, matrices, rank: int) -> int:
     kept = 0
     compressed_numel = 0
     for rows, cols in matrices:
-        if (rows + cols) * rank * POWERSGD_MIN_RATE < rows * cols:
+        if powersgd_compresses(rows, cols, rank):  # torch's rule, as the engine's hook applies it
             kept += (rows + cols) * rank
             compressed_numel += rows * cols
     return kept + (numel - compressed_numel)

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 
 from parakit.config.bench import COLLECTIVES, DEFAULT_SIZES_BYTES
+# busbw = algbw * bus_factor: the advisor predicts with the same factor, so it lives in formulas.
+from parakit.config.formulas import bus_factor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -79,16 +81,6 @@ CANNOT_MEASURE = {
     ("gloo", "cuda", "send_recv"): "gloo cannot send CUDA memory: its TCP transport fails with "
                                    "'Bad address' and breaks the connection",
 }
-
-
-def bus_factor(collective: str, world_size: int) -> float:
-    """busbw / algbw for ``collective`` on ``world_size`` ranks (nccl-tests' PERFORMANCE.md):
-    the fraction of the data each rank's link must carry, so that busbw can be compared with
-    the hardware's peak whatever the rank count."""
-    _check_collectives([collective])
-    n = world_size
-    return {"all_reduce": 2 * (n - 1) / n, "all_gather": (n - 1) / n,
-            "reduce_scatter": (n - 1) / n, "broadcast": 1.0, "send_recv": 1.0}[collective]
 
 
 def fit_alpha_beta(points: list[tuple[int, float]]) -> tuple[float | None, float | None, str | None]:

@@ -1,10 +1,14 @@
-"""Model FLOPs of one training step, a GPU's peak FLOP/s, and MFU (model FLOPs utilisation).
+"""Model FLOPs of one training step, for MFU (model FLOPs utilisation).
 
 MFU as in the PaLM paper (appendix B) and nanoGPT's ``estimate_mfu``: the FLOPs the model
 needs for one step (forward + backward; recomputation and optimizer not counted), divided by
 the step time, the number of GPUs and one GPU's dense peak at the run's precision. Model FLOPs
 are the same at any world size and for any layout, so MFU compares strategies honestly: the
 time a layout spends communicating or waiting in a pipeline bubble lowers it.
+
+Counting needs torch; the peak FLOP/s table and the MFU arithmetic do not, and the advisor
+predicts with them too, so they live in config/formulas.py. ``peak_flops`` is re-exported
+here for the engine's training loop, which reads the step's FLOPs and the peak together.
 """
 
 from __future__ import annotations
@@ -18,39 +22,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from parakit.config.formulas import peak_flops
 from parakit.config.run import RunConfig, Workload
 from parakit.engine.workloads import build_model
 
+__all__ = ["COUNTED", "FORMULA", "count_step_flops", "gpt_flops_per_token", "gpt_matmul_params",
+           "peak_flops", "step_flops"]
+
 FORMULA = "formula: 6N + 12LHQT per token"
 COUNTED = "counted: FlopCounterMode on one step"
-
-TERA = 1e12
-
-# Dense (no 2:4 sparsity) peak FLOP/s per GPU, from NVIDIA's datasheets and the H100 whitepaper.
-# The datasheets print tensor-core figures "with sparsity"; dense is half of those. fp32 is the
-# CUDA-core figure, which is what a run at precision fp32 (TF32 switched off) can reach.
-#   H100 SXM5: whitepaper table 3 / datasheet: fp32 66.9, tf32 494.7 (989 sparse), bf16/fp16
-#              989.4 (1,979 sparse). torch names it "NVIDIA H100 80GB HBM3".
-#   H100 PCIe: fp32 51.2, tf32 378 (756 sparse), bf16/fp16 756 (1,513 sparse).
-#   H200 SXM:  the H100 SXM5's compute (same GH100 die and clocks; only memory differs).
-#   A100 (SXM4 and PCIe alike): fp32 19.5, tf32 156 (312 sparse), bf16/fp16 312 (624 sparse).
-_H100_SXM = {"fp32": 66.9, "tf32": 494.7, "16-bit": 989.4}
-_H100_PCIE = {"fp32": 51.2, "tf32": 378.0, "16-bit": 756.0}
-_A100 = {"fp32": 19.5, "tf32": 156.0, "16-bit": 312.0}
-# Tried in order, first substring of the upper-cased device name wins; None marks a variant
-# with other clocks (H100 NVL, H200 NVL) that must not fall through to the SXM figures.
-_PEAK_TFLOPS: tuple[tuple[str, dict[str, float] | None], ...] = (
-    ("H100 PCIE", _H100_PCIE),
-    ("H100 NVL", None),
-    ("H100", _H100_SXM),
-    ("H200 NVL", None),
-    ("H200", _H100_SXM),
-    ("A100", _A100),
-)
-# The tensor-core figure each precision computes at.
-_PRECISION_COLUMN = {"fp32": "fp32", "tf32": "tf32", "fp16": "16-bit", "bf16": "16-bit", "bf16-pure": "16-bit"}
-# Words in the CPU names devices.device_name() reads from /proc/cpuinfo; no GPU name has them.
-_CPU_WORDS = ("CPU", "PROCESSOR", "XEON", "EPYC", "RYZEN", "CORE(TM)")
 
 
 def step_flops(
@@ -201,52 +181,3 @@ def _sequence_length(inputs: Any, default: int) -> int:
     seq_len), else the model's seq_len."""
     return inputs.shape[1] if isinstance(inputs, torch.Tensor) and inputs.ndim == 2 else default
 
-
-def peak_flops(device_name: str, precision: str) -> tuple[float | None, str | None]:
-    """One GPU's dense peak FLOP/s at a precision, from parakit's small table.
-
-    fp32 runs with TF32 switched off, so it gets the CUDA-core fp32 peak; tf32 the TF32
-    tensor-core peak; fp16, bf16 and bf16-pure the 16-bit tensor-core peak. Sparse (2:4)
-    figures are never used: training does not run sparse.
-
-    Args:
-        device_name: the torch device name, e.g. ``"NVIDIA H100 80GB HBM3"`` (the SXM part).
-        precision: fp32, tf32, fp16, bf16 or bf16-pure.
-
-    Returns:
-        ``(flop_per_s, None)``, or ``(None, reason)`` for a CPU or a GPU not in the table.
-    """
-    name = device_name.upper()
-    if name.strip() in ("", "CPU") or any(word in name for word in _CPU_WORDS):
-        return None, "no peak FLOP/s for CPUs: MFU is for GPUs"
-    column = _PRECISION_COLUMN.get(str(precision))
-    if column is None:
-        return None, f"unknown precision {precision!r}; one of {', '.join(_PRECISION_COLUMN)}"
-    for key, peaks in _PEAK_TFLOPS:
-        if key in name:
-            if peaks is None:
-                break
-            return peaks[column] * TERA, None
-    return None, f"peak FLOP/s of {device_name!r} is not in parakit's table"
-
-
-def achieved_flops_per_s(flops_per_step: float | None, step_time_s: float | None, world_size: int) -> float | None:
-    """Model FLOP/s each GPU achieved: the step's model FLOPs over its time and the GPUs.
-
-    Divide by ``TERA`` for TFLOP/s. None when the FLOPs or the time are unknown.
-    """
-    if flops_per_step is None or step_time_s is None or not step_time_s > 0:
-        return None
-    return flops_per_step / step_time_s / world_size
-
-
-def mfu(flops_per_step: float | None, step_time_s: float | None, world_size: int, peak: float | None) -> float | None:
-    """Model FLOPs utilisation: achieved model FLOP/s per GPU / that GPU's peak FLOP/s.
-
-    ``mfu = flops_per_step / step_time_s / world_size / peak``, a share in [0, 1] (above 1
-    means the FLOPs or the peak are wrong). None when any input is unknown.
-    """
-    achieved = achieved_flops_per_s(flops_per_step, step_time_s, world_size)
-    if achieved is None or not peak:
-        return None
-    return achieved / peak

@@ -23,6 +23,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# per_joule lives with the other formulas the advisor shares; kept importable from here.
+from parakit.config.formulas import per_joule
+
+__all__ = ["POWER_INSTANT", "POWER_RAPL", "POWER_USAGE", "SAMPLE_HZ_RANGE", "SCOPE_GPU", "SCOPE_PACKAGE",
+           "PowerMeasurement", "PowerMeter", "Sample", "normalise_gpu_uuid", "per_joule"]
+
 SCOPE_GPU = "gpu (this engine's GPU)"
 SCOPE_PACKAGE = "package (whole CPU socket, shared by every process on it)"
 POWER_INSTANT = "nvml_power_instant"
@@ -67,21 +73,6 @@ class PowerMeasurement:
         d = asdict(self)
         d["samples"] = [list(s) for s in self.samples]
         return d
-
-
-def per_joule(count: float, energy_j: float | None) -> float | None:
-    """``count`` per joule (e.g. samples per joule), or None when the energy is unknown or zero.
-
-    Args:
-        count: how many of something were done in the window (samples, tokens, steps).
-        energy_j: the window's energy, e.g. PowerMeasurement.energy_j.
-
-    Returns:
-        count / energy_j, or None.
-    """
-    if energy_j is None or energy_j <= 0:
-        return None
-    return count / energy_j
 
 
 def normalise_gpu_uuid(uuid: str | bytes) -> str:

@@ -8,6 +8,7 @@ import math
 import statistics
 from typing import Any
 
+from parakit.config.formulas import per_joule
 from parakit.config.run import RunConfig, Strategy
 from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, StepRecord, new_run_id, now_iso
 
@@ -307,7 +308,7 @@ def power_summary(ranks: list[RankInfo], samples_trained: int) -> tuple[dict[str
     energy = sum(energies)
     out["energy_j"] = energy
     out["avg_power_w"] = sum(p["avg_power_w"] for p in devices.values())
-    out["samples_per_j"] = samples_trained / energy if energy > 0 else None
+    out["samples_per_j"] = per_joule(samples_trained, energy)
     return out, None
 
 

@@ -3,7 +3,8 @@
 Each weight matrix M of a bucket is sent as two thin matrices P (rows x r) and Q (cols x r),
 one power-iteration step per optimizer step, warm-started from last step's Q, with error
 feedback (what the low-rank product missed is added to the next step's gradient). Vectors such
-as biases, and matrices too small to gain ``MIN_COMPRESSION_RATE``, are all-reduced as they are.
+as biases, and matrices too small to gain ``POWERSGD_MIN_RATE`` (config/formulas.py, where the
+advisor reads the same rule), are all-reduced as they are.
 
 Start iteration: torch requires ``start_powerSGD_iter >= 2`` with error feedback or warm start,
 because DDP rebuilds its buckets after the first iteration and state remembered per bucket
@@ -21,12 +22,11 @@ import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 
-from parakit.engine.compression.counting import Hook, HookSetup, WireCounter
+from parakit.config.formulas import POWERSGD_MIN_RATE
 from parakit.config.levers import Compression
+from parakit.engine.compression.counting import Hook, HookSetup, WireCounter
 
 POWERSGD_START_ITER = 2
-# torch's default: compress a matrix only if (rows + cols) * r * 2 < rows * cols.
-MIN_COMPRESSION_RATE = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,9 @@ def make_powersgd(compression: Compression, setup: HookSetup) -> tuple[CountedPo
         process_group=setup.group,
         matrix_approximation_rank=rank,
         start_powerSGD_iter=setup.powersgd_start_iter,
-        min_compression_rate=MIN_COMPRESSION_RATE,
+        # Passed, not left to torch's default, so torch decides as formulas.powersgd_compresses
+        # (the advisor's and the tests' rule) says.
+        min_compression_rate=POWERSGD_MIN_RATE,
         use_error_feedback=True,
         warm_start=True,
         random_seed=setup.seed,  # Q's random start must be the same on every rank
