@@ -1,6 +1,10 @@
-"""Bad input at every public entry point: the Session constructor, Session.run (every RunConfig
-field), Session.bench_comm and execute, the CLI, the magics and the panel. Each mistake is one
-line that names the fix, and nothing starts: no engine, no process, no file.
+"""Bad input at every public entry point. Each mistake is one line that names the fix, and
+nothing starts: no engine, no process, no file.
+
+Every refusal is tested once, on the one pre-launch check (session/preflight.py: the engines'
+settings, every RunConfig field, the benchmark's settings, an engine count). Each front end
+(Session's constructor and methods, the CLI, the magics, the panel) is then tested for handing
+its input to that check and saying the answer as it should.
 
 A case parakit does not refuse yet is a strict xfail (``gap``): when it is fixed its test
 passes, and pytest asks for the mark to go."""
@@ -21,6 +25,7 @@ from parakit.frontends import cli, magics
 from parakit.cluster import placement
 from parakit.cluster.engines import EngineSet
 from parakit.frontends.panel import Panel
+from parakit.session import preflight
 
 NO_GPU = not placement.host_facts().gpus
 cpu_only = pytest.mark.skipif(not NO_GPU, reason="a machine without a GPU refuses device='cuda'")
@@ -94,7 +99,29 @@ SESSION = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, fix", SESSION)
+SESSION_ONLY = {"auto_restart", "hang_timeout_s"}  # the Session's own, not the engines'
+
+
+def _session_only(case) -> bool:
+    kwargs = case.values[0] if hasattr(case, "values") else case[0]
+    return bool(SESSION_ONLY & set(kwargs))
+
+
+@pytest.mark.parametrize("kwargs, fix", [case for case in SESSION if not _session_only(case)])
+def test_preflight_refuses_engine_settings(tmp_path, kwargs, fix):
+    if kwargs.get("runs_dir") == "A_FILE":
+        (tmp_path / "a-file").write_text("not a folder")
+        kwargs = {**kwargs, "runs_dir": tmp_path / "a-file"}
+    with pytest.raises(ValueError) as caught:
+        preflight.engines_here(**{"device": "cpu", **kwargs})
+    one_line_naming(str(caught.value), fix)
+
+
+@pytest.mark.parametrize("kwargs, fix", [case for case in SESSION if _session_only(case)] + [
+    (dict(workers=0), "workers must be an integer >= 1 (got 0)"),
+    (dict(link="fast"), "is not RATE[,DELAY]"),
+    (dict(runs_dir="A_FILE"), "is a file; give a folder for the run store"),
+])
 def test_session_refuses_before_starting_anything(nothing_starts, tmp_path, kwargs, fix):
     if kwargs.get("runs_dir") == "A_FILE":
         (tmp_path / "a-file").write_text("not a folder")
@@ -207,20 +234,31 @@ def untouched(session):
     return session._engines.pids(), session._engines.group, sorted(p.name for p in session.runs_dir.rglob("*"))
 
 
-@pytest.mark.parametrize("settings, fix", RUN)
+@pytest.fixture(scope="module")
+def two_cpu_engines():
+    """What a 2-engine CPU session is checked against, without starting it."""
+    return preflight.engines_here(workers=2, device="cpu")
+
+
+@pytest.mark.parametrize("settings, fix", RUN + RUN_GAPS)
+def test_preflight_refuses_run_settings(two_cpu_engines, settings, fix):
+    with pytest.raises(ValueError) as caught:
+        preflight.check_run(two_cpu_engines, **settings)
+    one_line_naming(str(caught.value), fix)
+
+
+# One of each kind: a setting RunConfig refuses, one the engines' device refuses, one this
+# machine's size refuses; the rest go through the same call.
+RUN_WIRING = [RUN[0], (dict(precision="fp16"), "fp16 with loss scaling needs a GPU"), (dict(workers=10**6), "use workers <=")]
+
+
+@pytest.mark.parametrize("settings, fix", RUN_WIRING)
 def test_run_refuses_before_touching_an_engine(session, settings, fix):
     before = untouched(session)
     with pytest.raises(ValueError) as caught:
         session.run(**settings)
     one_line_naming(str(caught.value), fix)
     assert untouched(session) == before
-
-
-@pytest.mark.parametrize("settings, fix", RUN_GAPS)
-def test_settings_the_engines_would_fail_on_are_refused_first(session, settings, fix):
-    with pytest.raises(ValueError) as caught:
-        session.config(**settings)
-    one_line_naming(str(caught.value), fix)
 
 
 # -- Session.bench_comm(...) and Session.execute(...) ------------------------------------------
@@ -247,6 +285,13 @@ BENCH = [
 
 
 @pytest.mark.parametrize("settings, fix", BENCH)
+def test_preflight_refuses_bench_settings(two_cpu_engines, settings, fix):
+    with pytest.raises(ValueError) as caught:
+        preflight.check_bench(two_cpu_engines, **settings)
+    one_line_naming(str(caught.value), fix)
+
+
+@pytest.mark.parametrize("settings, fix", [BENCH[0], BENCH[2], BENCH[3]])
 def test_bench_comm_refuses_before_touching_an_engine(session, settings, fix):
     before = untouched(session)
     with pytest.raises(ValueError) as caught:
@@ -255,11 +300,21 @@ def test_bench_comm_refuses_before_touching_an_engine(session, settings, fix):
     assert untouched(session) == before
 
 
-@pytest.mark.parametrize("workers, fix", [
+COUNTS = [
     (0, "workers must be an integer >= 1 (got 0)"),
     ("2", "workers must be an integer >= 1 (got '2')"),
     (10**6, "use workers <="),
-])
+]
+
+
+@pytest.mark.parametrize("workers, fix", COUNTS)
+def test_preflight_refuses_engine_counts(two_cpu_engines, workers, fix):
+    with pytest.raises(ValueError) as caught:
+        preflight.check_count(two_cpu_engines, workers)
+    one_line_naming(str(caught.value), fix)
+
+
+@pytest.mark.parametrize("workers, fix", [COUNTS[0], COUNTS[2]])
 def test_execute_refuses_before_touching_an_engine(session, workers, fix):
     before = untouched(session)
     with pytest.raises(ValueError) as caught:

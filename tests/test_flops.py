@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from parakit.config.run import RunConfig
+from parakit.config import formulas
 from parakit.engine import flops
 from parakit.engine.workloads import build_model, data
 
@@ -135,5 +136,5 @@ def test_on_a_gpu_the_count_leaves_the_device_alone_and_the_peak_is_known():
     assert torch.cuda.memory_allocated() == before  # the copy lived on the meta device
     assert all(p.grad is None for p in model.parameters())
     name = torch.cuda.get_device_name(0)
-    peak, why = flops.peak_flops(name, "bf16")
+    peak, why = formulas.peak_flops(name, "bf16")
     assert peak is not None, why  # the lent machines are an H100 SXM and an H200

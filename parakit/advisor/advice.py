@@ -8,7 +8,6 @@ magic refuse mistakes in one line.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -36,19 +35,17 @@ from parakit.advisor.inputs import Calibration
 from parakit.advisor.record import Advice, save_advice
 from parakit.advisor.shape import model_shape
 from parakit.config.choices import check_int
-from parakit.cluster import netns, placement
-from parakit.config.run import Device, RunConfig, Strategy
-from parakit.config.hosts import EngineLaunch, Launcher
+from parakit.config.run import RunConfig, Strategy
 from parakit.config.levers import Compression, Precision, check_cpu_precision
 from parakit.records.result import new_run_id, now_iso
 from parakit.records.store import DEFAULT_RUNS_DIR
+from parakit.session.preflight import RUN_SETTINGS, Engines, check_config, engines_here
 
 ENGINES = ("engines", "current", "current engines")
 # What the advisor varies itself: given as settings, they would fix what it is asked to choose.
 VARIED = {"strategy": "strategies", "precision": "precisions", "compression": "compressions",
           "schedule": "strategies", "microbatches": "strategies", "hybrid": "strategies", "mesh": "strategies",
           "sync": None, "workers": None, "steps": None}
-RUN_SETTINGS = {f.name for f in dataclasses.fields(RunConfig)}
 MAX_WORKERS = 1024
 
 
@@ -166,64 +163,52 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
                             strategies=strategies, steps=steps, statistic=statistic, **settings)
     calibration = _checked_calibration(calibration, request)
     own = session is None and (calibration is None or request.verify)
-    launch = _checked_launch(engines, profile, cluster_id, ifname, link) if own else None
+    where = dict(device=device, gpus=gpus, runs_dir=runs_dir, engines=engines, profile=profile,
+                 cluster_id=cluster_id, ifname=ifname, link=link)
+    size = request.workers if request.hardware is None else 1
+    # Without engines of its own (a saved calibration) the advice needs only this machine's devices.
+    here = session.preflight() if session is not None else engines_here(workers=size if own else 1, **where)
     # Engines started elsewhere (mpi, slurm, ssh, attach) say which device they have only once
     # they are up; local ones are known from this machine, so their checks come first.
-    remote = launch is not None and launch.engines is not Launcher.LOCAL
+    remote = own and not here.local
     shape = model_shape(RunConfig(**request.base, strategy="single", workers=1))
     if not remote:
-        precisions, found, refused = _candidates(request, calibration, session, device, gpus)
+        precisions, found, refused = _candidates(request, calibration, here)
     if own:
         from parakit.session.session import Session  # only now: the checks above need no engine
 
-        size = request.workers if request.hardware is None else 1
-        session = Session(size, device=device, gpus=gpus, runs_dir=runs_dir, progress=progress,
-                          engines=engines, profile=profile, cluster_id=cluster_id, ifname=ifname, link=link)
+        session = Session(size, progress=progress, **where)
     try:
         if remote:
-            precisions, found, refused = _candidates(request, calibration, session, device, gpus)
+            precisions, found, refused = _candidates(request, calibration, session.preflight())
         return _advise(request, session, shape, found, refused, precisions, calibration, runs_dir)
     finally:
         if own:
             session.close()
 
 
-def _candidates(request: Request, calibration, session, device: str, gpus):
+def _candidates(request: Request, calibration, engines: Engines):
     """(precisions, the candidates, those refused with why); ValueError when none is left."""
-    precisions = _precisions(request, calibration, session, device, gpus)
+    precisions = _precisions(request, calibration, engines)
     found, refused = candidates(request.workers, request.base, precisions, request.compressions, request.strategies)
     if request.hardware is None:  # what these engines cannot run (a pipeline on a shared GPU)
-        found, refused = _runnable_here(found, refused, _local_gpus(session, device, gpus))
+        found, refused = _runnable_here(found, refused, engines)
     if not found:
         raise ValueError(f"no configuration of {request.workers} worker(s) fits these settings, e.g. "
                          f"{refused[0][1] if refused else 'none to try'}")
     return precisions, found, refused
 
 
-def _local_gpus(session, device: str, gpus) -> list:
-    if session is not None:
-        return session.gpus if session.launch.engines is Launcher.LOCAL else []
-    return placement.choose_gpus(Device.parse(device, "device"), gpus, placement.host_facts())
-
-
-def _runnable_here(found, refused, local_gpus: list):
+def _runnable_here(found, refused, engines: Engines):
     keep = []
     for c in found:
         try:
-            placement.check_gpu_sharing(c.config, local_gpus)
+            check_config(engines, c.config)
         except ValueError as e:
             refused.append((c.settings, str(e)))
         else:
             keep.append(c)
     return keep, refused
-
-
-def _checked_launch(engines, profile, cluster_id, ifname, link) -> EngineLaunch:
-    launch = EngineLaunch(engines, profile, cluster_id, ifname, link)
-    reason = netns.why_not(launch.link) if launch.link is not None else None
-    if reason:
-        raise ValueError(f"link={link!r} cannot be made here: {reason}")
-    return launch
 
 
 def _advise(request: Request, session, shape, found, refused, precisions, cal, runs_dir) -> Advice:
@@ -262,17 +247,15 @@ def _checked_calibration(calibration: Any, request: Request) -> Calibration | No
     return calibration
 
 
-def _precisions(request: Request, calibration, session, device: str, gpus) -> list[str]:
+def _precisions(request: Request, calibration, engines: Engines) -> list[str]:
     """The precisions to try: those asked for, else all the device has; CPU engines refuse the
     GPU-only ones (as runs would)."""
     if request.hardware is not None:
         kind = request.hardware.device
     elif calibration is not None:
         kind = calibration.device
-    elif session is not None:
-        kind = "gpu" if session.gpus else "cpu"
     else:
-        kind = "gpu" if placement.choose_gpus(Device.parse(device, "device"), gpus, placement.host_facts()) else "cpu"
+        kind = "gpu" if engines.gpus else "cpu"
     precisions = request.precisions or list(PRECISIONS[kind])
     if request.hardware is None and kind == "cpu":
         for q in precisions:

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from parakit.config.formulas import TERA, peak_tflops_by_precision
+
 GIB = 2**30
-TERA = 1e12
 # The share of a preset GPU's dense peak that a model's matmuls reach when compute time is
 # estimated from FLOPs (calibrated on another kind of device): large transformer layers reach
 # 40-60 % MFU on H100/A100 (PaLM, Megatron-LM reports); small ones much less, which the
@@ -111,10 +112,10 @@ def _gpu(name, peaks, memory_gib, bandwidth, link, network=None, ranks_per_node=
                     ranks_per_node=ranks_per_node)
 
 
-# Dense peaks as in engine/flops.py's table (NVIDIA datasheets); link figures are the bus
+# Dense peaks from config/formulas.py's table (NVIDIA datasheets); link figures are the bus
 # bandwidths nccl-tests all_reduce reaches on such machines, and typical NCCL latencies.
-_H100 = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4, "bf16-pure": 989.4}
-_A100 = {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0, "bf16-pure": 312.0}
+_H100 = peak_tflops_by_precision("NVIDIA H100 80GB HBM3")
+_A100 = peak_tflops_by_precision("NVIDIA A100-SXM4-80GB")
 _NVLINK4 = Link(alpha_s=15e-6, bandwidth_bytes_per_s=360e9)  # 8x H100 SXM, NVSwitch: ~360-480 GB/s busbw
 _NDR_IB = Link(alpha_s=25e-6, bandwidth_bytes_per_s=45e9)  # 400 Gb/s InfiniBand per GPU: ~45 GB/s busbw
 _PCIE4 = Link(alpha_s=20e-6, bandwidth_bytes_per_s=20e9)  # PCIe 4.0 x16 through the host: ~20 GB/s busbw

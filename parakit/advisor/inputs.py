@@ -113,7 +113,7 @@ class Calibration:
     single_step_s: Mapping[str, float] = field(default_factory=dict)
     """The measured step of one worker (strategy single) over the batch, per precision."""
     peak_tflops: Mapping[str, float] = field(default_factory=dict)
-    """The engines' dense peak per precision (engine/flops.py's table; {} for CPUs): other
+    """The engines' dense peak per precision (config/formulas.py's table; {} for CPUs): other
     precisions, and other GPUs, are scaled by the ratio of peaks."""
     contention: float = 1.0
     """Compute slowdown when every engine computes at once (shared cores, memory bandwidth);

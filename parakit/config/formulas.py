@@ -111,6 +111,13 @@ def peak_flops(device_name: str, precision: str) -> tuple[float | None, str | No
     return None, f"peak FLOP/s of {device_name!r} is not in parakit's table"
 
 
+def peak_tflops_by_precision(device_name: str) -> dict[str, float]:
+    """One GPU's dense peak TFLOP/s at every precision parakit runs (the advisor's presets are
+    built from it); empty for a device not in the table."""
+    found = {q: peak_flops(device_name, q)[0] for q in _PRECISION_COLUMN}
+    return {q: flops / TERA for q, flops in found.items() if flops is not None}
+
+
 def achieved_flops_per_s(flops_per_step: float | None, step_time_s: float | None, world_size: int) -> float | None:
     """Model FLOP/s each GPU achieved: the step's model FLOPs over its time and the GPUs.
 

@@ -7,8 +7,7 @@ are the same at any world size and for any layout, so MFU compares strategies ho
 time a layout spends communicating or waiting in a pipeline bubble lowers it.
 
 Counting needs torch; the peak FLOP/s table and the MFU arithmetic do not, and the advisor
-predicts with them too, so they live in config/formulas.py. ``peak_flops`` is re-exported
-here for the engine's training loop, which reads the step's FLOPs and the peak together.
+predicts with them too, so they live in config/formulas.py.
 """
 
 from __future__ import annotations
@@ -22,12 +21,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from parakit.config.formulas import peak_flops
 from parakit.config.run import RunConfig, Workload
 from parakit.engine.workloads import build_model
-
-__all__ = ["COUNTED", "FORMULA", "count_step_flops", "gpt_flops_per_token", "gpt_matmul_params",
-           "peak_flops", "step_flops"]
 
 FORMULA = "formula: 6N + 12LHQT per token"
 COUNTED = "counted: FlopCounterMode on one step"

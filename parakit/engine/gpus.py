@@ -17,9 +17,7 @@ class Gpu:
 
 def visible_gpus() -> tuple[list[Gpu], str | None]:
     """GPUs this process may use, honouring CUDA_VISIBLE_DEVICES; or [] and the reason."""
-    import torch
-
-    if not torch.backends.cuda.is_built():
+    if not torch_has_cuda():
         return [], "this torch is a CPU build"
     try:
         import pynvml
@@ -36,6 +34,23 @@ def visible_gpus() -> tuple[list[Gpu], str | None]:
         pynvml.nvmlShutdown()
     gpus = filter_visible(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     return gpus, None if gpus else "no GPU is visible (NVML found none, or CUDA_VISIBLE_DEVICES hides them)"
+
+
+def torch_has_cuda() -> bool:
+    """Whether the installed torch is built with CUDA, answered without importing torch where it
+    is not imported yet (a second or two): the notebook checks settings before any engine, and
+    torch's CUDA builds ship libtorch_cuda beside libtorch, CPU builds do not."""
+    import sys
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"].backends.cuda.is_built()
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return False
+    return any((Path(spec.origin).parent / "lib").glob("libtorch_cuda*"))
 
 
 def filter_visible(gpus: list[Gpu], cuda_visible: str | None) -> list[Gpu]:

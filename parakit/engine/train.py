@@ -22,7 +22,8 @@ from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.breakdown import StepProfiler, per_step
 from parakit.engine.compiling import apply_compile
 from parakit.engine.divergence import DivergenceWatch, is_check_step
-from parakit.engine.flops import peak_flops, step_flops
+from parakit.config.formulas import peak_flops
+from parakit.engine.flops import step_flops
 from parakit.engine.power import PowerMeter
 from parakit.engine.payload import unpack
 from parakit.engine.publish import publish

@@ -19,16 +19,15 @@ def add_advise_parser(sub) -> None:
 
 def advise_command(args: argparse.Namespace) -> int:
     from parakit.advisor.advice import advise, check_request
-    from parakit.session.session import check_runs_dir
+    from parakit.session.preflight import engines_here
 
     settings = options.advise_settings(args)
+    where = options.engine_settings(args)
     with options.checked_input():
         settings["calibration"] = options.checked_calibration(settings["calibration"])
         request = check_request(**{k: v for k, v in settings.items() if k != "calibration"})
-        launch, _, _ = options.engine_checks(args, request.workers if request.hardware is None else 1)
-        check_runs_dir(args.runs_dir)
-    advice = advise(**settings, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, progress=not args.json,
-                    **launch)
+        engines_here(workers=request.workers if request.hardware is None else 1, **where)
+    advice = advise(**settings, progress=not args.json, **where)
     if args.plot:
         _write_figures(advice, args.plot)
     print(json.dumps(advice.to_dict(), indent=1) if args.json else text.advice_table(advice))

@@ -10,9 +10,7 @@ import argparse
 import json
 import sys
 
-from parakit.cluster import placement
-from parakit.config.run import RunConfig, Strategy
-from parakit.config.levers import check_cpu_precision, default_workers
+from parakit.session.preflight import check_bench, check_run, engines_here
 from parakit.frontends import options, text
 from parakit.frontends.advisor_cli import add_advise_parser, advise_command
 from parakit.frontends.demo import demo_command
@@ -51,40 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    from parakit.session.bench import bench_settings as check_bench
-    from parakit.session.session import Session, check_runs_dir
+    from parakit.session.session import Session
 
-    settings = options.bench_settings(args)
+    where, settings = options.engine_settings(args), options.bench_settings(args)
     with options.checked_input():
-        launch, gpus, facts = options.engine_checks(args, None)
-        check_bench(settings["workers"], settings["sizes"], settings["collectives"], settings["repeats"],
-                    settings["warmup"], settings["max_size"], settings["dtype"], gpus)
-        if launch["engines"] == "local":
-            placement.check_workers(settings["workers"], facts)
-        check_runs_dir(args.runs_dir)
-    with Session(settings["workers"], device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
+        world = check_bench(engines_here(**where), **settings)["workers"]
+    with Session(world, **where) as session:
         bench = session.bench_comm(**settings)
     print(json.dumps(bench.to_dict(), indent=1) if args.json else text.bench_table(bench))
     return 0 if bench.ok else 1
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from parakit.session.session import Session, check_runs_dir
+    from parakit.session.session import Session
 
+    where = options.engine_settings(args)
+    settings = {**options.run_settings(args), "workers": args.workers}
     with options.checked_input():
-        launch, gpus, _ = options.engine_checks(args, args.workers)
-        strategy = Strategy.parse(args.strategy, "strategy")
-        workers = args.workers if args.workers is not None else default_workers(strategy, args.mesh, max(len(gpus), 2))
-        if args.workers is None:
-            options.engine_checks(args, workers)
-        settings = options.run_settings(args)
-        config = RunConfig(workers=workers, **settings)
-        check_runs_dir(args.runs_dir)
-        if not gpus:
-            check_cpu_precision(config.precision)
-        placement.check_gpu_sharing(config, gpus)
-    with Session(workers, device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
-        result = session.run(workers=workers, **settings)
+        config = check_run(engines_here(**where), **settings)
+    settings["workers"] = config.workers
+    with Session(config.workers, **where) as session:
+        result = session.run(**settings)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:

@@ -33,27 +33,29 @@ def demo_workers(gpu_count: int) -> list[int]:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from parakit.frontends.options import UsageError, checked_input, engine_checks
-    from parakit.plots.runs import speedup_table
+    from parakit.frontends.options import UsageError, checked_input, engine_settings
     from parakit.frontends.report import write_report
-    from parakit.session.session import Session, check_runs_dir
+    from parakit.plots.runs import speedup_table
+    from parakit.session.preflight import engines_here
+    from parakit.session.session import Session
 
+    where = engine_settings(args)
     with checked_input():
-        launch, gpus, facts = engine_checks(args, None)
+        here = engines_here(**where)
+        gpus, facts = here.gpus, here.facts
         workers = args.workers or demo_workers(len(gpus))
         if min(workers) < 1 or 1 not in workers:
             raise UsageError("demo --workers must include 1 (the baseline), e.g. --workers 1,2")
-        engine_checks(args, max(workers))
+        engines_here(**where, workers=max(workers))
         if args.steps is not None and args.steps < 3:
             raise UsageError("demo --steps must be >= 3 (2 are warm-up)")
-        check_runs_dir(args.runs_dir)
     runs = DEMO_RUNS["cuda" if gpus else "cpu"]
     report = Path(args.report) if args.report else Path(args.runs_dir) / "demo-report.html"
     started = time.monotonic()
     print(f"parakit demo: {len(runs)} models x workers {workers} on "
           f"{f'{len(gpus)} GPU(s)' if gpus else f'CPU ({facts.cpu_count} cores)'}")
     results = []
-    with Session(max(workers), device=args.device, gpus=args.gpus, runs_dir=args.runs_dir, **launch) as session:
+    with Session(max(workers), **where) as session:
         for spec in runs:
             spec = dict(spec, steps=args.steps or spec["steps"])
             for n in workers:

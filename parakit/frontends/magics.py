@@ -22,12 +22,11 @@ from IPython.display import display
 from parakit.frontends import options, text
 from parakit.advisor.advice import advise, check_request
 from parakit.plots.advisor import projection, verification
-from parakit.cluster import placement
-from parakit.session.bench import bench_settings
 from parakit.plots.measures import comm_bandwidth
 from parakit.plots.runs import PLOTS, loss, speedup, speedup_table
 from parakit.records.result import STOPPED, RunResult
-from parakit.session.session import Session, check_settings
+from parakit.session.preflight import Engines, check_bench, check_count, check_runs, engines_here
+from parakit.session.session import Session
 from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame
 from parakit.frontends.terminal import for_this_frontend
 
@@ -414,9 +413,7 @@ class ParakitMagics(Magics):
         args = self._parse(self._bench, rest)
         settings = options.bench_settings(args)
         with checked:  # the settings, before any engine starts
-            bench_settings(settings["workers"], settings["sizes"], settings["collectives"], settings["repeats"],
-                           settings["warmup"], settings["max_size"], settings["dtype"], [])
-            placement.check_workers(settings["workers"], placement.host_facts())
+            check_bench(self._preflight(args), **settings)
         session = self._idle(self._session(args))
         with checked:
             bench = session.bench_comm(**settings)
@@ -472,7 +469,7 @@ class ParakitMagics(Magics):
             raise UsageError(f"-n must be >= 1 (got {args.workers})")
         if args.workers is not None:
             with checked:  # before default engines would start
-                placement.check_workers(args.workers, placement.host_facts())
+                check_count(self._preflight(), args.workers)
         session = self._idle(self._session())
         with checked:  # execute checks the count against this machine before any engine
             ranks = session.execute(cell, args.workers)
@@ -501,8 +498,7 @@ class ParakitMagics(Magics):
     def _engine_request(args: argparse.Namespace) -> dict[str, Any]:
         if args.cpu and args.gpus is not None:
             raise UsageError("--cpu and --gpus do not go together; drop one of them")
-        with checked:
-            launch = options.launch_settings(args) if _launch_given(args) else None
+        launch = options.launch_settings(args) if _launch_given(args) else None
         return {
             "engines": getattr(args, "engines", None),
             "device": "cpu" if args.cpu else "auto",
@@ -515,12 +511,9 @@ class ParakitMagics(Magics):
         n = wanted.get("engines")
         if n is not None and (n < 1):
             raise UsageError(f"-n must be >= 1 (got {n})")
-        if (wanted.get("launch") or {}).get("engines", "local") != "local":
-            return  # engines on other hosts: this machine's devices and size say nothing
-        # A ddp run over every engine checks device, gpus and the engine count against this machine.
-        run = {"strategy": "ddp", "workers": n, "batch_size": n} if n else {"strategy": "single"}
         with checked:
-            check_settings(device=wanted["device"], gpus=wanted["gpus"], engines=n, **run)
+            engines_here(workers=n, device=wanted["device"], gpus=wanted["gpus"], runs_dir=wanted.get("runs_dir"),
+                         **(wanted.get("launch") or {}))
 
     def _start_session(self, engines=None, device="auto", gpus=None, runs_dir=None, launch=None,
                        note="") -> Session:
@@ -541,15 +534,24 @@ class ParakitMagics(Magics):
         them against this machine and start one with the defaults (or the engine options)."""
         wanted = self._engine_request(args) if args is not None else dict(DEFAULT_ENGINES)
         if self.session is None:
-            _check_runs(runs, lambda **s: check_settings(device=wanted["device"], gpus=wanted["gpus"], **s))
+            with checked:
+                check_runs(engines_here(device=wanted["device"], gpus=wanted["gpus"]), list(runs), _label)
             return self._start_session(device=wanted["device"], gpus=wanted["gpus"],
                                        note="no engines yet: starting them with the defaults "
                                             "(choose with %parakit start -n N --cpu | --gpus 0,1)")
         if not self._matches(wanted):
             fix = "--cpu" if wanted["device"] == "cpu" else f"--gpus {','.join(map(str, wanted['gpus']))}"
             raise UsageError(f"the engines run on {self._describe()}; to change that: %parakit restart {fix}")
-        _check_runs(runs, self.session.config)
+        with checked:
+            check_runs(self.session.preflight(), list(runs), _label)
         return self.session
+
+    def _preflight(self, args: argparse.Namespace | None = None) -> Engines:
+        """What a request is checked against: the running engines, or those that would start."""
+        if self.session is not None:
+            return self.session.preflight()
+        wanted = self._engine_request(args) if args is not None else dict(DEFAULT_ENGINES)
+        return engines_here(device=wanted["device"], gpus=wanted["gpus"], **(wanted["launch"] or {}))
 
     def _idle(self, session: Session) -> Session:
         """The engines run one thing at a time; a panel's run may be going in the background."""
@@ -602,23 +604,6 @@ def _find_run(runs: list[RunResult], wanted: str, runs_dir) -> RunResult:
         what = "no run" if not matches else f"{len(matches)} runs match"
         raise UsageError(f"{what} {wanted!r} in {runs_dir}; see the ids with %parakit runs")
     return matches[0]
-
-
-def _check_runs(runs: list[dict[str, Any]], check: Callable[..., Any]) -> None:
-    """Check every run before the first starts; one line naming the first that does not fit."""
-    bad = []
-    for settings in runs:
-        try:
-            check(**settings)
-        except ValueError as e:
-            bad.append((settings, e))
-    if not bad:
-        return
-    if len(runs) == 1:
-        raise UsageError(str(bad[0][1]))
-    settings, error = bad[0]
-    raise UsageError(f"{len(bad)} of {len(runs)} combinations do not fit, e.g. {_label(settings)}: "
-                     f"{error}; drop them from the lists")
 
 
 def _label(settings: dict[str, Any]) -> str:

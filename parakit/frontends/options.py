@@ -12,8 +12,7 @@ import contextlib
 import json
 from typing import Any
 
-from parakit.cluster import placement
-from parakit.config.hosts import EngineLaunch, Launcher
+from parakit.config.hosts import Launcher
 from parakit.config.run import Hybrid, Precision, Schedule, Strategy
 from parakit.records.store import DEFAULT_RUNS_DIR
 
@@ -56,28 +55,14 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
 
 
 def launch_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The launch options as Session takes them, checked before any engine starts."""
-    from parakit.cluster import netns
-
-    launch = EngineLaunch(args.launcher, args.profile, args.cluster_id, args.ifname, args.link)
-    reason = netns.why_not(launch.link) if launch.link is not None else None
-    if reason:
-        raise ValueError(f"--link {args.link} cannot be made here: {reason}")
-    return {"engines": launch.engines.value, "profile": launch.profile, "cluster_id": launch.cluster_id,
-            "ifname": launch.ifname, "link": launch.link and launch.link.text}
+    """The launch options as Session takes them (session/preflight.py checks them)."""
+    return {"engines": args.launcher, "profile": args.profile, "cluster_id": args.cluster_id,
+            "ifname": args.ifname, "link": args.link}
 
 
-def engine_checks(args: argparse.Namespace, workers: int | None):
-    """(launch settings, GPUs of this machine the engines will use, this machine's facts).
-    Engines of other launchers are on other hosts: this machine's GPUs and size say nothing."""
-    launch = launch_settings(args)
-    facts = placement.host_facts()
-    if launch["engines"] != "local":
-        return launch, [], facts
-    gpus = placement.choose_gpus(args.device, args.gpus, facts)
-    if workers is not None and workers >= 1:
-        placement.check_workers(workers, facts)  # first: a clearer message than the batch's
-    return launch, gpus, facts
+def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options (``add_engine_options``) as Session takes them."""
+    return {"device": args.device, "gpus": args.gpus, "runs_dir": args.runs_dir, **launch_settings(args)}
 
 
 def str_list(text: str) -> list[str]:

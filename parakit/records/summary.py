@@ -8,7 +8,7 @@ import math
 import statistics
 from typing import Any
 
-from parakit.config.formulas import per_joule
+from parakit.config.formulas import TERA, achieved_flops_per_s, mfu, per_joule
 from parakit.config.run import RunConfig, Strategy
 from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, StepRecord, new_run_id, now_iso
 
@@ -321,11 +321,11 @@ def flops_summary(rank0: dict[str, Any], step_time_s: float, world_size: int) ->
     """
     flops, how = rank0.get("flops_per_step"), rank0.get("flops_method")
     peak, no_peak = rank0.get("peak_flops") or (None, "the run did not report a peak")
-    achieved = flops / step_time_s / world_size if flops is not None and step_time_s > 0 else None
+    achieved = achieved_flops_per_s(flops, step_time_s, world_size)
     out = {
         "flops_per_step": flops,
-        "tflops_per_device": achieved / 1e12 if achieved is not None else None,
-        "mfu": achieved / peak if achieved is not None and peak else None,
+        "tflops_per_device": achieved / TERA if achieved is not None else None,
+        "mfu": mfu(flops, step_time_s, world_size, peak),
     }
     why = {}
     if flops is None:

@@ -3,46 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import socket
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from parakit.cluster import launchers, netns, placement
+from parakit.cluster import launchers, placement
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.launch import launch, run_code, run_on_ranks
 from parakit.engine.commbench import bench_on_engine
+from parakit.config.hosts import Launcher
 from parakit.config.run import Device, RunConfig, Strategy
-from parakit.config.hosts import EngineLaunch, Launcher
-from parakit.config.levers import check_cpu_precision, default_workers
 from parakit.session.progress import ProgressPrinter, note
-from parakit.config.bench import bench_settings
 from parakit.records.summary import bench_result, measure
+from parakit.session.preflight import Engines, check_bench, check_count, check_run, engines_here
 from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, new_run_id, now_iso
 from parakit.records.store import (DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run,
                            save_traces)
-
-
-RUN_SETTINGS = {f.name for f in dataclasses.fields(RunConfig)}
-
-
-def check_runs_dir(runs_dir: str | os.PathLike) -> None:
-    """The run store must be a folder we can write (or can make), found out before any engine
-    starts rather than when the first result is saved. Nothing is created here."""
-    path = os.path.abspath(os.fspath(runs_dir))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} is a file; give a folder for the run store")
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} cannot be written ({existing} is not a writable "
-                         "folder); give a folder you can write")
 
 
 class Session:
@@ -96,29 +76,16 @@ class Session:
         ifname: str | None = None,
         link: str | None = None,
     ):
-        self.device = Device.parse(device, "device")
-        self.launch = EngineLaunch(engines, profile, cluster_id, ifname, link)
-        if self.launch.link is not None and netns.why_not(self.launch.link):
-            raise ValueError(f"link={link!r} cannot be made here: {netns.why_not(self.launch.link)}")
-        local = self.launch.engines is Launcher.LOCAL
         if not isinstance(auto_restart, bool):
             raise ValueError(f"auto_restart must be True or False (got {auto_restart!r})")
         if isinstance(hang_timeout_s, bool) or not isinstance(hang_timeout_s, (int, float)) or not hang_timeout_s > 0:
             raise ValueError(f"hang_timeout_s must be a positive number of seconds (got {hang_timeout_s!r})")
         self.hang_timeout_s = float(hang_timeout_s)
-        if gpus is not None and not (isinstance(gpus, list) and all(type(g) is int for g in gpus)):
-            raise ValueError(f"gpus must be a list of GPU indices, e.g. [0, 1] (got {gpus!r})")
-        self.facts = placement.host_facts()
-        # Engines on other hosts choose among their own GPUs; the notebook's host may have none.
-        self.gpus = placement.choose_gpus(self.device, gpus, self.facts) if local else []
-        attach = self.launch.engines is Launcher.ATTACH
-        # Attached: wait for ``workers`` engines if given, else take the ones registered.
-        workers = workers if workers is not None else (1 if attach else len(self.gpus) or 2)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an integer >= 1 (got {workers!r})")
-        if local:
-            placement.check_workers(workers, self.facts)
-        check_runs_dir(runs_dir)
+        wanted = engines_here(workers=workers, device=device, gpus=gpus, runs_dir=runs_dir, engines=engines,
+                              profile=profile, cluster_id=cluster_id, ifname=ifname, link=link)
+        workers, local = wanted.workers, wanted.local
+        self.device = Device.parse(device, "device")
+        self.launch, self.facts, self.gpus = wanted.launch, wanted.facts, wanted.gpus
         self.runs_dir = runs_dir
         self.progress = progress
         self._warned: set[str] = set()
@@ -199,21 +166,11 @@ class Session:
     # -- runs --------------------------------------------------------------------------
     def config(self, **settings: Any) -> RunConfig:
         """Check run settings and fill in defaults, without touching an engine."""
-        unknown = sorted(set(settings) - RUN_SETTINGS)
-        if unknown:
-            raise ValueError(f"unknown setting {unknown[0]!r}; the settings are: {', '.join(sorted(RUN_SETTINGS))}")
-        settings = {k: v for k, v in settings.items() if v is not None}
-        strategy = Strategy.parse(settings.get("strategy", Strategy.DDP), "strategy")
-        settings.setdefault("workers", default_workers(strategy, settings.get("mesh"), self.workers))
-        workers = settings["workers"]
-        if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
-            placement.check_workers(workers, self.facts)  # first: clearer than the batch's message
-        config = RunConfig(**settings)
-        if not self.gpus:
-            check_cpu_precision(config.precision)
-        if self.launch.engines is Launcher.LOCAL:
-            placement.check_gpu_sharing(config, self.gpus)
-        return config
+        return check_run(self.preflight(), **settings)
+
+    def preflight(self) -> Engines:
+        """What a request is checked against on this session (see session/preflight.py)."""
+        return Engines(self.facts, self.gpus, self.workers, self.launch)
 
     def run(
         self,
@@ -330,9 +287,9 @@ class Session:
         Raises:
             ValueError: If a setting is wrong (no engine is touched then).
         """
-        world = self.workers if workers is None else workers
-        kwargs = bench_settings(world, sizes, collectives, repeats, warmup, max_size, dtype, self.gpus)
-        placement.check_workers(world, self.facts)
+        kwargs = check_bench(self.preflight(), workers, sizes=sizes, collectives=collectives, repeats=repeats,
+                             warmup=warmup, max_size=max_size, dtype=dtype)
+        world = kwargs.pop("workers")
         started = now_iso()
         printer = ProgressPrinter(f"comm bench x{world}") if self.progress and on_progress is None else None
         with self._one_at_a_time():
@@ -400,10 +357,7 @@ class Session:
             expression's value, or None) and error (the rank's exception, or None). When a rank
             fails while others wait for it, the others are interrupted after a few seconds.
         """
-        world = self.workers if workers is None else workers
-        if isinstance(world, bool) or not isinstance(world, int) or world < 1:
-            raise ValueError(f"workers must be an integer >= 1 (got {world!r})")
-        placement.check_workers(world, self.facts)
+        world = check_count(self.preflight(), self.workers if workers is None else workers)
         with self._one_at_a_time():
             self._engines.grow(world)
             _, warning = self._engines.ensure_group(world)
@@ -495,36 +449,6 @@ class Session:
             warnings.warn(f"parakit: {message}", stacklevel=3)
 
 
-@dataclass(frozen=True)
-class _Host:
-    """What ``Session.config`` reads of a session, for one not started yet."""
-
-    facts: placement.HostFacts
-    gpus: list
-    workers: int
-    launch: EngineLaunch = EngineLaunch()  # check_settings is for local engines
-
-
-def check_settings(
-    *, device: str = "auto", gpus: list[int] | None = None, engines: int | None = None, **settings: Any
-) -> RunConfig:
-    """``Session.config`` before a session exists: check run settings against this machine
-    without starting an engine (the magics check a first ``%parakit run`` this way).
-
-    Args:
-        device, gpus: as ``Session`` takes them.
-        engines: the engines the session would start (default as ``Session``: one per GPU, else 2).
-        **settings: RunConfig fields.
-
-    Raises:
-        ValueError: naming what does not fit.
-    """
-    facts = placement.host_facts()
-    chosen = placement.choose_gpus(Device.parse(device, "device"), gpus, facts)
-    host = _Host(facts, chosen, engines or len(chosen) or 2)
-    return Session.config(host, **settings)  # the same checks, on a stand-in for the session
-
-
 def _process_memory(pid: int) -> tuple[int | None, int | None]:
     """(resident, peak resident) bytes of a local process, from /proc; (None, None) elsewhere."""
     found = {}
@@ -536,11 +460,3 @@ def _process_memory(pid: int) -> tuple[int | None, int | None]:
     except (OSError, ValueError):
         return None, None
     return found.get("VmRSS"), found.get("VmHWM")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

@@ -1,0 +1,185 @@
+"""The one check before a launch: whether a request fits the engines that run it (running ones,
+or those a session would start) and what to start or refuse.
+
+Session, the ``parakit`` command, the magics, the panel and the advisor all call these
+functions, so a request is refused with the same one line whichever front end it came from,
+and before any engine is started or touched. Nothing here imports torch or ipyparallel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from parakit.cluster import netns, placement
+from parakit.config.bench import bench_settings
+from parakit.config.hosts import EngineLaunch, Launcher
+from parakit.config.levers import check_cpu_precision, default_workers
+from parakit.config.run import Device, RunConfig, Strategy
+
+RUN_SETTINGS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
+@dataclass(frozen=True)
+class Engines:
+    """What a request is checked against."""
+
+    facts: placement.HostFacts
+    """This machine: cores, memory and visible GPUs."""
+    gpus: list = field(default_factory=list)
+    """The GPUs the engines are pinned to, round robin ([]: CPU engines, or engines on other
+    hosts, whose GPUs this machine cannot see)."""
+    workers: int = 2
+    """Engines there are, or that a session would start."""
+    launch: EngineLaunch = EngineLaunch()
+    """How they start: local engines are held to this machine's size and devices."""
+
+    @property
+    def local(self) -> bool:
+        return self.launch.engines is Launcher.LOCAL
+
+
+def engines_here(*, workers: Any = None, device: Any = "auto", gpus: Any = None, runs_dir: Any = None,
+                 engines: str = "local", profile: str | None = None, cluster_id: str | None = None,
+                 ifname: str | None = None, link: str | None = None) -> Engines:
+    """The engines a Session given these arguments would start, checked against this machine.
+
+    Args:
+        workers, device, gpus, runs_dir, engines, profile, cluster_id, ifname, link: as
+            ``Session`` takes them (``runs_dir`` None: not checked).
+
+    Returns:
+        The Engines a request is then checked against (``check_run``).
+
+    Raises:
+        ValueError: naming what does not fit (a GPU that is not there, too many engines for
+            this machine, a link that cannot be made, a run store that cannot be written).
+    """
+    device = Device.parse(device, "device")
+    launch = EngineLaunch(engines, profile, cluster_id, ifname, link)
+    if launch.link is not None:
+        reason = netns.why_not(launch.link)
+        if reason:
+            raise ValueError(f"link={link!r} cannot be made here: {reason}")
+    if gpus is not None and not (isinstance(gpus, list) and all(type(g) is int for g in gpus)):
+        raise ValueError(f"gpus must be a list of GPU indices, e.g. [0, 1] (got {gpus!r})")
+    facts = placement.host_facts()
+    local = launch.engines is Launcher.LOCAL
+    # Engines on other hosts choose among their own GPUs; the notebook's host may have none.
+    chosen = placement.choose_gpus(device, gpus, facts) if local else []
+    # Attached: wait for ``workers`` engines if given, else take the ones registered.
+    if workers is None:
+        workers = 1 if launch.engines is Launcher.ATTACH else len(chosen) or 2
+    check_count(Engines(facts, chosen, 1, launch), workers)
+    if runs_dir is not None:
+        check_runs_dir(runs_dir)
+    return Engines(facts, chosen, workers, launch)
+
+
+def check_count(engines: Engines, workers: Any) -> int:
+    """An engine count: a whole number >= 1 that (for local engines) this machine can hold."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 (got {workers!r})")
+    if engines.local:
+        placement.check_workers(workers, engines.facts)
+    return workers
+
+
+def check_run(engines: Engines, **settings: Any) -> RunConfig:
+    """A run's settings, checked and completed for these engines.
+
+    Args:
+        engines: what the run would go on (``engines_here``, or a Session's).
+        **settings: RunConfig fields; None means "the default".
+
+    Returns:
+        The RunConfig (workers default as ``levers.default_workers`` for the engines).
+
+    Raises:
+        ValueError: naming the first thing that does not fit.
+    """
+    unknown = sorted(set(settings) - RUN_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}; the settings are: {', '.join(sorted(RUN_SETTINGS))}")
+    settings = {k: v for k, v in settings.items() if v is not None}
+    strategy = Strategy.parse(settings.get("strategy", Strategy.DDP), "strategy")
+    settings.setdefault("workers", default_workers(strategy, settings.get("mesh"), engines.workers))
+    workers = settings["workers"]
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1 and engines.local:
+        placement.check_workers(workers, engines.facts)  # first: clearer than the batch's message
+    return check_config(engines, RunConfig(**settings))
+
+
+def check_config(engines: Engines, config: RunConfig) -> RunConfig:
+    """What a RunConfig, sound in itself, needs of the engines: a precision their device has,
+    and no pipeline over ranks that share a GPU. Returns the config; ValueError otherwise."""
+    if not engines.gpus:
+        check_cpu_precision(config.precision)
+    if engines.local:
+        placement.check_gpu_sharing(config, engines.gpus)
+    return config
+
+
+def check_runs(engines: Engines, runs: list[dict[str, Any]], label=None) -> list[RunConfig]:
+    """Every run of a list (a sweep) checked before the first starts.
+
+    Raises:
+        ValueError: for one run, its own message; for several, how many do not fit and the
+            first of them (by ``label(settings)``), so the user can drop them from the lists.
+    """
+    configs, bad = [], []
+    for settings in runs:
+        try:
+            configs.append(check_run(engines, **settings))
+        except ValueError as e:
+            bad.append((settings, e))
+    if not bad:
+        return configs
+    if len(runs) == 1:
+        raise bad[0][1]
+    settings, error = bad[0]
+    name = label(settings) if label else ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
+    raise ValueError(f"{len(bad)} of {len(runs)} combinations do not fit, e.g. {name}: {error}; "
+                     "drop them from the lists")
+
+
+def check_bench(engines: Engines, workers: Any = None, *, sizes=None, collectives=None, repeats: Any = 10,
+                warmup: Any = 3, max_size=None, dtype: str = "float32") -> dict[str, Any]:
+    """A communication benchmark's settings for these engines; returns the engine function's
+    keyword arguments (``config.bench.bench_settings``) with ``workers`` filled in."""
+    world = engines.workers if workers is None else workers
+    kwargs = bench_settings(world, sizes, collectives, repeats, warmup, max_size, dtype, engines.gpus)
+    check_count(engines, world)
+    return {"workers": world, **kwargs}
+
+
+def check_settings(*, device: str = "auto", gpus: list[int] | None = None, engines: int | None = None,
+                   **settings: Any) -> RunConfig:
+    """A run's settings checked against this machine, before a session exists (the magics
+    check a first ``%parakit run`` this way): ``check_run`` on ``engines_here``.
+
+    Args:
+        device, gpus: as ``Session`` takes them.
+        engines: the engines the session would start (default as ``Session``: one per GPU, else 2).
+        **settings: RunConfig fields.
+
+    Raises:
+        ValueError: naming what does not fit.
+    """
+    return check_run(engines_here(workers=engines, device=device, gpus=gpus), **settings)
+
+
+def check_runs_dir(runs_dir: str | os.PathLike) -> None:
+    """The run store must be a folder we can write (or can make), found out before any engine
+    starts rather than when the first result is saved. Nothing is created here."""
+    path = os.path.abspath(os.fspath(runs_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} is a file; give a folder for the run store")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} cannot be written ({existing} is not a writable "
+                         "folder); give a folder you can write")
