@@ -70,18 +70,36 @@ def test_speedup_table_numbers(runs):
 
 def test_baseline_is_same_model_and_batch_size():
     results = [make_run("mlp1", 1, 100.0), make_run("gpt1", 1, 10.0, model="gpt"),
-               make_run("gpt2", 2, 15.0, model="gpt"), make_run("mlp2-b128", 2, 300.0, batch=128)]
+               make_run("gpt2", 2, 15.0, model="gpt"), make_run("mlp2-b96", 2, 300.0, batch=96)]
     table = plots.speedup_table(results)
     assert row(table, "gpt2")["speedup"] == pytest.approx(1.5)
-    # No 1-worker run at batch 128: no speed-up, and NaN rather than an invented 0 or 1.
-    assert math.isnan(row(table, "mlp2-b128")["speedup"])
-    assert math.isnan(row(table, "mlp2-b128")["efficiency"])
+    # No 1-worker run at batch 96 (nor at 48 per worker): no speed-up, and NaN rather than an
+    # invented 0 or 1; the table names the run that is missing.
+    assert math.isnan(row(table, "mlp2-b96")["speedup"])
+    assert math.isnan(row(table, "mlp2-b96")["efficiency"])
+    assert "a 1-worker ddp (or single) run" in row(table, "mlp2-b96")["missing_baseline"]
 
 
-def test_single_preferred_over_ddp_x1_as_baseline():
+def test_a_run_twice_the_batch_on_twice_the_workers_is_weak_scaling():
+    table = plots.speedup_table([make_run("mlp1", 1, 100.0), make_run("mlp2-b128", 2, 300.0, batch=128)])
+    assert row(table, "mlp2-b128")["speedup"] == pytest.approx(3.0)
+    assert row(table, "mlp2-b128")["scaling_group"].startswith("weak:")
+
+
+def test_same_strategy_preferred_over_single_as_baseline():
     results = [make_run("ddp1", 1, 90.0, strategy="ddp"), make_run("single", 1, 100.0),
                make_run("r2", 2, 180.0)]
-    assert row(plots.speedup_table(results), "r2")["speedup"] == pytest.approx(1.8)
+    assert row(plots.speedup_table(results), "r2")["speedup"] == pytest.approx(2.0)
+
+
+def test_a_bf16_run_is_never_compared_with_an_fp32_baseline():
+    fp32, bf16 = make_run("fp32-1", 1, 100.0), make_run("bf16-2", 2, 300.0)
+    bf16.config["precision"], fp32.config["precision"] = "bf16", "fp32"
+    table = plots.speedup_table([fp32, bf16])
+    assert math.isnan(row(table, "bf16-2")["speedup"])
+    bf16_one = make_run("bf16-1", 1, 160.0)
+    bf16_one.config["precision"] = "bf16"
+    assert row(plots.speedup_table([fp32, bf16, bf16_one]), "bf16-2")["speedup"] == pytest.approx(300 / 160)
 
 
 def test_explicit_baseline(runs):
@@ -94,7 +112,7 @@ def test_explicit_baseline(runs):
 def test_speedup_figure_matches_table_and_has_ideal_line(runs):
     fig = plots.speedup(runs)
     lines = [t for t in fig.data if t.name != "ideal (linear)"]
-    assert sorted(t.name for t in lines) == ["ddp · mlp", "single · mlp"]
+    assert sorted(t.name for t in lines) == ["ddp, mlp, batch 64", "single, mlp, batch 64"]
     drawn = {x: y for t in lines for x, y in zip(t.x, t.y)}
     table = plots.speedup_table(runs)
     assert drawn == pytest.approx(dict(zip(table["workers"], table["speedup"])))
@@ -106,7 +124,7 @@ def test_speedup_figure_matches_table_and_has_ideal_line(runs):
 
 
 def test_speedup_without_one_worker_run_raises():
-    with pytest.raises(ValueError, match="include a 1-worker run"):
+    with pytest.raises(ValueError, match=r"no 1-worker baseline: add a 1-worker ddp \(or single\) run"):
         plots.speedup([make_run("r2", 2, 180.0), make_run("r4", 4, 320.0)])
     with pytest.raises(ValueError, match="include a 1-worker run"):
         plots.speedup([make_run("x", 1, 0, status=STOPPED)])
@@ -125,14 +143,14 @@ def test_throughput_bars_and_labels(runs):
     fig = plots.throughput(runs)
     (bars,) = fig.data
     assert list(bars.y) == [100.0, 180.0, 320.0]
-    assert list(fig.layout.xaxis.ticktext) == ["single x1", "ddp x2", "ddp x4"]
+    assert list(fig.layout.xaxis.ticktext) == ["single x1 mlp", "ddp x2 mlp", "ddp x4 mlp"]
     assert "run %{customdata[0]}" in bars.hovertemplate
 
 
 def test_duplicate_labels_stay_separate_bars():
     fig = plots.throughput([make_run("a", 2, 180.0), make_run("b", 2, 190.0)])
     assert list(fig.data[0].x) == ["a", "b"]
-    assert list(fig.layout.xaxis.ticktext) == ["ddp x2 (a)", "ddp x2 (b)"]
+    assert list(fig.layout.xaxis.ticktext) == ["ddp x2 mlp (a)", "ddp x2 mlp (b)"]
 
 
 def test_loss_gaps_and_warmup():
@@ -187,7 +205,7 @@ def test_report_is_self_contained_and_escaped(tmp_path, runs):
 def test_report_without_baseline_still_draws_the_rest(tmp_path):
     out = report.write_report([make_run("r2", 2, 180.0)], tmp_path / "r.html")
     html = out.read_text(encoding="utf-8")
-    assert "include a 1-worker run" in html
+    assert "no 1-worker baseline: add a 1-worker ddp (or single) run" in html
     assert html.count(plotly.offline.get_plotlyjs()[:200]) == 1  # moved to the next figure
     assert html.count("Plotly.newPlot(") == 4
 
@@ -207,7 +225,7 @@ def test_report_write_is_atomic(tmp_path, runs, monkeypatch):
 
 
 def test_plots_import_only_lower_layers():
-    allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records.result", "parakit.config.run",
+    allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records", "parakit.config.run",
                "parakit.plots.base", "parakit.plots.measures"}
     tree = ast.parse(Path(plots.__file__).read_text())
     for node in ast.walk(tree):
@@ -265,5 +283,5 @@ def test_power_draws_each_device_once_with_its_counter_energy():
     fig = plots.PLOTS["power"]([a, b])
     assert len(fig.data) == 1
     assert list(fig.data[0].y) == [300.0, 310.0] and list(fig.data[0].x) == [0.0, 0.05]
-    assert fig.data[0].name == "ddp x2 · H100 · 120.0 J"
+    assert fig.data[0].name == "ddp x2 mlp · H100 · 120.0 J"
     assert "1 run skipped (no power samples)" in fig.layout.title.subtitle.text

@@ -17,7 +17,7 @@ from typing import Callable
 import plotly.graph_objects as go
 
 from parakit.plots import runs as plots
-from parakit.records.result import RunResult
+from parakit.records.result import RunResult, run_label
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -97,7 +97,7 @@ def _failures(results: list[RunResult]) -> str:
         return ""
     items = "".join(
         f"<li><code>{_e(r.run_id)}</code> {_e(r.status)}: "
-        f"{_e(r.config.get('strategy'))} x{_e(r.world_size)}, {_e(r.config.get('model'))}"
+        f"{_e(run_label(r.config, r.world_size))}"
         f"<pre class='error'>{_e(r.error or 'no error text recorded')}</pre></li>\n"
         for r in failed
     )

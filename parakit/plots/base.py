@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from parakit.records.result import RunResult
+from parakit.records.result import RunResult, run_label
 
 TEMPLATE = "plotly_white"
 MIB = 2**20
@@ -31,25 +31,10 @@ def model_label(run: RunResult) -> str:
     return f"{run.config.get('model')} {sizes}".strip()
 
 
-def run_label(run: RunResult) -> str:
-    """'ddp x2', plus the levers that differ from the defaults: 'ddp x2 bf16 topk:0.01 no EF'."""
-    c = run.config
-    parts = [f"{c.get('strategy')} x{run.world_size}"]
-    if c.get("precision") not in (None, "fp32"):
-        parts.append(c["precision"])
-    if c.get("compression") not in (None, "none"):
-        parts.append(c["compression"])
-        if c.get("error_feedback") is False:
-            parts.append("no EF")
-    if c.get("compile"):
-        parts.append("compiled")
-    return " ".join(parts)
-
-
 def run_axis(fig: go.Figure, runs: list[RunResult]) -> None:
     """x categories are run ids, so two runs with one label stay two; ticks say 'strategy xN'
     (plus the run id only where two labels would collide)."""
-    labels = [run_label(r) for r in runs]
+    labels = [run_label(r.config, r.world_size) for r in runs]
     ticks = [f"{lab} ({r.run_id})" if labels.count(lab) > 1 else lab
              for lab, r in zip(labels, runs)]
     fig.update_xaxes(type="category", tickmode="array", tickvals=[r.run_id for r in runs],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from parakit.plots.base import HOVER_RUN, finish, measured_runs, run_axis, skip_note
-from parakit.records.result import CommBenchResult, RunResult
+from parakit.records.result import CommBenchResult, RunResult, run_label
 
 # Stacked in this order, bottom up: compute, then what communication adds, then waiting.
 BREAKDOWN_PARTS = {
@@ -107,7 +107,7 @@ def power(results: list[RunResult]) -> go.Figure:
             device = rank.device_name if rank.device != "cpu" else f"CPU packages of {rank.host}"
             fig.add_scatter(
                 x=[s[0] for s in p["samples"]], y=[s[1] for s in p["samples"]], mode="lines",
-                name=f"{run.config.get('strategy')} x{run.world_size} · {device} · {energy}",
+                name=f"{run_label(run.config, run.world_size)} · {device} · {energy}",
                 hovertemplate="%{x:.2f} s: %{y:.0f} W<extra>run " + run.run_id + "</extra>",
             )
             lines += 1

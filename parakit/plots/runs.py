@@ -2,12 +2,13 @@
 
 Only completed runs that measured the figure are drawn; whatever is left out is said on the
 figure, and a figure that could not be measured (None) is left out, never drawn as 0.
-``speedup_table`` feeds both the speed-up plot and the CLI table, so the numbers agree.
+``speedup_table`` feeds the speed-up plot, the demo's and the magics' tables and the report,
+and takes its speed-ups from the runs frame's one rule (records/frame.py), so they all agree.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -22,38 +23,30 @@ from parakit.plots.base import (
     measured_runs,
     model_label,
     run_axis,
-    run_label,
     skip_note,
 )
-from parakit.records.result import RunResult, StepRecord
+from parakit.records.result import RunResult, StepRecord, run_label
+from parakit.records.store import runs_frame
 
 TABLE_COLUMNS = ["run_id", "model", "strategy", "workers", "samples_per_s", "step_time_ms",
-                 "speedup", "efficiency"]
+                 "speedup", "efficiency", "scaling_group", "missing_baseline"]
+_NUMBERS = TABLE_COLUMNS[4:8]
 
 
 # -- speed-up ------------------------------------------------------------------------------
-def _baselines(runs: list[RunResult]) -> dict[tuple[str, Any], RunResult]:
-    """The 1-worker run per (model, batch size).
-
-    Where several qualify, 'single' beats 'ddp x1' (it has no DDP overhead, so it is the true
-    serial reference), then the latest run wins.
-    """
-    ones = [r for r in runs if r.world_size == 1]
-    ones.sort(key=lambda r: (r.config.get("strategy") == "single", r.ended_at))
-    return {(model_label(r), r.config.get("batch_size")): r for r in ones}  # last one wins
-
-
 def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -> pd.DataFrame:
     """Throughput, speed-up and efficiency of each completed run.
 
     Args:
         results: Runs of any status; runs without a measured samples/s are left out.
-        baseline: The run every speed-up is taken against. When None, each run is compared
-            with the 1-worker run of the same model and batch size.
+        baseline: The run every speed-up is taken against. When None, each run's speed-up is
+            the runs frame's (records/frame.py, the one rule: a 1-worker run of the same
+            strategy and settings, else a single run of the same settings).
 
     Returns:
         One row per run, columns ``TABLE_COLUMNS``. ``speedup`` and ``efficiency``
-        (speed-up / workers) are NaN where no baseline exists, never a made-up number.
+        (speed-up / workers) are NaN where no baseline exists, never a made-up number;
+        ``missing_baseline`` then says which run would give one.
 
     Raises:
         ValueError: If ``baseline`` is given but has no measured samples/s.
@@ -62,19 +55,21 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
         raise ValueError(f"baseline run {baseline.run_id} ({baseline.status}) has no "
                          "samples/s; pass a completed run")
     runs = measured_runs(results, "samples_per_s")
-    bases = _baselines(runs)
+    frame = runs_frame(runs).set_index("run_id") if runs else None
     rows = []
     for run in runs:
-        base = baseline or bases.get((model_label(run), run.config.get("batch_size")))
         rate = run.summary["samples_per_s"]
-        speed = rate / base.summary["samples_per_s"] if base else None
+        if baseline is not None:
+            speed, group, missing = rate / baseline.summary["samples_per_s"], None, None
+        else:
+            speed, group, missing = (frame.at[run.run_id, c] for c in ("speedup", "scaling_group", "missing_baseline"))
         step_s = run.summary.get("step_time_s")
         rows.append([run.run_id, model_label(run), run.config.get("strategy"), run.world_size,
                      rate, step_s * 1e3 if step_s is not None else None,
-                     speed, speed / run.world_size if speed is not None else None])
+                     speed, speed / run.world_size if speed is not None else None, group, missing])
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     # None -> NaN in float columns (not an object column); NaN is "no number", never 0.
-    table = table.astype({col: float for col in TABLE_COLUMNS[4:]})
+    table = table.astype({col: float for col in _NUMBERS})
     return table.sort_values(["model", "workers", "strategy"], kind="stable", ignore_index=True)
 
 
@@ -94,17 +89,20 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> go.F
     """
     table = speedup_table(results, baseline)
     drawn = table.dropna(subset=["speedup"])
+    missing = sorted(set(table["missing_baseline"].dropna()))
     if drawn.empty:
-        raise ValueError(
-            "no 1-worker baseline: include a 1-worker run of the same model and batch size "
-            "(or pass baseline=)"
-        )
+        raise ValueError("no 1-worker baseline: " + ("; ".join(f"add {m}" for m in missing) if missing else
+                         "include a 1-worker run of the same settings") + " (or pass baseline=)")
+    # One line per group of runs that differ only in their worker count (its label names the
+    # settings), so a bf16 line and an fp32 line of one strategy never join.
+    drawn = drawn.assign(line=drawn["scaling_group"].fillna("") if baseline is None else
+                         drawn["strategy"] + " · " + drawn["model"])
     fig = go.Figure()
-    for (strategy, model), group in drawn.groupby(["strategy", "model"], sort=True):
+    for line, group in drawn.groupby("line", sort=True):
         group = group.sort_values("workers")
         fig.add_scatter(
             x=group["workers"], y=group["speedup"], mode="lines+markers",
-            name=f"{strategy} · {model}",
+            name=line.removeprefix("strong: ").removeprefix("weak: ") if baseline is None else line,
             customdata=group[["run_id", "strategy", "workers", "samples_per_s", "efficiency"]],
             hovertemplate=HOVER_RUN + "<br>speed-up %{y:.2f}x, efficiency %{customdata[4]:.0%}"
             "<br>%{customdata[3]:.1f} samples/s<extra></extra>",
@@ -118,6 +116,7 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> go.F
     no_base = len(table) - len(drawn)
     notes = [skip_note(results, len(table), "failed, stopped or unmeasured"),
              f"{count(no_base, 'run')} without a 1-worker baseline" if no_base else ""]
+    notes += [f"missing: {m}" for m in missing]
     return finish(fig, "Speed-up vs 1 worker (samples/s)", "workers (ranks)",
                    "speed-up (x)", notes)
 
@@ -155,7 +154,7 @@ def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | No
         fig.add_scatter(
             x=[s.step for s in run.steps],
             y=[value(s) for s in run.steps],  # None stays None: a gap in the line, not a 0
-            mode="lines+markers", name=f"{run_label(run)} · {run.run_id}",
+            mode="lines+markers", name=f"{run_label(run.config, run.world_size)} · {run.run_id}",
             marker={"opacity": [0.35 if w else 1.0 for w in warm],
                     "symbol": ["circle-open" if w else "circle" for w in warm]},
             customdata=[[run.run_id, run.config.get("strategy"), run.world_size,

@@ -1,5 +1,7 @@
-"""Speed-up against one worker, and strong- and weak-scaling efficiency, for runs that differ
-only in their worker count.
+"""THE speed-up rule: speed-up against one worker, and strong- and weak-scaling efficiency,
+for runs that differ only in their worker count. The runs frame (``load_runs()``,
+``Session.runs()``), the speed-up table and figure, the demo's table and the report all take
+their speed-up from here, so a run has one speed-up wherever it is shown.
 
 Two kinds of group, from the runs frame (``store.runs_frame``), ok runs only:
 
@@ -15,7 +17,10 @@ The baseline is a 1-worker run of the same strategy: the same code path (DDP's b
 all-reduce calls, FSDP's gathers), so the speed-up shows what more workers bring and nothing
 else. Only where a group has no such run does a ``single`` run stand in, matched on every
 setting except those of the layout (``LAYOUT_COLUMNS``), which a single run does not have.
-Repeated baseline runs count by their median throughput.
+Every other setting must match: model and its options, batch, precision, sync, steps, the
+device kind and the number of hosts, so a bf16 run is never compared with an fp32 baseline.
+Repeated baseline runs count by their median throughput. Where a group has no baseline the
+speed-up is NaN and ``missing_baseline`` says which run would give it one.
 
 Standard library and pandas over the records layer's frame; no plotting here.
 """
@@ -35,7 +40,8 @@ from parakit.config.run import RunConfig, Strategy
 from parakit.records.result import OK
 
 THROUGHPUT = "samples_per_s"
-NEW_COLUMNS = ("speedup", "strong_efficiency", "weak_efficiency", "scaling_group")
+NEW_COLUMNS = ("speedup", "strong_efficiency", "weak_efficiency", "scaling_group", "baseline", "missing_baseline")
+_TEXT_COLUMNS = ("scaling_group", "baseline", "missing_baseline")
 # Settings parakit derives from the worker count unless told otherwise (a hybrid's mesh, a
 # pipeline's micro-batches, twice its ranks): compared, they would split every group apart.
 _FOLLOW_WORKERS = {"workers", "mesh", "microbatches"}
@@ -63,11 +69,13 @@ def add_scaling(frame: pandas.DataFrame) -> pandas.DataFrame:
     Returns:
         A copy with ``speedup``, ``strong_efficiency``, ``weak_efficiency`` (NaN where the run
         is not ok or its group has no 1-worker baseline) and ``scaling_group`` (a label such as
-        ``"strong: ddp, gpt, bf16, batch 64"``; missing for runs that are not ok).
+        ``"strong: ddp, gpt, bf16, batch 64"``; missing for runs that are not ok),
+        ``baseline`` (the run id(s) the speed-up is taken against) and ``missing_baseline``
+        (for an ok run of more than one worker without a baseline: the run that is missing).
     """
     out = frame.copy()
     for column in NEW_COLUMNS:
-        out[column] = None if column == "scaling_group" else math.nan
+        out[column] = None if column in _TEXT_COLUMNS else math.nan
     needed = {"status", "workers", "batch_size", THROUGHPUT}
     if out.empty or not needed <= set(out.columns):
         return out
@@ -82,6 +90,9 @@ def add_scaling(frame: pandas.DataFrame) -> pandas.DataFrame:
         at = run["position"]
         if base is not None:
             figures["speedup"][at] = run["throughput"] / base
+            figures["baseline"][at] = ",".join(baselines.ids(run, kind))
+        elif run["workers"] > 1:
+            figures["missing_baseline"][at] = _missing(run)
         if strong is not None:
             figures["strong_efficiency"][at] = run["throughput"] / strong / run["workers"]
         if weak is not None:
@@ -105,7 +116,10 @@ def _ok_runs(frame: pandas.DataFrame) -> list[dict[str, Any]]:
         # A CPU run and a GPU run of the same settings are not the same group.
         device = _canonical(row.get("device"))
         settings["device"] = device.split(":")[0] if isinstance(device, str) else device
-        runs.append({"position": position, "settings": settings, "workers": int(row["workers"]),
+        # Runs on one host and runs spread over several are not the same group either.
+        hosts = row.get("hosts")
+        settings["hosts"] = hosts if isinstance(hosts, (int, float)) and not math.isnan(hosts) else None
+        runs.append({"position": position, "run_id": row.get("run_id"), "settings": settings, "workers": int(row["workers"]),
                      "batch_size": int(row["batch_size"]), "throughput": throughput})
     return runs
 
@@ -117,6 +131,8 @@ class _Baselines:
     def __init__(self, runs: list[dict[str, Any]]):
         self.own: dict[tuple, list[float]] = defaultdict(list)
         self.single: dict[tuple, list[float]] = defaultdict(list)
+        self.own_ids: dict[tuple, list[str]] = defaultdict(list)
+        self.single_ids: dict[tuple, list[str]] = defaultdict(list)
         self.counts: dict[tuple, set[int]] = defaultdict(set)
         for run, kind in itertools.product(runs, ("strong", "weak")):
             key = self.key(run, kind)
@@ -125,8 +141,11 @@ class _Baselines:
             self.counts[key].add(run["workers"])
             if run["workers"] == 1:
                 self.own[key].append(run["throughput"])
+                self.own_ids[key].append(run["run_id"])
                 if run["settings"].get("strategy") == Strategy.SINGLE.value:
-                    self.single[self.key(run, kind, LAYOUT_COLUMNS)].append(run["throughput"])
+                    stand_in = self.key(run, kind, LAYOUT_COLUMNS)
+                    self.single[stand_in].append(run["throughput"])
+                    self.single_ids[stand_in].append(run["run_id"])
 
     @staticmethod
     def key(run: dict[str, Any], kind: str, drop: frozenset[str] | set[str] = frozenset()) -> tuple | None:
@@ -147,6 +166,11 @@ class _Baselines:
             return None
         found = self.own.get(key) or self.single.get(self.key(run, kind, LAYOUT_COLUMNS))
         return statistics.median(found) if found else None
+
+    def ids(self, run: dict[str, Any], kind: str) -> list[str]:
+        """The run ids the baseline's throughput is the median of."""
+        key = self.key(run, kind)
+        return self.own_ids.get(key) or self.single_ids.get(self.key(run, kind, LAYOUT_COLUMNS), [])
 
     def spans(self, run: dict[str, Any], kind: str) -> bool:
         """Whether the run's group holds more than one worker count (a stand-in single run
@@ -175,6 +199,16 @@ def _label(run: dict[str, Any], kind: str, varying: list[str]) -> str:
     parts = [strategy, s.get("model"), s.get("precision"), batch]
     parts += [f"{c} {_shown(s[c])}" for c in varying if s[c] is not None]
     return f"{kind}: " + ", ".join(str(p) for p in parts if p is not None)
+
+
+def _missing(run: dict[str, Any]) -> str:
+    """The run that would give this one a speed-up: 1 worker, the same settings."""
+    s = run["settings"]
+    same = ", ".join(f"{c} {_shown(s[c])}" for c in ("model", "precision", "compression", "sync", "device")
+                     if s.get(c) is not None)
+    steps = f", {s['steps']} steps" if s.get("steps") is not None else ""
+    return (f"a 1-worker {s.get('strategy')} (or single) run with the same settings "
+            f"({same}, batch {run['batch_size']}{steps})")
 
 
 def _canonical(value: Any) -> Any:

@@ -138,11 +138,16 @@ class RunResult:
 
 
 def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
-    """'ddp x2 mlp', plus precision and compression where they are not the plain ones."""
+    """A run in a few words, the one label every front end and figure uses: 'ddp x2 mlp', plus
+    the levers that are not the plain ones: 'ddp x2 gpt bf16 topk:0.01 no EF compiled'."""
     workers = workers if workers is not None else settings.get("workers")
-    text = f"{settings.get('strategy')} x{workers} {settings.get('model')}"
-    levers = [settings.get("precision"), settings.get("compression")]
-    return " ".join([text] + [v for v in levers if v not in (None, "fp32", "none")])
+    parts = [f"{settings.get('strategy')} x{workers} {settings.get('model')}"]
+    parts += [v for v in (settings.get("precision"), settings.get("compression")) if v not in (None, "fp32", "none")]
+    if settings.get("compression") not in (None, "none") and settings.get("error_feedback") is False:
+        parts.append("no EF")
+    if settings.get("compile"):
+        parts.append("compiled")
+    return " ".join(parts)
 
 
 def headline(result: RunResult) -> str:

@@ -213,6 +213,8 @@ def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
             "world_size": r.world_size,
             "backend": r.backend,
             "device": r.device[0] if r.device else None,
+            # The hosts the session's engines were on (one rule for the speed-up compares it).
+            "hosts": len(set(r.network["hosts"])) if (r.network or {}).get("hosts") else None,
         }
         row.update(r.config)
         # As text, so a column of them compares and groups (two sizes of a model never mix).
