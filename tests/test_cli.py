@@ -9,10 +9,12 @@ import sys
 
 import pytest
 
+from parakit import load_runs
+
 
 def parakit(*args, cwd=None, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "parakit.frontends.cli", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "parakit", *args], capture_output=True, text=True,
         cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"},
     )
 
@@ -70,3 +72,24 @@ def test_demo_prints_speedup_table_and_writes_report(tmp_path):
     html = report.read_text()
     assert "Plotly" in html and not re.search(r"<script[^>]*\ssrc=", html)  # self-contained
     assert len(list((tmp_path / "runs").glob("*.json"))) == 4  # 2 models x 1 and 2 workers
+
+
+def test_sweep_runs_the_product_and_prints_one_speedup_per_run(tmp_path):
+    out = parakit("sweep", "--workers", "1,2", "--precision", "fp32,bf16", "--steps", "3", "--batch-size", "16",
+                  "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "[4/4] ddp x2 mlp bf16 ..." in out.stdout
+    frame = load_runs(tmp_path / "runs").set_index("run_id")
+    assert len(frame) == 4
+    for run_id, row in frame.iterrows():  # the table's speed-up is the runs frame's
+        line = next(line for line in out.stdout.splitlines() if line.startswith(run_id))
+        assert line.split()[-2] == f"{row['speedup']:.2f}"
+
+
+def test_sweep_refuses_a_combination_that_does_not_fit_before_any_engine(tmp_path):
+    out = parakit("sweep", "--workers", "1,2", "--precision", "fp32,fp16", "--device", "cpu",
+                  "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == ("parakit: error: 2 of 4 combinations do not fit, e.g. ddp x1 mlp fp16: fp16 with "
+                                  "loss scaling needs a GPU; on CPU use bf16 or fp32; drop them from the lists")
+    assert not (tmp_path / "runs").exists()

@@ -60,8 +60,7 @@ def parakit(shell, line):
     ("run --cpu --precision fp16", "fp16 with loss scaling needs a GPU; on CPU use bf16 or fp32"),
     ("run --cpu --workers 1000", "use workers <="),
     ("sweep --cpu --workers 1,2 --strategy single,ddp",
-     "1 of 4 combinations do not fit, e.g. model=mlp strategy=single precision=fp32 "
-     "compression=none workers=2: strategy single runs on 1 worker"),
+     "1 of 4 combinations do not fit, e.g. single x2 mlp: strategy single runs on 1 worker"),
     ("sweep --workers 1,x", "expected a comma-separated list of int"),
     ("start -n 0", "-n must be >= 1"),
     ("start --cpu --gpus 0", "drop one of them"),

@@ -243,9 +243,10 @@ def _pipeline(run: _Run, data: int = 1) -> Time:
 
 def _hybrid(run: _Run) -> Time:
     c = run.config
-    data, inner = c.mesh
+    dims = c.dims
     if c.hybrid is Hybrid.PIPELINE_DDP:
-        return _pipeline(run, data=inner)
+        return _pipeline(run, data=dims.data)
+    data, inner = dims.data, dims.tensor
     if c.hybrid is Hybrid.FSDP_TENSOR:
         sharded = _fsdp(run, data, degree=inner)
         tp_comm, tp_sent = _tensor_comm(run, c.batch_size / data, inner)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parakit.config.choices import Choice, check_int
+from parakit.config.degrees import ParallelDims
 from parakit.config.layouts import (
     STAGES_PER_RANK, Hybrid, Schedule, Strategy, built_in_blocks, check_microbatches,
     check_pipeline, check_tensor, parse_mesh,
@@ -292,30 +293,22 @@ class RunConfig:
         )
 
     @property
+    def dims(self) -> ParallelDims:
+        """The run's parallel degrees and mesh (config/degrees.py): every size reads from it."""
+        return ParallelDims.of(self.strategy, self.workers, self.hybrid, self.mesh)
+
+    @property
     def data_parallel_size(self) -> int:
         """Ranks that each take a different slice of the global batch."""
-        if self.strategy in (Strategy.DDP, Strategy.FSDP):
-            return self.workers
-        if self.strategy is Strategy.HYBRID:
-            outer, inner = self.mesh
-            return inner if self.hybrid is Hybrid.PIPELINE_DDP else outer
-        return 1
+        return self.dims.data
 
     @property
     def tensor_degree(self) -> int:
-        if self.strategy is Strategy.TENSOR:
-            return self.workers
-        if self.strategy is Strategy.HYBRID and self.hybrid is not Hybrid.PIPELINE_DDP:
-            return self.mesh[1]
-        return 1
+        return self.dims.tensor
 
     @property
     def pipeline_ranks(self) -> int:
-        if self.strategy is Strategy.PIPELINE:
-            return self.workers
-        if self.strategy is Strategy.HYBRID and self.hybrid is Hybrid.PIPELINE_DDP:
-            return self.mesh[0]
-        return 1
+        return self.dims.pipeline
 
     @property
     def n_microbatches(self) -> int:

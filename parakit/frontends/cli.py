@@ -1,4 +1,5 @@
-"""The ``parakit`` command: ``parakit run`` for one run, ``parakit demo`` for the main job.
+"""The ``parakit`` command: ``parakit run`` for one run, ``parakit sweep`` for many, ``parakit demo``
+for the main job, ``parakit bench comm`` and ``parakit advise``.
 
 Every setting is checked before an engine starts; a mistake is one line on stderr naming the
 fix, with exit code 2 and no traceback.
@@ -10,7 +11,8 @@ import argparse
 import json
 import sys
 
-from parakit.session.preflight import check_bench, check_run, engines_here
+from parakit.session.preflight import check_bench, check_run, check_runs, engines_here
+from parakit.session.sweep import combinations
 from parakit.frontends import options, text
 from parakit.frontends.advisor_cli import add_advise_parser, advise_command
 from parakit.frontends.demo import demo_command
@@ -36,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=None, help="steps per run (default sized to the device)")
     demo.add_argument("--report", default=None, help="HTML report path (default RUNS_DIR/demo-report.html)")
     options.add_engine_options(demo)
+
+    sweep = sub.add_parser("sweep", conflict_handler="resolve",
+                           help="every combination of comma lists of settings; a speed-up table")
+    options.add_sweep_options(sweep)
+    sweep.add_argument("--report", default=None, metavar="PATH.html", help="also write an HTML report there")
+    options.add_engine_options(sweep)
 
     bench = sub.add_parser("bench", help="micro-benchmarks on local engines")
     kinds = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -79,11 +87,30 @@ def run_command(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def sweep_command(args: argparse.Namespace) -> int:
+    from parakit.frontends.report import write_report
+    from parakit.session.session import Session
+
+    where, lists = options.engine_settings(args), options.sweep_settings(args)
+    with options.checked_input():
+        most = max(lists["workers"]) if lists["workers"] else None
+        configs = check_runs(engines_here(workers=most, **where), combinations(**lists))
+    with Session(max(c.workers for c in configs), **where) as session:
+        results = session.sweep(on_run=text.sweep_progress, **lists)
+    print()
+    print(text.runs_table(results))
+    if args.report:
+        print(f"report: {write_report(results, args.report, title='parakit sweep').resolve()}")
+    return 0 if all(r.ok for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "demo":
             return demo_command(args)
+        if args.command == "sweep":
+            return sweep_command(args)
         if args.command == "bench":
             return bench_command(args)
         if args.command == "advise":

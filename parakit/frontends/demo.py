@@ -23,10 +23,6 @@ DEMO_RUNS = {
 }
 
 
-# The table's columns the demo prints (the speed-up is the runs frame's, as everywhere).
-DEMO_COLUMNS = ["run_id", "model", "strategy", "workers", "samples_per_s", "step_time_ms", "speedup", "efficiency"]
-
-
 def demo_workers(gpu_count: int) -> list[int]:
     """1, 2, 4, ... up to one worker per GPU; at least 1 and 2."""
     counts, n = [1, 2], 4
@@ -39,7 +35,7 @@ def demo_workers(gpu_count: int) -> list[int]:
 def demo_command(args: argparse.Namespace) -> int:
     from parakit.frontends.options import UsageError, checked_input, engine_settings
     from parakit.frontends.report import write_report
-    from parakit.plots.runs import speedup_table
+    from parakit.frontends.text import runs_table, sweep_progress
     from parakit.session.preflight import engines_here
     from parakit.session.session import Session
 
@@ -61,19 +57,12 @@ def demo_command(args: argparse.Namespace) -> int:
     results = []
     with Session(max(workers), **where) as session:
         for spec in runs:
-            spec = dict(spec, steps=args.steps or spec["steps"])
-            for n in workers:
-                strategy = "single" if n == 1 else "ddp"
-                result = session.run(strategy=strategy, workers=n, **spec)
-                results.append(result)
-                print(f"  {spec['model']:4s} {strategy:6s} x{n}: "
-                      + (f"{result.summary['samples_per_s']:9.1f} samples/s" if result.ok
-                         else f"{result.status}: {result.error}"))
-    table = speedup_table(results)
+            # ddp on every worker count: the 1-worker ddp run is the baseline (the same code
+            # path), so the speed-up shows what more workers bring and nothing else.
+            results += session.sweep(workers, strategy="ddp", on_run=sweep_progress,
+                                     **dict(spec, steps=args.steps or spec["steps"]))
     print()
-    print(table[DEMO_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    for missing in sorted(set(table["missing_baseline"].dropna())):
-        print(f"no speed-up without {missing}")
+    print(runs_table(results))
     path = write_report(results, report, title="parakit demo")
     print(f"\nreport: {path.resolve()}  ({time.monotonic() - started:.0f} s)")
     return 0 if all(r.ok for r in results) else 1

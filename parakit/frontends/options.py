@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from parakit.config.hosts import Launcher
@@ -63,6 +64,19 @@ def launch_settings(args: argparse.Namespace) -> dict[str, Any]:
 def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The engine options (``add_engine_options``) as Session takes them."""
     return {"device": args.device, "gpus": args.gpus, "runs_dir": args.runs_dir, **launch_settings(args)}
+
+
+def comma_list(kind: type) -> Callable[[str], list]:
+    """An argparse type: "1,2,4" -> [1, 2, 4] (or strings), one line naming the mistake."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}, e.g. 1,2 (got {text!r})"
+            ) from None
+
+    return parse
 
 
 def str_list(text: str) -> list[str]:
@@ -123,6 +137,29 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb, compile=args.compile,
         trace=args.trace, stop_on_divergence=args.stop_on_divergence,
     )
+
+
+# What a sweep takes a comma list of (session/sweep.py runs their product, workers last).
+SWEEP_LISTS = (
+    ("model", str, ["mlp"], "mlp,gpt"), ("strategy", str, ["ddp"], "ddp,fsdp"),
+    ("precision", str, ["fp32"], "fp32,bf16"), ("compression", str, ["none"], "none,powersgd:4"),
+    ("workers", int, None, "1,2,4"),
+)
+
+
+def add_sweep_options(p: argparse.ArgumentParser) -> None:
+    """A sweep's settings: a run's, with comma lists for SWEEP_LISTS (shared by ``parakit sweep``
+    and ``%parakit sweep``). The parser needs ``conflict_handler="resolve"``: the lists replace
+    the run options of the same names."""
+    add_run_options(p)
+    for name, kind, default, example in SWEEP_LISTS:
+        p.add_argument(f"--{name}", type=comma_list(kind), default=default, metavar=example,
+                       help="worker counts (default: every engine)" if name == "workers" else f"{name}s to try")
+
+
+def sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``Session.sweep`` keyword arguments from parsed sweep options."""
+    return {**run_settings(args), **{name: getattr(args, name) for name, *_ in SWEEP_LISTS}}
 
 
 def add_bench_options(p: argparse.ArgumentParser) -> None:

@@ -67,3 +67,26 @@ def advice_table(advice) -> str:
         curve = ", ".join(f"{q['workers']}: {q['speedup']:.2f}x" for q in p["points"])
         lines.append(f"projection {p['label']}: {curve}" + (f" ({p['stopped']})" if p["stopped"] else ""))
     return "\n".join(lines)
+
+
+# The speed-up table's columns a terminal shows (the speed-up is the runs frame's, as everywhere).
+TABLE_COLUMNS = ["run_id", "label", "samples_per_s", "step_time_ms", "speedup", "efficiency"]
+
+
+def runs_table(results: list[Any]) -> str:
+    """Completed runs with samples/s, step time and speed-up, then the baseline runs that are
+    missing (as the demo and ``parakit sweep`` print them)."""
+    from parakit.plots.runs import speedup_table  # pandas and plotly, only for this table
+
+    table = speedup_table(results)
+    lines = [table[TABLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.2f}")]
+    lines += [f"no speed-up without {m}" for m in sorted(set(table["missing_baseline"].dropna()))]
+    return "\n".join(lines)
+
+
+def sweep_progress(i: int, n: int, label: str, result: Any) -> None:
+    """``Session.sweep``'s on_run for a terminal: a line per run, with its headline when done."""
+    if result is None:
+        print(f"[{i}/{n}] {label} ...", flush=True)
+    else:
+        print(f"      {summary_line(result)}", flush=True)

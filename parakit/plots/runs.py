@@ -28,9 +28,9 @@ from parakit.plots.base import (
 from parakit.records.result import RunResult, StepRecord, run_label
 from parakit.records.store import runs_frame
 
-TABLE_COLUMNS = ["run_id", "model", "strategy", "workers", "samples_per_s", "step_time_ms",
+TABLE_COLUMNS = ["run_id", "label", "model", "strategy", "workers", "samples_per_s", "step_time_ms",
                  "speedup", "efficiency", "scaling_group", "missing_baseline"]
-_NUMBERS = TABLE_COLUMNS[4:8]
+_NUMBERS = TABLE_COLUMNS[5:9]
 
 
 # -- speed-up ------------------------------------------------------------------------------
@@ -64,7 +64,8 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
         else:
             speed, group, missing = (frame.at[run.run_id, c] for c in ("speedup", "scaling_group", "missing_baseline"))
         step_s = run.summary.get("step_time_s")
-        rows.append([run.run_id, model_label(run), run.config.get("strategy"), run.world_size,
+        rows.append([run.run_id, run_label(run.config, run.world_size), model_label(run),
+                     run.config.get("strategy"), run.world_size,
                      rate, step_s * 1e3 if step_s is not None else None,
                      speed, speed / run.world_size if speed is not None else None, group, missing])
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)

@@ -18,8 +18,11 @@ from parakit.config.bench import bench_settings
 from parakit.config.hosts import EngineLaunch, Launcher
 from parakit.config.levers import check_cpu_precision, default_workers
 from parakit.config.run import Device, RunConfig, Strategy
+from parakit.records.result import run_label
 
 RUN_SETTINGS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+_DEFAULTS = {f.name: getattr(f.default, "value", f.default) for f in dataclasses.fields(RunConfig)
+             if f.name in ("strategy", "model", "precision")}
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,15 @@ def check_runs(engines: Engines, runs: list[dict[str, Any]], label=None) -> list
     if len(runs) == 1:
         raise bad[0][1]
     settings, error = bad[0]
-    name = label(settings) if label else ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
+    name = (label or _label)(settings)
     raise ValueError(f"{len(bad)} of {len(runs)} combinations do not fit, e.g. {name}: {error}; "
                      "drop them from the lists")
+
+
+def _label(settings: dict[str, Any]) -> str:
+    """A request's label, with RunConfig's defaults for what it leaves out."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    return run_label({**_DEFAULTS, **given}, given.get("workers"))
 
 
 def check_bench(engines: Engines, workers: Any = None, *, sizes=None, collectives=None, repeats: Any = 10,

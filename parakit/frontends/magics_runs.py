@@ -1,0 +1,167 @@
+"""``%parakit run | trace | sweep | panel`` and the ``%%parakit`` cell magic: training on the
+engines, one run, a sweep of them, the panel, or a cell on every rank."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, kwds, magic_arguments
+from IPython.display import display
+
+from parakit.frontends import options, text
+from parakit.frontends.magic_options import checked, engine_options, run_options, sweep_options
+from parakit.frontends.magics_engines import EngineMagics
+from parakit.frontends.magics_store import comparison_table
+from parakit.frontends.terminal import for_this_frontend
+from parakit.plots.runs import loss, speedup
+from parakit.records.result import RunResult
+from parakit.session.preflight import check_count
+from parakit.session.sweep import combinations
+
+if TYPE_CHECKING:
+    from parakit.frontends.panel import Panel
+
+
+class RankErrors(Exception):
+    """A ``%%parakit`` cell failed on some ranks; each rank's traceback is shown under it."""
+
+    def __init__(self, ranks: list[dict[str, Any]]):
+        self.ranks = ranks
+        names = ", ".join(str(r["rank"]) for r in ranks)
+        super().__init__(f"the cell failed on rank {names}")
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of our own stack
+        lines = []
+        for r in self.ranks:
+            error = r["error"]
+            lines.append(f"[rank {r['rank']}] {getattr(error, 'ename', type(error).__name__)}: "
+                         f"{getattr(error, 'evalue', error)}")
+            if getattr(error, "traceback", None):
+                lines.extend(error.traceback.splitlines())
+        return lines
+
+
+class RunMagics(EngineMagics):
+    """Training on the engines."""
+
+    @magic_arguments("parakit run")
+    @run_options()
+    @engine_options()
+    def _run(self, rest: str) -> RunResult:
+        """Train once, with the same options as ``parakit run``; the result is saved to the
+        run store and returned.
+
+        In [1]: r = %parakit run --strategy ddp --workers 2 --model gpt --steps 20
+        """
+        args = self._parse(self._run, rest)
+        settings = {**options.run_settings(args), "workers": args.workers}
+        session = self._idle(self._session(args, [settings]))
+        result = session.run(**settings)
+        if not result.ok or result.summary.get("diverged_at_step") is not None:
+            print(f"[parakit] {text.summary_line(result)}", file=sys.stderr)
+        return result
+
+    @magic_arguments("parakit trace")
+    @argument("--runs", type=options.comma_list(str), default=None, metavar="ID,...",
+              help="these runs (default: the latest run with traces)")
+    def _trace(self, rest: str) -> list[str]:
+        """Where a traced run's Chrome-trace files are, and how to open them; returns the paths.
+
+        In [1]: %parakit run --model gpt --trace
+        In [2]: %parakit trace
+        """
+        args = self._parse(self._trace, rest)
+        args.last = None
+        runs = [r for r in self._select(args) if r.traces]
+        if not runs:
+            raise UsageError("no run with traces yet; make one with %parakit run --trace")
+        print(text.how_to_open_traces(runs[-1]))
+        return runs[-1].traces
+
+    @magic_arguments("parakit sweep")
+    @kwds(conflict_handler="resolve")
+    @sweep_options()
+    @engine_options()
+    def _sweep(self, rest: str) -> list[RunResult]:
+        """Run every combination of the comma lists (``Session.sweep``), then show a comparison
+        table and the speed-up and loss plots. Every combination is checked before the first
+        one runs. Returns the runs.
+
+        In [1]: %parakit sweep --workers 1,2 --strategy ddp --precision fp32,bf16 --compression none,powersgd:4
+        """
+        args = self._parse(self._sweep, rest)
+        lists = options.sweep_settings(args)
+        session = self._idle(self._session(args, combinations(**lists)))
+
+        def say(i: int, n: int, label: str, result: RunResult | None) -> None:
+            if result is None:
+                print(f"[parakit] sweep {i}/{n}: {label} ...", flush=True)
+            else:
+                print(f"[parakit]   {text.summary_line(result)}", flush=True)
+
+        with checked:
+            results = session.sweep(on_run=say, **lists)
+        if results and results[-1].status == "stopped":
+            print(f"[parakit] sweep stopped after {len(results)} runs")
+        display(comparison_table(results))
+        try:
+            display(for_this_frontend(speedup(results), "speedup", self._store()))
+        except ValueError as e:
+            print(f"[parakit] no speed-up plot: {e}")
+        display(for_this_frontend(loss(results), "loss", self._store()))
+        return results
+
+    @magic_arguments("parakit panel")
+    def _panel(self, rest: str) -> Panel:
+        """The control panel: pick a strategy, precision, compression and workers, press Run,
+        and watch loss and speed-up fill in while it runs.
+
+        In [1]: %parakit panel
+        """
+        from parakit.frontends.panel import Panel  # ipywidgets and plotly's widgets, only when asked for
+
+        self._parse(self._panel, rest)
+        panel = Panel(self._session())
+        self.panels.append(panel)
+        return panel
+
+    @magic_arguments("%parakit")
+    @argument("-n", "--workers", type=int, default=None, metavar="N",
+              help="ranks to run the cell on (default: every engine)")
+    def _cell_options(self, rest: str) -> None:
+        """Run the cell on every engine with the process group formed and rank, world_size
+        and device defined; output grouped by rank.
+
+        In [1]: %%parakit -n 2
+           ...: print(rank, world_size, device)
+        """
+
+    def _cell(self, line: str, cell: str) -> None:
+        if line.strip() in ("-h", "--help"):
+            print(self._cell_options.parser.format_help())
+            return
+        args = self._parse(self._cell_options, line)
+        if args.workers is not None and args.workers < 1:
+            raise UsageError(f"-n must be >= 1 (got {args.workers})")
+        if args.workers is not None:
+            with checked:  # before default engines would start
+                check_count(self._preflight(), args.workers)
+        session = self._idle(self._session())
+        with checked:  # execute checks the count against this machine before any engine
+            ranks = session.execute(cell, args.workers)
+        for r in ranks:
+            if r["stdout"] or r["stderr"] or r["result"] is not None:
+                print(f"[rank {r['rank']}]")
+                sys.stdout.write(r["stdout"])
+                if r["stderr"]:
+                    sys.stdout.flush()
+                    sys.stderr.write(r["stderr"])
+                    sys.stderr.flush()
+                if r["result"] is not None:
+                    print(f"Out[rank {r['rank']}]: {r['result']}")
+        failed = [r for r in ranks if r["error"] is not None]
+        if failed:
+            raise RankErrors(failed)
+

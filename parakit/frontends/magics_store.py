@@ -1,0 +1,141 @@
+"""``%parakit plot | runs | bench | advise``: the run store drawn and listed, the communication
+benchmark, and the advisor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+
+from parakit.advisor.advice import advise, check_request
+from parakit.frontends import options, text
+from parakit.frontends.magic_options import advise_options, bench_options, checked, engine_options, selection_options
+from parakit.frontends.magics_engines import EngineMagics
+from parakit.frontends.terminal import for_this_frontend
+from parakit.plots.advisor import projection, verification
+from parakit.plots.measures import comm_bandwidth
+from parakit.plots.runs import PLOTS, speedup_table
+from parakit.records.result import RunResult
+from parakit.records.store import read_runs, runs_frame
+from parakit.session.preflight import check_bench
+
+
+class StoreMagics(EngineMagics):
+    """What is in the run store, and the measurements beside training."""
+
+    @magic_arguments("parakit plot")
+    @argument("kind", help=f"the figure: {', '.join(PLOTS)}")
+    @selection_options()
+    def _plot(self, rest: str):
+        """Draw stored runs (default: every run in the store).
+
+        In [1]: %parakit plot speedup --last 4
+        In [2]: %parakit plot loss --runs 20250101-120000-1a2b3c,4d5e6f
+        """
+        args = self._parse(self._plot, rest)
+        kind = args.kind.replace("-", "_")
+        if kind not in PLOTS:
+            raise UsageError(f"no plot {args.kind!r}; available: {', '.join(PLOTS)}")
+        results = self._select(args)
+        with checked:
+            return for_this_frontend(PLOTS[kind](results), kind, self._store())
+
+    @magic_arguments("parakit runs")
+    @argument("--last", type=int, default=None, metavar="K", help="the K latest runs only")
+    def _runs(self, rest: str):
+        """The run store as a pandas DataFrame, one row per run, oldest first.
+
+        In [1]: df = %parakit runs --last 10
+        """
+        args = self._parse(self._runs, rest)
+        return runs_frame(self._select(args, empty_ok=True))
+
+    @magic_arguments("parakit bench")
+    @argument("kind", choices=["comm"], help="comm: the communication micro-benchmark")
+    @bench_options()
+    @engine_options()
+    def _bench(self, rest: str):
+        """Time all_reduce, all_gather, reduce_scatter, broadcast and send/recv over message
+        sizes on the engines; prints time, algorithm and bus bandwidth per size and a latency +
+        bandwidth fit, saves the result in the run store and shows bus bandwidth by size.
+
+        In [1]: %parakit bench comm --sizes 1KB,64KB,1MB,16MB --collectives all_reduce,send_recv
+        """
+        args = self._parse(self._bench, rest)
+        settings = options.bench_settings(args)
+        with checked:  # the settings, before any engine starts
+            check_bench(self._preflight(args), **settings)
+        session = self._idle(self._session(args))
+        with checked:
+            bench = session.bench_comm(**settings)
+        print(text.bench_table(bench), file=sys.stdout if bench.ok else sys.stderr)
+        return comm_bandwidth([bench]) if bench.ok else bench
+
+    @magic_arguments("parakit advise")
+    @advise_options()
+    @engine_options()
+    def _advise(self, rest: str):
+        """Predict every configuration's step time, samples/s, memory per rank and bytes sent for
+        a model on N workers and rank them; show the projected speed-up from 1 to N workers.
+        It calibrates on the engines first (one-worker runs and the communication benchmark,
+        saved in the run store); --verify then runs the top ones and compares.
+
+        In [1]: advice = %parakit advise --model gpt --model-option depth=4 --workers 2 --verify
+        In [2]: %parakit advise --model gpt --workers 64 --hardware h100-ib --project-to 1024
+        """
+        args = self._parse(self._advise, rest)
+        settings = options.advise_settings(args)
+        with checked:  # every input, before any engine starts
+            settings["calibration"] = options.checked_calibration(settings["calibration"])
+            check_request(**{k: v for k, v in settings.items() if k != "calibration"})
+        # a saved calibration predicts without engines; calibrating and verifying need them
+        session = None if settings["calibration"] and not args.verify else self._idle(self._session(args))
+        with checked:
+            advice = advise(**settings, session=session, runs_dir=session.runs_dir if session else self._runs_dir)
+        print(text.advice_table(advice))
+        if advice.projections:
+            display(for_this_frontend(projection(advice), "projection", self._store()))
+        if advice.verified:
+            display(for_this_frontend(verification(advice), "verification", self._store()))
+        return advice
+
+    def _select(self, args: argparse.Namespace, empty_ok: bool = False) -> list[RunResult]:
+        runs_dir = self._store()
+        runs = read_runs(runs_dir)
+        if not runs and not empty_ok:
+            raise UsageError(f"no runs in {runs_dir} yet; make one with %parakit run")
+        if args.last is not None:
+            if args.last < 1:
+                raise UsageError(f"--last must be >= 1 (got {args.last})")
+            runs = runs[-args.last:]
+        if getattr(args, "runs", None):
+            runs = [_find_run(runs, wanted, runs_dir) for wanted in args.runs]
+        return runs
+
+
+def _find_run(runs: list[RunResult], wanted: str, runs_dir) -> RunResult:
+    exact = [r for r in runs if r.run_id == wanted]
+    matches = exact or [r for r in runs if r.run_id.endswith(wanted)]
+    if len(matches) != 1:
+        what = "no run" if not matches else f"{len(matches)} runs match"
+        raise UsageError(f"{what} {wanted!r} in {runs_dir}; see the ids with %parakit runs")
+    return matches[0]
+
+
+
+def comparison_table(results: list[RunResult]):
+    """One row per run of a sweep, in the order they ran: settings, status, samples/s,
+    step time and speed-up (NaN where a run has no number, never 0)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([
+        {"run_id": r.run_id, "status": r.status, "model": r.config.get("model"),
+         "strategy": r.config.get("strategy"), "workers": r.world_size,
+         "precision": r.config.get("precision"), "compression": r.config.get("compression")}
+        for r in results
+    ])
+    measured = speedup_table(results).drop(columns=["label", "model", "strategy", "workers"])
+    return frame.merge(measured, on="run_id", how="left")

@@ -1,0 +1,48 @@
+"""Session.sweep: every combination checked before the first run, run in order, and one
+speed-up per run wherever it is shown (runs frame, table, figure)."""
+
+from __future__ import annotations
+
+import pytest
+
+import parakit
+from parakit.plots.runs import speedup, speedup_table
+from parakit.session.sweep import combinations
+
+
+def test_combinations_run_workers_last_and_pass_other_settings_through():
+    combos = combinations([1, 2], precision=["fp32", "bf16"], model="mlp", steps=3)
+    assert [(c["precision"], c["workers"]) for c in combos] == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
+    assert all(c["model"] == "mlp" and c["steps"] == 3 for c in combos)
+    # A split is a list by nature: not swept.
+    assert combinations(None, strategy="pipeline", split=["layers.1"])[0]["split"] == ["layers.1"]
+    with pytest.raises(ValueError, match="precision is an empty list"):
+        combinations(1, precision=[])
+
+
+def test_a_combination_that_does_not_fit_refuses_the_whole_sweep_before_a_run(session):
+    before = len(parakit.load_runs(session.runs_dir))
+    with pytest.raises(ValueError, match=r"1 of 2 combinations do not fit, e.g. ddp x2 mlp fp16: fp16 .* needs a GPU"):
+        session.sweep([2], precision=["fp32", "fp16"], steps=3)
+    assert len(parakit.load_runs(session.runs_dir)) == before
+
+
+def test_a_sweep_runs_every_combination_and_every_view_gives_one_speedup(session):
+    seen = []
+    results = session.sweep([1, 2], precision=["fp32", "bf16"], model="mlp", steps=4, batch_size=16,
+                            on_run=lambda i, n, label, r: seen.append((i, n, label, r is not None)))
+    assert [(r.config["precision"], r.world_size) for r in results] == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
+    assert all(r.ok for r in results)
+    assert seen[:2] == [(1, 4, "ddp x1 mlp", False), (1, 4, "ddp x1 mlp", True)]
+    frame = parakit.load_runs(session.runs_dir).set_index("run_id")
+    table = speedup_table(results).set_index("run_id")
+    figure = speedup(results)
+    drawn = {(x, t.name): y for t in figure.data if t.name != "ideal (linear)" for x, y in zip(t.x, t.y)}
+    for r in results:
+        assert frame.at[r.run_id, "speedup"] == pytest.approx(table.at[r.run_id, "speedup"])
+    bf16_one, bf16_two = results[2], results[3]
+    # bf16 x2 is compared with bf16 x1, never with the fp32 baseline
+    assert frame.at[bf16_two.run_id, "baseline"] == bf16_one.run_id
+    expected = bf16_two.summary["samples_per_s"] / bf16_one.summary["samples_per_s"]
+    assert table.at[bf16_two.run_id, "speedup"] == pytest.approx(expected)
+    assert drawn[(2, "ddp, mlp, bf16, batch 16")] == pytest.approx(expected)
