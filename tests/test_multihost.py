@@ -96,6 +96,28 @@ def test_one_host_keeps_engine_order():
         ranks_for(es, 5)
 
 
+# -- cleanup after a dead client (no root: `ip` is faked) ----------------------------------------
+@pytest.mark.parametrize("ip", ["runs", "is gone"])
+def test_the_watchdog_removes_the_second_host_named_in_the_folder(tmp_path, monkeypatch, ip):
+    from parakit.cluster import watchdog
+
+    ran = []
+
+    def fake_run(args, **kwargs):
+        if ip == "is gone":
+            raise FileNotFoundError(2, "No such file or directory", "ip")
+        ran.append(args)
+
+    monkeypatch.setattr(netns.subprocess, "run", fake_run)
+    folder = tmp_path / "cluster"  # no process has it in its environment: nothing is killed
+    folder.mkdir()
+    (folder / "netns").write_text("parakit-123x0\n")
+    watchdog.stop(str(folder))
+    # The same removal TwoHosts.close makes; the veth pair goes with the namespace.
+    assert ran == ([["ip", "netns", "del", "parakit-123x0"]] if ip == "runs" else [])
+    assert not folder.exists()  # removed even when the namespace could not be
+
+
 # -- real runs ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_losses(session):

@@ -61,6 +61,21 @@ def test_a_callable_shipped_by_value_keeps_its_file_and_line():
     assert frame.lineno == _line_of('raise RuntimeError("forward fails')
 
 
+def test_pack_leaves_the_by_value_registry_as_it_found_it():
+    import cloudpickle
+
+    this = sys.modules[__name__]
+    assert __name__ not in cloudpickle.list_registry_pickle_by_value()
+    pack(RunConfig(data=broken_data))  # registered for the pack, unregistered after
+    assert __name__ not in cloudpickle.list_registry_pickle_by_value()
+    cloudpickle.register_pickle_by_value(this)  # the user's own registration ...
+    try:
+        pack(RunConfig(data=broken_data))
+        assert __name__ in cloudpickle.list_registry_pickle_by_value()  # ... stays theirs
+    finally:
+        cloudpickle.unregister_pickle_by_value(this)
+
+
 def test_a_notebook_cell_is_named_as_ipython_names_it():
     from IPython.core.interactiveshell import InteractiveShell
 

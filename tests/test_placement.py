@@ -7,6 +7,7 @@ import pytest
 
 from parakit.cluster import placement
 from parakit.cluster.placement import Gpu, HostFacts
+from parakit.engine import gpus
 
 GPUS = [Gpu(0, "GPU-aaaa"), Gpu(1, "GPU-bbbb"), Gpu(2, "GPU-cccc")]
 
@@ -93,6 +94,8 @@ def cuda_torch(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    # NVML not opened yet: a power meter of an earlier test may hold this process's session.
+    monkeypatch.setattr(gpus, "NVML", gpus.NvmlSession())
 
 
 def test_visible_gpus_reads_nvml_without_cuda(cuda_torch, monkeypatch):
@@ -115,6 +118,15 @@ def test_no_driver_means_cpu_with_a_reason(cuda_torch):
                            side_effect=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)):
         gpus, reason = placement.visible_gpus()
     assert gpus == [] and "NVML is not available" in reason
+
+
+def test_nvml_failing_mid_listing_means_cpu_with_a_reason_and_nvml_closed(cuda_torch):
+    with mock.patch.multiple(pynvml, autospec=True, nvmlInit=mock.DEFAULT, nvmlShutdown=mock.DEFAULT,
+                             nvmlDeviceGetCount=mock.DEFAULT) as nvml:
+        nvml["nvmlDeviceGetCount"].side_effect = pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        found, reason = placement.visible_gpus()
+        nvml["nvmlShutdown"].assert_called_once()
+    assert found == [] and reason.startswith("cannot list GPUs through NVML (") and "GPU is lost" in reason
 
 
 def test_cpu_build_of_torch_means_no_gpu(monkeypatch):

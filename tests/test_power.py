@@ -14,7 +14,7 @@ from unittest import mock
 import pynvml
 import pytest
 
-from parakit.engine import power
+from parakit.engine import gpus, power
 from parakit.engine.power import PowerMeter
 from parakit.engine.state import STATE
 
@@ -39,7 +39,7 @@ def field_value(milliwatts: int, status: int = pynvml.NVML_SUCCESS):
 @pytest.fixture
 def nvml(monkeypatch):
     """Two GPUs; instant power, energy counter, utilisation and memory all supported."""
-    monkeypatch.setattr(power, "_nvml_initialised", False)
+    monkeypatch.setattr(gpus, "NVML", gpus.NvmlSession())  # NVML not opened yet, as in a new engine
     with mock.patch.multiple(pynvml, autospec=True, **{name: mock.DEFAULT for name in NVML_CALLS}) as m:
         m["nvmlDeviceGetCount"].return_value = 2
         m["nvmlDeviceGetHandleByIndex"].side_effect = lambda i: f"handle{i}"
@@ -70,7 +70,7 @@ def test_no_gpu_means_none_with_reason(nvml, code):
 
 
 def test_pynvml_not_installed_means_none_with_reason(monkeypatch):
-    monkeypatch.setattr(power, "_nvml_initialised", False)
+    monkeypatch.setattr(gpus, "NVML", gpus.NvmlSession())
     monkeypatch.setitem(sys.modules, "pynvml", None)
     m = measure(PowerMeter("cuda", uuid="GPU-aaaa"), 0.01)
     assert m.energy_j is None and "pynvml is not installed" in m.reason
@@ -205,6 +205,27 @@ def test_nvml_is_initialised_once_and_never_shut_down(nvml):
         measure(PowerMeter("cuda:0", uuid="GPU-aaaa"), 0.01)
     assert nvml.nvmlInit.call_count == 1
     nvml.nvmlShutdown.assert_not_called()
+
+
+def test_listing_gpus_while_a_meter_samples_shares_its_nvml(nvml, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    meter = PowerMeter("cuda:0", uuid="GPU-aaaa")
+    meter.begin()
+    listed, reason = gpus.visible_gpus()  # placement asks while the sampler thread reads
+    m = meter.end()
+    assert [g.uuid for g in listed] == ["GPU-aaaa", "GPU-bbbb"] and reason is None
+    # One init, kept by the meters; the listing's use was counted and given back, not shut down.
+    assert (nvml.nvmlInit.call_count, nvml.nvmlShutdown.call_count) == (1, 0)
+    assert gpus.NVML.users == 1
+    assert m.reason is None and m.samples  # the sampler never lost NVML
+    # Without a meter holding it, a listing inits and shuts down once each: balanced.
+    monkeypatch.setattr(gpus, "NVML", gpus.NvmlSession())
+    gpus.visible_gpus()
+    assert (nvml.nvmlInit.call_count, nvml.nvmlShutdown.call_count) == (2, 1)
+    assert gpus.NVML.users == 0
 
 
 # --- CPU: RAPL -----------------------------------------------------------------------------

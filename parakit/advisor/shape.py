@@ -10,6 +10,7 @@ batch; per-row figures are the difference, so the weights saved for backward can
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -54,19 +55,39 @@ def model_shape(config: RunConfig) -> ModelShape:
         if parts[-1].tensor_flops_per_sample > parts[-1].flops_per_sample:  # a first layer has no input gradient
             parts[-1] = replace(parts[-1], tensor_flops_per_sample=parts[-1].flops_per_sample)
     matrices = tuple((p.shape[0], p.numel() // p.shape[0]) for p in model.parameters() if p.dim() >= 2)
-    return ModelShape(name=config.model if isinstance(config.model, str) else getattr(config.model, "__name__", "model"),
+    return ModelShape(name=_model_name(config),
                       parts=tuple(parts), matrices=matrices, stage_starts=_stage_starts(model, parts, config),
                       tensor_plan=plan is not None)
 
 
 def _build(config: RunConfig) -> tuple[nn.Module, str]:
+    """The model on the meta device, or on the CPU when building it needs real tensors. Any
+    other failure is the model's own: it is raised once, naming the model, not built again."""
     torch.manual_seed(config.seed)
     make = (lambda: build_model(config.model, dict(config.model_options))) if isinstance(config.model, str) else config.model
     try:
         with torch.device("meta"):
             return make(), "meta"
-    except Exception:  # noqa: BLE001 - a user's model may not build on meta; the CPU will do
-        return make(), "cpu"
+    except Exception as e:  # noqa: BLE001 - sorted below: only meta's refusal is retried
+        if not _needs_real_tensors(e):
+            raise RuntimeError(f"cannot build the model {_model_name(config)!r} to measure its shape: "
+                               f"{type(e).__name__}: {e}") from e
+    return make(), "cpu"
+
+
+_META = re.compile(r"(?<![a-z])meta(?![a-z])", re.IGNORECASE)  # "meta tensors", "register_meta"; not "metadata"
+
+
+def _needs_real_tensors(error: Exception) -> bool:
+    """Whether torch refused an operation because the tensors are on the meta device, which
+    holds no data: ``.item()`` or a copy to the CPU (an init that reads values), or an operator
+    without a meta kernel. Every such refusal names the meta device; a bug in the model does not,
+    and building it again would only run it twice."""
+    return _META.search(str(error)) is not None
+
+
+def _model_name(config: RunConfig) -> str:
+    return config.model if isinstance(config.model, str) else getattr(config.model, "__name__", "model")
 
 
 def _on(batch: Any, device: str) -> Any:

@@ -11,6 +11,7 @@ which is missing.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -19,7 +20,6 @@ import subprocess
 from parakit.config.hosts import Link
 
 SUBNET_PREFIX = "10.213"  # 10.213.N.0/24, N picked free at creation
-_COUNTER = itertools.count()
 
 
 def why_not(link: Link | None = None) -> str | None:
@@ -35,32 +35,30 @@ def why_not(link: Link | None = None) -> str | None:
     return None
 
 
-_SHAPER: list[str] = []
-
-
+@functools.cache  # the kernel's qdiscs do not change while the process runs
 def shaper() -> str:
     """"netem" when this kernel has the netem qdisc (rate and delay), else "tbf" (rate only).
     Found by trying it on a veth pair made and removed for the purpose, once per process."""
-    if not _SHAPER:
-        probe = f"pkq{os.getpid() % 100000}"
-        made = subprocess.run(["ip", "link", "add", probe, "type", "veth", "peer", "name", probe + "p"],
-                              capture_output=True, check=False).returncode == 0
-        ok = made and subprocess.run(["tc", "qdisc", "add", "dev", probe, "root", "netem", "delay", "1ms"],
-                                     capture_output=True, check=False).returncode == 0
-        if made:
-            subprocess.run(["ip", "link", "del", probe], capture_output=True, check=False)
-        _SHAPER.append("netem" if ok else "tbf")
-    return _SHAPER[0]
+    probe = f"pkq{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "link", "add", probe, "type", "veth", "peer", "name", probe + "p"],
+                          capture_output=True, check=False).returncode == 0
+    ok = made and subprocess.run(["tc", "qdisc", "add", "dev", probe, "root", "netem", "delay", "1ms"],
+                                 capture_output=True, check=False).returncode == 0
+    if made:
+        subprocess.run(["ip", "link", "del", probe], capture_output=True, check=False)
+    return "netem" if ok else "tbf"
 
 
 class TwoHosts:
     """Host A is this namespace (controller, client, the first engines); host B a new one."""
 
+    _tokens = itertools.count()  # one per host this process makes, so their names differ
+
     def __init__(self, link: Link | None = None):
         reason = why_not(link)
         if reason:
             raise RuntimeError(f"cannot make a second host: {reason}")
-        token = f"{os.getpid() % 100000}x{next(_COUNTER)}"
+        token = f"{os.getpid() % 100000}x{next(TwoHosts._tokens)}"
         self.namespace = f"parakit-{token}"
         self.veth_a, self.veth_b = f"pka{token}"[:15], f"pkb{token}"[:15]
         self.link = link
@@ -105,13 +103,14 @@ class TwoHosts:
     def close(self) -> None:
         """Remove the namespace; its end of the veth pair goes with it, and so does ours."""
         if self._made:
-            subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True, check=False)
+            remove(self.namespace)
             self._made = False
         subprocess.run(["ip", "link", "del", self.veth_a], capture_output=True, check=False)
 
 
 def remove(namespace: str) -> None:
-    """Remove a namespace left behind (the watchdog's cleanup after a dead client)."""
+    """Remove a namespace; the veth end inside it goes with it, and so does its peer. Used by
+    ``close`` and by the watchdog's cleanup after a dead client (which has only the name)."""
     subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
+
+from parakit.cluster import netns
 
 POLL_S = 1.0
 
@@ -46,7 +47,8 @@ def main(argv: list[str]) -> int:
 def stop(folder: str) -> None:
     """SIGKILL every process started for this cluster (ipyparallel puts the cluster's folder in
     the environment of the controller, its schedulers, the engines and their nannies), then
-    remove the folder and the link's namespace, if any. Nothing in them is worth a graceful stop: their client is gone."""
+    remove the link's namespace, if any, and the folder. Nothing in them is worth a graceful stop:
+    their client is gone."""
     me, marker = os.getpid(), folder.encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
@@ -60,9 +62,8 @@ def stop(folder: str) -> None:
             pass
     try:  # a link's second host (network namespace) goes too
         with open(os.path.join(folder, "netns")) as f:
-            namespace = f.read().strip()
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
-    except OSError:
+            netns.remove(f.read().strip())
+    except OSError:  # no link (no file), or no `ip` left to remove it with
         pass
     shutil.rmtree(folder, ignore_errors=True)
 

@@ -11,6 +11,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -142,6 +143,26 @@ def run_comm_bench(sizes_bytes: list[int] | None = None, collectives: list[str] 
         this backend and device cannot measure honestly, the reason (``CANNOT_MEASURE``).
     """
     collectives = list(BUILDERS) if collectives is None else list(collectives)
+    sizes = _checked_sizes(collectives, sizes_bytes, max_bytes, repeats, warmup, dtype)
+    bench = _Bench.on_this_group(dtype, device, repeats, warmup)
+    skipped = {c: CANNOT_MEASURE[bench.backend, bench.where.type, c] for c in collectives
+               if (bench.backend, bench.where.type, c) in CANNOT_MEASURE}
+    measured = [c for c in collectives if c not in skipped]
+    rows, fits, total = [], {}, len(measured) * len(sizes)
+    for name in measured:
+        for size in sizes:
+            rows.append(bench.measure(name, size))
+            if on_progress:
+                on_progress({"collective": name, "bytes": rows[-1]["bytes"], "done": len(rows),
+                             "total": total})
+        fits[name] = _fit(rows, name)
+    return {"world_size": bench.world_size, "backend": bench.backend, "device": str(bench.where),
+            "dtype": dtype, "rows": rows, "fits": fits, "skipped": skipped}
+
+
+def _checked_sizes(collectives: list[str], sizes_bytes: list[int] | None, max_bytes: int | None,
+                   repeats: int, warmup: int, dtype: str) -> list[int]:
+    """The sizes to time, ascending, once every setting is checked; before any communication."""
     _check_collectives(collectives)
     sizes = DEFAULT_SIZES_BYTES if sizes_bytes is None else list(sizes_bytes)
     if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
@@ -153,38 +174,51 @@ def run_comm_bench(sizes_bytes: list[int] | None = None, collectives: list[str] 
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if not dist.is_initialized():
-        raise RuntimeError("the communication benchmark needs an initialised process group")
-    n, rank = dist.get_world_size(), dist.get_rank()
-    if n < 2:
-        raise ValueError("the communication benchmark needs at least 2 workers")
+    return sizes
 
-    where = torch.device(device or ("cuda:0" if torch.cuda.is_available() else "cpu"))
-    # Zeros, not random data: a repeated SUM stays 0 instead of growing to inf, whose
-    # arithmetic is slower on some CPUs.
-    itemsize = torch.empty(0, dtype=DTYPES[dtype]).element_size()
-    zeros = partial(torch.zeros, dtype=DTYPES[dtype], device=where)
-    backend = str(dist.get_backend())
-    skipped = {c: CANNOT_MEASURE[backend, where.type, c] for c in collectives
-               if (backend, where.type, c) in CANNOT_MEASURE}
-    measured = [c for c in collectives if c not in skipped]
-    rows, fits, total = [], {}, len(measured) * len(sizes)
-    for name in measured:
-        for size in sizes:
-            op, nbytes = BUILDERS[name](max(1, size // itemsize), n, rank, zeros)
-            times = _timed(op, warmup, repeats, where)
-            del op  # frees this size's buffers before the next size allocates
-            if name == "send_recv":  # rank 0's clock sees the whole round trip; halve it
-                times = [t / 2 if rank == 0 else 0.0 for t in times]
-            rows.append(_row(name, nbytes, times, n, repeats, warmup, where))
-            if on_progress:
-                on_progress({"collective": name, "bytes": nbytes, "done": len(rows),
-                             "total": total})
-        alpha, beta, why = fit_alpha_beta([(r["bytes"], r["time_s"]) for r in rows
-                                           if r["collective"] == name])
-        fits[name] = {"alpha_s": alpha, "beta_bytes_per_s": beta, "reason": why}
-    return {"world_size": n, "backend": backend, "device": str(where),
-            "dtype": dtype, "rows": rows, "fits": fits, "skipped": skipped}
+
+@dataclass(frozen=True)
+class _Bench:
+    """What every measurement of one benchmark shares: the group, the buffers' device and dtype."""
+
+    world_size: int
+    rank: int
+    backend: str
+    where: torch.device
+    itemsize: int
+    zeros: Callable[[int], torch.Tensor]
+    repeats: int
+    warmup: int
+
+    @classmethod
+    def on_this_group(cls, dtype: str, device: str | None, repeats: int, warmup: int) -> _Bench:
+        if not dist.is_initialized():
+            raise RuntimeError("the communication benchmark needs an initialised process group")
+        n, rank = dist.get_world_size(), dist.get_rank()
+        if n < 2:
+            raise ValueError("the communication benchmark needs at least 2 workers")
+        where = torch.device(device or ("cuda:0" if torch.cuda.is_available() else "cpu"))
+        # Zeros, not random data: a repeated SUM stays 0 instead of growing to inf, whose
+        # arithmetic is slower on some CPUs.
+        return cls(world_size=n, rank=rank, backend=str(dist.get_backend()), where=where,
+                   itemsize=torch.empty(0, dtype=DTYPES[dtype]).element_size(),
+                   zeros=partial(torch.zeros, dtype=DTYPES[dtype], device=where),
+                   repeats=repeats, warmup=warmup)
+
+    def measure(self, name: str, size: int) -> dict:
+        """One collective at one message size: its row, the same on every rank."""
+        op, nbytes = BUILDERS[name](max(1, size // self.itemsize), self.world_size, self.rank, self.zeros)
+        times = _timed(op, self.warmup, self.repeats, self.where)
+        del op  # frees this size's buffers before the next size allocates
+        if name == "send_recv":  # rank 0's clock sees the whole round trip; halve it
+            times = [t / 2 if self.rank == 0 else 0.0 for t in times]
+        return _row(name, nbytes, times, self.world_size, self.repeats, self.warmup, self.where)
+
+
+def _fit(rows: list[dict], name: str) -> dict:
+    """Latency and bandwidth of one collective from its rows, or the reason there are none."""
+    alpha, beta, why = fit_alpha_beta([(r["bytes"], r["time_s"]) for r in rows if r["collective"] == name])
+    return {"alpha_s": alpha, "beta_bytes_per_s": beta, "reason": why}
 
 
 def _check_collectives(names: list[str]) -> None:

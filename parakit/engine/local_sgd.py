@@ -69,7 +69,6 @@ class LocalSGD:
         every: int,
         *,
         global_steps: int = 0,
-        process_group: dist.ProcessGroup | None = None,
     ) -> None:
         """Register the hook and build the averager.
 
@@ -78,7 +77,8 @@ class LocalSGD:
             every: H, local steps between parameter averages (>= 1).
             global_steps: ordinary DDP steps (gradients averaged) before local steps begin;
                 0 is plain local SGD, more is post-local SGD.
-            process_group: the group to average over (default: the world).
+
+        Averages over the whole group, as DDP's own all-reduce does (torch's default group).
         """
         if every < 1 or global_steps < 0:
             raise ValueError(f"need every >= 1 and global_steps >= 0 (got {every}, {global_steps})")
@@ -87,7 +87,7 @@ class LocalSGD:
         self.every = every
         self.global_steps = global_steps
         post_local = PostLocalSGDState(
-            process_group=process_group,
+            process_group=None,  # the world
             subgroup=None,  # never built: with no post-local gradient all-reduce it is unused
             start_localSGD_iter=global_steps,
             post_local_gradient_allreduce=False,
@@ -97,7 +97,7 @@ class LocalSGD:
             # H = 1 makes torch warn that plain DDP would do; here it is a deliberate baseline.
             warnings.filterwarnings("ignore", message="When period is 1", category=UserWarning)
             self.averager = PeriodicModelAverager(
-                period=every, warmup_steps=global_steps + every - 1, process_group=process_group
+                period=every, warmup_steps=global_steps + every - 1
             )
 
     def averages_now(self) -> bool:

@@ -62,7 +62,8 @@ def _modules_to_send(objects) -> list[types.ModuleType]:
         if module and module.__name__ != "__main__" and path and not path.startswith(roots):
             found[module.__name__] = module
     # Only modules registered here are unregistered after: a user's own registration stays.
-    registered = cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES
+    # (list_registry_pickle_by_value: public in every cloudpickle from 2.0, names only.)
+    registered = cloudpickle.list_registry_pickle_by_value()
     return [m for name, m in found.items() if name not in registered]
 
 

@@ -46,22 +46,21 @@ def register(
     compression: Compression | str,
     *,
     error_feedback: bool,
-    process_group: dist.ProcessGroup | None = None,
     powersgd_start_iter: int = POWERSGD_START_ITER,
     seed: int = 0,
 ) -> WireCounter:
     """Register the communication hook for ``compression`` on a DDP model.
 
     Every compressing kind goes through a hook that counts what it hands over; ``none`` keeps
-    DDP's own all-reduce and counts the gradients' bytes per step (see below). Call once,
-    before the first backward; DDP takes one hook per model.
+    DDP's own all-reduce and counts the gradients' bytes per step (see below). Gradients are
+    averaged over the whole group, as the DDP model's own all-reduce is. Call once, before the
+    first backward; DDP takes one hook per model.
 
     Args:
         ddp_model: the DistributedDataParallel-wrapped model.
         compression: a Compression or its text (``"powersgd:4"``, ``"topk:0.01"``).
         error_feedback: for topk and randomk, carry unsent entries into the next step
             (PowerSGD always does).
-        process_group: the group gradients are averaged over (default: the world).
         powersgd_start_iter: plain all-reduce steps before PowerSGD compresses (>= 2).
         seed: the same on every rank; seeds randomk's indices and PowerSGD's first Q.
 
@@ -77,7 +76,7 @@ def register(
         return GradientBytes(sum(p.numel() * p.element_size() for p in ddp_model.parameters() if p.requires_grad))
     counter = WireCounter()
     setup = HookSetup(
-        group=process_group if process_group is not None else dist.group.WORLD,
+        group=dist.group.WORLD,
         counter=counter,
         error_feedback=error_feedback,
         seed=seed,

@@ -14,12 +14,13 @@ from parakit.engine.strategies.base import Context, Parallel, plain_forward_back
 from parakit.config.levers import SyncKind
 
 
-def wrap_ddp(model: nn.Module, ctx: Context, process_group=None) -> DistributedDataParallel:
+def wrap_ddp(model: nn.Module, ctx: Context) -> DistributedDataParallel:
+    """The model as DDP over the whole group (hybrids average over sub-groups their own way)."""
     # DDP broadcasts rank 0's weights at construction; the seeded build already made them
     # equal, and the broadcast keeps it true for a user's model that is not seeded.
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     buckets = {} if ctx.config.bucket_mb is None else {"bucket_cap_mb": ctx.config.bucket_mb}
-    return DistributedDataParallel(model, device_ids=device_ids, process_group=process_group, **buckets)
+    return DistributedDataParallel(model, device_ids=device_ids, **buckets)
 
 
 def apply_ddp(model: nn.Module, ctx: Context) -> Parallel:
