@@ -19,7 +19,9 @@ from parakit.cluster.hangs import training_frames, where
 from parakit.records.store import read_runs
 
 QUICK = dict(model="mlp", strategy="ddp", workers=2, batch_size=8)
-KILL_LOOPS = int(os.environ.get("PARAKIT_KILL_LOOPS", "20"))
+# Kills during a run: 8 cover both victims, both hang timeouts, every step offset and pause
+# (the loop below varies them); PARAKIT_KILL_LOOPS=20 runs the longer loop (~3 min on 2 cores).
+KILL_LOOPS = int(os.environ.get("PARAKIT_KILL_LOOPS", "8"))
 
 
 @pytest.fixture(scope="module")

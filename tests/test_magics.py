@@ -13,7 +13,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from parakit.frontends import magics
+from parakit.frontends import magics, magics_runs
 from parakit.plots.runs import PLOTS
 from parakit.session.session import Session
 from parakit.records.store import read_runs
@@ -153,11 +153,11 @@ def test_run_while_another_goes_is_refused_and_stop_ends_it(started, shell):
 def test_sweep_checks_all_then_runs_the_product_and_shows_table_and_plots(started, shell, monkeypatch, capsys):
     m, _, _ = started
     shown = []
-    monkeypatch.setattr(magics, "display", shown.append)
+    monkeypatch.setattr(magics_runs, "display", shown.append)
     before = {r.run_id for r in read_runs(m.session.runs_dir)}
-    parakit(shell, f"sweep --workers 1,2 --strategy ddp {SMALL}")
+    returned = parakit(shell, f"sweep --workers 1,2 --strategy ddp {SMALL}")
     out = capsys.readouterr().out
-    assert "sweep 1/2: model=mlp strategy=ddp precision=fp32 compression=none workers=1" in out
+    assert "sweep 1/2: ddp x1 mlp ..." in out
     assert "sweep 2/2" in out
     new = [r for r in read_runs(m.session.runs_dir) if r.run_id not in before]
     assert sorted(r.world_size for r in new) == [1, 2] and all(r.ok for r in new)
@@ -167,8 +167,9 @@ def test_sweep_checks_all_then_runs_the_product_and_shows_table_and_plots(starte
     one, two = (next(r for r in new if r.world_size == n) for n in (1, 2))
     assert table["speedup"][0] == 1.0
     assert table["speedup"][1] == pytest.approx(two.summary["samples_per_s"] / one.summary["samples_per_s"])
-    assert {t.name for t in speedup.data} >= {"ideal (linear)", "ddp · mlp"}
+    assert [t.name for t in speedup.data if t.name.startswith("ddp, mlp")] and "ideal (linear)" in {t.name for t in speedup.data}
     assert sorted(t.customdata[0][0] for t in loss.data) == sorted(r.run_id for r in new)
+    assert [r.run_id for r in returned] == [r.run_id for r in new]
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -184,8 +185,9 @@ def test_runs_and_plots_read_the_store(started, shell):
     assert figure.html_path.exists()  # no notebook front end here: kept as an HTML file too
     assert [t.customdata[0][0] for t in figure.data] == [r.run_id for r in stored[-2:]]
     ok = [r for r in stored if r.ok]
-    one = next(r for r in ok if r.world_size == 1)
-    two = next(r for r in ok if r.world_size == 2)
+    # The sweep's two runs: the same settings but the worker count, so one is two's baseline.
+    two = next(r for r in reversed(ok) if r.world_size == 2)
+    one = next(r for r in reversed(ok) if r.world_size == 1 and {**r.config, "workers": 2} == two.config)
     figure = parakit(shell, f"plot speedup --runs {one.run_id},{two.run_id[-6:]}")  # the end of an id will do
     drawn = next(t for t in figure.data if t.name != "ideal (linear)")
     assert list(drawn.x) == [1, 2]
