@@ -21,7 +21,10 @@ from parakit.engine.strategies.tensor import parallelize
 
 
 def _mesh(ctx: Context, names: tuple[str, str]):
-    return init_device_mesh(ctx.device.type, tuple(ctx.config.mesh), mesh_dim_names=names)
+    """The run's 2-D mesh, its sizes and names from the parallel degrees (config/degrees.py)."""
+    dims = ctx.config.dims
+    assert dims.mesh_names == names, f"{ctx.config.hybrid} lays ranks out as {dims.mesh_names}, not {names}"
+    return init_device_mesh(ctx.device.type, dims.mesh_shape, mesh_dim_names=dims.mesh_names)
 
 
 def fsdp_tensor(model: nn.Module, ctx: Context) -> Parallel:
