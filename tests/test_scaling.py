@@ -1,4 +1,4 @@
-"""Speed-up and strong / weak scaling efficiency over the runs frame (parakit/scaling.py)."""
+"""Speed-up and strong / weak scaling efficiency over the runs frame (parakit/records/frame.py)."""
 
 from __future__ import annotations
 

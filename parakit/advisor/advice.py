@@ -1,6 +1,6 @@
 """``parakit.advise``: predict, then measure. Rank every configuration of a model on a worker
 count and a hardware (the current engines, or a preset), from a calibration on the engines and
-the cost model of ``advisor_costs``; optionally run the top ones and compare.
+the cost model of ``advisor/costs.py``; optionally run the top ones and compare.
 
 Every input is checked before an engine is touched (``check_request``), so the CLI and the
 magic refuse mistakes in one line.

@@ -296,7 +296,7 @@ def estimate(config: RunConfig, shape: ModelShape, cal: Calibration, hw: Hardwar
 
     Args:
         config: the checked run settings.
-        shape: the model's shape (``advisor_shape.model_shape``).
+        shape: the model's shape (``advisor.shape.model_shape``).
         cal: what the engines measured.
         hw: the hardware predicted for.
         settings: the run settings as the user would pass them, kept in the estimate.

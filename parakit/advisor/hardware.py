@@ -4,7 +4,7 @@ the current engines (filled in by ``advisor.py`` from measurements).
 Standard library only, so a bad preset name or figure is found before any engine is touched.
 Figures are per rank (one GPU, or one engine's share of a CPU host). Links follow nccl-tests'
 bus-bandwidth convention: a collective of S bytes on n ranks takes
-``alpha * ceil(log2 n) + S * bus_factor(n) / bus bandwidth`` (see advisor_costs.collective_time).
+``alpha * ceil(log2 n) + S * bus_factor(n) / bus bandwidth`` (see advisor/comm.py, collective_time).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (measured on the current engines). Plain data, JSON in and out; standard library only.
 
 Times in a calibration are the engines' own, at their thread count, for precision fp32 unless
-a name says otherwise; ``advisor_costs`` scales them to other precisions and hardware.
+a name says otherwise; ``advisor/costs.py`` scales them to other precisions and hardware.
 """
 
 from __future__ import annotations
