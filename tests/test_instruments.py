@@ -12,6 +12,7 @@ from parakit.config.run import RunConfig
 from parakit.engine import train as train_module
 from parakit.engine.power import PowerMeasurement
 from parakit.records.summary import measure
+from test_rank_report import report
 from parakit.records.result import RankInfo, RunResult
 
 EVENTS: list[tuple[str, int | None]] = []
@@ -48,12 +49,12 @@ def test_the_energy_window_is_the_measured_steps(monkeypatch):
     config = RunConfig(model=lambda: torch.nn.Linear(4, 2), data=logged_data, strategy="single",
                        steps=6, warmup_steps=2, batch_size=8, live=False)
     out = train_module._train(config)
-    assert out["error"] is None
+    assert out.error is None
     order = [name if step is None else step for name, step in EVENTS]
     # data for step s is fetched inside step s: the window opens between the warm-up's last
     # step and the first measured one, and closes after the last step
     assert order == [0, 0, 1, "begin", 2, 3, 4, 5, "end"]  # (the first 0: FLOPs counted on a sample)
-    assert out["measured_wall_s"] > 0 and out["power"]["energy_j"] == 10.0
+    assert out.measured_wall_s > 0 and out.power["energy_j"] == 10.0
 
 
 def test_per_sample_energy_counts_the_measured_steps_only():
@@ -61,8 +62,7 @@ def test_per_sample_energy_counts_the_measured_steps_only():
     power = {"energy_j": 4.0, "avg_power_w": 2.0, "duration_s": 2.0, "samples": [], "scope": "package",
              "reason": None, "overhead_s": 0.0, "power_source": None, "sample_hz_achieved": None,
              "sampled_energy_j": None}
-    rank = {"losses": [1.0] * 6, "step_time_s": [0.1] * 6, "measured_wall_s": 0.5, "power": power,
-            "instrument_s": {"profiler_s": 0.0, "progress_s": 0.0}}
+    rank = report(losses=[1.0] * 6, step_time_s=[0.1] * 6, measured_wall_s=0.5, power=power)
     ranks = [RankInfo(rank=k, engine_id=k, pid=k, host="h", device="cpu", device_name="cpu", power=power,
                       power_device="cpu@h") for k in range(2)]
     result = RunResult(run_id="r", status="ok", config=config.describe(), world_size=2, backend="gloo",
@@ -77,8 +77,8 @@ def test_per_sample_energy_counts_the_measured_steps_only():
 
 def test_a_nan_loss_is_found_and_named_in_the_warnings():
     config = RunConfig(model="mlp", strategy="single", steps=5, warmup_steps=1, batch_size=8)
-    rank = {"losses": [2.0, 1.0, float("nan"), float("nan"), float("nan")], "step_time_s": [0.1] * 5,
-            "measured_wall_s": 0.5}
+    rank = report(losses=[2.0, 1.0, float("nan"), float("nan"), float("nan")], step_time_s=[0.1] * 5,
+                  measured_wall_s=0.5)
     result = RunResult(run_id="r", status="ok", config=config.describe(), world_size=1, backend=None, device=["cpu"])
     measure(result, config, [rank])
     assert result.summary["diverged_at_step"] == 2

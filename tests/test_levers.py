@@ -80,6 +80,6 @@ def test_fp16_loop_scales_the_loss_and_trains():
     Session refuses fp16: it must train and record TF32 off."""
     config = RunConfig(model="mlp", strategy="single", precision="fp16", steps=6, batch_size=16)
     out = _train(config)
-    assert out["losses"][-1] < out["losses"][0]
-    assert all(torch.isfinite(torch.tensor(out["losses"])))
-    assert out["math_flags"] == {"matmul_tf32": False, "cudnn_tf32": False}
+    assert out.losses[-1] < out.losses[0]
+    assert all(torch.isfinite(torch.tensor(out.losses)))
+    assert out.math_flags == {"matmul_tf32": False, "cudnn_tf32": False}

@@ -8,7 +8,7 @@ import time
 import torch
 
 from parakit.config.run import RunConfig
-from parakit.engine.train import progress
+from parakit.engine.publish import progress
 
 
 class Meter:

@@ -14,7 +14,7 @@ import pytest
 
 import parakit
 from parakit.cluster import netns
-from parakit.cluster.placement import place_on_hosts, ranks_for
+from parakit.cluster.placement import EngineInfo, place_on_hosts, ranks_for
 from parakit.config.hosts import EngineLaunch, Link
 
 RUN = {"strategy": "ddp", "workers": 2, "steps": 4, "model": "mlp", "batch_size": 32, "seed": 3}
@@ -63,34 +63,33 @@ def test_bad_launch_settings_touch_no_engine(tmp_path, monkeypatch):
 
 
 # -- rank order --------------------------------------------------------------------------------
-def engines(*spec):
-    """(engine_id, hostname, local launcher hint) -> what network.identify reports."""
-    return [{"engine_id": i, "hostname": h, "netns": "1", "netns_name": None, "local_hint": hint}
+def engines(*spec, netns=None):
+    """(engine_id, hostname, local launcher hint) -> what network.identify reports; ``netns``:
+    {engine id: (namespace, its name)} for engines outside namespace 1."""
+    netns = netns or {}
+    return [EngineInfo(engine_id=i, pid=100 + i, hostname=h, netns=netns.get(i, ("1", None))[0],
+                       netns_name=netns.get(i, ("1", None))[1], local_hint=hint, cpu_count=2)
             for i, h, hint in spec]
 
 
 def test_ranks_are_ordered_by_host_then_local_rank():
-    es = engines((0, "b", 1), (1, "a", 0), (2, "b", 0), (3, "a", 1))
-    place_on_hosts(es, own_host=None)
+    es = place_on_hosts(engines((0, "b", 1), (1, "a", 0), (2, "b", 0), (3, "a", 1)), own_host=None)
     # hosts in order of their first engine (b registered first); locally by MPI's local rank
-    assert [(e["engine_id"], e["host_index"], e["local_index"]) for e in es] == [(0, 0, 1), (1, 1, 0), (2, 0, 0), (3, 1, 1)]
-    assert [es[p]["engine_id"] for p in ranks_for(es, 4)] == [2, 0, 1, 3]
+    assert [(e.engine_id, e.host_index, e.local_index) for e in es] == [(0, 0, 1), (1, 1, 0), (2, 0, 0), (3, 1, 1)]
+    assert [es[p].engine_id for p in ranks_for(es, 4)] == [2, 0, 1, 3]
     # fewer ranks than engines: taken evenly from both hosts, still host-major
-    assert [es[p]["engine_id"] for p in ranks_for(es, 2)] == [2, 1]
-    assert [es[p]["engine_id"] for p in ranks_for(es, 3)] == [2, 0, 1]
+    assert [es[p].engine_id for p in ranks_for(es, 2)] == [2, 1]
+    assert [es[p].engine_id for p in ranks_for(es, 3)] == [2, 0, 1]
 
 
 def test_this_host_comes_first_and_namespaces_are_told_apart():
-    es = engines((0, "vm", None), (1, "vm", None))
-    es[0]["netns"], es[0]["netns_name"] = "9", "parakit-1"
-    place_on_hosts(es, own_host="vm|1")
-    assert [(e["host"], e["host_index"]) for e in es] == [("vm/parakit-1", 1), ("vm", 0)]
-    assert [es[p]["engine_id"] for p in ranks_for(es, 2)] == [1, 0]
+    es = place_on_hosts(engines((0, "vm", None), (1, "vm", None), netns={0: ("9", "parakit-1")}), own_host="vm|1")
+    assert [(e.host, e.host_index) for e in es] == [("vm/parakit-1", 1), ("vm", 0)]
+    assert [es[p].engine_id for p in ranks_for(es, 2)] == [1, 0]
 
 
 def test_one_host_keeps_engine_order():
-    es = engines(*((i, "vm", None) for i in range(4)))
-    place_on_hosts(es, own_host="vm|1")
+    es = place_on_hosts(engines(*((i, "vm", None) for i in range(4))), own_host="vm|1")
     assert ranks_for(es, 3) == [0, 1, 2]
     with pytest.raises(ValueError, match="5 ranks asked for, but there are 4 engines"):
         ranks_for(es, 5)

@@ -18,12 +18,14 @@ import sys
 import tempfile
 import time
 import weakref
+from collections import Counter
+from dataclasses import replace
 
 import ipyparallel as ipp
 import torch.distributed as dist
 
 from parakit.cluster import launchers, netns, placement, watchdog
-from parakit.cluster.placement import Gpu, choose_backend, gpu_for_engine
+from parakit.cluster.placement import EngineInfo, Gpu, choose_backend, gpu_for_engine
 from parakit.engine import devices, network, process_group, stacks
 from parakit.config.hosts import EngineLaunch, Launcher
 
@@ -40,7 +42,7 @@ class EngineSet:
         self.launch = launch or EngineLaunch()
         self.device, self.gpu_indices = device, gpu_indices
         self.group_timeout_s = group_timeout_s
-        self.engines: list[dict] = []  # one description per engine, from pinning
+        self.engines: list[EngineInfo] = []  # in start order (positions)
         self.group: tuple[tuple[int, ...], str] | None = None  # (engine ids, backend) of the live group
         self.controller_ip = "127.0.0.1"
         self._folder = tempfile.mkdtemp(prefix="parakit-cluster-")
@@ -60,12 +62,12 @@ class EngineSet:
     def attached(self) -> bool:
         return self.launch.engines is Launcher.ATTACH
 
-    def ranks(self, world: int) -> list[dict]:
+    def ranks(self, world: int) -> list[EngineInfo]:
         """The engines of a run of ``world`` ranks, in rank order."""
         return [self.engines[p] for p in placement.ranks_for(self.engines, world)]
 
     def ids(self, world: int) -> list[int]:
-        return [e["engine_id"] for e in self.ranks(world)]
+        return [e.engine_id for e in self.ranks(world)]
 
     def start(self, n: int) -> None:
         """Start (or attach to) the controller and n engines, and pin each engine to its device."""
@@ -140,7 +142,7 @@ class EngineSet:
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)  # stuck in a collective, maybe: no polite stop
-        self._retired |= {e["engine_id"] for e in self.engines}
+        self._retired |= {e.engine_id for e in self.engines}
         self.engines, self.group = [], None
         with contextlib.suppress(Exception):
             self._cluster.stop_engines_sync()  # the killed engines' launchers, reaped
@@ -150,46 +152,53 @@ class EngineSet:
 
     def _pin_new(self, n: int) -> None:
         launchers.wait_for_engines(self._cluster, self.client, n, retired=self._retired)
-        known = {e["engine_id"] for e in self.engines} | self._retired
+        known = {e.engine_id for e in self.engines} | self._retired
         new_ids = [i for i in sorted(self.client.ids) if i not in known][: n - self.size]
-        found = self.client[new_ids].apply_sync(network.identify)
-        for engine_id, info in zip(new_ids, found):
-            info["engine_id"] = engine_id
-        everyone = self.engines + found
-        placement.place_on_hosts(everyone, _own_host())
-        per_host = {}
-        for e in everyone:  # a local session's hosts (a link's namespaces) share one machine
-            key = "here" if self.launch.engines is Launcher.LOCAL else e["host_key"]
-            per_host[key] = per_host.get(key, 0) + 1
-        # Threads per engine: its share of its machine's cores, so one worker means a fixed
-        # slice of the machine and adding workers adds hardware, as adding GPUs would.
-        for e in everyone:
-            key = "here" if self.launch.engines is Launcher.LOCAL else e["host_key"]
-            e["threads"] = max(1, e["cpu_count"] // per_host[key])
+        found = [EngineInfo(engine_id=engine_id, **facts)
+                 for engine_id, facts in zip(new_ids, self.client[new_ids].apply_sync(network.identify))]
+        # Engines already here may move (a host's engines are counted anew): all are placed again.
+        everyone = self._share_cores(placement.place_on_hosts(self.engines + found, _own_host()))
+        placed, new = everyone[: self.size], self._pin(everyone[self.size:], first_position=self.size)
+        paths = self.client[new_ids].apply_sync(stacks.enable_stack_dumps, self._folder)
+        self.engines = placed + [replace(e, stack_file=path) for e, path in zip(new, paths)]
+        for e in self.engines:
+            self.client[e.engine_id].apply_async(_set_threads, e.threads)
+        self.client.wait(timeout=START_TIMEOUT_S)
+
+    def _share_cores(self, engines: list[EngineInfo]) -> list[EngineInfo]:
+        """Threads per engine: its share of its machine's cores, so one worker means a fixed
+        slice of the machine and adding workers adds hardware, as adding GPUs would."""
+        local = self.launch.engines is Launcher.LOCAL  # a link's hosts (namespaces) share one machine
+
+        def machine(e: EngineInfo) -> str:
+            return "here" if local else e.host_key
+
+        per_machine = Counter(machine(e) for e in engines)
+        return [replace(e, threads=max(1, e.cpu_count // per_machine[machine(e)])) for e in engines]
+
+    def _pin(self, engines: list[EngineInfo], first_position: int) -> list[EngineInfo]:
+        """Pin these engines (positions from ``first_position`` on), all at once; returns them
+        with the device each is on."""
         pending = []
-        for position, info in enumerate(found, start=self.size):
+        for position, e in enumerate(engines, start=first_position):
             if self.launch.engines is Launcher.LOCAL:  # one machine: GPUs round robin over all
                 gpu = gpu_for_engine(position, self.gpus)
-                info["gpu_index"] = gpu and gpu.index
-                call = (devices.pin, gpu and gpu.uuid, info["threads"])
+                e = replace(e, gpu_index=gpu and gpu.index)
+                call = (devices.pin, gpu and gpu.uuid, e.threads)
             else:  # each host pins by local rank to its own GPUs, and says which
-                call = (devices.pin_on_host, self.device, self.gpu_indices, info["local_index"], info["threads"])
-            pending.append((info, self.client[info["engine_id"]].apply_async(*call)))
-        for info, ar in pending:
-            pinned = ar.get(timeout=START_TIMEOUT_S)
-            pinned.pop("host", None)  # place_on_hosts named the host
-            info.update(pinned)
-            self.engines.append(info)
-        for e in self.engines:
-            self.client[e["engine_id"]].apply_async(_set_threads, e["threads"])
-        self.client.wait(timeout=START_TIMEOUT_S)
-        paths = self.client[new_ids].apply_sync(stacks.enable_stack_dumps, self._folder)
-        for engine_id, path in zip(new_ids, paths):
-            next(e for e in self.engines if e["engine_id"] == engine_id)["stack_file"] = path
+                call = (devices.pin_on_host, self.device, self.gpu_indices, e.local_index, e.threads)
+            pending.append((e, self.client[e.engine_id].apply_async(*call)))
+        pinned = []
+        for e, ar in pending:
+            answer = ar.get(timeout=START_TIMEOUT_S)  # its host too, which place_on_hosts named
+            pinned.append(replace(e, gpu_uuid=answer["gpu_uuid"], device=answer["device"],
+                                  device_name=answer["device_name"],
+                                  gpu_index=answer.get("gpu_index", e.gpu_index)))
+        return pinned
 
     def interrupt(self, engine_id: int) -> None:
         """Send SIGINT to one engine: the task it runs gets a KeyboardInterrupt."""
-        pid = next((e["pid"] for e in self.engines if e["engine_id"] == engine_id), None)
+        pid = next((e.pid for e in self.engines if e.engine_id == engine_id), None)
         if pid is None:
             return  # no longer one of ours (replaced): nothing to interrupt
         try:
@@ -198,31 +207,30 @@ class EngineSet:
             pass  # already gone; the caller reports the rank as not stopping
 
     def pids(self) -> list[int]:
-        return [e["pid"] for e in self.engines]
+        return [e.pid for e in self.engines]
 
-    def stacks(self, engines: list[dict], wait_s: float = 1.0) -> dict[int, str]:
+    def stacks(self, engines: list[EngineInfo], wait_s: float = 1.0) -> dict[int, str]:
         """These engines' thread stacks now (faulthandler's text), by engine id; an engine that
         did not write one within ``wait_s`` (gone, or stuck outside Python) is left out. Takes
         the engines' descriptions rather than positions: the set may have changed since."""
         sizes = {}
         for e in engines:
-            path = e.get("stack_file", "")
-            sizes[e["engine_id"]] = os.path.getsize(path) if os.path.exists(path) else 0
+            sizes[e.engine_id] = os.path.getsize(e.stack_file) if os.path.exists(e.stack_file) else 0
             try:
-                os.kill(e["pid"], signal.SIGUSR1)
+                os.kill(e.pid, signal.SIGUSR1)
             except ProcessLookupError:
                 pass
         time.sleep(wait_s)
         out = {}
         for e in engines:
             try:
-                with open(e["stack_file"]) as f:
-                    f.seek(sizes[e["engine_id"]])
+                with open(e.stack_file) as f:
+                    f.seek(sizes[e.engine_id])
                     text = f.read()
-            except (OSError, KeyError):
+            except OSError:
                 continue
             if text.strip():
-                out[e["engine_id"]] = text
+                out[e.engine_id] = text
         return out
 
     def dead(self) -> list[int]:
@@ -231,11 +239,11 @@ class EngineSet:
         registered = set(self.client.ids) if self.client is not None else set()
         here = socket.gethostname()  # a pid says nothing about a process on another host
         return [i for i, e in enumerate(self.engines)
-                if e["engine_id"] not in registered or (e["hostname"] == here and not _process_alive(e["pid"]))]
+                if e.engine_id not in registered or (e.hostname == here and not _process_alive(e.pid))]
 
     def dead_ids(self, ids: list[int]) -> list[int]:
         """Which of these engines are gone (by registration; by process too where local)."""
-        gone = {self.engines[p]["engine_id"] for p in self.dead()}
+        gone = {self.engines[p].engine_id for p in self.dead()}
         return [i for i in ids if i in gone]
 
     def ensure_group(self, world: int) -> tuple[str, str | None]:
@@ -244,9 +252,8 @@ class EngineSet:
         Returns (backend, warning or None).
         """
         ranks = self.ranks(world)
-        gpus = [Gpu(e["gpu_index"], e["gpu_uuid"]) if e.get("gpu_uuid") else None for e in ranks]
-        backend, warning = choose_backend(gpus, dist.is_nccl_available())
-        ids = tuple(e["engine_id"] for e in ranks)
+        backend, warning = choose_backend([e.gpu for e in ranks], dist.is_nccl_available())
+        ids = tuple(e.engine_id for e in ranks)
         if self.group == (ids, backend):
             return backend, warning
         self.leave_group()
@@ -267,17 +274,14 @@ class EngineSet:
         self.group = (ids, backend)
         return backend, warning
 
-    def group_size(self) -> int:
-        return len(self.group[0]) if self.group else 0
-
     def hosts(self) -> list[str]:
         """The hosts engines are on, in rank order of hosts."""
-        return sorted({e["host"] for e in self.engines}, key=lambda h: next(
-            e["host_index"] for e in self.engines if e["host"] == h))
+        return sorted({e.host for e in self.engines}, key=lambda h: next(
+            e.host_index for e in self.engines if e.host == h))
 
     def leave_group(self) -> None:
         if self.client is not None and self.engines:
-            self.client[[e["engine_id"] for e in self.engines]].apply_sync(process_group.leave)
+            self.client[[e.engine_id for e in self.engines]].apply_sync(process_group.leave)
         self.group = None
 
     def close(self, kill: bool = False) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from parakit.cluster.engines import EngineSet
+from parakit.cluster.placement import EngineInfo
 
 _FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)', re.M)
 _TORCH = ("/torch/",)
@@ -37,20 +38,20 @@ def where(frames: list[tuple[str, int, str]]) -> tuple[bool, str]:
     return False, f"in {func} ({short}:{line})"
 
 
-def diagnose(engines: EngineSet, ranked: list[dict], silent_s: float) -> str:
+def diagnose(engines: EngineSet, ranked: list[EngineInfo], silent_s: float) -> str:
     """One line per rank saying where it is, after ``silent_s`` seconds without progress.
     ``ranked``: the run's engines in rank order, as they were when it started."""
     dumps = engines.stacks(ranked)
     late, lines = [], []
     for rank, engine in enumerate(ranked):
-        if engine["engine_id"] not in dumps:
+        if engine.engine_id not in dumps:
             late.append(rank)
-            lines.append(f"rank {rank} (engine {engine['engine_id']}): no stack (the engine did not answer)")
+            lines.append(f"rank {rank} (engine {engine.engine_id}): no stack (the engine did not answer)")
             continue
-        arrived, text = where(training_frames(dumps[engine["engine_id"]]))
+        arrived, text = where(training_frames(dumps[engine.engine_id]))
         if not arrived:
             late.append(rank)
-        lines.append(f"rank {rank} (engine {engine['engine_id']}): {text}")
+        lines.append(f"rank {rank} (engine {engine.engine_id}): {text}")
     head = (f"hung: no progress for {silent_s:.0f} s; ranks {late} did not arrive at the collective "
             f"the others wait in" if late else f"hung: no progress for {silent_s:.0f} s; every rank waits inside torch")
     return "\n".join([head, *lines])

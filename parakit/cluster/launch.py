@@ -15,10 +15,12 @@ from ipyparallel import error as ipp_error
 
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.hangs import diagnose
+from parakit.cluster.placement import EngineInfo
 from parakit.config.run import RunConfig
 from parakit.engine import process_group
 from parakit.engine.payload import pack
 from parakit.engine.train import train
+from parakit.records.rank import RankReport
 from parakit.records.result import FAILED, OK, STOPPED
 
 POLL_S = 0.2
@@ -29,11 +31,14 @@ STOP_GRACE_S = 5.0  # after a failure or interrupt, how long the other ranks get
 @dataclass
 class Outcome:
     status: str
-    rank_results: list[dict[str, Any]] = field(default_factory=list)
+    rank_results: list[Any] = field(default_factory=list)
+    """Per rank, what it returned: a training run's RankReport, a benchmark's figures, a cell's
+    output (see ``run_code``); None where a rank returned nothing (it raised, or its engine died).
+    Empty when no rank returned anything."""
     error: str | None = None
     engines_unusable: bool = False
     """True when some rank did not stop: its engine may be stuck in a collective."""
-    engines: list[dict[str, Any]] = field(default_factory=list)
+    engines: list[EngineInfo] = field(default_factory=list)
     """The run's engines in rank order, as they were when it started."""
 
 
@@ -66,7 +71,7 @@ def launch(
 def run_on_ranks(
     engines: EngineSet,
     world: int,
-    fn: Callable[..., dict[str, Any]],
+    fn: Callable[..., Any],
     args: tuple,
     on_progress: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
@@ -79,7 +84,7 @@ def run_on_ranks(
     if stop is not None and stop.is_set():
         return Outcome(STOPPED, error="stopped on request before it started")
     ranked = engines.ranks(world)  # as they are now: the set may change under a run (an engine dies)
-    ids = [e["engine_id"] for e in ranked]
+    ids = [e.engine_id for e in ranked]
     pending = {rank: engines.client[e].apply_async(fn, *args) for rank, e in enumerate(ids)}
     try:
         outcome = _follow(engines, ranked, pending, on_progress, stop, hang_timeout_s)
@@ -93,10 +98,10 @@ def run_on_ranks(
     return outcome
 
 
-def _follow(engines: EngineSet, ranked: list[dict], pending: dict, on_progress, stop, hang_timeout_s) -> Outcome:
+def _follow(engines: EngineSet, ranked: list[EngineInfo], pending: dict, on_progress, stop, hang_timeout_s) -> Outcome:
     """The watch over a launched run; see ``run_on_ranks``. Only this decides the run's end:
     engines are replaced after it returns (``Session._after``), never while it watches."""
-    ids, world = [e["engine_id"] for e in ranked], len(ranked)
+    ids, world = [e.engine_id for e in ranked], len(ranked)
     seen, moved = None, time.monotonic()
     while not all(ar.ready() for ar in pending.values()):
         if stop is not None and stop.is_set():
@@ -135,17 +140,30 @@ def _watch_failed(engines: EngineSet, ids: list[int], pending: dict, error: Base
         outcome.error = "\n".join(filter(None, [cause, outcome.error]))
         return outcome
     except Exception:  # noqa: BLE001 - even stopping failed: keep what is there, say so
-        kept = [ar.get(0) if ar.ready() and ar.successful() and isinstance(ar.get(0), dict) else None
-                for _, ar in sorted(pending.items())]
+        kept = [_returned(ar) for _, ar in sorted(pending.items())]
         return Outcome(FAILED, kept if any(kept) else [], error=cause, engines_unusable=True)
 
 
 def _failed(ar) -> bool:
     """A rank failed: it raised, or it returned what it measured with the error that ended it."""
-    if not ar.successful():
-        return True
+    return not ar.successful() or _error_of(ar.get(0)) is not None
+
+
+def _returned(ar) -> Any:
+    """What a finished rank returned (a RankReport, a benchmark's figures), or None."""
+    if not (ar.ready() and ar.successful()):
+        return None
     result = ar.get(0)
-    return isinstance(result, dict) and result.get("error") is not None
+    return result if isinstance(result, (RankReport, dict)) else None
+
+
+def _error_of(result: Any) -> str | None:
+    """The error a rank returned beside its measurements (only a training run's report has one)."""
+    return result.error if isinstance(result, RankReport) else None
+
+
+def _steps_made(result: Any) -> int:
+    return len(result.step_time_s) if isinstance(result, RankReport) else 0
 
 
 def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str, first: int | None = None,
@@ -166,7 +184,7 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
     deadline = time.monotonic() + STOP_GRACE_S
     for ar in pending.values():
         ar.wait(max(0.0, deadline - time.monotonic()))
-    errors, kept = [cause] if cause else [], []
+    errors = [cause] if cause else []
     # A rank whose engine died is the cause; else the rank that failed first. The others'
     # errors are mostly their echo (a collective broken by the peer that left).
     died = {r for r, ar in pending.items() if ar.ready() and not ar.successful() and _engine_died(ar)}
@@ -183,12 +201,9 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
                 continue  # a rank we stopped ourselves is not news
             errors.append(describe_error(rank, ids[rank], e))
             continue
-        if isinstance(result, dict) and result.get("error"):
-            errors.append(f"rank {rank} (engine {ids[rank]}): {result['error']}")
-    for rank in sorted(pending):
-        ar = pending[rank]
-        ok = ar.ready() and ar.successful() and isinstance(ar.get(0), dict)
-        kept.append(ar.get(0) if ok else None)
+        if _error_of(result):
+            errors.append(f"rank {rank} (engine {ids[rank]}): {_error_of(result)}")
+    kept = [_returned(pending[rank]) for rank in sorted(pending)]
     stuck = [rank for rank, ar in pending.items() if not ar.ready()]
     if stuck:
         errors.append(f"ranks {stuck} did not stop within {STOP_GRACE_S:.0f} s; their engines are restarted")
@@ -197,7 +212,7 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
     if status == STOPPED and not all(kept):
         kept = []
     if status == STOPPED and not errors:
-        steps = len(kept[0].get("step_time_s", [])) if kept else 0
+        steps = _steps_made(kept[0]) if kept else 0
         errors.append(f"interrupted by the user after {steps} steps" if kept else "interrupted by the user")
     return Outcome(status, kept if any(kept) else [], error="\n".join(errors) or None, engines_unusable=bool(stuck))
 
@@ -208,8 +223,7 @@ PEER_GONE = ("Connection closed by peer", "Connection reset by peer")  # gloo, w
 def _broken_by_peer(ar) -> bool:
     """The rank failed only because a peer left the collective: an echo, not the cause."""
     try:
-        result = ar.get(0)
-        text = result.get("error") if isinstance(result, dict) else None
+        text = _error_of(ar.get(0))
     except ipp_error.RemoteError as e:
         text = f"{e.evalue}"
     except Exception:  # noqa: BLE001 - not an echo we can tell
@@ -248,7 +262,7 @@ def _stop_on_request(engines: EngineSet, ids: list[int], pending: dict) -> Outco
     # What the ranks raised is the stop itself: an interrupt, an aborted task, or a collective
     # cut short by a peer that stopped first. Only ranks that did not stop are news.
     kept = outcome.rank_results
-    errors = [f"stopped on request after {len(kept[0].get('step_time_s', []))} steps" if kept else f"stopped on request{where}"]
+    errors = [f"stopped on request after {_steps_made(kept[0])} steps" if kept else f"stopped on request{where}"]
     if outcome.engines_unusable:
         errors.append(outcome.error.splitlines()[-1])  # which ranks did not stop
     outcome.error = "\n".join(errors)
@@ -273,8 +287,8 @@ def run_code(engines: EngineSet, code: str, world: int) -> Outcome:
     """
     ids = engines.ids(world)
     for rank, info in enumerate(engines.ranks(world)):
-        names = {"rank": rank, "world_size": world, "device": torch.device(info["device"])}
-        engines.client[info["engine_id"]].push(names, block=False)
+        names = {"rank": rank, "world_size": world, "device": torch.device(info.device)}
+        engines.client[info.engine_id].push(names, block=False)
     pending = {rank: engines.client[e].execute(code, silent=False, block=False) for rank, e in enumerate(ids)}
     status, failed_at, left = OK, None, set()
     try:

@@ -7,10 +7,14 @@ found through NVML, which does not create a CUDA context.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from parakit.config.run import Device, RunConfig
-from parakit.engine.gpus import Gpu, filter_visible, visible_gpus  # noqa: F401 - placement's API
+from parakit.engine.gpus import Gpu, filter_visible, visible_gpus
+
+__all__ = ["ENGINES_PER_CORE", "ENGINE_MEMORY_BYTES", "EngineInfo", "Gpu", "HostFacts", "check_gpu_sharing",
+           "check_workers", "choose_backend", "choose_gpus", "filter_visible", "gpu_for_engine", "host_facts",
+           "max_workers", "place_on_hosts", "ranks_for", "visible_gpus"]
 
 ENGINES_PER_CORE = 4  # beyond this, CPU engines only wait for each other
 ENGINE_MEMORY_BYTES = 768 * 2**20  # an engine with torch imported and a small model
@@ -102,37 +106,87 @@ def check_gpu_sharing(config: RunConfig, gpus: list[Gpu]) -> None:
         "another strategy, or device='cpu'")
 
 
-def place_on_hosts(engines: list[dict], own_host: str | None = None) -> None:
-    """Give each engine (with ``hostname``, ``netns``, ``local_hint``, ``engine_id`` from
-    ``network.identify``) its ``host`` (a name to show), ``host_index`` and ``local_index``.
+@dataclass(frozen=True, kw_only=True)
+class EngineInfo:
+    """What the notebook knows of one engine: where it runs, where it sits among the engines,
+    and the device it is pinned to. Replaced (``dataclasses.replace``), never changed in place:
+    ``place_on_hosts`` places it, ``EngineSet`` pins it."""
+
+    engine_id: int
+    """The controller's id of the engine."""
+    pid: int
+    """The engine's process id, on its own host."""
+    hostname: str
+    """The host's name, as the engine sees it."""
+    netns: str
+    """The engine's network namespace (an inode number): two namespaces of a machine are two hosts."""
+    netns_name: str | None
+    """The namespace's name (``ip netns``), where it has one."""
+    local_hint: int | None
+    """The engine's local rank on its host, where its launcher (MPI, Slurm) gave one."""
+    cpu_count: int
+    """The cores the engine may use (its affinity)."""
+    # -- from place_on_hosts
+    host_key: str = ""
+    """hostname|netns: one per host."""
+    host: str = ""
+    """The host's name to show: the hostname, with the namespace where one machine holds two."""
+    host_index: int = 0
+    """The host's place among the hosts, this process's host first."""
+    local_index: int = 0
+    """The engine's place among its host's engines."""
+    # -- from pinning
+    threads: int = 1
+    """torch threads: the engine's share of its host's cores."""
+    gpu_index: int | None = None
+    """The physical GPU index the engine is pinned to; None on a CPU."""
+    gpu_uuid: str | None = None
+    """The UUID of that GPU; None on a CPU."""
+    device: str = "cpu"
+    """The torch device the engine trains on: 'cpu', or 'cuda:0' (its one visible GPU)."""
+    device_name: str = ""
+    """The device's model name, e.g. 'NVIDIA H100 80GB HBM3' or the CPU's."""
+    stack_file: str = ""
+    """Where the engine writes its thread stacks on SIGUSR1 (the hang watch reads them)."""
+
+    @property
+    def gpu(self) -> Gpu | None:
+        """The GPU the engine is pinned to, or None."""
+        return Gpu(self.gpu_index, self.gpu_uuid) if self.gpu_uuid else None
+
+
+def place_on_hosts(engines: list[EngineInfo], own_host: str | None = None) -> list[EngineInfo]:
+    """The engines, in the same order, each given its ``host_key``, ``host`` (a name to show),
+    ``host_index`` and ``local_index``.
 
     Hosts come in the order their first engine registered, this process's host first (a local
     session's engines, the first host of a link); on a host, engines follow the launcher's
     local rank (MPI, Slurm) where it gave one, else their engine id."""
     keys: list[str] = []
-    for e in sorted(engines, key=lambda e: e["engine_id"]):
-        key = f"{e['hostname']}|{e['netns']}"
-        e["host_key"] = key
+    for e in sorted(engines, key=lambda e: e.engine_id):
+        key = f"{e.hostname}|{e.netns}"
         if key not in keys:
             keys.append(key)
     if own_host in keys:
         keys.remove(own_host)
         keys.insert(0, own_host)
     names = [k.split("|")[0] for k in keys]
+    placed = []
     for e in engines:
-        e["host_index"] = keys.index(e["host_key"])
-        hostname = e["hostname"]
+        key = f"{e.hostname}|{e.netns}"
         # Two namespaces of one machine are two hosts: tell them apart by the namespace's name.
-        plain = names.count(hostname) == 1 or e["host_key"] == own_host
-        e["host"] = hostname if plain else f"{hostname}/{e.get('netns_name') or 'netns ' + e['netns']}"
-    for index, key in enumerate(keys):
-        on_host = sorted((e for e in engines if e["host_key"] == key),
-                         key=lambda e: (e["local_hint"] is None, e["local_hint"] or 0, e["engine_id"]))
-        for local, e in enumerate(on_host):
-            e["local_index"] = local
+        plain = names.count(e.hostname) == 1 or key == own_host
+        host = e.hostname if plain else f"{e.hostname}/{e.netns_name or 'netns ' + e.netns}"
+        placed.append(replace(e, host_key=key, host=host, host_index=keys.index(key)))
+    for key in keys:
+        on_host = sorted((p for p, e in enumerate(placed) if e.host_key == key),
+                         key=lambda p: (placed[p].local_hint is None, placed[p].local_hint or 0, placed[p].engine_id))
+        for local, p in enumerate(on_host):
+            placed[p] = replace(placed[p], local_index=local)
+    return placed
 
 
-def ranks_for(engines: list[dict], world: int) -> list[int]:
+def ranks_for(engines: list[EngineInfo], world: int) -> list[int]:
     """Positions (in ``engines``) of the engines a run of ``world`` ranks uses, in rank order.
 
     Ranks are ordered by host, then local index, as torchrun orders them (neighbouring ranks
@@ -142,8 +196,6 @@ def ranks_for(engines: list[dict], world: int) -> list[int]:
     ``world`` engines."""
     if world > len(engines):
         raise ValueError(f"{world} ranks asked for, but there are {len(engines)} engines")
-    if "host_index" not in (engines[0] if engines else {}):
-        return list(range(world))
-    spread = sorted(range(len(engines)), key=lambda i: (engines[i]["local_index"], engines[i]["host_index"]))
+    spread = sorted(range(len(engines)), key=lambda i: (engines[i].local_index, engines[i].host_index))
     chosen = spread[:world]
-    return sorted(chosen, key=lambda i: (engines[i]["host_index"], engines[i]["local_index"]))
+    return sorted(chosen, key=lambda i: (engines[i].host_index, engines[i].local_index))

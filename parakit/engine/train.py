@@ -11,6 +11,7 @@ import platform
 import statistics
 import time
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,13 +27,14 @@ from parakit.config.formulas import peak_flops
 from parakit.engine.flops import step_flops
 from parakit.engine.power import PowerMeter
 from parakit.engine.payload import unpack
-from parakit.engine.publish import publish
+from parakit.engine.publish import Publisher, progress
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
-from parakit.engine.strategies import APPLY, Context
+from parakit.engine.strategies import APPLY, Context, Parallel
 from parakit.engine.timing import MeasuredWindow, StepTimer
 from parakit.engine.workloads import build_model
 from parakit.config.levers import SyncKind
+from parakit.records.rank import RankReport
 
 PUBLISH_EVERY_S = 0.2
 HEARTBEAT_EVERY_S = 5.0  # live=False: the step count only, so the hang watch still sees the run move
@@ -51,7 +53,7 @@ def params_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
+def train(payload: bytes, stop_token: str | None = None) -> RankReport:
     """Run one training run on this engine and return this rank's measurements.
 
     Args:
@@ -76,12 +78,12 @@ def train(payload: bytes, stop_token: str | None = None) -> dict[str, Any]:
         gc.unfreeze()  # older garbage (a replaced group) is collected where it dies: leave()
 
 
-def _train_and_leave(config: RunConfig, stop_token: str | None) -> dict[str, Any]:
+def _train_and_leave(config: RunConfig, stop_token: str | None) -> RankReport:
     try:
         watch_peers = config.stop_on_divergence and config.strategy is not Strategy.SINGLE
         with StopRequest(stop_token, watch_peers=watch_peers) as stop:
             result = _train(config, stop)
-        if result["error"] is not None and config.strategy is not Strategy.SINGLE:
+        if result.error is not None and config.strategy is not Strategy.SINGLE:
             leave_group()  # peers waiting for this rank fail at once
         return result
     except BaseException as e:
@@ -152,8 +154,58 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
                        if isinstance(v, torch.Tensor))
 
 
-def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]:
+@dataclass
+class Run:
+    """What ``set_up`` builds for one run on this rank and the loop uses: the model laid out
+    over the ranks, its optimizer and data, and the instruments that measure it."""
+
+    config: RunConfig
+    rank: int
+    world: int
+    device: torch.device
+    parallel: Parallel
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    """fp16's GradScaler, else None."""
+    batches: Any
+    rows: tuple[int, int]
+    """This rank's slice [lo, hi) of each global batch."""
+    micro_steps: int
+    math_flags: dict[str, bool]
+    flops: tuple[float | None, str | None]
+    """FLOPs of a step over the global batch and how they were found (rank 0), or why not."""
+    memory: tuple[str | None, str | None]
+    """How the peak memory is read on this device, and why it cannot be, if it cannot."""
+    timer: StepTimer
+    profiler: StepProfiler
+    meter: PowerMeter
+    window: MeasuredWindow
+    divergence: DivergenceWatch
+    publisher: Publisher = field(default_factory=Publisher)
+
+
+@dataclass
+class Steps:
+    """What the loop made: per completed step, the loss (still on the device: reading it
+    syncs) and the bytes sent; and the error that ended the loop, if one did."""
+
+    losses: list[torch.Tensor | None] = field(default_factory=list)
+    comm_bytes: list[int] = field(default_factory=list)
+    uncompressed_bytes: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+def _train(config: RunConfig, stop: StopRequest | None = None) -> RankReport:
+    """One run on this rank, as every rank runs it: set up, train, report."""
     stop = stop or StopRequest(None)  # no stop token: nothing can ask this run to stop early
+    run = set_up(config)
+    made = train_steps(run, stop)
+    return report(run, made, stop)
+
+
+def set_up(config: RunConfig) -> Run:
+    """Build the model (the same on every rank), lay it out over the ranks with the run's
+    strategy, and make its optimizer, its data and the instruments."""
     single = config.strategy is Strategy.SINGLE
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()
@@ -181,114 +233,116 @@ def _train(config: RunConfig, stop: StopRequest | None = None) -> dict[str, Any]
     optimizer = make_optimizer(parallel.parameters(), config.lr, device)
     batches = make_batches(config, parallel.data_rank, parallel.data_size)
     per = config.per_rank_batch_size
-    lo, hi = parallel.data_rank * per, (parallel.data_rank + 1) * per
-    micro_steps = config.sync.every if config.sync.kind is SyncKind.ACCUMULATE else 1
-    mem_kind, mem_reason = devices.reset_peak_memory()
-    timer = StepTimer(device)
-    profiler = StepProfiler(device, config.warmup_steps, config.profile_every, config.steps, world=world,
-                            trace=config.trace)
+    memory = devices.reset_peak_memory()
     meter = PowerMeter(device)  # this engine's GPU, matched by UUID; RAPL on a CPU
-    window = MeasuredWindow(device, meter)  # wall clock and energy over the measured steps alone
-    divergence = DivergenceWatch(device)
-    losses: list[torch.Tensor | None] = []
-    comm_bytes: list[int] = []
-    uncompressed_bytes: list[int] = []
+    return Run(
+        config=config, rank=rank, world=world, device=device, parallel=parallel, optimizer=optimizer,
+        scaler=scaler, batches=batches, rows=(parallel.data_rank * per, (parallel.data_rank + 1) * per),
+        micro_steps=config.sync.every if config.sync.kind is SyncKind.ACCUMULATE else 1,
+        math_flags=math_flags, flops=flops, memory=memory, timer=StepTimer(device),
+        profiler=StepProfiler(device, config.warmup_steps, config.profile_every, config.steps, world=world,
+                              trace=config.trace),
+        meter=meter,
+        window=MeasuredWindow(device, meter),  # wall clock and energy over the measured steps alone
+        divergence=DivergenceWatch(device),
+    )
+
+
+def train_steps(run: Run, stop: StopRequest) -> Steps:
+    """The loop: one global batch per step, until the last step or a stop agreed by every
+    rank. A failed step ends it; the steps made so far are kept, with the error."""
+    config, made = run.config, Steps()
     last_publish = -math.inf  # the first step is always published
     publish_every_s = PUBLISH_EVERY_S if config.live else HEARTBEAT_EVERY_S
-    error = None
     try:
         for step in range(config.steps):
             if step == config.warmup_steps:
-                window.begin()
-            with profiler.step(step):  # records the planned steps, outside the step's own timing
-                timer.start()
-                inputs, targets = batches.rows(step, config.batch_size, lo, hi)
-                inputs, targets = to_device(inputs, device), to_device(targets, device)
-                optimizer.zero_grad(set_to_none=True)
-                with precision.autocast(config.precision, device):
-                    loss = forward_backward(parallel, inputs, targets, micro_steps, per)
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                    agree_on_overflow(scaler, optimizer, world)
-                    scaler.step(optimizer)  # skipped, on every rank alike, when a gradient overflowed
-                    scaler.update()
-                else:
-                    optimizer.step()
-                parallel.after_step()
-                timer.stop()
-            losses.append(None if loss is None else loss.detach())
-            if parallel.wire is not None:
-                sent = parallel.wire.take_step()  # plain ints counted in the hooks: no device sync
-                comm_bytes.append(sent.comm_bytes)
-                uncompressed_bytes.append(sent.uncompressed_bytes)
+                run.window.begin()
+            with run.profiler.step(step):  # records the planned steps, outside the step's own timing
+                loss = one_step(run, step)
+            made.losses.append(None if loss is None else loss.detach())
+            if run.parallel.wire is not None:
+                sent = run.parallel.wire.take_step()  # plain ints counted in the hooks: no device sync
+                made.comm_bytes.append(sent.comm_bytes)
+                made.uncompressed_bytes.append(sent.uncompressed_bytes)
             # Progress at most every PUBLISH_EVERY_S (the rate the notebook reads it) and at the end:
             # each message costs ~2.6 ms of CPU across engine, controller and client, which per step
             # took ~14% off a small model's throughput on 2 cores.
             now = time.perf_counter()
-            if rank == 0 and (now - last_publish >= publish_every_s or step + 1 == config.steps):
+            if run.rank == 0 and (now - last_publish >= publish_every_s or step + 1 == config.steps):
                 last_publish = now
-                publish(progress(config, step, loss, device, meter, profiler))
-                window.cost_s += time.perf_counter() - now
-                window.messages += 1
-            if config.stop_on_divergence and is_check_step(step + 1) and divergence.check(losses) is not None:
-                stop.ask(step + 1, f"the loss diverged at step {divergence.first_step}")
+                run.publisher.send(progress(config, step, loss, run.device, run.meter, run.profiler))
+                run.window.cost_s += time.perf_counter() - now
+                run.window.messages += 1
+            if config.stop_on_divergence and is_check_step(step + 1) and run.divergence.check(made.losses) is not None:
+                stop.ask(step + 1, f"the loss diverged at step {run.divergence.first_step}")
             if stop.should_stop(step + 1):
                 break
     except Exception as e:  # noqa: BLE001 - the steps made so far are returned with the error
         # A failed step (this rank's code, or a collective a peer broke) ends the run here;
         # what the completed steps measured goes back with the error instead of being lost.
-        error = failure_text(e, device)
-    measured_wall_s, power = window.end(failed=error is not None)  # stops before the profiler's
-    profiler.finish()  # reading the last window's events costs the run's end, not its steps
-    step_times = timer.step_times_s() if error is None else timer.completed_times_s(len(losses))
-    result = {
-        "rank": rank,
-        "error": error,
-        "stopped_early": len(losses) < config.steps,
+        made.error = failure_text(e, run.device)
+    return made
+
+
+def one_step(run: Run, step: int) -> torch.Tensor | None:
+    """One timed optimizer step on this rank's rows of global batch ``step``. Returns the
+    loss, left on the device, or None where this rank computes none."""
+    config, optimizer, scaler = run.config, run.optimizer, run.scaler
+    run.timer.start()
+    inputs, targets = run.batches.rows(step, config.batch_size, *run.rows)
+    inputs, targets = to_device(inputs, run.device), to_device(targets, run.device)
+    optimizer.zero_grad(set_to_none=True)
+    with precision.autocast(config.precision, run.device):
+        loss = forward_backward(run.parallel, inputs, targets, run.micro_steps, config.per_rank_batch_size)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+        agree_on_overflow(scaler, optimizer, run.world)
+        # Skipped, on every rank alike, when a gradient overflowed. note: a host-device sync
+        # (GradScaler reads the overflow flag) unless the optimizer is fused (make_optimizer).
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    run.parallel.after_step()
+    run.timer.stop()
+    return loss
+
+
+def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
+    """Stop the instruments and read them: this rank's RankReport of the steps it made."""
+    config, parallel = run.config, run.parallel
+    measured_wall_s, power = run.window.end(failed=made.error is not None)  # stops before the profiler's
+    run.profiler.finish()  # reading the last window's events costs the run's end, not its steps
+    step_times = run.timer.step_times_s() if made.error is None else run.timer.completed_times_s(len(made.losses))
+    # This GPU's dense peak at this precision (None on CPUs and GPUs not in the table)
+    peak, no_peak = peak_flops(devices.device_name(), config.precision.value)
+    mem_kind, mem_reason = run.memory
+    return RankReport(
+        rank=run.rank, error=made.error, stopped_early=len(made.losses) < config.steps, stop_reason=stop.reason,
         # note: one device-to-host copy; None where this rank computes no loss (early stages)
-        "losses": [None if l is None else l.float().item() for l in losses],
-        "step_time_s": step_times,
-        "peak_mem_bytes": devices.peak_memory_bytes(mem_kind),
-        "peak_mem_kind": mem_kind,
-        "peak_mem_reason": mem_reason,
-        "param_bytes": local_bytes(parallel.parameters()),
-        "optimizer_bytes": optimizer_state_bytes(optimizer),
-        "params_digest": params_digest(parallel.modules[0]) if parallel.replicated else None,
-        "math_flags": math_flags,
-        "comm_bytes": comm_bytes or None,
-        "uncompressed_bytes": uncompressed_bytes or None,
-        "flops_per_step": flops[0],
-        "flops_method": flops[1],  # how they were found, or why not
-        # This GPU's dense peak at this precision (None on CPUs and GPUs not in the table)
-        "peak_flops": peak_flops(devices.device_name(), config.precision.value),
-        "power": power.to_dict() if power is not None else None,
+        losses=[None if l is None else l.float().item() for l in made.losses],
+        step_time_s=step_times,
+        comm_bytes=made.comm_bytes or None, uncompressed_bytes=made.uncompressed_bytes or None,
+        peak_mem_bytes=devices.peak_memory_bytes(mem_kind), peak_mem_kind=mem_kind, peak_mem_reason=mem_reason,
+        param_bytes=local_bytes(parallel.parameters()), optimizer_bytes=optimizer_state_bytes(run.optimizer),
+        params_digest=params_digest(parallel.modules[0]) if parallel.replicated else None,
+        math_flags=run.math_flags,
+        flops_per_step=run.flops[0], flops_method=run.flops[1], peak_flops_per_s=peak, no_peak_reason=no_peak,
         # The measured steps' wall clock, everything between them included: what a user waits.
-        "measured_wall_s": measured_wall_s,
-        # parakit's own instruments outside the steps' timers (profiler, progress messages)
-        "instrument_s": {"profiler_s": profiler.cost_s, "progress_s": window.cost_s},
-        "profiler_on_steps": profiler.enabled_steps,
-        "progress_messages": window.messages,
-        "gc_collections": window.gc_collections,
-        "traces": profiler.traces or None,
-        "stop_reason": stop.reason,
+        measured_wall_s=measured_wall_s,
+        power=power.to_dict() if power is not None else None,
         # Ranks that share a device (engines on one GPU, every CPU rank on a host) measure the
         # same counter: the session counts each device once.
-        "power_device": STATE.gpu_uuid or f"cpu@{platform.node()}",
-    }
-    result.update(pipeline_figures(parallel.stats(), step_times, config.warmup_steps))
-    result.update(per_step(profiler, len(step_times)))
-    return result
-
-
-def progress(config: RunConfig, step: int, loss, device, meter, profiler) -> dict[str, Any]:
-    """Rank 0's message after ``step``: the count (and when it was sent: engines and notebook
-    share a clock on one host), plus, for a live run, what a live view draws."""
-    message = {"step": step + 1, "steps": config.steps, "wall_time_s": time.time()}
-    if config.live:
-        # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
-        value = loss.item() if loss is not None and device.type == "cpu" else None
-        message.update(loss=value, power=meter.latest(), breakdown=profiler.latest())
-    return message
+        power_device=STATE.gpu_uuid or f"cpu@{platform.node()}",
+        # parakit's own instruments outside the steps' timers (profiler, progress messages)
+        profiler_cost_s=run.profiler.cost_s, progress_cost_s=run.window.cost_s,
+        profiler_on_steps=run.profiler.enabled_steps, progress_messages=run.window.messages,
+        progress_failures=run.publisher.failures, gc_collections=run.window.gc_collections,
+        traces=run.profiler.traces or None,
+        **pipeline_figures(parallel.stats(), step_times, config.warmup_steps),
+        **per_step(run.profiler, len(step_times)),
+    )
 
 
 def model_flops(config: RunConfig, model: torch.nn.Module, loss_fn) -> tuple[float | None, str]:

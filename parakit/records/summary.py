@@ -10,28 +10,32 @@ from typing import Any
 
 from parakit.config.formulas import TERA, achieved_flops_per_s, mfu, per_joule
 from parakit.config.run import RunConfig, Strategy
+from parakit.records.rank import RankReport
 from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, StepRecord, new_run_id, now_iso
 
 
-def measure(result: RunResult, config: RunConfig, rank_results: list[dict[str, Any] | None]) -> None:
-    """Fill ``result``'s steps, summary and unmeasured reasons from what the ranks returned.
+def measure(result: RunResult, config: RunConfig, reports: list[RankReport | None]) -> None:
+    """Fill ``result``'s steps, summary, unmeasured reasons and warnings from the ranks' reports.
 
-    A failed run keeps the steps every returning rank completed (a dead rank returns nothing);
-    a run with no completed step has no summary.
+    A failed run keeps the steps every returning rank completed (a dead rank returns nothing:
+    None in its place); a run with no completed step has no summary.
     """
-    returned = [r for r in rank_results if r]
+    returned = [r for r in reports if r is not None]
     if not returned:
         return
+    failed_progress = progress_warning(returned)
+    if failed_progress and failed_progress not in result.warnings:  # once, however often measured
+        result.warnings.append(failed_progress)
     result.steps = steps_from_ranks(returned, config.warmup_steps)
     if not result.steps:
         return
-    ranks, first = result.ranks, rank_results[0] or {}
+    ranks = result.ranks
     summary = result.summary = summarize(result.steps, config, ranks)
     unmeasured = result.unmeasured
-    reason = returned[0].get("peak_mem_reason")
+    reason = returned[0].peak_mem_reason
     if summary["peak_mem_bytes"] is None and reason:
         unmeasured["peak_mem_bytes"] = reason
-    summary["math_flags"] = returned[0].get("math_flags")
+    summary["math_flags"] = returned[0].math_flags
     if summary["comm_bytes_per_step"] is None:
         unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
     if summary["compute_time_s"] is None:
@@ -51,20 +55,31 @@ def measure(result: RunResult, config: RunConfig, rank_results: list[dict[str, A
     summary.update(power)
     if reason:
         unmeasured["energy_j"] = reason
-    flops, why = flops_summary(first, summary["step_time_s"], config.workers)  # rank 0 counts them
-    summary.update(flops, flops_method=first.get("flops_method"))
+    first = reports[0]  # rank 0 counts the FLOPs; None if its engine died
+    flops, why = flops_summary(first, summary["step_time_s"], config.workers)
+    summary.update(flops, flops_method=first.flops_method if first else None)
     unmeasured.update(why)
     summary["method"] = methods(config, summary)
 
 
-def measured_wall_s(rank_results: list[dict[str, Any]]) -> float | None:
+def progress_warning(reports: list[RankReport]) -> str | None:
+    """One warning for the progress messages that could not be sent, on any rank, or None."""
+    failed = [r for r in reports if r.progress_failures]
+    if not failed:
+        return None
+    times = sum(r.progress_failures for r in failed)
+    return (f"progress messages failed {times} time(s) on rank(s) {', '.join(str(r.rank) for r in failed)}; "
+            "the live progress missed them, the run itself is unaffected")
+
+
+def measured_wall_s(reports: list[RankReport]) -> float | None:
     """The measured steps' wall clock: the slowest rank's, as a synchronous step is only done
     when every rank is."""
-    walls = [r.get("measured_wall_s") for r in rank_results]
+    walls = [r.measured_wall_s for r in reports]
     return max(walls) if walls and all(w is not None for w in walls) else None
 
 
-def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, Any]],
+def instrument_overhead(steps: list[StepRecord], reports: list[RankReport],
                         wall_s: float | None) -> dict[str, Any]:
     """What parakit's own instruments cost this run, measured on it.
 
@@ -90,8 +105,8 @@ def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, An
         ok = len(times) >= least and len(against) >= 3
         return statistics.median(times) / statistics.median(against) - 1 if ok else None
 
-    costs = [sum(r["instrument_s"].values()) for r in rank_results if r.get("instrument_s")]
-    collections = [r["gc_collections"] for r in rank_results if r.get("gc_collections")]
+    costs = [r.profiler_cost_s + r.progress_cost_s for r in reports]
+    collections = [r.gc_collections for r in reports if r.gc_collections]
     between = max(costs) if costs else None
     extra = sum(t - statistics.median(others) for t in inside) if inside and len(others) >= 3 else 0.0
     return {
@@ -101,8 +116,8 @@ def instrument_overhead(steps: list[StepRecord], rank_results: list[dict[str, An
         "between_steps_s": between,
         "wall_share": (between + max(extra, 0.0)) / wall_s if between is not None and wall_s else None,
         # Counted, not timed: when the profiler was on, and what else ran between the steps.
-        "profiler_on_steps": sorted({s for r in rank_results for s in r.get("profiler_on_steps") or []}),
-        "progress_messages": max((r.get("progress_messages") or 0 for r in rank_results), default=0),
+        "profiler_on_steps": sorted({s for r in reports for s in r.profiler_on_steps}),
+        "progress_messages": max((r.progress_messages for r in reports), default=0),
         "gc_collections": [max(c) for c in zip(*collections)] if collections else None,
         "method": ("recorded_step_slowdown: median recorded step against the median of the others; "
                    "after_recorded_slowdown: the 3 steps after each mid-run window against the steps "
@@ -132,16 +147,16 @@ def unmeasured_wire(config: RunConfig) -> str:
     return (f"bytes are counted in DDP's communication hooks; {config.strategy}'s collectives "
             "(all-gather, reduce-scatter, send/recv) are not counted yet")
 
-def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> list[StepRecord]:
+def steps_from_ranks(reports: list[RankReport], warmup_steps: int) -> list[StepRecord]:
     """Merge per-rank step lists (same length on every rank) into one record per step."""
-    n = min(min(len(r["step_time_s"]), len(r["losses"])) for r in rank_results)
+    n = min(min(len(r.step_time_s), len(r.losses)) for r in reports)
+    counted = all(r.comm_bytes for r in reports)
     steps = []
     for i in range(n):
-        losses = [r["losses"][i] for r in rank_results if r["losses"][i] is not None]
-        times = [r["step_time_s"][i] for r in rank_results]
-        counted = all(r.get("comm_bytes") for r in rank_results)
-        profiled = all(r.get("compute_time_s") and r["compute_time_s"][i] is not None for r in rank_results)
-        split = {f"rank_{k}": [r[k][i] for r in rank_results] for k in BREAKDOWN} if profiled else {}
+        losses = [r.losses[i] for r in reports if r.losses[i] is not None]
+        times = [r.step_time_s[i] for r in reports]
+        profiled = all(r.profiled(i) for r in reports)
+        split = {f"rank_{k}": [getattr(r, k)[i] for r in reports] for k in BREAKDOWN} if profiled else {}
         steps.append(
             StepRecord(
                 step=i,
@@ -149,8 +164,8 @@ def steps_from_ranks(rank_results: list[dict[str, Any]], warmup_steps: int) -> l
                 step_time_s=max(times),
                 rank_step_time_s=times,
                 warmup=i < warmup_steps,
-                rank_comm_bytes=[r["comm_bytes"][i] for r in rank_results] if counted else None,
-                rank_uncompressed_bytes=[r["uncompressed_bytes"][i] for r in rank_results] if counted else None,
+                rank_comm_bytes=[r.comm_bytes[i] for r in reports] if counted else None,
+                rank_uncompressed_bytes=[r.uncompressed_bytes[i] for r in reports] if counted else None,
                 **split,
             )
         )
@@ -312,15 +327,23 @@ def power_summary(ranks: list[RankInfo], samples_trained: int) -> tuple[dict[str
     return out, None
 
 
-def flops_summary(rank0: dict[str, Any], step_time_s: float, world_size: int) -> tuple[dict[str, Any], dict[str, str]]:
+def flops_summary(rank0: RankReport | None, step_time_s: float,
+                  world_size: int) -> tuple[dict[str, Any], dict[str, str]]:
     """Model FLOPs per step, achieved TFLOP/s per device and MFU (nanoGPT's estimate_mfu: model
     FLOPs, not hardware FLOPs, so recomputation and padding do not count), with reasons.
+
+    Args:
+        rank0: rank 0's report (the rank that counts the FLOPs), None if it sent none.
 
     Returns:
         The summary figures and {figure: why it is None}.
     """
-    flops, how = rank0.get("flops_per_step"), rank0.get("flops_method")
-    peak, no_peak = rank0.get("peak_flops") or (None, "the run did not report a peak")
+    if rank0 is None:
+        flops = how = peak = None
+        no_peak = "the run did not report a peak"
+    else:
+        flops, how = rank0.flops_per_step, rank0.flops_method
+        peak, no_peak = rank0.peak_flops_per_s, rank0.no_peak_reason
     achieved = achieved_flops_per_s(flops, step_time_s, world_size)
     out = {
         "flops_per_step": flops,

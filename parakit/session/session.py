@@ -9,9 +9,10 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from typing import Any
 
-from parakit.cluster import launchers, placement
+from parakit.cluster import launchers
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.launch import launch, run_code, run_on_ranks
 from parakit.engine.commbench import bench_on_engine
@@ -20,7 +21,8 @@ from parakit.config.run import Device, RunConfig, Strategy
 from parakit.session.progress import ProgressPrinter, note
 from parakit.records.summary import bench_result, measure
 from parakit.session.preflight import Engines, check_bench, check_count, check_run, engines_here
-from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, new_run_id, now_iso
+from parakit.records.rank import rank_info
+from parakit.records.result import OK, CommBenchResult, RunResult, new_run_id, now_iso
 from parakit.records.store import (DEFAULT_RUNS_DIR, read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run,
                            save_traces)
 
@@ -118,8 +120,9 @@ class Session:
 
     @property
     def engines(self) -> list[dict[str, Any]]:
-        """One description per engine: engine id, pid, host, device, threads."""
-        return [dict(e) for e in self._engines.engines]
+        """One description per engine (a dict of ``cluster.placement.EngineInfo``'s fields):
+        engine id, pid, host, device, threads."""
+        return [asdict(e) for e in self._engines.engines]
 
     @property
     def hosts(self) -> list[str]:
@@ -137,8 +140,8 @@ class Session:
     def _engines_gpus(self) -> list:
         seen = {}
         for e in self._engines.engines:
-            if e.get("gpu_uuid"):
-                seen.setdefault(e["gpu_uuid"], placement.Gpu(e["gpu_index"], e["gpu_uuid"]))
+            if e.gpu is not None:
+                seen.setdefault(e.gpu.uuid, e.gpu)
         return list(seen.values())
 
     def _where_text(self) -> str:
@@ -301,7 +304,7 @@ class Session:
         if printer:
             printer.done(outcome.status)
         self._after(outcome)
-        devices = [e["device_name"] for e in self._engines.ranks(world)]
+        devices = [e.device_name for e in self._engines.ranks(world)]
         result = bench_result(outcome, world, backend, devices, started)
         save_comm_bench(result, self.runs_dir)
         return result
@@ -372,18 +375,15 @@ class Session:
         peak resident bytes of the process, read from /proc; None where that cannot be read).
         Asks no engine anything, so it answers during a run too."""
         ids, backend = self._engines.group or ((), None)
-        order = [e["engine_id"] for e in self._engines.ranks(self._engines.size)]
         rows = []
-        for e in sorted(self._engines.engines, key=lambda e: order.index(e["engine_id"])):
-            here = e["hostname"] == socket.gethostname()  # a pid means nothing on another host
-            rss, peak = _process_memory(e["pid"]) if here else (None, None)
+        for rank, e in enumerate(self._engines.ranks(self._engines.size)):
+            here = e.hostname == socket.gethostname()  # a pid means nothing on another host
+            rss, peak = _process_memory(e.pid) if here else (None, None)
             rows.append({
-                "rank": order.index(e["engine_id"]),
-                "engine_id": e["engine_id"], "host": e["host"], "local_rank": e["local_index"],
-                "pid": e["pid"], "alive": not self._engines.dead_ids([e["engine_id"]]),
-                "device": e["device"],
-                "device_name": e["device_name"], "threads": e.get("threads"),
-                "in_group": e["engine_id"] in ids, "backend": backend if e["engine_id"] in ids else None,
+                "rank": rank, "engine_id": e.engine_id, "host": e.host, "local_rank": e.local_index,
+                "pid": e.pid, "alive": not self._engines.dead_ids([e.engine_id]),
+                "device": e.device, "device_name": e.device_name, "threads": e.threads,
+                "in_group": e.engine_id in ids, "backend": backend if e.engine_id in ids else None,
                 "rss_bytes": rss, "peak_rss_bytes": peak,
             })
         return rows
@@ -409,20 +409,11 @@ class Session:
 
     # -- helpers -----------------------------------------------------------------------
     def _result(self, config: RunConfig, backend, outcome, started: str) -> RunResult:
-        ranks = []
-        for rank, engine in enumerate(outcome.engines or self._engines.ranks(config.workers)):
-            measured = (outcome.rank_results[rank] if outcome.rank_results else None) or {}
-            ranks.append(RankInfo(
-                rank=rank, engine_id=engine["engine_id"], pid=engine["pid"], host=engine["host"],
-                device=engine["device"], device_name=engine["device_name"],
-                gpu_index=engine["gpu_index"], threads=engine["threads"],
-                peak_mem_bytes=measured.get("peak_mem_bytes"), peak_mem_kind=measured.get("peak_mem_kind"),
-                params_digest=measured.get("params_digest"),
-                param_bytes=measured.get("param_bytes"), optimizer_bytes=measured.get("optimizer_bytes"),
-                bubble=measured.get("bubble"), bubble_ideal=measured.get("bubble_ideal"),
-                stages=measured.get("stages"), power=measured.get("power"),
-                power_device=measured.get("power_device"),
-            ))
+        engines = outcome.engines or self._engines.ranks(config.workers)
+        reports = outcome.rank_results or [None] * len(engines)  # a RankReport per rank, or None
+        ranks = [rank_info(report, rank=rank, engine_id=e.engine_id, pid=e.pid, host=e.host, device=e.device,
+                           device_name=e.device_name, gpu_index=e.gpu_index, threads=e.threads)
+                 for rank, (e, report) in enumerate(zip(engines, reports))]
         result = RunResult(
             run_id=new_run_id(), status=outcome.status, config=config.describe(),
             world_size=config.workers, backend=backend, device=[r.device_name for r in ranks],
@@ -431,7 +422,7 @@ class Session:
         )
         measure(result, config, outcome.rank_results)
         if config.trace and outcome.rank_results:
-            result.traces = save_traces(result.run_id, [(r or {}).get("traces") for r in outcome.rank_results],
+            result.traces = save_traces(result.run_id, [r and r.traces for r in outcome.rank_results],
                                         self.runs_dir)
         return result
 

@@ -1,0 +1,134 @@
+"""What one rank of a training run sends back to the notebook: ``RankReport``.
+
+It is built on the engine at the end of ``engine.train`` and travels back through
+ipyparallel (pickled: plain values only, no tensors). ``records.summary`` merges the ranks'
+reports into the run's steps and summary, and ``Session`` keeps where each rank ran in
+``RankInfo``. A rank whose engine died sends nothing: its place holds None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from parakit.records.result import RankInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankReport:
+    """One rank's measurements of one training run, per step and in total."""
+
+    rank: int
+    """This rank's place in the run (0 for a single worker)."""
+    error: str | None
+    """The failure that ended this rank's run, as text (traceback, and for a GPU out of memory
+    its figures and advice); None when every planned step ran or the run was stopped."""
+    stopped_early: bool
+    """Fewer steps ran than planned: a stop asked for, a divergence, or an error."""
+    stop_reason: str | None
+    """Why the run was asked to stop early (e.g. the loss diverged); None when nobody asked."""
+
+    # -- per step: one entry per completed step -------------------------------------------
+    losses: list[float | None]
+    """The step's loss on this rank's slice of the batch; None where this rank computes no loss
+    (a pipeline's early stages)."""
+    step_time_s: list[float]
+    """Each completed step's time (CUDA events on a GPU, the wall clock on a CPU)."""
+    comm_bytes: list[int] | None
+    """Bytes this rank handed to gradient collectives in each step; None where they are not
+    counted (strategies other than DDP's hooks, a single worker)."""
+    uncompressed_bytes: list[int] | None
+    """Bytes of the same gradient buckets in plain fp32: what all-reduce would have sent."""
+    compute_time_s: list[float | None] | None = None
+    """From the profiler: time computing in each step (None on steps it did not record); None
+    as a whole when it recorded no step."""
+    comm_time_s: list[float | None] | None = None
+    """From the profiler: time a collective ran in each recorded step, hidden or not."""
+    exposed_comm_time_s: list[float | None] | None = None
+    """From the profiler: communication time in which no compute ran, per recorded step."""
+    idle_time_s: list[float | None] | None = None
+    """From the profiler: time neither ran, per recorded step (waiting for a peer, a bubble)."""
+
+    # -- memory and the model -------------------------------------------------------------
+    peak_mem_bytes: int | None
+    """The run's peak memory on this rank; None where it could not be read."""
+    peak_mem_kind: str | None
+    """'cuda_max_allocated' on a GPU, 'process_peak_rss' on a CPU."""
+    peak_mem_reason: str | None
+    """Why ``peak_mem_bytes`` is None, or what it covers."""
+    param_bytes: int
+    """Bytes of parameters this rank holds (its shard under fsdp and tensor parallelism)."""
+    optimizer_bytes: int
+    """Bytes of optimizer state this rank holds."""
+    params_digest: str | None
+    """A hash of the final parameters; equal on every rank means bit-identical replicas. None
+    where a rank does not hold a whole replica."""
+    math_flags: dict[str, bool]
+    """The math settings the run set explicitly (TF32 for matmuls and cuDNN)."""
+
+    # -- FLOPs (counted on rank 0 only) ---------------------------------------------------
+    flops_per_step: float | None
+    """Model FLOPs of one step over the global batch; None on other ranks, or uncounted."""
+    flops_method: str | None
+    """How ``flops_per_step`` was found, or why it was not."""
+    peak_flops_per_s: float | None
+    """This device's dense peak FLOP/s at the run's precision; None on CPUs and GPUs parakit's
+    table does not hold (``no_peak_reason`` says which)."""
+    no_peak_reason: str | None
+    """Why ``peak_flops_per_s`` is None."""
+
+    # -- the measured window and energy ---------------------------------------------------
+    measured_wall_s: float | None
+    """The wall clock from the first measured step's start to the last step's end, everything
+    between steps included; None when no step after the warm-up began."""
+    power: dict[str, Any] | None
+    """The power meter over the measured steps (engine.power.PowerMeasurement as a dict);
+    None when no measured step began."""
+    power_device: str
+    """What the meter read: the GPU's UUID, or 'cpu@host' for a host's RAPL counters. Ranks
+    sharing it share one counter, so the summary counts each device once."""
+
+    # -- what parakit's own instruments cost ----------------------------------------------
+    profiler_cost_s: float
+    """Time between steps spent starting, stopping and reading the profiler."""
+    progress_cost_s: float
+    """Time between steps spent sending progress messages (rank 0)."""
+    profiler_on_steps: list[int]
+    """The steps the profiler was on."""
+    progress_messages: int
+    """Progress messages sent (rank 0; 0 on the others)."""
+    progress_failures: int = 0
+    """Progress messages that could not be sent: the notebook's live view missed them, the run
+    did not."""
+    gc_collections: list[int] | None
+    """Cyclic-GC collections per generation during the measured steps; None when none began."""
+    traces: list[tuple[list[int], str]] | None = None
+    """With ``trace=True``: (steps, Chrome-trace JSON) per profiler window; else None."""
+
+    # -- pipelines only -------------------------------------------------------------------
+    bubble: float | None = None
+    """Share of this rank's step spent not computing, median over measured steps; None off a
+    pipeline, or with no measured step."""
+    bubble_ideal: float | None = None
+    """The schedule's ideal bubble, (p-1)/(v*m+p-1); None off a pipeline."""
+    stages: list[int] | None = None
+    """The stage indices this rank held; None off a pipeline."""
+
+    def profiled(self, step: int) -> bool:
+        """The profiler recorded this step on this rank."""
+        return self.compute_time_s is not None and self.compute_time_s[step] is not None
+
+
+
+def rank_info(report: RankReport | None, **where: Any) -> RankInfo:
+    """One rank's entry in the run record: where it ran (``where``: RankInfo's rank, engine_id,
+    pid, host, device, device_name, gpu_index, threads) and what its report measured of its
+    memory, its share of the model and its power; those are None where no report came back."""
+    if report is None:
+        return RankInfo(**where)
+    return RankInfo(
+        **where, peak_mem_bytes=report.peak_mem_bytes, peak_mem_kind=report.peak_mem_kind,
+        params_digest=report.params_digest, param_bytes=report.param_bytes,
+        optimizer_bytes=report.optimizer_bytes, bubble=report.bubble, bubble_ideal=report.bubble_ideal,
+        stages=report.stages, power=report.power, power_device=report.power_device,
+    )
