@@ -23,22 +23,22 @@ def restore_tf32_flags():
 @pytest.mark.parametrize("mode", [m for m in Precision if m is not Precision.TF32])
 def test_math_flags_switch_tf32_off_for_everything_but_tf32(restore_tf32_flags, mode):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    assert precision.set_math_flags(mode, CPU) == {"matmul_tf32": False, "cudnn_tf32": False}
+    assert precision.set_math_flags(mode) == {"matmul_tf32": False, "cudnn_tf32": False}
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
 
 
 def test_math_flags_switch_tf32_on_for_tf32(restore_tf32_flags):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    assert precision.set_math_flags(Precision.TF32, CPU) == {"matmul_tf32": True, "cudnn_tf32": True}
+    assert precision.set_math_flags(Precision.TF32) == {"matmul_tf32": True, "cudnn_tf32": True}
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
 
 
 def test_math_flags_warn_nothing_and_leave_both_flag_apis_readable(restore_tf32_flags):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        precision.set_math_flags(Precision.TF32, CPU)
+        precision.set_math_flags(Precision.TF32)
         assert torch.backends.cuda.matmul.fp32_precision == "tf32"  # the newer API agrees
-        precision.set_math_flags(Precision.FP32, CPU)
+        precision.set_math_flags(Precision.FP32)
         assert torch.backends.cuda.matmul.fp32_precision == "ieee"
         assert torch.get_float32_matmul_precision() == "highest"
 
@@ -118,9 +118,9 @@ def test_fp16_step_on_gpu_scales_the_loss_and_tf32_flags_change_matmuls(restore_
     assert model.weight.grad.dtype == torch.float32 and scaler.get_scale() > 1
     a, b = torch.randn(512, 512, device=cuda), torch.randn(512, 512, device=cuda)
     exact = (a.double() @ b.double()).float()
-    precision.set_math_flags(Precision.FP32, cuda)
+    precision.set_math_flags(Precision.FP32)
     fp32_err = (a @ b - exact).abs().max().item()
-    precision.set_math_flags(Precision.TF32, cuda)
+    precision.set_math_flags(Precision.TF32)
     tf32_err = (a @ b - exact).abs().max().item()
     if torch.cuda.get_device_capability() >= (8, 0):  # TF32 tensor cores: Ampere and later
         assert tf32_err > 10 * fp32_err

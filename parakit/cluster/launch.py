@@ -26,6 +26,7 @@ from parakit.records.result import FAILED, OK, STOPPED
 POLL_S = 0.2
 PEER_GRACE_S = 2.0  # after a rank fails, how long its peers get to fail by themselves
 STOP_GRACE_S = 5.0  # after a failure or interrupt, how long the other ranks get to stop
+STARTUP_S = 60.0  # the least a run gets to send its first progress (see _allowed)
 
 
 @dataclass
@@ -109,7 +110,7 @@ def _follow(engines: EngineSet, ranked: list[EngineInfo], pending: dict, on_prog
         progress = pending[0].data if isinstance(pending[0].data, dict) else None
         if progress != seen:
             seen, moved = dict(progress or {}), time.monotonic()
-        elif hang_timeout_s is not None and time.monotonic() - moved > hang_timeout_s and world > 1:
+        elif hang_timeout_s is not None and time.monotonic() - moved > _allowed(hang_timeout_s, seen) and world > 1:
             dead = engines.dead_ids(ids)
             if dead:  # not a hang: a rank's engine died, and its peers wait for it
                 return _stop_others(engines, ids, pending, FAILED, first=ids.index(dead[0]),
@@ -130,6 +131,14 @@ def _follow(engines: EngineSet, ranked: list[EngineInfo], pending: dict, on_prog
     if failed:
         return _stop_others(engines, ids, pending, FAILED, first=failed[0])
     return Outcome(OK, [pending[r].get() for r in sorted(pending)])
+
+
+def _allowed(hang_timeout_s: float, seen: dict | None) -> float:
+    """How long progress may stand still. Before rank 0's first message the ranks import torch,
+    build the model and form the group: on a loaded machine, or with engines just replaced,
+    that alone can take longer than a short hang timeout, so it gets at least STARTUP_S (a
+    group that never forms is also caught by the process group's own timeout)."""
+    return hang_timeout_s if seen else max(hang_timeout_s, STARTUP_S)
 
 
 def _watch_failed(engines: EngineSet, ids: list[int], pending: dict, error: BaseException) -> Outcome:

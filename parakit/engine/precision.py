@@ -36,7 +36,7 @@ REDUCE_DTYPE: dict[CompressionKind, torch.dtype] = {
 }
 
 
-def set_math_flags(precision: Precision, device: torch.device) -> dict[str, bool]:
+def set_math_flags(precision: Precision) -> dict[str, bool]:
     """Switch TF32 on for tf32 and off for every other precision, so fp32 really is fp32.
 
     Uses the ``allow_tf32`` flags rather than the newer ``fp32_precision`` strings: in torch
@@ -46,16 +46,16 @@ def set_math_flags(precision: Precision, device: torch.device) -> dict[str, bool
     Setting the old flags keeps both readable: ``matmul.fp32_precision`` then reads "ieee" or
     "tf32".
 
+    The flags are process-wide and harmless on a CPU, so they are set on every device and
+    every run records the same keys.
+
     Args:
         precision: the run's precision.
-        device: the engine's device; the flags are process-wide and harmless on a CPU, so they
-            are set there too and the run records the same keys on every device.
 
     Returns:
         The flags as read back after setting them, e.g.
         ``{"matmul_tf32": False, "cudnn_tf32": False}``, for the run's record.
     """
-    del device  # the same flags on every device; kept for a uniform signature with the rest
     tf32 = precision is Precision.TF32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32

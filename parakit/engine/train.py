@@ -210,7 +210,7 @@ def set_up(config: RunConfig) -> Run:
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()
     loss_fn = config.loss or cross_entropy
-    math_flags = precision.set_math_flags(config.precision, device)  # explicit, and recorded
+    math_flags = precision.set_math_flags(config.precision)  # explicit, and recorded
     scaler = precision.grad_scaler(config.precision, device)
 
     # The same seed on every rank gives the same initial weights without a broadcast.
