@@ -122,3 +122,13 @@ def test_checking_settings_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_tests_follow_the_packages():
+    """A package's tests are in tests/<package>/, so a reader finds them at once."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__")) and p.name != "artifacts"}
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists() and p.name != "data"}
+    assert folders <= packages, folders - packages
+    assert all(any((tests / name).glob("test_*.py")) for name in packages - {"data"}), sorted(
+        name for name in packages if not any((tests / name).glob("test_*.py")))

@@ -30,7 +30,7 @@ from browser_helpers import (
     jupyter_lab,
 )
 
-NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "01-quickstart.ipynb"
+NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "01-quickstart.ipynb"
 # Figures the notebook draws: the speed-up and loss plots, and the panel's four live figures.
 STATIC_FIGURES = {"Speed-up vs 1 worker (samples/s)", "Loss per step"}
 PANEL_FIGURES = 4

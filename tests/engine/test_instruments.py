@@ -12,7 +12,7 @@ from parakit.config.run import RunConfig
 from parakit.engine import train as train_module
 from parakit.engine.power import PowerMeasurement
 from parakit.records.summary import measure
-from test_rank_report import report
+from record_helpers import report
 from parakit.records.result import RankInfo, RunResult
 
 EVENTS: list[tuple[str, int | None]] = []
