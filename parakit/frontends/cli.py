@@ -13,7 +13,7 @@ import sys
 
 from parakit.session.preflight import check_bench, check_run, check_runs, engines_here
 from parakit.session.sweep import combinations
-from parakit.frontends import options, text
+from parakit.frontends import names, options, text
 from parakit.frontends.advisor_cli import add_advise_parser, advise_command
 from parakit.frontends.demo import demo_command
 from parakit.frontends.options import UsageError  # noqa: F401  (raised by the option parsers)
@@ -74,6 +74,7 @@ def run_command(args: argparse.Namespace) -> int:
     where = options.engine_settings(args)
     settings = {**options.run_settings(args), "workers": args.workers}
     with options.checked_input():
+        settings = names.resolve(settings)
         config = check_run(engines_here(**where), **settings)
     settings["workers"] = config.workers
     with Session(config.workers, **where) as session:
@@ -93,6 +94,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
     where, lists = options.engine_settings(args), options.sweep_settings(args)
     with options.checked_input():
+        lists = names.resolve(lists)
         most = max(lists["workers"]) if lists["workers"] else None
         configs = check_runs(engines_here(workers=most, **where), combinations(**lists))
     with Session(max(c.workers for c in configs), **where) as session:

@@ -10,7 +10,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, kwds, magic_arguments
 from IPython.display import display
 
-from parakit.frontends import options, text
+from parakit.frontends import names, options, text
 from parakit.frontends.magic_options import checked, engine_options, run_options, sweep_options
 from parakit.frontends.magics_engines import EngineMagics
 from parakit.frontends.magics_store import comparison_table
@@ -57,6 +57,8 @@ class RunMagics(EngineMagics):
         """
         args = self._parse(self._run, rest)
         settings = {**options.run_settings(args), "workers": args.workers}
+        with checked:  # your own model, data and loss, by their names in this notebook
+            settings = names.resolve(settings, self.shell.user_ns if self.shell else None)
         session = self._idle(self._session(args, [settings]))
         result = session.run(**settings)
         if not result.ok or result.summary.get("diverged_at_step") is not None:
@@ -92,7 +94,8 @@ class RunMagics(EngineMagics):
         In [1]: %parakit sweep --workers 1,2 --strategy ddp --precision fp32,bf16 --compression none,powersgd:4
         """
         args = self._parse(self._sweep, rest)
-        lists = options.sweep_settings(args)
+        with checked:
+            lists = names.resolve(options.sweep_settings(args), self.shell.user_ns if self.shell else None)
         session = self._idle(self._session(args, combinations(**lists)))
 
         def say(i: int, n: int, label: str, result: RunResult | None) -> None:

@@ -11,7 +11,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from parakit.advisor.advice import advise, check_request
-from parakit.frontends import options, text
+from parakit.frontends import names, options, text
 from parakit.frontends.magic_options import advise_options, bench_options, checked, engine_options, selection_options
 from parakit.frontends.magics_engines import EngineMagics
 from parakit.frontends.terminal import for_this_frontend
@@ -88,6 +88,8 @@ class StoreMagics(EngineMagics):
         """
         args = self._parse(self._advise, rest)
         settings = options.advise_settings(args)
+        with checked:
+            settings = names.resolve(settings, self.shell.user_ns if self.shell else None)
         with checked:  # every input, before any engine starts
             settings["calibration"] = options.checked_calibration(settings["calibration"])
             check_request(**{k: v for k, v in settings.items() if k != "calibration"})

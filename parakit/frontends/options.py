@@ -94,9 +94,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """The settings of one run; shared by ``parakit run`` and the ``%parakit run`` magic."""
     p.add_argument("--workers", type=int, default=None, help="ranks (default: 1 for single, else 2 or one per GPU)")
     p.add_argument("--strategy", default="ddp", help=f"{Strategy.allowed()}")
-    p.add_argument("--model", default="mlp", help="mlp, cnn or gpt")
+    p.add_argument("--model", default="mlp",
+                   help="mlp, cnn, gpt, or your own: a name in the notebook (magics) or package.module:name")
     p.add_argument("--model-option", type=model_option, action="append", default=[],
                    metavar="KEY=INT", help="size of the built-in model, e.g. --model-option width=256")
+    p.add_argument("--data", default=None,
+                   help="your own data: (step, global_batch_size) -> (inputs, targets) or a Dataset, by name")
+    p.add_argument("--loss", default=None, help="your own loss: (outputs, targets) -> scalar, by name")
     p.add_argument("--precision", default="fp32", help=f"{Precision.allowed()}")
     p.add_argument("--compression", default="none", help="none, fp16, bf16, powersgd:R, topk:K, randomk:K")
     p.add_argument("--no-error-feedback", dest="error_feedback", action="store_false",
@@ -129,7 +133,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """RunConfig keyword arguments from parsed run options (workers left to the caller)."""
     return dict(
-        model=args.model, model_options=dict(args.model_option), strategy=args.strategy,
+        model=args.model, model_options=dict(args.model_option), data=args.data, loss=args.loss,
+        strategy=args.strategy,
         precision=args.precision, compression=args.compression, error_feedback=args.error_feedback,
         sync=args.sync, schedule=args.schedule, microbatches=args.microbatches, split=args.split,
         tp_plan=dict(args.tp_plan) if args.tp_plan else None, hybrid=args.hybrid, mesh=args.mesh,

@@ -14,22 +14,21 @@ import html
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from parakit.config.run import RunConfig, Workload
 from parakit.config.layouts import Strategy
 from parakit.config.levers import Compression, CompressionKind, Precision
-from parakit.plots.measures import BREAKDOWN_PARTS, breakdown, power
-from parakit.plots.base import TEMPLATE
-from parakit.plots.runs import loss, speedup
+from parakit.frontends.panel_figures import PanelFigures
 from parakit.records.result import OK, STOPPED, RunResult, headline, run_label
 from parakit.session.session import Session
 
 DRAW_EVERY_S = 0.25  # each redraw is a message to the browser: 4 a second reads as live
 STOP_WAIT_S = 15.0  # close() waits this long for a stopped run to end
+ONE_WORKER_STRATEGIES = {"single", "ddp", "fsdp"}  # a missing baseline of these keeps its strategy
 # The compressions that take a number, and which field of Compression it fills.
 COMPRESSION_VALUE = {CompressionKind.POWERSGD: "rank", CompressionKind.TOPK: "ratio",
                      CompressionKind.RANDOMK: "ratio"}
@@ -62,13 +61,17 @@ class Panel:
     Args:
         session: the engines to run on; by default the panel starts its own (and closes them
             in ``close()``).
+        models: your own models beside the built-ins, by the name the model toggle shows:
+            a zero-argument callable (an nn.Module class), or a tuple (model, data) or
+            (model, data, loss), e.g. ``{"tiny": Tiny, "mine": (make_model, batches, my_loss)}``.
 
     Attributes:
         results: the runs made from this panel, oldest first (each also in the run store).
         figures: the live plotly FigureWidgets by name.
     """
 
-    def __init__(self, session: Session | None = None):
+    def __init__(self, session: Session | None = None, models: Mapping[str, Any] | None = None):
+        self.models = _own_models(models)
         self._own_session = session is None
         self.session = session if session is not None else Session(progress=False)
         self.results: list[RunResult] = []
@@ -86,6 +89,7 @@ class Panel:
         for control in self._controls:
             control.observe(self._on_change, names="value")
         self.run_button.on_click(self._on_run)
+        self.baseline_button.on_click(self._on_baseline)
         self.stop_button.on_click(self._on_stop)
         self._on_change()
 
@@ -105,7 +109,7 @@ class Panel:
         self.compression_ratio = widgets.BoundedFloatText(
             value=Compression.DEFAULT_RATIO, min=1e-6, max=1.0, step=0.01, description="ratio",
             layout=widgets.Layout(width="160px"))
-        self.model = toggle(options=[w.value for w in Workload], value=defaults.model,
+        self.model = toggle(options=[w.value for w in Workload] + list(self.models), value=defaults.model,
                             description="model")
         self.workers = widgets.IntSlider(value=self.session.workers, min=1, max=self._max_workers(),
                                          description="workers")
@@ -115,6 +119,9 @@ class Panel:
                                                  description="batch size",
                                                  layout=widgets.Layout(width="180px"))
         self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
+        # Shown when the speed-up has no baseline: runs the missing 1-worker run.
+        self.baseline_button = widgets.Button(description="Run the 1-worker baseline", icon="play",
+                                              layout=widgets.Layout(display="none", width="auto"))
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger",
                                           disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=defaults.steps, description="0 steps")
@@ -125,14 +132,10 @@ class Panel:
                           self.compression_ratio, self.model, self.workers, self.steps, self.batch_size]
 
     def _build_figures(self) -> None:
-        self.loss_figure = go.FigureWidget()
-        self.speedup_figure = go.FigureWidget()
-        self.breakdown_figure = go.FigureWidget()
-        self.power_figure = go.FigureWidget()
-        # Live figures by name, drawn from _draw_live (while a run goes) and _draw_runs (when
-        # it ends); the last trace(s) of loss, breakdown and power are the running run's.
-        self.figures = {"loss": self.loss_figure, "speedup": self.speedup_figure,
-                        "breakdown": self.breakdown_figure, "power": self.power_figure}
+        self.drawn = PanelFigures()
+        self.figures = self.drawn.figures
+        self.loss_figure, self.speedup_figure = self.figures["loss"], self.figures["speedup"]
+        self.breakdown_figure, self.power_figure = self.figures["breakdown"], self.figures["power"]
         self._draw_runs()
 
     def _layout(self) -> widgets.Widget:
@@ -141,11 +144,13 @@ class Panel:
             self.strategy, self.precision,
             row(self.compression, self.compression_rank, self.compression_ratio),
             self.model, row(self.workers, self.steps, self.batch_size),
-            row(self.run_button, self.stop_button, self.progress),
+            row(self.run_button, self.stop_button, self.progress, self.baseline_button),
             self.problem, self.status,
         ])
-        return widgets.VBox([controls, row(self.loss_figure, self.speedup_figure),
-                             row(self.breakdown_figure, self.power_figure), self.log])
+        # Two figures a row on a 1280-px notebook; they wrap under one another when narrower.
+        figures = widgets.Box(list(self.figures.values()),
+                              layout=widgets.Layout(display="flex", flex_flow="row wrap", width="100%"))
+        return widgets.VBox([controls, figures, self.log])
 
     def _max_workers(self) -> int:
         """The slider's end: every GPU, or a few CPU engines (Session.config has the final say)."""
@@ -160,8 +165,9 @@ class Panel:
         value = {"rank": self.compression_rank.value, "ratio": self.compression_ratio.value}
         field = COMPRESSION_VALUE.get(kind)
         compression = Compression(kind, **({field: value[field]} if field else {}))
+        own = self.models.get(self.model.value, {})
         return {
-            "model": self.model.value, "strategy": self.strategy.value,
+            "model": self.model.value, **own, "strategy": self.strategy.value,
             "precision": self.precision.value, "compression": str(compression),
             "workers": self.workers.value, "steps": self.steps.value,
             "batch_size": self.batch_size.value,
@@ -213,6 +219,21 @@ class Panel:
                                         name="parakit-panel-run", daemon=True)
         self._thread.start()
 
+    @_reported
+    def _on_baseline(self, _button: widgets.Button | None = None) -> None:
+        """Run the 1-worker run the speed-up figure misses: these settings on one worker (the
+        same strategy where it runs on one, else single)."""
+        if self._running:
+            return
+        workers, strategy = self.workers.value, self.strategy.value
+        self.workers.value = 1
+        if strategy not in ONE_WORKER_STRATEGIES:
+            self.strategy.value = "single"
+        try:
+            self._on_run()
+        finally:  # the controls go back to what the user chose, for the next Run
+            self.workers.value, self.strategy.value = workers, strategy
+
     def _run_in_background(self, settings: dict[str, Any]) -> None:
         result = None
         try:
@@ -255,21 +276,7 @@ class Panel:
             self.progress.description = f"{step}/{steps}"
         value = self._latest.get("loss")
         self.status.value = f"running: step {step}/{steps}" + (f", loss {value:.4f}" if value is not None else "")
-        with self.loss_figure.batch_update():
-            live = self.loss_figure.data[-1]
-            live.x, live.y = list(self._live_x), list(self._live_y)
-        split = self._latest.get("breakdown")
-        if split:
-            with self.breakdown_figure.batch_update():
-                for trace, key in zip(self.breakdown_figure.data[-len(BREAKDOWN_PARTS):], BREAKDOWN_PARTS):
-                    trace.x, trace.y = ["running"], [split[key] * 1e3]
-                axis = self.breakdown_figure.layout.xaxis
-                if axis.tickvals is not None and "running" not in axis.tickvals:
-                    axis.tickvals, axis.ticktext = (*axis.tickvals, "running"), (*axis.ticktext, "running")
-        if self._live_power:
-            with self.power_figure.batch_update():
-                live = self.power_figure.data[-1]
-                live.x, live.y = [t for t, _ in self._live_power], [w for _, w in self._live_power]
+        self.drawn.live(self._live_x, self._live_y, self._latest.get("breakdown"), self._live_power)
 
     @_reported
     def _on_stop(self, _button: widgets.Button | None = None) -> None:
@@ -309,40 +316,9 @@ class Panel:
 
     # -- figures -------------------------------------------------------------------------
     def _draw_runs(self, live: str | None = None) -> None:
-        """Redraw from the finished runs: a loss line each (the loss seen live for a stopped
-        one) plus an empty live line, and the speed-up so far."""
-        figure = loss(self.results)
-        by_id = {r.run_id: r for r in self.results}
-        for trace in figure.data:
-            run = by_id[trace.customdata[0][0]]
-            trace.name = f"{run_label(run.config, run.world_size)} · {run.run_id[-6:]}"
-        for run_id, (xs, ys) in self._partial.items():
-            run = by_id[run_id]
-            figure.add_scatter(x=xs, y=ys, mode="lines", line={"dash": "dot"},
-                               name=f"{run_label(run.config, run.world_size)} · {run_id[-6:]} ({run.status})")
-        figure.add_scatter(x=[], y=[], mode="lines+markers", name=f"running: {live}" if live else "running",
-                           line={"color": "black"}, showlegend=live is not None)
-        _replace(self.loss_figure, figure)
-        try:
-            figure = speedup(self.results)
-        except ValueError as e:  # no 1-worker run yet: the ideal line, and what to do
-            figure = go.Figure()
-            figure.add_scatter(x=[1, self.workers.max], y=[1, self.workers.max], mode="lines",
-                               name="ideal (linear)", line={"dash": "dash", "color": "gray"})
-            figure.update_layout(template=TEMPLATE, xaxis_title="workers (ranks)",
-                                 yaxis_title="speed-up (x)",
-                                 title={"text": "Speed-up vs 1 worker (samples/s)",
-                                        "subtitle": {"text": str(e)}})
-        _replace(self.speedup_figure, figure)
-        figure = breakdown(self.results)
-        for key, (name, colour) in BREAKDOWN_PARTS.items():  # the running run's bar, filled live
-            figure.add_bar(x=[], y=[], name=f"running: {name}", marker_color=colour, opacity=0.5,
-                           showlegend=False, hovertemplate=f"running: {name} %{{y:.2f}} ms<extra></extra>")
-        _replace(self.breakdown_figure, figure)
-        figure = power(self.results)
-        figure.add_scatter(x=[], y=[], mode="lines", name=f"running: {live}" if live else "running",
-                           line={"color": "black"}, showlegend=live is not None)
-        _replace(self.power_figure, figure)
+        """Redraw every figure from the finished runs; offer the missing baseline's run."""
+        missing = self.drawn.runs(self.results, self._partial, live, self.workers.max)
+        self.baseline_button.layout.display = None if missing and self.results else "none"
 
     # -- display and cleanup -------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
@@ -354,7 +330,7 @@ class Panel:
         if self._running:
             self._on_stop()
             self.wait(STOP_WAIT_S)
-        for child in [*self._controls, self.run_button, self.stop_button, self.progress,
+        for child in [*self._controls, self.run_button, self.stop_button, self.baseline_button, self.progress,
                       self.problem, self.status, self.log, *self.figures.values()]:
             child.close()
         self.widget.close()
@@ -362,12 +338,17 @@ class Panel:
             self.session.close()
 
 
-def _replace(widget: go.FigureWidget, figure: go.Figure) -> None:
-    """Show ``figure`` in ``widget`` in one message to the browser."""
-    with widget.batch_update():
-        widget.data = []
-        widget.add_traces(list(figure.data))
-        widget.layout = figure.layout
+def _own_models(models: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``Panel(models=...)`` as run settings per name; one line naming a wrong entry."""
+    out = {}
+    for name, given in (models or {}).items():
+        parts = given if isinstance(given, tuple) else (given,)
+        if not isinstance(name, str) or name in {w.value for w in Workload} or not 1 <= len(parts) <= 3 \
+                or not callable(parts[0]):
+            raise ValueError(f"models[{name!r}] must be a model (a zero-argument callable) or a tuple "
+                             "(model, data[, loss]), under a name that is not a built-in's")
+        out[name] = dict(zip(("model", "data", "loss"), parts))
+    return out
 
 
 def _outcome(result: RunResult) -> str:

@@ -17,8 +17,10 @@ The baseline is a 1-worker run of the same strategy: the same code path (DDP's b
 all-reduce calls, FSDP's gathers), so the speed-up shows what more workers bring and nothing
 else. Only where a group has no such run does a ``single`` run stand in, matched on every
 setting except those of the layout (``LAYOUT_COLUMNS``), which a single run does not have.
-Every other setting must match: model and its options, batch, precision, sync, steps, the
-device kind and the number of hosts, so a bf16 run is never compared with an fp32 baseline.
+Every other setting that changes the work or its speed must match: model, its options, data
+and loss, batch, precision, sync, compile, the device kind and the number of hosts, so a bf16
+run is never compared with an fp32 baseline. How long a run ran, its seed and learning rate
+and parakit's instruments (``_NOT_COMPARED``) do not split groups.
 Repeated baseline runs count by their median throughput. Where a group has no baseline the
 speed-up is NaN and ``missing_baseline`` says which run would give it one.
 
@@ -51,6 +53,9 @@ LAYOUT_COLUMNS = {
     "strategy", "hybrid", "mesh", "schedule", "microbatches", "split", "tp_plan",
     "compression", "error_feedback",
 }
+# What does not change the work or its speed, so two runs that differ in it still compare:
+# how long they ran, their seed and learning rate, and parakit's own instruments.
+_NOT_COMPARED = {"steps", "warmup_steps", "lr", "seed", "profile_every", "trace", "live", "stop_on_divergence"}
 # Always named in a group's label; other settings only where they differ between groups.
 _NAMED = ("strategy", "model", "precision")
 
@@ -106,7 +111,7 @@ def add_scaling(frame: pandas.DataFrame) -> pandas.DataFrame:
 def _ok_runs(frame: pandas.DataFrame) -> list[dict[str, Any]]:
     """The ok runs with a throughput, each as its settings, worker count and throughput."""
     columns = [f.name for f in dataclasses.fields(RunConfig)
-               if f.name in frame.columns and f.name not in _FOLLOW_WORKERS]
+               if f.name in frame.columns and f.name not in _FOLLOW_WORKERS | _NOT_COMPARED]
     runs = []
     for position, (_, row) in enumerate(frame.iterrows()):
         throughput = _number(row[THROUGHPUT])
@@ -206,9 +211,8 @@ def _missing(run: dict[str, Any]) -> str:
     s = run["settings"]
     same = ", ".join(f"{c} {_shown(s[c])}" for c in ("model", "precision", "compression", "sync", "device")
                      if s.get(c) is not None)
-    steps = f", {s['steps']} steps" if s.get("steps") is not None else ""
     return (f"a 1-worker {s.get('strategy')} (or single) run with the same settings "
-            f"({same}, batch {run['batch_size']}{steps})")
+            f"({same}, batch {run['batch_size']})")
 
 
 def _canonical(value: Any) -> Any:

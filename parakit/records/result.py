@@ -142,7 +142,9 @@ def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
     the levers that are not the plain ones: 'ddp x2 gpt bf16 topk:0.01 no EF compiled'."""
     workers = workers if workers is not None else settings.get("workers")
     size = f" x{workers}" if workers is not None else ""  # not chosen yet: the engines decide
-    parts = [f"{settings.get('strategy')}{size} {settings.get('model')}"]
+    model = settings.get("model")
+    model = getattr(model, "__name__", model)  # your own model by its name, as describe() has it
+    parts = [f"{settings.get('strategy')}{size} {model}"]
     parts += [v for v in (settings.get("precision"), settings.get("compression")) if v not in (None, "fp32", "none")]
     if settings.get("compression") not in (None, "none") and settings.get("error_feedback") is False:
         parts.append("no EF")

@@ -18,11 +18,11 @@ from parakit.cluster.launch import launch
 from parakit.config.hosts import Launcher
 from parakit.config.run import Device, RunConfig, Strategy
 from parakit.records.rank import rank_info
-from parakit.records.result import OK, RunResult, new_run_id, now_iso
+from parakit.records.result import OK, RunResult, headline, new_run_id, now_iso
 from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_run, save_traces
 from parakit.records.summary import measure
 from parakit.session.preflight import Engines, check_run, engines_here
-from parakit.session.progress import ProgressPrinter, note
+from parakit.session.progress import ProgressPrinter, StatusLine, note
 from parakit.session.sweep import combinations, run_sweep
 from parakit.session.tools import SessionTools
 
@@ -99,19 +99,22 @@ class Session(SessionTools):
         self._gpu_indices = gpus
         self._engines = self._new_engines()
         started = time.monotonic()
-        if progress:
-            note(f"starting {workers} engine(s) on {self._device_text()}{self._where_text()} ...")
+        line = StatusLine() if progress else None  # one line, rewritten when the engines are up
+        if line:
+            line.show(f"starting {workers} engine(s) on {self._device_text()}{self._where_text()} ...", force=True)
         self._warn_once(launchers.running_as_root_note(self.launch))
         try:
             self._engines.start(workers)
         except BaseException:
             self._engines.close()
+            if line:
+                line.end(None)
             raise
         if not local:
             self.gpus = self._engines_gpus()
-        if progress:
-            note(f"{self.workers} engine(s) ready on {len(self._engines.hosts())} host(s) "
-                 f"in {time.monotonic() - started:.1f} s")
+        if line:
+            line.end(f"{self.workers} engine(s) ready on {len(self._engines.hosts())} host(s) "
+                     f"in {time.monotonic() - started:.1f} s")
 
     # -- engines -----------------------------------------------------------------------
     @property
@@ -217,14 +220,14 @@ class Session(SessionTools):
         printer = ProgressPrinter(config) if self.progress and on_progress is None else None
         outcome = launch(self._engines, config, on_progress or printer, stop=self._stop,
                          hang_timeout_s=self.hang_timeout_s)
-        if printer:
-            printer.done(outcome.status)
         result = self._result(config, backend, outcome, started)
         if warning:
             result.warnings.append(warning)
         recovered = self._after(outcome)
         if recovered:
             result.warnings.append(recovered)
+        if printer:
+            printer.done(headline(result))
         save_run(result, self.runs_dir)
         return result
 

@@ -70,11 +70,11 @@ class SessionTools:
             self._warn_once(warning)
             outcome = run_on_ranks(self._engines, world, bench_on_engine, (kwargs,),
                                    on_progress or printer, self._stop, self.hang_timeout_s)
-        if printer:
-            printer.done(outcome.status)
         self._after(outcome)
         devices = [e.device_name for e in self._engines.ranks(world)]
         result = bench_result(outcome, world, backend, devices, started)
+        if printer:
+            printer.done(f"{result.bench_id}: {result.status}" + (f" ({result.error.splitlines()[0]})" if result.error else ""))
         save_comm_bench(result, self.runs_dir)
         return result
 

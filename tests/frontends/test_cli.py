@@ -25,7 +25,7 @@ def parakit(*args, cwd=None, timeout=300):
         (["--workers", "0"], "workers must be >= 1"),
         (["--workers", "999"], "use workers <="),
         (["--workers", "3", "--batch-size", "64"], "use a multiple of 3"),
-        (["--model", "resnet"], "model must be one of mlp, cnn, gpt"),
+        (["--model", "resnet"], "unknown model 'resnet': the built-ins are mlp, cnn, gpt"),
         (["--strategy", "fsdpp"], "strategy must be one of single, ddp"),
         (["--device", "tpu"], "device must be one of auto, cpu, cuda"),
         (["--device", "cuda"], "use device cpu or auto"),

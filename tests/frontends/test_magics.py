@@ -172,6 +172,29 @@ def test_sweep_checks_all_then_runs_the_product_and_shows_table_and_plots(starte
     assert [r.run_id for r in returned] == [r.run_id for r in new]
 
 
+def test_your_own_model_data_and_loss_by_their_names_in_the_notebook(started, shell):
+    shell.run_cell(
+        "import torch\n"
+        "from torch import nn\n"
+        "class Tiny(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n"
+        "def batches(step, global_batch_size):\n"
+        "    g = torch.Generator().manual_seed(step)\n"
+        "    return torch.randn(global_batch_size, 4, generator=g), torch.randint(0, 2, (global_batch_size,), generator=g)\n"
+        "def my_loss(outputs, targets):\n"
+        "    return nn.functional.cross_entropy(outputs, targets)\n"
+    )
+    result = parakit(shell, "run --model Tiny --data batches --loss my_loss --workers 2 --steps 3 --batch-size 8")
+    assert result.ok, result.error
+    assert (result.config["model"], result.config["data"], result.config["loss"]) == ("Tiny", "batches", "my_loss")
+    with pytest.raises(UsageError, match=r"unknown model 'Tinyy': the built-ins are mlp, cnn, gpt; in this notebook: .*Tiny"):
+        parakit(shell, "run --model Tinyy --data batches")
+
+
 # -- the store -------------------------------------------------------------------------------
 def test_runs_and_plots_read_the_store(started, shell):
     m, _, _ = started
@@ -186,8 +209,9 @@ def test_runs_and_plots_read_the_store(started, shell):
     assert [t.customdata[0][0] for t in figure.data] == [r.run_id for r in stored[-2:]]
     ok = [r for r in stored if r.ok]
     # The sweep's two runs: the same settings but the worker count, so one is two's baseline.
-    two = next(r for r in reversed(ok) if r.world_size == 2)
-    one = next(r for r in reversed(ok) if r.world_size == 1 and {**r.config, "workers": 2} == two.config)
+    pairs = [(o, t) for t in reversed(ok) for o in ok
+             if t.world_size == 2 and o.world_size == 1 and {**o.config, "workers": 2} == t.config]
+    one, two = pairs[0]
     figure = parakit(shell, f"plot speedup --runs {one.run_id},{two.run_id[-6:]}")  # the end of an id will do
     drawn = next(t for t in figure.data if t.name != "ideal (linear)")
     assert list(drawn.x) == [1, 2]

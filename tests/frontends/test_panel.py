@@ -5,6 +5,8 @@ figures while it goes, finished runs stay, and Stop ends a run within 5 s."""
 import time
 
 import pytest
+import torch
+from torch import nn
 
 from parakit.config.layouts import Strategy
 from parakit.config.levers import CompressionKind, Precision
@@ -107,7 +109,7 @@ def test_a_run_updates_the_figures_while_it_goes_and_stays_to_compare(panel, ses
     assert list(finished[first.run_id].y) == pytest.approx([s.loss for s in first.steps])
     assert finished[first.run_id].name.startswith("ddp x2 mlp")
     assert finished[second.run_id].name.startswith("single x1 mlp")
-    ddp = next(t for t in panel.speedup_figure.data if t.name == "ddp · mlp")
+    ddp = next(t for t in panel.speedup_figure.data if t.name.startswith("ddp, mlp"))
     assert list(ddp.x) == [2]
     assert ddp.y[0] == pytest.approx(first.summary["samples_per_s"] / second.summary["samples_per_s"])
     assert any(t.name == "ideal (linear)" for t in panel.speedup_figure.data)
@@ -150,3 +152,43 @@ def test_shows_itself_and_close_leaves_a_session_it_did_not_start(session):
     panel.close()
     assert panel.widget.comm is None and panel.loss_figure.comm is None
     assert all(row["alive"] for row in session.status())
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def tiny_batches(step, global_batch_size):
+    g = torch.Generator().manual_seed(step)
+    return torch.randn(global_batch_size, 4, generator=g), torch.randint(0, 2, (global_batch_size,), generator=g)
+
+
+def test_your_own_models_sit_beside_the_built_ins_and_a_missing_baseline_is_one_click(session):
+    with pytest.raises(ValueError, match=r"models\['mlp'\] must be a model"):
+        Panel(session, models={"mlp": Tiny})
+    panel = Panel(session, models={"tiny": (Tiny, tiny_batches)})
+    try:
+        assert list(panel.model.options)[-1] == "tiny"
+        panel.model.value, panel.strategy.value, panel.workers.value = "tiny", "ddp", 2
+        panel.steps.value, panel.batch_size.value = 6, 8
+        assert panel.settings()["model"] is Tiny and panel.settings()["data"] is tiny_batches
+        panel.run_button.click()
+        two = panel.wait(60)
+        assert two.ok and two.config["model"] == "Tiny" and two.world_size == 2, two.error
+        # No 1-worker run of Tiny yet: the speed-up says so, and a button offers to run it.
+        assert panel.baseline_button.layout.display is None
+        panel.baseline_button.click()
+        one = panel.wait(60)
+        assert one.ok and one.world_size == 1 and one.config["strategy"] == "ddp" and one.config["model"] == "Tiny"
+        assert panel.workers.value == 2  # the controls stay as the user set them
+        assert panel.baseline_button.layout.display == "none"
+        line = next(t for t in panel.speedup_figure.data if t.name.startswith("ddp, Tiny"))
+        assert line.y[list(line.x).index(2)] == pytest.approx(two.summary["samples_per_s"] / one.summary["samples_per_s"])
+        assert all(f.layout.width == 580 for f in panel.figures.values())  # two a row at 1280 px
+    finally:
+        panel.close()

@@ -107,15 +107,20 @@ def test_a_group_without_a_one_worker_run_has_no_speedup():
     assert frame["strong_efficiency"].iloc[:2].isna().all()
 
 
-def test_groups_differ_in_any_other_setting_and_their_labels_say_which():
-    frame = scaled(result(100.0, lr=0.01), result(150.0, workers=2, lr=0.01),
+def test_groups_differ_in_any_setting_that_changes_the_work_and_their_labels_say_which():
+    frame = scaled(result(100.0, precision="bf16"), result(150.0, workers=2, precision="bf16"),
                    result(50.0), result(95.0, workers=2),
                    result(400.0, device="cuda:0"), result(700.0, workers=2, device="cuda:0"))
 
     assert list(frame["speedup"]) == pytest.approx([1.0, 1.5, 1.0, 1.9, 1.0, 1.75])
-    assert frame["scaling_group"].iloc[1] == "strong: ddp, mlp, fp32, batch 64, lr 0.01, device cpu"
-    assert frame["scaling_group"].iloc[3] == "strong: ddp, mlp, fp32, batch 64, lr 0.001, device cpu"
-    assert frame["scaling_group"].iloc[5] == "strong: ddp, mlp, fp32, batch 64, lr 0.001, device cuda"
+    assert frame["scaling_group"].iloc[1] == "strong: ddp, mlp, bf16, batch 64, device cpu"
+    assert frame["scaling_group"].iloc[3] == "strong: ddp, mlp, fp32, batch 64, device cpu"
+    assert frame["scaling_group"].iloc[5] == "strong: ddp, mlp, fp32, batch 64, device cuda"
+
+
+def test_how_long_a_run_ran_its_seed_lr_and_instruments_do_not_split_a_group():
+    frame = scaled(result(100.0, steps=40, seed=1), result(150.0, workers=2, lr=0.01, profile_every=0))
+    assert frame["speedup"].iloc[1] == pytest.approx(1.5)
 
 
 def test_repeated_baselines_count_by_their_median():

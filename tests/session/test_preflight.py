@@ -340,7 +340,7 @@ CLI = [
     (["run", "--seed", "-1"], "seed must be >= 0 (got -1)"),
     (["run", "--profile-every", "-2"], "profile_every must be >= 0 (got -2)"),
     (["run", "--bucket-mb", "0"], "bucket_mb must be a positive number of MB (got 0.0)"),
-    (["run", "--model", "resnet"], "model must be one of mlp, cnn, gpt (got 'resnet')"),
+    (["run", "--model", "resnet"], "unknown model 'resnet': the built-ins are mlp, cnn, gpt; give package.module:name"),
     (["run", "--model-option", "width"], "expected KEY=INT, e.g. width=256, got 'width'"),
     (["run", "--model-option", "wide=3"], "model mlp has no option 'wide'"),
     (["run", "--model-option", "width=0"], "model option width must be >= 1 (got 0)"),
