@@ -18,7 +18,7 @@ from parakit.config.run import RunConfig
 from parakit.engine.payload import pack, unpack
 
 HERE = os.path.abspath(__file__)
-ROOT = os.path.dirname(os.path.dirname(HERE))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))  # tests/engine/ -> the repository
 
 
 class Net(nn.Module):
@@ -99,7 +99,7 @@ sys.path.insert(0, {ROOT!r})
 import cloudpickle
 from parakit.config.run import RunConfig
 from parakit.engine.payload import pack, unpack
-from tests.test_payload import broken_data
+from tests.engine.test_payload import broken_data
 try:
     unpack(pack(RunConfig(data=broken_data))).data(0, 1)
 except ValueError as e:

@@ -94,7 +94,7 @@ def _run_and_check(page, url: str, artifacts: Path) -> None:
     panel = page.locator(".widget-vbox").filter(has=page.locator(".widget-toggle-buttons")).first
     precision = panel.locator(".widget-toggle-buttons").filter(has_text="precision")
     precision.get_by_role("button", name="bf16", exact=True).click()
-    run = panel.locator("button.widget-button", has_text="Run")
+    run = panel.locator("button.widget-button.mod-success", has_text="Run")  # not "Run the 1-worker baseline"
     assert run.is_enabled(), "Run is disabled: the panel refused ddp x2 mlp bf16"
     run.click()
     # The finished run's line (the live line is named 'running: ...'): every step drawn.
