@@ -115,8 +115,8 @@ def test_engine_imports_without_notebook_packages():
 def test_checking_settings_does_not_import_torch():
     code = (
         "import sys\n"
-        "from parakit.session.preflight import check_settings\n"
-        "check_settings(strategy='ddp', workers=2, precision='bf16')\n"
+        "from parakit.session.preflight import check_run, engines_here\n"
+        "check_run(engines_here(device='auto'), strategy='ddp', workers=2, precision='bf16')\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -170,7 +170,7 @@ class EngineMagics(Magics):
         wanted = self._engine_request(args) if args is not None else dict(DEFAULT_ENGINES)
         if self.session is None:
             with checked:
-                check_runs(engines_here(device=wanted["device"], gpus=wanted["gpus"]), list(runs))
+                check_runs(self._preflight(args), list(runs))
             return self._start_session(device=wanted["device"], gpus=wanted["gpus"],
                                        note="no engines yet: starting them with the defaults "
                                             "(choose with %parakit start -n N --cpu | --gpus 0,1)")
@@ -212,8 +212,6 @@ class EngineMagics(Magics):
         s = self.session
         where = f"GPUs {[g.index for g in s.gpus]}" if s.gpus else "CPU"
         return f"{s.workers} engine(s) on {where}, runs in {s.runs_dir}"
-
-
 
 
 def _launch_given(args: argparse.Namespace) -> bool:

@@ -75,10 +75,11 @@ def engines_here(*, workers: Any = None, device: Any = "auto", gpus: Any = None,
     # Attached: wait for ``workers`` engines if given, else take the ones registered.
     if workers is None:
         workers = 1 if launch.engines is Launcher.ATTACH else len(chosen) or 2
-    check_count(Engines(facts, chosen, 1, launch), workers)
+    here = Engines(facts, chosen, workers, launch)
+    check_count(here, workers)
     if runs_dir is not None:
         check_runs_dir(runs_dir)
-    return Engines(facts, chosen, workers, launch)
+    return here
 
 
 def check_count(engines: Engines, workers: Any) -> int:
@@ -162,22 +163,6 @@ def check_bench(engines: Engines, workers: Any = None, *, sizes=None, collective
     kwargs = bench_settings(world, sizes, collectives, repeats, warmup, max_size, dtype, engines.gpus)
     check_count(engines, world)
     return {"workers": world, **kwargs}
-
-
-def check_settings(*, device: str = "auto", gpus: list[int] | None = None, engines: int | None = None,
-                   **settings: Any) -> RunConfig:
-    """A run's settings checked against this machine, before a session exists (the magics
-    check a first ``%parakit run`` this way): ``check_run`` on ``engines_here``.
-
-    Args:
-        device, gpus: as ``Session`` takes them.
-        engines: the engines the session would start (default as ``Session``: one per GPU, else 2).
-        **settings: RunConfig fields.
-
-    Raises:
-        ValueError: naming what does not fit.
-    """
-    return check_run(engines_here(workers=engines, device=device, gpus=gpus), **settings)
 
 
 def check_runs_dir(runs_dir: str | os.PathLike) -> None:
