@@ -69,11 +69,17 @@ def test_ddp_breakdown_accounts_for_the_step_time(session):
     assert s["breakdown_steps"] == 5  # steps 2, 4, 6, 8, 10
     recorded = [st for st in r.steps if st.rank_compute_time_s is not None]
     assert [st.step for st in recorded] == [2, 4, 6, 8, 10]
+    ratios = []
     for st in recorded:
         for c, m, e, i, t in zip(st.rank_compute_time_s, st.rank_comm_time_s, st.rank_exposed_comm_time_s,
                                  st.rank_idle_time_s, st.rank_step_time_s):
             assert c > 0 and m > 0 and 0 <= e <= m + 1e-9 and i >= 0
-            assert (c + e + i) / t == pytest.approx(1, abs=0.10)  # the profiler's step vs the timer's
+            ratios.append((c + e + i) / t)  # the profiler's step vs the timer's
+    # The profiler's step wraps the timer's, so it is never shorter. It is longer by what lies
+    # between the two (~0.3% here); on 2 shared cores a rank descheduled in that gap made one
+    # step 1.33 once in CI, so single steps are bounded below and the typical step is checked.
+    assert min(ratios) > 0.98, ratios
+    assert statistics.median(ratios) == pytest.approx(1, abs=0.05), ratios
     assert s["breakdown_check"] == pytest.approx(1, abs=0.10)
     assert s["comm_time_s"] > 0 and s["profiler_overhead"] is not None
     assert "torch.profiler on 5 steps" in s["method"]["compute_time_s"]
