@@ -282,9 +282,11 @@ def _stop_on_request(engines: EngineSet, ids: list[int], pending: dict) -> Outco
 CODE_GRACE_S = 5.0  # after one rank fails, how long the others get before they are interrupted
 
 
-def run_code(engines: EngineSet, code: str, world: int) -> Outcome:
+def run_code(engines: EngineSet, code: str, world: int, names: dict[str, Any] | None = None) -> Outcome:
     """Run a cell's code on the first ``world`` engines, each in its own namespace with
-    ``rank``, ``world_size`` and ``device`` defined (the process group is the caller's).
+    ``rank``, ``world_size`` and ``device`` defined (the process group is the caller's), and
+    ``names``: objects packed as a run's own model is (payload.pack), so that a class defined
+    in a notebook cell travels by value and its tracebacks name the cell.
 
     Returns:
         An Outcome whose ``rank_results`` hold, per rank: rank, engine_id, stdout, stderr,
@@ -295,9 +297,12 @@ def run_code(engines: EngineSet, code: str, world: int) -> Outcome:
         afresh.
     """
     ids = engines.ids(world)
+    packed = pack(names) if names else None
     for rank, info in enumerate(engines.ranks(world)):
-        names = {"rank": rank, "world_size": world, "device": torch.device(info.device)}
-        engines.client[info.engine_id].push(names, block=False)
+        given = {"rank": rank, "world_size": world, "device": torch.device(info.device)}
+        engines.client[info.engine_id].push(given, block=False)
+        if packed is not None:
+            engines.client[info.engine_id].apply_sync(_define, packed)
     pending = {rank: engines.client[e].execute(code, silent=False, block=False) for rank, e in enumerate(ids)}
     status, failed_at, left = OK, None, set()
     try:
@@ -322,6 +327,15 @@ def run_code(engines: EngineSet, code: str, world: int) -> Outcome:
         status = FAILED
     error = outcome.error if stuck else None
     return Outcome(status, ranks, error=error, engines_unusable=bool(stuck))
+
+
+def _define(packed: bytes) -> None:
+    """On an engine: the names a cell was given, in its namespace (as ``push`` puts them)."""
+    from IPython import get_ipython
+
+    from parakit.engine.payload import unpack
+
+    get_ipython().user_ns.update(unpack(packed))
 
 
 def _cell_output(rank: int, engine_id: int, ar) -> dict[str, Any]:

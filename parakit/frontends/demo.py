@@ -6,19 +6,34 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 
-# Sizes per device kind: small enough that the demo finishes in about a minute on a 2-core
-# CPU, large enough on a GPU that compute, not launch overhead, sets the step time.
-DEMO_RUNS = {
+class Case(NamedTuple):
+    """One lesson of the demo: its settings, and what it shows."""
+
+    name: str
+    lesson: str
+    settings: dict
+
+
+# The seed's lesson, diminishing returns, in two cases of one model: the gradients sent each
+# step are the same, only the arithmetic per step changes. With a large batch a second worker
+# halves the compute and pays for its communication; with a small one there is little compute
+# to halve and the step waits for the wire. Sizes per device kind: the demo finishes in under
+# 3 minutes on a 2-core CPU, and on a GPU compute, not launch overhead, sets the step time.
+DEMO_CASES = {
     "cpu": [
-        dict(model="mlp", model_options={"width": 1024, "depth": 4}, batch_size=512, steps=30),
-        dict(model="gpt", model_options={}, batch_size=32, steps=30),
+        Case("large batch", "much arithmetic per byte of gradient sent",
+             dict(model="mlp", model_options={"width": 1024, "depth": 4}, batch_size=1024, steps=16)),
+        Case("small batch", "the same model and gradients, little arithmetic to share",
+             dict(model="mlp", model_options={"width": 1024, "depth": 4}, batch_size=16, steps=30)),
     ],
     "cuda": [
-        dict(model="mlp", model_options={"width": 4096, "depth": 6}, batch_size=4096, steps=50),
-        dict(model="gpt", model_options={"width": 512, "depth": 6, "heads": 8, "seq_len": 256},
-             batch_size=64, steps=50),
+        Case("large batch", "much arithmetic per byte of gradient sent",
+             dict(model="mlp", model_options={"width": 4096, "depth": 6}, batch_size=8192, steps=50)),
+        Case("small batch", "the same model and gradients, little arithmetic to share",
+             dict(model="mlp", model_options={"width": 4096, "depth": 6}, batch_size=64, steps=50)),
     ],
 }
 
@@ -35,7 +50,7 @@ def demo_workers(gpu_count: int) -> list[int]:
 def demo_command(args: argparse.Namespace) -> int:
     from parakit.frontends.options import UsageError, checked_input, engine_settings
     from parakit.frontends.report import write_report
-    from parakit.frontends.text import runs_table, sweep_progress
+    from parakit.frontends.text import explained_table, sweep_progress
     from parakit.session.preflight import engines_here
     from parakit.session.session import Session
 
@@ -49,20 +64,21 @@ def demo_command(args: argparse.Namespace) -> int:
         engines_here(**where, workers=max(workers))
         if args.steps is not None and args.steps < 3:
             raise UsageError("demo --steps must be >= 3 (2 are warm-up)")
-    runs = DEMO_RUNS["cuda" if gpus else "cpu"]
+    cases = DEMO_CASES["cuda" if gpus else "cpu"]
     report = Path(args.report) if args.report else Path(args.runs_dir) / "demo-report.html"
     started = time.monotonic()
-    print(f"parakit demo: {len(runs)} models x workers {workers} on "
-          f"{f'{len(gpus)} GPU(s)' if gpus else f'CPU ({facts.cpu_count} cores)'}")
+    print(f"parakit demo: {len(cases)} cases x workers {workers} on "
+          f"{f'{len(gpus)} GPU(s)' if gpus else f'CPU ({facts.cpu_count} cores)'}", flush=True)
     results = []
     with Session(max(workers), **where) as session:
-        for spec in runs:
+        for case in cases:
+            print(f"{case.name}: {case.lesson}", flush=True)
             # ddp on every worker count: the 1-worker ddp run is the baseline (the same code
             # path), so the speed-up shows what more workers bring and nothing else.
             results += session.sweep(workers, strategy="ddp", on_run=sweep_progress,
-                                     **dict(spec, steps=args.steps or spec["steps"]))
+                                     **dict(case.settings, steps=args.steps or case.settings["steps"]))
     print()
-    print(runs_table(results))
+    print(explained_table(results))
     path = write_report(results, report, title="parakit demo")
     print(f"\nreport: {path.resolve()}  ({time.monotonic() - started:.0f} s)")
     return 0 if all(r.ok for r in results) else 1

@@ -95,9 +95,10 @@ class EngineMagics(Magics):
         if self.session is None:
             print("[parakit] no engines are running")
             return
-        for panel in self.panels:
+        open_panels = [p for p in self.panels if not p.closed]  # a panel closed by hand is not counted
+        for panel in open_panels:
             panel.close()
-        closed = f"; closed {len(self.panels)} panel(s)" if self.panels else ""
+        closed = f"; closed {len(open_panels)} panel(s)" if open_panels else ""
         self.panels = []
         n = self.session.workers
         self._runs_dir = self.session.runs_dir
@@ -123,6 +124,10 @@ class EngineMagics(Magics):
         return frame
 
     # -- helpers -------------------------------------------------------------------------
+    def _namespace(self) -> dict[str, Any] | None:
+        """The notebook's names, where your own model, data and loss are looked up."""
+        return self.shell.user_ns if self.shell else None
+
     def _parse(self, handler, rest: str) -> argparse.Namespace:
         try:
             return parse_argstring(handler, rest)

@@ -58,7 +58,7 @@ class RunMagics(EngineMagics):
         args = self._parse(self._run, rest)
         settings = {**options.run_settings(args), "workers": args.workers}
         with checked:  # your own model, data and loss, by their names in this notebook
-            settings = names.resolve(settings, self.shell.user_ns if self.shell else None)
+            settings = names.resolve(settings, self._namespace())
         session = self._idle(self._session(args, [settings]))
         result = session.run(**settings)
         if not result.ok or result.summary.get("diverged_at_step") is not None:
@@ -95,17 +95,11 @@ class RunMagics(EngineMagics):
         """
         args = self._parse(self._sweep, rest)
         with checked:
-            lists = names.resolve(options.sweep_settings(args), self.shell.user_ns if self.shell else None)
+            lists = names.resolve(options.sweep_settings(args), self._namespace())
         session = self._idle(self._session(args, combinations(**lists)))
 
-        def say(i: int, n: int, label: str, result: RunResult | None) -> None:
-            if result is None:
-                print(f"[parakit] sweep {i}/{n}: {label} ...", flush=True)
-            else:
-                print(f"[parakit]   {text.summary_line(result)}", flush=True)
-
         with checked:
-            results = session.sweep(on_run=say, **lists)
+            results = session.sweep(on_run=text.sweep_progress if session.progress else None, **lists)
         if results and results[-1].status == "stopped":
             print(f"[parakit] sweep stopped after {len(results)} runs")
         display(comparison_table(results))
@@ -117,28 +111,51 @@ class RunMagics(EngineMagics):
         return results
 
     @magic_arguments("parakit panel")
+    @argument("--model", type=options.comma_list(str), default=None, metavar="NAME,...",
+              help="your own models, by their names in this notebook, beside the built-ins")
+    @argument("--data", default=None, metavar="NAME", help="their data, by name (default: the model's own)")
+    @argument("--loss", default=None, metavar="NAME", help="their loss, by name (default: cross-entropy)")
     def _panel(self, rest: str) -> Panel:
         """The control panel: pick a strategy, precision, compression and workers, press Run,
         and watch loss and speed-up fill in while it runs.
 
         In [1]: %parakit panel
+        In [2]: %parakit panel --model Tiny --data batches
         """
         from parakit.frontends.panel import Panel  # ipywidgets and plotly's widgets, only when asked for
 
-        self._parse(self._panel, rest)
-        panel = Panel(self._session())
+        args = self._parse(self._panel, rest)
+        with checked:
+            models = self._own_models(args.model or [], args.data, args.loss)
+        panel = Panel(self._session(), models=models)
         self.panels.append(panel)
         return panel
+
+    def _own_models(self, models: list[str], data: str | None, loss: str | None) -> dict[str, tuple]:
+        """The panel's own models by name: (model, data, loss) looked up in the notebook."""
+        if (data or loss) and not models:
+            raise ValueError("--data and --loss go with --model NAME (your own model)")
+        own = {}
+        for name in models:
+            found = names.resolve({"model": name, "data": data, "loss": loss}, self._namespace())
+            if isinstance(found["model"], str):
+                raise ValueError(f"{name} is a built-in model; the panel shows it already")
+            own[name] = (found["model"], found["data"], found["loss"])
+        return own
 
     @magic_arguments("%parakit")
     @argument("-n", "--workers", type=int, default=None, metavar="N",
               help="ranks to run the cell on (default: every engine)")
+    @argument("--model", default=None, metavar="NAME", help="your model, by its name here: `model` on every rank")
+    @argument("--data", default=None, metavar="NAME", help="your data, by its name here: `data` on every rank")
+    @argument("--loss", default=None, metavar="NAME", help="your loss, by its name here: `loss` on every rank")
     def _cell_options(self, rest: str) -> None:
         """Run the cell on every engine with the process group formed and rank, world_size
-        and device defined; output grouped by rank.
+        and device defined; output grouped by rank. Your own model, data and loss, named as
+        in ``%parakit run``, are defined there as ``model``, ``data`` and ``loss``.
 
-        In [1]: %%parakit -n 2
-           ...: print(rank, world_size, device)
+        In [1]: %%parakit -n 2 --model Tiny
+           ...: print(rank, world_size, device, sum(p.numel() for p in model().parameters()))
         """
 
     def _cell(self, line: str, cell: str) -> None:
@@ -148,12 +165,14 @@ class RunMagics(EngineMagics):
         args = self._parse(self._cell_options, line)
         if args.workers is not None and args.workers < 1:
             raise UsageError(f"-n must be >= 1 (got {args.workers})")
-        if args.workers is not None:
-            with checked:  # before default engines would start
+        with checked:  # before default engines would start
+            given = {k: getattr(args, k) for k in ("model", "data", "loss") if getattr(args, k) is not None}
+            defined = names.resolve(given, self._namespace())
+            if args.workers is not None:
                 check_count(self._preflight(), args.workers)
         session = self._idle(self._session())
         with checked:  # execute checks the count against this machine before any engine
-            ranks = session.execute(cell, args.workers)
+            ranks = session.execute(cell, args.workers, names=defined)
         for r in ranks:
             if r["stdout"] or r["stderr"] or r["result"] is not None:
                 print(f"[rank {r['rank']}]")

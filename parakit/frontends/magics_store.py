@@ -89,7 +89,7 @@ class StoreMagics(EngineMagics):
         args = self._parse(self._advise, rest)
         settings = options.advise_settings(args)
         with checked:
-            settings = names.resolve(settings, self.shell.user_ns if self.shell else None)
+            settings = names.resolve(settings, self._namespace())
         with checked:  # every input, before any engine starts
             settings["calibration"] = options.checked_calibration(settings["calibration"])
             check_request(**{k: v for k, v in settings.items() if k != "calibration"})

@@ -68,6 +68,7 @@ class Panel:
     Attributes:
         results: the runs made from this panel, oldest first (each also in the run store).
         figures: the live plotly FigureWidgets by name.
+        closed: True once ``close()`` ran.
     """
 
     def __init__(self, session: Session | None = None, models: Mapping[str, Any] | None = None):
@@ -75,6 +76,7 @@ class Panel:
         self._own_session = session is None
         self.session = session if session is not None else Session(progress=False)
         self.results: list[RunResult] = []
+        self.closed = False
         self._running = False
         self._thread: threading.Thread | None = None
         self._stop_requested = False
@@ -327,6 +329,7 @@ class Panel:
     def close(self) -> None:
         """Stop a run still going, close every widget, and stop the engines if the panel
         started them."""
+        self.closed = True
         if self._running:
             self._on_stop()
             self.wait(STOP_WAIT_S)
@@ -347,7 +350,7 @@ def _own_models(models: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
                 or not callable(parts[0]):
             raise ValueError(f"models[{name!r}] must be a model (a zero-argument callable) or a tuple "
                              "(model, data[, loss]), under a name that is not a built-in's")
-        out[name] = dict(zip(("model", "data", "loss"), parts))
+        out[name] = {k: v for k, v in zip(("model", "data", "loss"), parts) if v is not None}
     return out
 
 

@@ -16,7 +16,9 @@ from typing import Callable
 
 import plotly.graph_objects as go
 
+from parakit.plots import measures
 from parakit.plots import runs as plots
+from parakit.records.explain import power_note, where_time_went
 from parakit.records.result import RunResult, run_label
 
 _STYLE = """
@@ -34,6 +36,8 @@ _FIGURES: list[tuple[str, Callable[[list[RunResult]], go.Figure]]] = [
     ("Throughput", plots.throughput),
     ("Loss", plots.loss),
     ("Step time", plots.step_times),
+    ("Time breakdown", measures.breakdown),
+    ("Power", measures.power),
     ("Peak memory", plots.memory),
 ]
 
@@ -72,6 +76,16 @@ def _table(results: list[RunResult]) -> str:
     # escape=True: run ids and model names are user text; na_rep shows an absent baseline.
     return table.to_html(index=False, escape=True, na_rep="—", formatters=_FORMATS,
                          border=0, classes="runs") + "\n"
+
+
+def _explained(results: list[RunResult]) -> str:
+    """A sentence per run: where its step time went (records.explain), and why power is
+    missing where it is."""
+    items = "".join(f"<li><code>{_e(r.run_id)}</code> {_e(run_label(r.config, r.world_size))}: "
+                    f"{_e(where_time_went(r))}</li>\n" for r in results if r.ok)
+    missing = power_note(results)
+    note = f"<p class='note'>{_e(missing)}</p>\n" if missing else ""
+    return f"<h2>Where the time went</h2>\n<ul>\n{items}</ul>\n{note}" if items else ""
 
 
 def _figures(results: list[RunResult]) -> str:
@@ -114,7 +128,7 @@ def render_report(results: list[RunResult], title: str = "parakit report") -> st
     Returns:
         A complete HTML document with plotly.js inlined once.
     """
-    body = _header(results, title) + _table(results) + _figures(results) + _failures(results)
+    body = _header(results, title) + _table(results) + _explained(results) + _figures(results) + _failures(results)
     return (
         f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
         f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
@@ -141,9 +155,9 @@ def write_report(results: list[RunResult], path: str | os.PathLike,
                  title: str = "parakit report") -> Path:
     """Write a self-contained HTML report of ``results``.
 
-    It holds a header (date, machines, devices), the speed-up table, the speed-up,
-    throughput, loss, step time and memory figures, and the failed/stopped runs with their
-    error text. plotly.js is inlined once, so the file opens offline.
+    It holds a header (date, machines, devices), the speed-up table, a sentence per run on
+    where its time went, the speed-up, throughput, loss, step time, time breakdown, power and
+    memory figures, and the failed/stopped runs with their error text. plotly.js is inlined once, so the file opens offline.
 
     Args:
         results: Runs of any status.

@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from parakit.advisor.candidates import label
-from parakit.records.result import headline
+from parakit.records.explain import power_note, where_time_went
+from parakit.records.result import headline, run_label
 from parakit.session.progress import size_text
 
 TABLE_ROWS = 20  # configurations an advice table lists before "... N more"
@@ -84,9 +85,48 @@ def runs_table(results: list[Any]) -> str:
     return "\n".join(lines)
 
 
+def explained_table(results: list[Any]) -> str:
+    """The demo's table: each run's throughput and speed-up (the runs frame's) beside where
+    its step time went (compute, communication not hidden behind compute, idle, in ms), in
+    run order; then one sentence per run saying why (records.explain), and why power is
+    missing where it is."""
+    from parakit.plots.runs import speedup_table
+    from parakit.records.frame import runs_frame
+
+    table = speedup_table(results).set_index("run_id")
+    ok = [r for r in results if r.ok and r.summary]
+    against = runs_frame(ok).set_index("run_id")["baseline"] if ok else {}
+    by_id = {r.run_id: r for r in results}
+    head = (f"{'run':<23}{'configuration':<24}{'batch':>6}{'samples/s':>11}{'step ms':>9}{'speed-up':>9}"
+            f"{'compute':>9}{'comm':>8}{'idle':>7}")
+    lines, why = [head], []
+    for r in results:
+        if r.run_id not in table.index:
+            lines.append(f"{r.run_id:<23}{run_label(r.config, r.world_size):<24.24}{r.status}")
+            continue
+        row, s = table.loc[r.run_id], r.summary
+        ms = lambda key: f"{s[key] * 1e3:.1f}" if s.get(key) is not None else "-"  # noqa: E731
+        speed = "-" if row["speedup"] != row["speedup"] else f"{row['speedup']:.2f}x"
+        lines.append(f"{r.run_id:<23}{row['label']:<24.24}{r.config.get('batch_size', ''):>6}"
+                     f"{row['samples_per_s']:>11.1f}{row['step_time_ms']:>9.1f}{speed:>9}"
+                     f"{ms('compute_time_s'):>9}{ms('exposed_comm_time_s'):>8}{ms('idle_time_s'):>7}")
+        ids = against.get(r.run_id)
+        first = ids.split(",")[0] if isinstance(ids, str) else None  # repeated baselines: the first
+        why.append(f"  {r.run_id}: {where_time_went(r, by_id.get(first))}")
+    lines += ["(compute, comm and idle: ms of a step, from the profiler; comm is the part not "
+              "hidden behind compute)", "", "Where the time went:", *why]
+    lines += [f"no speed-up without {m}" for m in sorted(set(table["missing_baseline"].dropna()))]
+    missing = power_note(results)
+    if missing:
+        lines.append(missing)
+    return "\n".join(lines)
+
+
 def sweep_progress(i: int, n: int, label: str, result: Any) -> None:
-    """``Session.sweep``'s on_run for a terminal: a line per run, with its headline when done."""
-    if result is None:
-        print(f"[{i}/{n}] {label} ...", flush=True)
-    else:
-        print(f"      {summary_line(result)}", flush=True)
+    """``Session.sweep``'s on_run: one line per run, when it ends (while it goes, its own
+    progress line shows it). In a notebook that progress line already ends as the run's
+    summary, so nothing is added there."""
+    from parakit.session.progress import in_notebook
+
+    if result is not None and not in_notebook():
+        print(f"[{i}/{n}] {summary_line(result)}", flush=True)

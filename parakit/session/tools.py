@@ -82,7 +82,7 @@ class SessionTools:
         """Every communication benchmark in the run store, oldest first."""
         return read_comm_benches(self.runs_dir)
 
-    def execute(self, code: str, workers: int | None = None) -> list[dict[str, Any]]:
+    def execute(self, code: str, workers: int | None = None, names: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run Python code on the first ``workers`` engines (default: all), each in its own
         namespace, with the process group formed and ``rank``, ``world_size`` and ``device``
         defined there. Names the code defines stay on the engines for the next call.
@@ -95,6 +95,8 @@ class SessionTools:
         Args:
             code: the code, as in a notebook cell.
             workers: how many engines take part (ranks 0..workers-1); more are started if needed.
+            names: objects defined on every rank before the code runs, e.g. ``{"model": Tiny}``
+                (sent as a run's own model is, so a class defined in a notebook travels).
 
         Returns:
             One dict per rank: rank, engine_id, stdout, stderr, result (the text of the last
@@ -106,7 +108,7 @@ class SessionTools:
             self._engines.grow(world)
             _, warning = self._engines.ensure_group(world)
             self._warn_once(warning)
-            outcome = run_code(self._engines, code, world)
+            outcome = run_code(self._engines, code, world, names)
         self._after(outcome)
         return outcome.rank_results
 

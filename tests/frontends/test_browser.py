@@ -50,29 +50,120 @@ def chromium() -> str:
     return path
 
 
-@pytest.mark.slow
-def test_panel_renders_runs_and_draws_in_a_browser(chromium, tmp_path):
+@pytest.fixture(scope="module")
+def lab(chromium, tmp_path_factory):
+    """One JupyterLab and one headless Chromium for the module's notebooks: (lab, browser, root)."""
     from playwright.sync_api import sync_playwright
 
-    root = tmp_path / "root"
+    root = tmp_path_factory.mktemp("lab") / "root"
     root.mkdir()
-    notebook = copy_without_outputs(NOTEBOOK, root / NOTEBOOK.name)
-    assert "".join(notebook["cells"][-1]["source"]).strip() == "%parakit stop", \
-        "the test runs every cell but the last, which must stop the engines"
-    artifacts = artifacts_dir()
-    with jupyter_lab(root, artifacts / "jupyterlab.log") as lab, sync_playwright() as p:
+    with jupyter_lab(root, artifacts_dir() / "jupyterlab.log") as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1920, "height": 1200})
-        console_errors: list[str] = []
-        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         try:
-            _run_and_check(page, lab.page_url(NOTEBOOK.name), artifacts)
-        except BaseException:
-            page.screenshot(path=artifacts / "browser-failure.png")
-            print("browser console errors:", *console_errors[-20:], sep="\n  ")
-            raise
+            yield server, browser, root
         finally:
             browser.close()
+
+
+def _in_a_page(lab, notebook: str, check, viewport=(1920, 1200)) -> None:
+    """Open ``notebook`` in a fresh page and run ``check(page, url)``; a screenshot and the
+    console's last errors are kept when it fails."""
+    server, browser, _ = lab
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    try:
+        check(page, server.page_url(notebook))
+    except BaseException:
+        page.screenshot(path=artifacts_dir() / f"browser-failure-{Path(notebook).stem}.png")
+        print("browser console errors:", *console_errors[-20:], sep="\n  ")
+        raise
+    finally:
+        page.close()
+
+
+@pytest.mark.slow
+def test_panel_renders_runs_and_draws_in_a_browser(lab):
+    notebook = copy_without_outputs(NOTEBOOK, lab[2] / NOTEBOOK.name)
+    assert "".join(notebook["cells"][-1]["source"]).strip() == "%parakit stop", \
+        "the test runs every cell but the last, which must stop the engines"
+    _in_a_page(lab, NOTEBOOK.name, lambda page, url: _run_and_check(page, url, artifacts_dir()))
+
+
+# A notebook of the test's own: a model and its data defined in cells, used by name from
+# %parakit run and from the panel.
+OWN_MODEL_CELLS = [
+    "%load_ext parakit",
+    "import torch\nfrom torch import nn\n\n"
+    "class Tiny(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+    "        self.fc = nn.Linear(16, 4)\n\n    def forward(self, x):\n        return self.fc(x)\n\n"
+    "def batches(step, global_batch_size):\n    g = torch.Generator().manual_seed(step)\n"
+    "    return torch.randn(global_batch_size, 16, generator=g), torch.randint(0, 4, (global_batch_size,), generator=g)",
+    "%parakit start -n 2 --cpu",
+    "r = %parakit run --model Tiny --data batches --workers 2 --steps 6 --batch-size 8\nr.status",
+    "panel = %parakit panel --model Tiny --data batches\npanel",
+    "%parakit stop",
+]
+
+
+@pytest.mark.slow
+def test_your_own_model_from_a_cell_runs_from_the_magic_and_the_panel_without_stderr(lab):
+    import nbformat
+
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in OWN_MODEL_CELLS])
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(book, lab[2] / "own-model.ipynb")
+    _in_a_page(lab, "own-model.ipynb", _run_own_model, viewport=(1280, 1000))
+
+
+def _not_warnings(page) -> list[str]:
+    """stderr outputs that are not warnings: JupyterLab paints each pink, as if it were an error."""
+    return [o["text"] for c in page.evaluate(OUTPUTS) for o in c["outputs"]
+            if o.get("name") == "stderr" and "Warning" not in "".join(o["text"])]
+
+
+def _run_own_model(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+    page.evaluate(RUN_ALL_ABOVE_LAST)
+    page.wait_for_function(ABOVE_LAST_DONE, timeout=RUN_ALL_S * 1000, polling=500)
+    cells = page.evaluate(OUTPUTS)
+    errors = [(c["source"].splitlines()[0], o.get("ename"), o.get("evalue"))
+              for c in cells for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors, f"cells failed: {errors}"
+    run_cell = next(c for c in cells if c["source"].startswith("r = %parakit run"))
+    assert "'ok'" in str(run_cell["outputs"]), run_cell["outputs"]
+    assert not _not_warnings(page)
+    _wait_until_rendered(page)
+
+    panel = page.locator(".widget-vbox").filter(has=page.locator(".widget-toggle-buttons")).first
+    model = panel.locator(".widget-toggle-buttons").filter(has_text="model")
+    model.get_by_role("button", name="Tiny", exact=True).click()
+    steps = panel.locator(".widget-inline-hbox").filter(has_text="steps").locator("input")
+    steps.fill("8")
+    steps.press("Enter")
+    run = panel.locator("button.widget-button.mod-success", has_text="Run")
+    assert run.is_enabled(), f"Run is disabled: {panel.locator('.widget-html').all_inner_texts()}"
+    run.click()
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+            gd.layout && gd.layout.title && gd.layout.title.text === 'Loss per step'
+            && (gd.data || []).some(t => t.name && t.name.includes('Tiny')
+                                      && !t.name.startsWith('running') && t.x && t.x.length >= 8))""",
+        timeout=PANEL_RUN_S * 1000, polling=500,
+    )
+    status = panel.locator(".widget-html").all_inner_texts()[-1]
+    assert "Tiny" in status and "samples/s" in status, status  # the run's one-line summary
+    assert not _not_warnings(page)
+    panel.screenshot(path=artifacts_dir() / "own-model-panel.png")
+    page.evaluate(RUN_LAST)
+    page.wait_for_function(
+        """() => { const nb = window.jupyterapp.shell.currentWidget;
+                   const last = nb.content.widgets[nb.content.widgets.length - 1];
+                   return JSON.stringify(last.model.outputs.toJSON()).includes('[parakit] stopped'); }""",
+        timeout=60_000, polling=500,
+    )
+    assert not _not_warnings(page)
 
 
 def _run_and_check(page, url: str, artifacts: Path) -> None:

@@ -66,20 +66,29 @@ def test_demo_prints_speedup_table_and_writes_report(tmp_path):
     out = parakit("demo", "--steps", "4", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "speedup" in out.stdout and "samples_per_s" in out.stdout
+    assert "large batch: " in out.stdout and "small batch: " in out.stdout  # the two lessons
+    assert "speed-up" in out.stdout and "samples/s" in out.stdout
+    runs = load_runs(tmp_path / "runs")
+    assert len(runs) == 4  # 2 cases x 1 and 2 workers
+    # one sentence per run on where its time went, from its own breakdown
+    said = out.stdout.split("Where the time went:")[1]
+    for run_id, workers in zip(runs["run_id"], runs["workers"]):
+        line = next(l for l in said.splitlines() if l.strip().startswith(run_id))
+        assert "computing" in line and ("one worker sends nothing" if workers == 1 else "-bound: ") in line, line
     report = tmp_path / "runs" / "demo-report.html"
     assert f"report: {report}" in out.stdout
     html = report.read_text()
     assert "Plotly" in html and not re.search(r"<script[^>]*\ssrc=", html)  # self-contained
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 4  # 2 models x 1 and 2 workers
+    assert "Where the time went" in html and "Time breakdown" in html
 
 
 def test_sweep_runs_the_product_and_prints_one_speedup_per_run(tmp_path):
     out = parakit("sweep", "--workers", "1,2", "--precision", "fp32,bf16", "--steps", "3", "--batch-size", "16",
                   "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "[4/4] ddp x2 mlp bf16 ..." in out.stdout
     frame = load_runs(tmp_path / "runs").set_index("run_id")
+    ends = [line for line in out.stdout.splitlines() if line.startswith("[")]  # a line per run, as it ends
+    assert len(ends) == 4 and any(ends[-1].startswith(f"[4/4] {i} ddp x2 mlp bf16: ") for i in frame.index), ends
     assert len(frame) == 4
     for run_id, row in frame.iterrows():  # the table's speed-up is the runs frame's
         line = next(line for line in out.stdout.splitlines() if line.startswith(run_id))

@@ -157,9 +157,11 @@ def test_sweep_checks_all_then_runs_the_product_and_shows_table_and_plots(starte
     before = {r.run_id for r in read_runs(m.session.runs_dir)}
     returned = parakit(shell, f"sweep --workers 1,2 --strategy ddp {SMALL}")
     out = capsys.readouterr().out
-    assert "sweep 1/2: ddp x1 mlp ..." in out
-    assert "sweep 2/2" in out
     new = [r for r in read_runs(m.session.runs_dir) if r.run_id not in before]
+    ids = sorted(new, key=lambda r: r.world_size)
+    # one line per run, when it ends (its own progress line showed it while it went)
+    assert [l.split(":")[0] for l in out.splitlines() if l.startswith("[")] == [
+        f"[1/2] {ids[0].run_id} ddp x1 mlp", f"[2/2] {ids[1].run_id} ddp x2 mlp"], out
     assert sorted(r.world_size for r in new) == [1, 2] and all(r.ok for r in new)
     table, speedup, loss = shown
     assert isinstance(table, pd.DataFrame)
@@ -172,8 +174,7 @@ def test_sweep_checks_all_then_runs_the_product_and_shows_table_and_plots(starte
     assert [r.run_id for r in returned] == [r.run_id for r in new]
 
 
-def test_your_own_model_data_and_loss_by_their_names_in_the_notebook(started, shell):
-    shell.run_cell(
+OWN = (
         "import torch\n"
         "from torch import nn\n"
         "class Tiny(nn.Module):\n"
@@ -187,12 +188,42 @@ def test_your_own_model_data_and_loss_by_their_names_in_the_notebook(started, sh
         "    return torch.randn(global_batch_size, 4, generator=g), torch.randint(0, 2, (global_batch_size,), generator=g)\n"
         "def my_loss(outputs, targets):\n"
         "    return nn.functional.cross_entropy(outputs, targets)\n"
-    )
+)
+
+
+def test_your_own_model_data_and_loss_by_their_names_in_the_notebook(started, shell):
+    shell.run_cell(OWN)
     result = parakit(shell, "run --model Tiny --data batches --loss my_loss --workers 2 --steps 3 --batch-size 8")
     assert result.ok, result.error
     assert (result.config["model"], result.config["data"], result.config["loss"]) == ("Tiny", "batches", "my_loss")
     with pytest.raises(UsageError, match=r"unknown model 'Tinyy': the built-ins are mlp, cnn, gpt; in this notebook: .*Tiny"):
         parakit(shell, "run --model Tinyy --data batches")
+
+
+def test_your_own_model_in_the_panel_and_in_a_cell_by_their_names(started, shell, capsys):
+    shell.run_cell(OWN)
+    panel = parakit(shell, "panel --model Tiny --data batches --loss my_loss")
+    try:
+        assert panel.model.options[-1] == "Tiny"
+        panel.model.value = "Tiny"
+        settings = panel.settings()
+        assert (settings["model"], settings["data"], settings["loss"]) == (
+            shell.user_ns["Tiny"], shell.user_ns["batches"], shell.user_ns["my_loss"])
+    finally:
+        panel.close()
+    for line, says in [("panel --data batches", "--data and --loss go with --model NAME"),
+                       ("panel --model Tiny,Nope", "unknown model 'Nope'"),
+                       ("panel --model gpt", "gpt is a built-in model")]:
+        with pytest.raises(UsageError, match=says):
+            parakit(shell, line)
+    capsys.readouterr()
+    # the cell magic defines them on every rank as model, data and loss
+    shell.run_cell_magic("parakit", "--model Tiny --data batches --loss my_loss",
+                         "x, y = data(0, 4)\nprint(rank, sum(p.numel() for p in model().parameters()), "
+                         "tuple(x.shape), round(loss(model()(x), y).item() * 0 + 1))")
+    assert capsys.readouterr().out == "[rank 0]\n0 10 (4, 4) 1\n[rank 1]\n1 10 (4, 4) 1\n"
+    with pytest.raises(UsageError, match="unknown data 'nosuch'"):
+        shell.run_cell_magic("parakit", "--data nosuch", "pass")
 
 
 # -- the store -------------------------------------------------------------------------------
