@@ -1,10 +1,12 @@
-"""Figures: pure functions from run records (or the runs frame) to plotly figures. They import
-records and nothing above. ``from parakit.plots import speedup`` keeps working."""
+"""Figures: pure functions from run records (or the runs frame) to plotly figures (``Figure``:
+a go.Figure whose notebook output also carries an SVG copy). They import records and nothing
+above. ``from parakit.plots import speedup`` keeps working."""
 
+from parakit.plots.base import Figure  # noqa: F401
 from parakit.plots.measures import breakdown, comm_bandwidth, power, wire_bytes  # noqa: F401
 from parakit.plots.runs import (  # noqa: F401
     PLOTS, loss, memory, speedup, speedup_table, step_times, throughput,
 )
 
-__all__ = ["PLOTS", "breakdown", "comm_bandwidth", "loss", "memory", "power", "speedup", "speedup_table",
+__all__ = ["PLOTS", "Figure", "breakdown", "comm_bandwidth", "loss", "memory", "power", "speedup", "speedup_table",
            "step_times", "throughput", "wire_bytes"]

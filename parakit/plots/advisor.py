@@ -4,17 +4,16 @@ functions ``Advice -> plotly Figure``, in the style of ``plots``."""
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from parakit.advisor.record import Advice
-from parakit.plots.base import TEMPLATE
+from parakit.plots.base import TEMPLATE, Figure
 
 COLOURS = qualitative.Plotly
 
 
-def projection(advice: Advice) -> go.Figure:
+def projection(advice: Advice) -> Figure:
     """Predicted speed-up (left) and efficiency (right) against workers for the top
     configurations, with measured points as markers and the ideal as a dashed line.
 
@@ -33,7 +32,8 @@ def projection(advice: Advice) -> go.Figure:
     """
     if not advice.projections:
         raise ValueError("this advice has no projection: no configuration fits (see advice.frame()'s reason column)")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("speed-up vs 1 worker", "efficiency (speed-up / workers)"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("speed-up vs 1 worker", "efficiency (speed-up / workers)"),
+                        figure=Figure())
     top = 1
     notes = []
     for i, p in enumerate(advice.projections):
@@ -68,7 +68,7 @@ def projection(advice: Advice) -> go.Figure:
     return fig
 
 
-def verification(advice: Advice) -> go.Figure:
+def verification(advice: Advice) -> Figure:
     """Predicted against measured step time of the verified configurations (ms), with y = x.
 
     Raises:
@@ -79,7 +79,7 @@ def verification(advice: Advice) -> go.Figure:
         raise ValueError("nothing was verified; run advise with verify=True (--verify)")
     measured = [v["measured_step_time_s"] * 1e3 for v in done]
     predicted = [v["predicted_step_time_s"] * 1e3 for v in done]
-    fig = go.Figure()
+    fig = Figure()
     fig.add_scatter(x=measured, y=predicted, mode="markers+text", text=[v["label"] for v in done],
                     textposition="top center", name="configuration",
                     customdata=[[v["run_id"], v["error"]] for v in done],

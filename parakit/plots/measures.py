@@ -6,9 +6,7 @@ the figure is left out and counted in the subtitle, never drawn as 0.
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
-
-from parakit.plots.base import HOVER_RUN, finish, measured_runs, run_axis, skip_note
+from parakit.plots.base import HOVER_RUN, Figure, finish, measured_runs, run_axis, skip_note
 from parakit.records.result import CommBenchResult, RunResult, run_label
 
 # Stacked in this order, bottom up: compute, then what communication adds, then waiting.
@@ -19,7 +17,7 @@ BREAKDOWN_PARTS = {
 }
 
 
-def breakdown(results: list[RunResult]) -> go.Figure:
+def breakdown(results: list[RunResult]) -> Figure:
     """Step time split into compute, communication not hidden behind compute, and idle (ms),
     one stacked bar per run; the communication hidden behind compute is in the hover.
 
@@ -31,7 +29,7 @@ def breakdown(results: list[RunResult]) -> go.Figure:
         A stacked bar figure, one bar per run, with the measured step time as a marker.
     """
     runs = measured_runs(results, "compute_time_s")
-    fig = go.Figure()
+    fig = Figure()
     custom = [[r.run_id, r.config.get("strategy"), r.world_size,
                r.summary["comm_time_s"] * 1e3,
                (r.summary["comm_time_s"] - r.summary["exposed_comm_time_s"]) * 1e3] for r in runs]
@@ -54,7 +52,7 @@ def breakdown(results: list[RunResult]) -> go.Figure:
     return finish(fig, "Where a step's time goes", "run", "time per step (ms)", notes)
 
 
-def wire_bytes(results: list[RunResult]) -> go.Figure:
+def wire_bytes(results: list[RunResult]) -> Figure:
     """Bytes the largest sender gave to gradient collectives per step (MiB), beside what plain
     fp32 all-reduce of the same buckets would have sent, one pair of bars per run.
 
@@ -66,7 +64,7 @@ def wire_bytes(results: list[RunResult]) -> go.Figure:
         A grouped bar figure; the compression ratio is in the hover.
     """
     runs = measured_runs(results, "comm_bytes_per_step")
-    fig = go.Figure()
+    fig = Figure()
     custom = [[r.run_id, r.config.get("strategy"), r.world_size, r.config.get("compression"),
                r.summary.get("compression_ratio") or float("nan")] for r in runs]
     for key, name in (("uncompressed_bytes_per_step", "fp32 all-reduce"), ("comm_bytes_per_step", "sent")):
@@ -81,7 +79,7 @@ def wire_bytes(results: list[RunResult]) -> go.Figure:
     return finish(fig, "Bytes on the wire per step (largest sender)", "run", "MiB per step", notes)
 
 
-def power(results: list[RunResult]) -> go.Figure:
+def power(results: list[RunResult]) -> Figure:
     """Power over each run's training loop (W), one line per measured device (a GPU, or a
     host's CPU packages), with the energy from the device's counter in the legend.
 
@@ -92,7 +90,7 @@ def power(results: list[RunResult]) -> go.Figure:
     Returns:
         A line figure, time (s) since the loop began against watts.
     """
-    fig = go.Figure()
+    fig = Figure()
     drawn, scopes = 0, set()
     for run in results:
         seen: set[str] = set()
@@ -117,7 +115,7 @@ def power(results: list[RunResult]) -> go.Figure:
     return finish(fig, "Power during training", "time since the training loop began (s)", "power (W)", notes)
 
 
-def comm_bandwidth(benches: list[CommBenchResult]) -> go.Figure:
+def comm_bandwidth(benches: list[CommBenchResult]) -> Figure:
     """Bus bandwidth (GB/s, nccl-tests definition) against message size, one line per
     collective and benchmark; the fitted latency and bandwidth are in the legend.
 
@@ -128,7 +126,7 @@ def comm_bandwidth(benches: list[CommBenchResult]) -> go.Figure:
         A line figure with a log-scaled size axis.
     """
     done = [b for b in benches if b.ok and b.rows]
-    fig = go.Figure()
+    fig = Figure()
     for b in done:
         for name in dict.fromkeys(r["collective"] for r in b.rows):
             rows = [r for r in b.rows if r["collective"] == name]

@@ -18,6 +18,7 @@ from parakit.plots.measures import power as power_figure
 from parakit.plots.base import (
     HOVER_RUN,
     MIB,
+    Figure,
     count,
     finish,
     measured_runs,
@@ -74,7 +75,7 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
     return table.sort_values(["model", "workers", "strategy"], kind="stable", ignore_index=True)
 
 
-def speedup(results: list[RunResult], baseline: RunResult | None = None) -> go.Figure:
+def speedup(results: list[RunResult], baseline: RunResult | None = None) -> Figure:
     """Samples/s speed-up against 1 worker, one line per (strategy, model), with ideal linear.
 
     Args:
@@ -98,7 +99,7 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> go.F
     # settings), so a bf16 line and an fp32 line of one strategy never join.
     drawn = drawn.assign(line=drawn["scaling_group"].fillna("") if baseline is None else
                          drawn["strategy"] + " · " + drawn["model"])
-    fig = go.Figure()
+    fig = Figure()
     for line, group in drawn.groupby("line", sort=True):
         group = group.sort_values("workers")
         fig.add_scatter(
@@ -123,7 +124,7 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> go.F
 
 
 # -- per run -------------------------------------------------------------------------------
-def throughput(results: list[RunResult]) -> go.Figure:
+def throughput(results: list[RunResult]) -> Figure:
     """Samples/s of each completed run as a bar labelled 'strategy xN'.
 
     Args:
@@ -133,7 +134,7 @@ def throughput(results: list[RunResult]) -> go.Figure:
         A bar figure, one bar per run.
     """
     runs = measured_runs(results, "samples_per_s")
-    fig = go.Figure(go.Bar(
+    fig = Figure(go.Bar(
         x=[r.run_id for r in runs], y=[r.summary["samples_per_s"] for r in runs],
         customdata=[[r.run_id, r.config.get("strategy"), r.world_size, model_label(r)]
                     for r in runs],
@@ -146,10 +147,10 @@ def throughput(results: list[RunResult]) -> go.Figure:
 
 
 def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | None],
-              title: str, y_title: str, unit: str) -> go.Figure:
+              title: str, y_title: str, unit: str) -> Figure:
     """One line per run over steps; warm-up points faded and open, and their span shaded."""
     runs = [r for r in results if r.ok and r.steps]
-    fig = go.Figure()
+    fig = Figure()
     for run in runs:
         warm = [s.warmup for s in run.steps]
         fig.add_scatter(
@@ -172,7 +173,7 @@ def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | No
                    [skip_note(results, len(runs), "failed, stopped or no steps")])
 
 
-def loss(results: list[RunResult]) -> go.Figure:
+def loss(results: list[RunResult]) -> Figure:
     """Training loss per step, one line per run, warm-up steps faded and shaded.
 
     Args:
@@ -184,7 +185,7 @@ def loss(results: list[RunResult]) -> go.Figure:
     return _per_step(results, lambda s: s.loss, "Loss per step", "loss", "")
 
 
-def step_times(results: list[RunResult]) -> go.Figure:
+def step_times(results: list[RunResult]) -> Figure:
     """Step time (slowest rank) per step in ms, one line per run, warm-up faded and shaded.
 
     Args:
@@ -197,7 +198,7 @@ def step_times(results: list[RunResult]) -> go.Figure:
                      "step time (ms)", "ms")
 
 
-def memory(results: list[RunResult]) -> go.Figure:
+def memory(results: list[RunResult]) -> Figure:
     """Peak memory of each rank in MiB, bars grouped by run.
 
     Args:
@@ -210,7 +211,7 @@ def memory(results: list[RunResult]) -> go.Figure:
     measured = [(r, k) for r in results if r.ok for k in r.ranks if k.peak_mem_bytes is not None]
     runs = list({id(r): r for r, _ in measured}.values())  # in order, each once
     unmeasured = sum(k.peak_mem_bytes is None for r in results if r.ok for k in r.ranks)
-    fig = go.Figure()
+    fig = Figure()
     for rank in sorted({k.rank for _, k in measured}):
         hits = [(r, k) for r, k in measured if k.rank == rank]
         fig.add_bar(
@@ -232,7 +233,7 @@ def memory(results: list[RunResult]) -> go.Figure:
 
 
 # What ``%parakit plot KIND`` can draw: a new figure is one more line here.
-PLOTS: dict[str, Callable[[list[RunResult]], go.Figure]] = {
+PLOTS: dict[str, Callable[[list[RunResult]], Figure]] = {
     "speedup": speedup,
     "loss": loss,
     "memory": memory,
