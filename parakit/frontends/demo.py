@@ -25,9 +25,9 @@ class Case(NamedTuple):
 DEMO_CASES = {
     "cpu": [
         Case("large batch", "much arithmetic per byte of gradient sent",
-             dict(model="mlp", model_options={"width": 1024, "depth": 4}, batch_size=1024, steps=16)),
+             dict(model="mlp", model_options={"width": 1024, "depth": 4}, batch_size=1024, steps=40)),
         Case("small batch", "the same model and gradients, little arithmetic to share",
-             dict(model="mlp", model_options={"width": 1024, "depth": 4}, batch_size=16, steps=30)),
+             dict(model="mlp", model_options={"width": 1024, "depth": 4}, batch_size=16, steps=60)),
     ],
     "cuda": [
         Case("large batch", "much arithmetic per byte of gradient sent",

@@ -91,7 +91,7 @@ def explained_table(results: list[Any]) -> str:
     run order; then one sentence per run saying why (records.explain), and why power is
     missing where it is."""
     from parakit.plots.runs import speedup_table
-    from parakit.records.frame import runs_frame
+    from parakit.records.store import runs_frame
 
     table = speedup_table(results).set_index("run_id")
     ok = [r for r in results if r.ok and r.summary]
