@@ -20,9 +20,10 @@ from parakit.config.layouts import (
     check_pipeline, check_tensor, parse_mesh,
 )
 from parakit.config.levers import Compression, CompressionKind, Precision, Sync, SyncKind
+from parakit.config.memory import Checkpointing, check_memory_levers, describe_memory_levers
 
 __all__ = [
-    "Choice", "Compression", "Device", "Hybrid", "MODEL_OPTIONS", "Precision", "RunConfig",
+    "Checkpointing", "Choice", "Compression", "Device", "Hybrid", "MODEL_OPTIONS", "Precision", "RunConfig",
     "Schedule", "Strategy", "Sync", "Workload",
 ]
 
@@ -145,6 +146,15 @@ class RunConfig:
     trace: bool = False
     """Write each rank's recorded steps as a Chrome-trace JSON file beside the run file (opens
     in Perfetto, chrome://tracing and Holistic Trace Analysis); see ``RunResult.traces``."""
+    activation_checkpointing: Checkpointing = Checkpointing.NONE
+    """none, full (recompute each repeated block's forward in backward) or selective (keep the
+    matmuls' outputs, recompute the rest): activation memory traded for compute (memory.py)."""
+    zero: int | None = None
+    """ZeRO stage: 1 shards ddp's optimizer state; 2 and 3 are fsdp keeping its gathered
+    parameters for backward (2) or freeing them after forward (3, fsdp's default)."""
+    memory_snapshot: bool = False
+    """On a GPU, write a torch.cuda.memory snapshot of the run beside its file (it opens in
+    pytorch.org/memory_viz); on a CPU the run says why there is none."""
     live: bool = True
     """Stream progress (step, loss, power, time breakdown) from rank 0 to the notebook every
     0.2 s while the run goes; False sends only the step count every 5 s, which the hang watch
@@ -158,6 +168,8 @@ class RunConfig:
         set_(self, "sync", Sync.parse(self.sync))
         set_(self, "schedule", Schedule.parse(self.schedule, "schedule"))
         set_(self, "hybrid", Hybrid.parse(self.hybrid, "hybrid"))
+        set_(self, "activation_checkpointing",
+             Checkpointing.parse(self.activation_checkpointing, "activation_checkpointing"))
         if isinstance(self.split, str):
             set_(self, "split", (self.split,))
         elif self.split is not None:
@@ -176,6 +188,7 @@ class RunConfig:
             raise ValueError(f"mesh applies to strategy hybrid only (strategy is {self.strategy})")
         self._check_layout()
         self._check_levers()
+        check_memory_levers(self)
 
     # -- checks, in the order a user would want to hear about them ---------------------
     def _check_model(self) -> None:
@@ -354,6 +367,7 @@ class RunConfig:
             described["stop_on_divergence"] = False
         if self.trace:
             described["trace"] = True
+        described.update(describe_memory_levers(self))
         if self.uses_pipeline:
             described.update(schedule=self.schedule.value, microbatches=self.n_microbatches,
                              split=list(self.split) if self.split else None)

@@ -128,6 +128,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bucket-mb", type=float, default=None, help="DDP gradient bucket size in MB (default 25)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each block (the first, warm-up step compiles); not with pipelines")
+    p.add_argument("--activation-checkpointing", default="none",
+                   help="none, full or selective: recompute activations in backward instead of keeping them")
+    p.add_argument("--zero", type=int, default=None, metavar="STAGE",
+                   help="ZeRO stage: 1 (ddp: optimizer state sharded), 2 or 3 (fsdp: parameters kept or "
+                        "freed between forward and backward)")
+    p.add_argument("--memory-snapshot", action="store_true",
+                   help="GPU: write a torch.cuda.memory snapshot beside the run (pytorch.org/memory_viz)")
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,6 +148,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb, compile=args.compile,
         trace=args.trace, stop_on_divergence=args.stop_on_divergence,
+        activation_checkpointing=args.activation_checkpointing, zero=args.zero,
+        memory_snapshot=args.memory_snapshot,
     )
 
 
