@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parakit.config.choices import Choice
+from parakit.config.choices import Choice, check_int
 from parakit.config.layouts import Hybrid, Strategy
 
 
@@ -48,6 +48,8 @@ def check_memory_levers(config: Any) -> None:
         raise ValueError("activation checkpointing does not combine with pipelines yet (their stages run "
                          "what torch.export traced, where the blocks are no longer modules to wrap); "
                          "use activation_checkpointing='none'")
+    if config.memory_limit is not None:
+        check_int("memory_limit (bytes)", config.memory_limit, 1)
     if not isinstance(config.memory_snapshot, bool):
         raise ValueError(f"memory_snapshot must be True or False (got {config.memory_snapshot!r})")
 
@@ -60,6 +62,8 @@ def describe_memory_levers(config: Any) -> dict[str, Any]:
         out["activation_checkpointing"] = config.activation_checkpointing.value
     if config.zero is not None:
         out["zero"] = config.zero
+    if config.memory_limit is not None:
+        out["memory_limit"] = config.memory_limit
     if config.memory_snapshot:
         out["memory_snapshot"] = True
     return out

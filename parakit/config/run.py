@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parakit.config.choices import Choice, check_int
+from parakit.config.models import MODEL_OPTIONS, Workload, check_model_options
 from parakit.config.degrees import ParallelDims
 from parakit.config.layouts import (
     STAGES_PER_RANK, Hybrid, Schedule, Strategy, built_in_blocks, check_microbatches,
@@ -34,19 +35,6 @@ class Device(Choice):
     CUDA = "cuda"
 
 
-class Workload(Choice):
-    MLP = "mlp"
-    CNN = "cnn"
-    GPT = "gpt"
-
-
-# Options each built-in model accepts, with their defaults (small enough for a 2-core CPU).
-MODEL_OPTIONS: dict[Workload, dict[str, int]] = {
-    Workload.MLP: {"width": 512, "depth": 4, "in_features": 256, "classes": 10},
-    Workload.CNN: {"channels": 32, "classes": 10},
-    Workload.GPT: {"width": 128, "depth": 2, "heads": 4, "seq_len": 64},
-}
-
 _ALL_KINDS = set(CompressionKind)
 _CAST_KINDS = {CompressionKind.NONE, CompressionKind.FP16, CompressionKind.BF16}
 # Which gradient compressions each layout can apply: DDP takes communication hooks; FSDP (also
@@ -61,23 +49,6 @@ SYNC_FOR: dict[SyncKind, set[Strategy]] = {
     SyncKind.LOCAL_SGD: {Strategy.DDP},
     SyncKind.ACCUMULATE: {Strategy.SINGLE, Strategy.DDP, Strategy.FSDP},
 }
-
-
-def check_model_options(model: Workload, options: Mapping[str, Any]) -> None:
-    """Raise ValueError for an option the built-in model does not have or a bad value."""
-    allowed = MODEL_OPTIONS[model]
-    for key, value in options.items():
-        if key not in allowed:
-            raise ValueError(
-                f"model {model.value} has no option {key!r}; options: {', '.join(allowed)}"
-            )
-        check_int(f"model option {key}", value, 1)
-    if model is Workload.GPT:
-        merged = {**allowed, **options}
-        if merged["width"] % merged["heads"]:
-            raise ValueError(
-                f"gpt width ({merged['width']}) must be divisible by heads ({merged['heads']})"
-            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +123,9 @@ class RunConfig:
     zero: int | None = None
     """ZeRO stage: 1 shards ddp's optimizer state; 2 and 3 are fsdp keeping its gathered
     parameters for backward (2) or freeing them after forward (3, fsdp's default)."""
+    memory_limit: int | None = None
+    """Bytes a rank may hold: on a GPU an allocation past it fails as an out-of-memory would
+    (torch.cuda.set_per_process_memory_fraction); ``Session.fit`` sets it. Not enforced on CPU."""
     memory_snapshot: bool = False
     """On a GPU, write a torch.cuda.memory snapshot of the run beside its file (it opens in
     pytorch.org/memory_viz); on a CPU the run says why there is none."""

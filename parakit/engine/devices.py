@@ -98,6 +98,19 @@ def reset_peak_memory() -> tuple[str | None, str | None]:
         return None, f"cannot reset the process peak RSS on this OS: {e}"
 
 
+def limit_memory(limit_bytes: int | None) -> None:
+    """On a GPU, cap what this process may allocate at ``limit_bytes`` (None: the whole GPU),
+    so a run over a memory limit fails with a real out-of-memory (``Session.fit``). Set at the
+    start of every run, so a limit never outlives the run that asked for it. CPUs: nothing to set."""
+    import torch
+
+    if STATE.gpu_uuid is None:
+        return
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    fraction = 1.0 if limit_bytes is None else min(1.0, limit_bytes / total)
+    torch.cuda.set_per_process_memory_fraction(fraction)
+
+
 def peak_memory_bytes(kind: str | None) -> int | None:
     import torch
 

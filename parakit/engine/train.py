@@ -199,6 +199,7 @@ def set_up(config: RunConfig) -> Run:
     batches = make_batches(config, parallel.data_rank, parallel.data_size)
     per = config.per_rank_batch_size
     memory = devices.reset_peak_memory()
+    devices.limit_memory(config.memory_limit)
     meter = PowerMeter(device)  # this engine's GPU, matched by UUID; RAPL on a CPU
     return Run(
         config=config, rank=rank, world=world, device=device, parallel=parallel, optimizer=optimizer,

@@ -55,7 +55,8 @@ LAYOUT_COLUMNS = {
 }
 # What does not change the work or its speed, so two runs that differ in it still compare:
 # how long they ran, their seed and learning rate, and parakit's own instruments.
-_NOT_COMPARED = {"steps", "warmup_steps", "lr", "seed", "profile_every", "trace", "live", "stop_on_divergence"}
+_NOT_COMPARED = {"steps", "warmup_steps", "lr", "seed", "profile_every", "trace", "live", "stop_on_divergence",
+                 "memory_limit", "memory_snapshot"}  # instruments and caps: they do not change the work
 # Always named in a group's label; other settings only where they differ between groups.
 _NAMED = ("strategy", "model", "precision")
 
