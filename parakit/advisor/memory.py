@@ -4,11 +4,13 @@ the runtime, for the rank that holds the most. Standard library only.
 - parameters, gradients: 4 bytes each (2 under bf16-pure), of what the rank holds: all of them
   (single, ddp), a 1/n shard (fsdp, plus the two blocks gathered at a time), the unsplit part
   plus 1/t of the split layers (tensor), its stages' (pipeline);
-- AdamW: two moments per held parameter, in the parameters' dtype;
+- AdamW: two moments per held parameter, in the parameters' dtype; ZeRO-1 splits them over the
+  data-parallel ranks, and fsdp's ZeRO-2 holds every gathered parameter from forward to backward;
 - DDP: its gradient buckets (a second copy of the gradients) and compression's residuals;
 - activations: what the forward keeps for backward (measured per row on the meta device, fp32;
   half under 16-bit precisions), times the rows in flight: the rank's batch, or per pipeline
-  stage the micro-batches its schedule holds at once (GPipe m, 1F1B min(m, p));
+  stage the micro-batches its schedule holds at once (GPipe m, 1F1B min(m, p)); activation
+  checkpointing as ``activation_bytes`` says;
 - runtime: a process's own memory (the peak RSS of one worker less its model, on CPUs).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 from parakit.advisor.inputs import ModelShape, Part
 from parakit.config.run import Hybrid, RunConfig, Schedule, Strategy
 from parakit.config.levers import CompressionKind, Precision
+from parakit.config.memory import Checkpointing
 
 HALF = {Precision.FP16, Precision.BF16, Precision.BF16_PURE}
 ADAM_MOMENTS = 2
@@ -32,14 +35,30 @@ def tensor_params(parts, degree: int) -> float:
     return sum(p.params - p.tensor_params * (1 - 1 / degree) for p in parts)
 
 
-def activation_bytes(parts, rows: float, degree: int, precision: Precision) -> float:
+# Selective checkpointing keeps the matmuls' outputs of a block and recomputes the rest; the
+# shape does not split a block's saved bytes by operator, so the kept share is taken as half (an
+# assumption: docs/advisor.md reports how far it is from the measured bytes).
+SELECTIVE_SHARE = 0.5
+
+
+def activation_bytes(parts, rows: float, degree: int, precision: Precision,
+                     checkpointing: Checkpointing = Checkpointing.NONE) -> float:
     """Activations kept for backward by ``parts`` over ``rows`` rows; tensor parallelism splits
-    the share that its layers keep (taken as their share of the part's FLOPs)."""
-    total = 0.0
+    the share that its layers keep (taken as their share of the part's FLOPs). Full activation
+    checkpointing keeps a block's input instead of its activations, plus one block's at a time
+    while backward recomputes it; selective keeps ``SELECTIVE_SHARE`` of each block's."""
+    total, recompute, before = 0.0, 0.0, None
     for p in parts:
         split = p.tensor_flops_per_sample / p.flops_per_sample if p.flops_per_sample else 0.0
-        total += p.saved_bytes_per_sample * (1 - split * (1 - 1 / degree))
-    return total * rows * (0.5 if precision in HALF else 1.0)
+        saved = p.saved_bytes_per_sample * (1 - split * (1 - 1 / degree))
+        if p.is_block and checkpointing is Checkpointing.FULL:
+            recompute = max(recompute, saved)
+            saved = before if before is not None else p.output_bytes_per_sample
+        elif p.is_block and checkpointing is Checkpointing.SELECTIVE:
+            saved *= SELECTIVE_SHARE
+        total += saved
+        before = p.output_bytes_per_sample
+    return (total + recompute) * rows * (0.5 if precision in HALF else 1.0)
 
 
 def in_flight(schedule: Schedule, microbatches: int, ranks: int) -> int:
@@ -61,29 +80,36 @@ def memory_per_rank(config: RunConfig, shape: ModelShape, runtime_bytes: float) 
     held, act, buffers = _held_and_activations(config, shape)
     b = state_bytes(config.precision)
     grads = held
+    moments = ADAM_MOMENTS * held * b
+    if config.zero == 1:  # ZeRO-1: the optimizer state is split over the data-parallel ranks
+        moments /= config.data_parallel_size
     if config.strategy is Strategy.DDP:
         buffers += held * 4  # DDP's buckets: a flat fp32 copy of the gradients
         if config.compression.kind in (CompressionKind.POWERSGD, CompressionKind.TOPK, CompressionKind.RANDOMK):
             buffers += held * 4  # error feedback: what was not sent yet, per gradient
-    return {"params": held * b, "gradients": grads * b, "optimizer": ADAM_MOMENTS * held * b,
+    return {"params": held * b, "gradients": grads * b, "optimizer": moments,
             "activations": act, "buffers": buffers, "runtime": runtime_bytes}
 
 
 def _held_and_activations(config: RunConfig, shape: ModelShape) -> tuple[float, float, float]:
     """(parameters held, activation bytes, other buffers in bytes) of the fullest rank."""
     parts, q = shape.parts, config.precision
+    ac = config.activation_checkpointing
     rows = config.per_rank_batch_size
     t = config.tensor_degree
     if config.uses_pipeline:
         return _pipeline(config, shape)
     if config.strategy is Strategy.FSDP or (config.strategy is Strategy.HYBRID and config.hybrid is Hybrid.FSDP_TENSOR):
         n = config.data_parallel_size
-        gathered = 2 * max(tensor_params([p], t) for p in parts)  # this unit and the prefetched one
+        if config.zero == 2:  # gathered parameters stay from forward until backward: all of them at the peak
+            gathered = tensor_params(parts, t) * (1 - 1 / n)
+        else:
+            gathered = 2 * max(tensor_params([p], t) for p in parts)  # this unit and the prefetched one
         held = tensor_params(parts, t) / n
-        return held, activation_bytes(parts, rows, t, q), gathered * state_bytes(q)
+        return held, activation_bytes(parts, rows, t, q, ac), gathered * state_bytes(q)
     held = tensor_params(parts, t)
     extra = held * 4 if config.strategy is Strategy.HYBRID else 0.0  # the flat buffer gradients are averaged in
-    return held, activation_bytes(parts, rows, t, q), extra
+    return held, activation_bytes(parts, rows, t, q, ac), extra
 
 
 def _pipeline(config: RunConfig, shape: ModelShape) -> tuple[float, float, float]:

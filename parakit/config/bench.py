@@ -17,7 +17,7 @@ _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB"
           "G": 2**30, "GB": 2**30, "GIB": 2**30}
 
 
-def parse_size(value: int | str) -> int:
+def parse_size(value: int | str, what: str = "a message size") -> int:
     """Bytes from 4096, "4096", "64KB", "16 MB" or "1GiB" (binary multiples, as nccl-tests)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value > 0:
@@ -26,7 +26,7 @@ def parse_size(value: int | str) -> int:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
         if m and m.group(2).upper() in _UNITS and float(m.group(1)) > 0:
             return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    raise ValueError(f"a message size must be a positive number of bytes, e.g. 4096, '64KB' or '16MB' (got {value!r})")
+    raise ValueError(f"{what} must be a positive number of bytes, e.g. 4096, '64KB' or '16MB' (got {value!r})")
 
 
 def bench_settings(world: Any, sizes, collectives, repeats: Any, warmup: Any, max_size, dtype: str,

@@ -1,5 +1,5 @@
 """The ``parakit`` command: ``parakit run`` for one run, ``parakit sweep`` for many, ``parakit demo``
-for the main job, ``parakit bench comm`` and ``parakit advise``.
+for the main job, ``parakit bench comm``, ``parakit advise`` and ``parakit fit``.
 
 Every setting is checked before an engine starts; a mistake is one line on stderr naming the
 fix, with exit code 2 and no traceback.
@@ -16,6 +16,7 @@ from parakit.session.sweep import combinations
 from parakit.frontends import names, options, text
 from parakit.frontends.advisor_cli import add_advise_parser, advise_command
 from parakit.frontends.demo import demo_command
+from parakit.frontends.fit_cli import add_fit_parser, fit_command
 from parakit.frontends.options import UsageError  # noqa: F401  (raised by the option parsers)
 
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_engine_options(comm)
 
     add_advise_parser(sub)
+    add_fit_parser(sub)
     return parser
 
 
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_command(args)
         if args.command == "advise":
             return advise_command(args)
+        if args.command == "fit":
+            return fit_command(args)
         return run_command(args)
     except options.UsageError as e:
         print(f"parakit: error: {e}", file=sys.stderr)

@@ -49,6 +49,15 @@ class sweep_options(ArgDecorator):
         options.add_sweep_options(parser)
 
 
+class fit_options(ArgDecorator):
+    """A fit's settings, exactly as ``parakit fit`` takes them."""
+
+    def add_to_parser(self, parser, group):
+        from parakit.frontends.fit_cli import add_fit_options
+
+        add_fit_options(parser)
+
+
 class selection_options(ArgDecorator):
     """Which runs of the store: the last K, or named ones."""
 

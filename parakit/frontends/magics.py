@@ -43,7 +43,7 @@ class ParakitMagics(RunMagics, StoreMagics):
             "start": self._start, "status": self._status, "stop": self._stop,
             "restart": self._restart, "run": self._run, "sweep": self._sweep,
             "panel": self._panel, "plot": self._plot, "runs": self._runs, "bench": self._bench,
-            "advise": self._advise, "trace": self._trace,
+            "advise": self._advise, "trace": self._trace, "fit": self._fit,
         }
 
     @line_cell_magic
@@ -65,6 +65,7 @@ class ParakitMagics(RunMagics, StoreMagics):
             In [7]: %parakit runs --last 10          # the run store as a DataFrame
             In [8]: %parakit bench comm --sizes 1KB,1MB,16MB   # collectives: time, busbw
             In [9]: %parakit advise --model gpt --workers 2 --verify   # predict, rank, measure
+            In [9]: %parakit fit --model gpt --memory-limit 64MB --strategies ddp,fsdp  # what fits
             In [10]: %parakit restart -n 4           # new engines (these stop)
             In [11]: %parakit stop                   # stop every engine
 

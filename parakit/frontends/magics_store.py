@@ -12,9 +12,13 @@ from IPython.display import display
 
 from parakit.advisor.advice import advise, check_request
 from parakit.frontends import names, options, text
-from parakit.frontends.magic_options import advise_options, bench_options, checked, engine_options, selection_options
+from parakit.frontends.magic_options import (
+    advise_options, bench_options, checked, engine_options, fit_options, selection_options,
+)
 from parakit.frontends.magics_engines import EngineMagics
+from parakit.frontends.fit_cli import fit_settings, fit_text
 from parakit.frontends.terminal import for_this_frontend
+from parakit.config.fit import check_fit
 from parakit.plots.advisor import projection, verification
 from parakit.plots.measures import comm_bandwidth
 from parakit.plots.runs import PLOTS, speedup_table
@@ -103,6 +107,29 @@ class StoreMagics(EngineMagics):
         if advice.verified:
             display(for_this_frontend(verification(advice), "verification", self._store()))
         return advice
+
+    @magic_arguments("parakit fit")
+    @fit_options()
+    @engine_options()
+    def _fit(self, rest: str):
+        """The largest model per layout under a memory limit (``Session.fit``): short real
+        runs, doubling then bisecting; prints the table, shows the figure, returns the FitResult.
+
+        In [1]: fit = %parakit fit --model gpt --vary depth --memory-limit 64MB --strategies ddp,ddp:zero=1,fsdp
+        """
+        args = self._parse(self._fit, rest)
+        with checked:  # every input, before any engine starts
+            settings = names.resolve(fit_settings(args), self._namespace())
+            model, vary, limit, strategies = (settings.pop(k) for k in ("model", "vary", "memory_limit", "strategies"))
+            extra = {k: settings.pop(k) for k in ("workers", "start", "high")}
+            workers = extra["workers"] or self._preflight(args).workers
+            check_fit(model, vary, limit, strategies, workers, extra["start"], extra["high"], settings)
+        session = self._idle(self._session(args))
+        with checked:
+            result = session.fit(model, vary, limit, strategies, workers, start=extra["start"], high=extra["high"], **settings)
+        print(fit_text(result))
+        display(for_this_frontend(result.figure(), "fit", self._store()))
+        return result
 
     def _select(self, args: argparse.Namespace, empty_ok: bool = False) -> list[RunResult]:
         runs_dir = self._store()

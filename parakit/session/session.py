@@ -22,7 +22,8 @@ from parakit.records.result import OK, RunResult, headline, new_run_id, now_iso
 from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_run, save_traces
 from parakit.records.summary import measure
 from parakit.session.preflight import Engines, check_run, engines_here
-from parakit.session.progress import ProgressPrinter, StatusLine, note
+from parakit.session.fit import FitResult, run_fit
+from parakit.session.progress import ProgressPrinter, StatusLine, in_notebook, note
 from parakit.session.sweep import combinations, run_sweep
 from parakit.session.tools import SessionTools
 
@@ -259,10 +260,39 @@ class Session(SessionTools):
                 touched then).
         """
         def said(i: int, n: int, label: str, result: RunResult | None) -> None:
-            if result is None and self.progress:
-                note(f"sweep {i}/{n}: {label}")
+            # In a notebook each run's own progress line ends as its summary: one line a run.
+            # A terminal's bar is cleared, so the summary is said here.
+            if result is not None and self.progress and not in_notebook():
+                note(f"sweep {i}/{n}: {headline(result)}")
 
         return run_sweep(self, combinations(workers, **settings), on_run or said)
+
+    def fit(self, model: Any = "gpt", vary: str = "depth", memory_limit: int | str = "1GB",
+            strategies: Any = ("ddp", "fsdp"), workers: int | None = None, *, start: int | None = None,
+            high: int | None = None, **settings: Any) -> FitResult:
+        """For each strategy, the largest ``vary`` (depth, width or batch_size) whose measured
+        memory per rank stays under ``memory_limit``: short real runs, doubling then bisecting.
+
+        Example:
+            >>> s.fit("gpt", vary="depth", memory_limit="64MB", strategies=["ddp", {"strategy": "ddp", "zero": 1}, "fsdp"])
+
+        Args:
+            model: a built-in model (vary depth or width), or your own (vary batch_size).
+            memory_limit: bytes per rank, e.g. "8GB". On a GPU it is enforced (a run over it
+                fails with an out-of-memory); on a CPU the measured tensors are compared with it.
+            strategies: layouts to try: names, or dicts of settings such as {"strategy": "fsdp", "zero": 2}.
+            workers: ranks per run (default: every engine; strategy single runs on one).
+            start, high: the first value tried, and the largest worth trying.
+            **settings: any other run setting (batch_size, precision, activation_checkpointing ...).
+
+        Returns:
+            A FitResult: ``.table()``, ``.figure()``, and every try with its measured and
+            predicted memory (each try is also a run in the store).
+
+        Raises:
+            ValueError: before any run, when the request or a layout does not fit together.
+        """
+        return run_fit(self, model, vary, memory_limit, strategies, workers, start, high, settings)
 
     def runs(self):
         """The run store as a pandas DataFrame."""
