@@ -195,7 +195,7 @@ def set_up(config: RunConfig) -> Run:
     ctx = Context(config, device, rank, world, loss_fn, sample_inputs=sample,
                   scale_loss=scaler.scale if scaler else (lambda loss: loss))
     parallel = APPLY[config.strategy](model, ctx)
-    optimizer = make_optimizer(parallel.parameters(), config.lr, device)
+    optimizer = make_optimizer(parallel.parameters(), config.lr, device, zero=config.zero)
     batches = make_batches(config, parallel.data_rank, parallel.data_size)
     per = config.per_rank_batch_size
     memory = devices.reset_peak_memory()

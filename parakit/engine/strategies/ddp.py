@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from parakit.engine import compression
+from parakit.engine.checkpointing import apply_checkpointing
 from parakit.engine.local_sgd import LocalSGD
 from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
 from parakit.config.levers import SyncKind
@@ -25,6 +26,7 @@ def wrap_ddp(model: nn.Module, ctx: Context) -> DistributedDataParallel:
 
 def apply_ddp(model: nn.Module, ctx: Context) -> Parallel:
     config = ctx.config
+    apply_checkpointing(model, config.activation_checkpointing)  # inside the replica DDP wraps
     ddp = wrap_ddp(model, ctx)
     parallel = Parallel(
         [ddp], plain_forward_backward(ddp, ctx),

@@ -1,6 +1,10 @@
 """FSDP2 (``fully_shard``): every parameter split in dim 0 over the ranks. Each block gathers
 its full weights just before it runs and frees them after; gradients are reduce-scattered, so
-a rank keeps (and steps the optimizer on) only its shard."""
+a rank keeps (and steps the optimizer on) only its shard.
+
+ZeRO's names for it: stage 3 is FSDP's default (a block's gathered weights are freed after its
+forward and gathered again in backward); stage 2 keeps them from forward to backward, one
+all-gather per block and step instead of two, for a full replica's weights held at the peak."""
 
 from __future__ import annotations
 
@@ -9,24 +13,34 @@ import contextlib
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
+from parakit.engine.checkpointing import apply_checkpointing
 from parakit.engine.precision import fsdp_mixed_precision
 from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward, repeated_blocks
+
+# ZeRO stage -> fully_shard's reshard_after_forward. Stage 3 and no stage leave it to FSDP:
+# True for the blocks, False for the root, whose weights backward needs first anyway.
+RESHARD_AFTER_FORWARD: dict[int | None, bool | None] = {None: None, 2: False, 3: None}
 
 
 def shard(model: nn.Module, ctx: Context, mesh=None) -> nn.Module:
     """Shard each repeated block on its own (so only one block is gathered at a time), then the
     rest of the model (embeddings, head) as the root unit. A model without a block list is one
-    unit: correct, just with no overlap between gathering and compute."""
+    unit: correct, just with no overlap between gathering and compute. The run's ZeRO stage
+    says whether gathered weights are kept from forward to backward (RESHARD_AFTER_FORWARD)."""
     # Precision as FSDP does it: parameters gathered in the compute dtype, gradients reduced in
     # fp32 or in the dtype compression asks for.
     policy = fsdp_mixed_precision(ctx.config.precision, ctx.config.compression)
     options = {"mesh": mesh} if policy is None else {"mesh": mesh, "mp_policy": policy}
+    reshard = RESHARD_AFTER_FORWARD[ctx.config.zero]
+    if reshard is not None:
+        options["reshard_after_forward"] = reshard
     for block in repeated_blocks(model):
         fully_shard(block, **options)
     return fully_shard(model, **options)
 
 
 def apply_fsdp(model: nn.Module, ctx: Context) -> Parallel:
+    apply_checkpointing(model, ctx.config.activation_checkpointing)  # before sharding, as torchtitan
     sharded = shard(model, ctx)
     return Parallel(
         [sharded], plain_forward_backward(sharded, ctx),

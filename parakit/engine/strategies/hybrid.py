@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 
 from parakit.config.run import Hybrid
+from parakit.engine.checkpointing import apply_checkpointing
 from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
 from parakit.engine.strategies.fsdp import shard
 from parakit.engine.strategies.pipeline import make_pipeline
@@ -29,7 +30,10 @@ def _mesh(ctx: Context, names: tuple[str, str]):
 
 def fsdp_tensor(model: nn.Module, ctx: Context) -> Parallel:
     mesh = _mesh(ctx, ("data", "tensor"))
-    model = shard(parallelize(model, ctx, mesh["tensor"]), ctx, mesh=mesh["data"])
+    # torchtitan's order: tensor parallel, then activation checkpointing, then FSDP.
+    model = parallelize(model, ctx, mesh["tensor"])
+    apply_checkpointing(model, ctx.config.activation_checkpointing)
+    model = shard(model, ctx, mesh=mesh["data"])
     data = mesh["data"]
     return Parallel([model], plain_forward_backward(model, ctx),
                     data_rank=data.get_local_rank(), data_size=data.size())
@@ -52,6 +56,7 @@ def average_gradients(params: list[nn.Parameter], group, size: int) -> None:
 def ddp_tensor(model: nn.Module, ctx: Context) -> Parallel:
     mesh = _mesh(ctx, ("data", "tensor"))
     model = parallelize(model, ctx, mesh["tensor"])
+    apply_checkpointing(model, ctx.config.activation_checkpointing)
     data = mesh["data"]
     inner = plain_forward_backward(model, ctx)
     params = list(model.parameters())

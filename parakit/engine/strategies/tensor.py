@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from torch import nn
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
+from parakit.engine.checkpointing import apply_checkpointing
 from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
 
 STYLES = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
@@ -52,5 +53,6 @@ def apply_tensor(model: nn.Module, ctx: Context) -> Parallel:
 
     mesh = init_device_mesh(ctx.device.type, (ctx.world_size,), mesh_dim_names=("tensor",))
     model = parallelize(model, ctx, mesh)
+    apply_checkpointing(model, ctx.config.activation_checkpointing)  # after the plan: it names modules
     # Every rank reads the whole batch: tensor parallelism splits the model, not the data.
     return Parallel([model], plain_forward_backward(model, ctx))

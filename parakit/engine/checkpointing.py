@@ -1,0 +1,82 @@
+"""Activation checkpointing for a run, applied as torchtitan applies it: to each repeated block
+(the units FSDP shards), after tensor parallelism and before FSDP or DDP wrap the model.
+
+- ``full``: a block keeps only its input; backward runs the block's forward again to rebuild
+  what its gradients need. Activations held fall to the blocks' inputs plus one block's worth
+  at a time in backward, for one more forward per step (about a third more compute).
+- ``selective``: torchtitan's op-level policy. The outputs of the expensive ops (matmuls,
+  attention, collectives) are kept; the cheap element-wise ops around them (layer norm, GELU,
+  adds, views) are recomputed. Less memory saved than ``full``, almost no extra compute.
+
+The composable ``checkpoint`` (forward hooks, not a wrapper module) is used rather than
+``torch.utils.checkpoint`` around a wrapper: no module is renamed, so tensor parallel plans,
+the optimizer's parameters and a saved state dict see the names they see without it. It is
+the non-reentrant form, torch's recommended one, which composes with DDP's and FSDP2's hooks
+(the reentrant form needs DDP's static_graph=True).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from torch.distributed._composable import checkpoint
+from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+from parakit.config.memory import Checkpointing
+from parakit.engine.strategies.base import repeated_blocks
+
+# Ops whose outputs selective checkpointing keeps: what backward would otherwise recompute at
+# a matmul's cost, or at a collective's. Everything else is recomputed. These are the ops as a
+# dispatch mode sees them, below autograd: nn.Linear arrives as addmm (2-D) or mm (after a
+# view), never as aten.linear or aten.matmul, which decompose before this level. Attention is
+# listed under each fused kernel's name (CPU's flash kernel, CUDA's flash, efficient and
+# cuDNN); its math fallback decomposes into bmm. torchtitan's policy also recomputes every
+# second mm to save more memory; parakit keeps them all, for one rule that is easy to state.
+SAVED_OPS = (
+    "aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm",
+    "aten._scaled_dot_product_flash_attention",
+    "aten._scaled_dot_product_flash_attention_for_cpu",
+    "aten._scaled_dot_product_efficient_attention",
+    "aten._scaled_dot_product_cudnn_attention",
+    # Tensor parallelism's all-reduce (row-wise layers) and reduce-scatter: recomputing them
+    # would repeat their communication in backward.
+    "_c10d_functional.all_reduce", "_c10d_functional.reduce_scatter_tensor",
+)
+
+
+def saved_ops() -> list[torch._ops.OpOverload]:
+    """The default overload of each op in SAVED_OPS that this torch build has."""
+    ops = []
+    for name in SAVED_OPS:
+        namespace, op = name.split(".")
+        packet = getattr(getattr(torch.ops, namespace), op, None)
+        if packet is not None:
+            ops.append(packet.default)
+    return ops
+
+
+def apply_checkpointing(model: nn.Module, mode: Checkpointing) -> int:
+    """Checkpoint each repeated block of ``model`` in place, as ``mode`` says. A model without
+    a block list (a model of your own with no ModuleList of blocks) is checkpointed whole, as
+    one unit: its activations are rebuilt in backward all at once, which saves memory between
+    forward and backward but not at backward's peak.
+
+    Args:
+        model: the model, after tensor parallelism and before FSDP or DDP wrap it.
+        mode: none, full or selective.
+
+    Returns:
+        The number of modules checkpointed (0 for none).
+    """
+    if mode is Checkpointing.NONE:
+        return 0
+    options = {}
+    if mode is Checkpointing.SELECTIVE:
+        # A fresh pair of contexts per forward: each holds that forward's saved outputs.
+        options["context_fn"] = functools.partial(create_selective_checkpoint_contexts, saved_ops())
+    units = repeated_blocks(model) or [model]
+    for unit in units:
+        checkpoint(unit, **options)
+    return len(units)
