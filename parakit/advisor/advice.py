@@ -33,7 +33,7 @@ from parakit.advisor.costs import estimate, ratio_error
 from parakit.advisor.hardware import Hardware, hardware_from
 from parakit.advisor.inputs import Calibration
 from parakit.advisor.record import Advice, save_advice
-from parakit.advisor.shape import model_shape
+from parakit.engine.shape import model_shape
 from parakit.config.choices import check_int
 from parakit.config.run import RunConfig, Strategy
 from parakit.config.levers import Compression, Precision, check_cpu_precision

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parakit.advisor.hardware import Hardware, Link
-from parakit.advisor.inputs import Calibration, ModelShape
-from parakit.advisor.memory import memory_per_rank
+from parakit.advisor.inputs import Calibration
+from parakit.config.shape import ModelShape
+from parakit.config.memory_model import memory_per_rank
 from parakit.config.formulas import bus_factor, peak_flops
 from parakit.config.run import Hybrid, RunConfig, Strategy
 

@@ -26,8 +26,9 @@ from parakit.advisor.comm import (
     overlapped_exposure,
 )
 from parakit.advisor.hardware import PRESET_EFFICIENCY, Hardware, Unpredictable
-from parakit.advisor.inputs import Calibration, ModelShape
-from parakit.advisor.memory import HALF, memory_per_rank, state_bytes, tensor_params
+from parakit.advisor.inputs import Calibration
+from parakit.config.shape import ModelShape
+from parakit.config.memory_model import HALF, memory_per_rank, state_bytes, tensor_params
 from parakit.config.run import Hybrid, RunConfig, Strategy
 from parakit.config.layouts import STAGES_PER_RANK
 from parakit.config.levers import CompressionKind, Precision
@@ -296,7 +297,7 @@ def estimate(config: RunConfig, shape: ModelShape, cal: Calibration, hw: Hardwar
 
     Args:
         config: the checked run settings.
-        shape: the model's shape (``advisor.shape.model_shape``).
+        shape: the model's shape (``engine.shape.model_shape``).
         cal: what the engines measured.
         hw: the hardware predicted for.
         settings: the run settings as the user would pass them, kept in the estimate.

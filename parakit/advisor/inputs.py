@@ -1,5 +1,5 @@
-"""What the cost model is given: the model's shape (from one meta-device pass) and a calibration
-(measured on the current engines). Plain data, JSON in and out; standard library only.
+"""What the cost model is given besides the model's shape (config/shape.py): a calibration,
+measured on the current engines. Plain data, JSON in and out; standard library only.
 
 Times in a calibration are the engines' own, at their thread count, for precision fp32 unless
 a name says otherwise; ``advisor/costs.py`` scales them to other precisions and hardware.
@@ -7,78 +7,9 @@ a name says otherwise; ``advisor/costs.py`` scales them to other precisions and 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
-
-
-@dataclass(frozen=True, kw_only=True)
-class Part:
-    """One piece of the model in execution order: an embedding, a block, the head."""
-
-    name: str
-    params: int
-    flops_per_sample: float
-    """Forward + backward FLOPs per row of the batch (FlopCounterMode on the meta device)."""
-    layers: int
-    """Leaf modules: the part's share of a pass's fixed cost (operator dispatch, kernel launch)."""
-    saved_bytes_per_sample: float
-    """Activations kept for backward per row, in fp32."""
-    output_bytes_per_sample: float
-    """What the part hands on per row, in fp32: what a pipeline stage boundary after it sends."""
-    is_block: bool = False
-    tensor_params: int = 0
-    """Parameters split over ranks by tensor parallelism (its plan's layers)."""
-    tensor_flops_per_sample: float = 0.0
-    tensor_allreduce_bytes_per_sample: float = 0.0
-    """Forward + backward all-reduce bytes per row under tensor parallelism, in fp32."""
-    tensor_allreduces: int = 0
-    """All-reduce calls per pass (forward and backward) under tensor parallelism."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelShape:
-    """The model as the cost model sees it."""
-
-    name: str
-    parts: tuple[Part, ...]
-    matrices: tuple[tuple[int, int], ...] = ()
-    """Each weight as PowerSGD sees it: (shape[0], numel / shape[0]) for tensors of 2+ dims."""
-    stage_starts: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
-    """Per number of pipeline stages, the index in ``parts`` where each stage after the first
-    begins (the engine's own balanced cuts, or the user's split points)."""
-    tensor_plan: bool = False
-    """Whether tensor parallelism has a plan for the model (built-in, or tp_plan given)."""
-
-    @property
-    def params(self) -> int:
-        return sum(p.params for p in self.parts)
-
-    @property
-    def flops_per_sample(self) -> float:
-        return sum(p.flops_per_sample for p in self.parts)
-
-    def stages(self, count: int) -> list[tuple[Part, ...]]:
-        """The parts of each of ``count`` pipeline stages, in order.
-
-        Raises:
-            KeyError: if the shape has no cuts for that many stages.
-        """
-        bounds = [0, *self.stage_starts[count], len(self.parts)] if count > 1 else [0, len(self.parts)]
-        return [self.parts[lo:hi] for lo, hi in itertools.pairwise(bounds)]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stage_starts"] = {str(k): list(v) for k, v in self.stage_starts.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelShape:
-        return cls(name=d["name"], parts=tuple(Part(**p) for p in d["parts"]),
-                   matrices=tuple(tuple(m) for m in d.get("matrices", ())),
-                   stage_starts={int(k): tuple(v) for k, v in d.get("stage_starts", {}).items()},
-                   tensor_plan=d.get("tensor_plan", False))
 
 
 @dataclass(frozen=True, kw_only=True)

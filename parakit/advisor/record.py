@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from parakit.advisor.candidates import label
 from parakit.advisor.costs import Estimate
 from parakit.advisor.hardware import Hardware
-from parakit.advisor.inputs import Calibration, ModelShape
+from parakit.advisor.inputs import Calibration
+from parakit.config.shape import ModelShape
 from parakit.records.store import (
     _write,  # the store's atomic write-then-rename, shared by every record
 )

@@ -69,6 +69,7 @@ def add_fit_parser(sub) -> None:
 def fit_command(args: argparse.Namespace) -> int:
     from parakit.config.fit import check_fit
     from parakit.frontends import names
+    from parakit.plots.fit import fit_figure
     from parakit.session.preflight import engines_here
     from parakit.session.session import Session
 
@@ -85,6 +86,6 @@ def fit_command(args: argparse.Namespace) -> int:
         result = session.fit(model, vary, limit, strategies, workers, start=extra["start"], high=extra["high"], **settings)
     print(fit_text(result))
     if args.plot:
-        result.figure().write_html(args.plot, include_plotlyjs=True)
+        fit_figure(result).write_html(args.plot, include_plotlyjs=True)
         print(f"figure: {args.plot}")
     return 0 if all(l.largest is not None for l in result.layouts) else 1

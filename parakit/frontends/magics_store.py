@@ -19,6 +19,7 @@ from parakit.frontends.magics_engines import EngineMagics
 from parakit.frontends.fit_cli import fit_settings, fit_text
 from parakit.frontends.terminal import for_this_frontend
 from parakit.config.fit import check_fit
+from parakit.plots.fit import fit_figure
 from parakit.plots.advisor import projection, verification
 from parakit.plots.measures import comm_bandwidth
 from parakit.plots.runs import PLOTS, speedup_table
@@ -128,7 +129,7 @@ class StoreMagics(EngineMagics):
         with checked:
             result = session.fit(model, vary, limit, strategies, workers, start=extra["start"], high=extra["high"], **settings)
         print(fit_text(result))
-        display(for_this_frontend(result.figure(), "fit", self._store()))
+        display(for_this_frontend(fit_figure(result), "fit", self._store()))
         return result
 
     def _select(self, args: argparse.Namespace, empty_ok: bool = False) -> list[RunResult]:

@@ -65,7 +65,8 @@ class FitLayout:
 
 @dataclass
 class FitResult:
-    """``Session.fit``'s answer: per layout, the largest value of ``vary`` under the limit."""
+    """``Session.fit``'s answer: per layout, the largest value of ``vary`` under the limit
+    (``parakit.plots.fit_figure`` draws it)."""
 
     vary: str
     memory_limit: int
@@ -90,12 +91,6 @@ class FitResult:
                 "tries": len(layout.tries), "note": layout.why or "",
             })
         return pd.DataFrame(rows)
-
-    def figure(self):
-        """The largest value per layout, and each layout's memory stack at it (plots.fit)."""
-        from parakit.plots.fit import fit_figure
-
-        return fit_figure(self)
 
     def _repr_html_(self) -> str:
         return (f"<p>largest {self.vary} under {size_text(self.memory_limit)} per rank ({self.measure})</p>"
@@ -192,8 +187,8 @@ def rank_bytes(result: RunResult) -> tuple[int | None, dict[str, int | None]]:
 def predicted_bytes(config: RunConfig) -> int | None:
     """The advisor's memory model for ``config``: parameters + gradients + optimizer state +
     activations of the fullest rank (None where the model's shape cannot be found)."""
-    from parakit.advisor.memory import memory_per_rank
-    from parakit.advisor.shape import model_shape
+    from parakit.config.memory_model import memory_per_rank
+    from parakit.engine.shape import model_shape
 
     try:
         shape = model_shape(config)

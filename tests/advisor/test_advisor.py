@@ -13,7 +13,8 @@ from parakit.advisor.candidates import candidates, label, projection, rank
 from parakit.advisor.comm import collective_time, gradient_wire, overlapped_exposure
 from parakit.advisor.costs import Estimate, estimate
 from parakit.advisor.hardware import PRESETS, Hardware, Link, hardware_from
-from parakit.advisor.inputs import Calibration, ModelShape, Part
+from parakit.advisor.inputs import Calibration
+from parakit.config.shape import ModelShape, Part
 from parakit.config.run import RunConfig
 from parakit.config.levers import Compression
 

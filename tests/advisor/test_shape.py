@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from parakit.advisor.shape import model_shape
+from parakit.engine.shape import model_shape
 from parakit.config.run import RunConfig
 
 BUILDS = []  # the device each build of a model below ran on

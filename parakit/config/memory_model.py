@@ -16,7 +16,7 @@ the runtime, for the rank that holds the most. Standard library only.
 
 from __future__ import annotations
 
-from parakit.advisor.inputs import ModelShape, Part
+from parakit.config.shape import ModelShape, Part
 from parakit.config.run import Hybrid, RunConfig, Schedule, Strategy
 from parakit.config.levers import CompressionKind, Precision
 from parakit.config.memory import Checkpointing

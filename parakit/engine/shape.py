@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from parakit.advisor.inputs import ModelShape, Part
+from parakit.config.shape import ModelShape, Part
 from parakit.config.run import RunConfig
 from parakit.engine.batches import make_batches, slice_rows
 from parakit.engine.strategies.base import repeated_blocks
