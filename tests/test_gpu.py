@@ -86,3 +86,26 @@ def test_gpu_out_of_memory_says_the_figures_and_what_to_change(tmp_path):
         assert "smaller batch_size" in r.error and "fsdp" in r.error
         after = s.run("mlp", strategy="single", workers=1, steps=3, batch_size=64)
         assert after.ok, after.error  # the engine recovered
+
+
+def test_memory_parts_the_allocator_s_figures_and_a_snapshot_beside_the_run(tmp_path):
+    import pickle
+
+    import parakit
+
+    with parakit.Session(workers=1, runs_dir=tmp_path, progress=False) as s:
+        r = s.run("gpt", strategy="ddp", workers=1, steps=4, batch_size=16, memory_snapshot=True)
+    assert r.ok, r.error
+    (rank,) = r.ranks
+    assert rank.gradient_bytes == rank.param_bytes and rank.activation_bytes > 0
+    assert rank.allocated_peak_bytes == rank.peak_mem_bytes  # both max_memory_allocated
+    assert 0 < rank.allocated_peak_bytes <= rank.reserved_peak_bytes and 0 <= rank.fragmentation < 1
+    # parameters, gradients and optimizer state all exist during the optimizer step
+    assert rank.param_bytes + rank.gradient_bytes + rank.optimizer_bytes <= rank.peak_mem_bytes
+    assert not {"reserved_peak_bytes", "fragmentation", "memory_snapshot"} & set(r.unmeasured)
+    (path,) = r.memory_snapshots
+    assert path.startswith(str(tmp_path)) and path.endswith(f"{r.run_id}-memory/rank0.pickle")
+    with open(path, "rb") as f:
+        snapshot = pickle.load(f)  # the file this test's own run wrote
+    # what pytorch.org/memory_viz draws: the allocator's segments and the history of the steps
+    assert snapshot["segments"] and any(e["action"] == "alloc" for e in snapshot["device_traces"][0])

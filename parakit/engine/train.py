@@ -25,6 +25,7 @@ from parakit.engine.compiling import apply_compile
 from parakit.engine.divergence import DivergenceWatch, is_check_step
 from parakit.config.formulas import peak_flops
 from parakit.engine.flops import step_flops
+from parakit.engine.memory import MemoryCount
 from parakit.engine.optimizer import local_bytes, make_optimizer, optimizer_state_bytes
 from parakit.engine.power import PowerMeter
 from parakit.engine.payload import unpack
@@ -146,6 +147,8 @@ class Run:
     meter: PowerMeter
     window: MeasuredWindow
     divergence: DivergenceWatch
+    memory_count: MemoryCount
+    """Gradients, activations and the allocator's figures (engine.memory)."""
     publisher: Publisher = field(default_factory=Publisher)
 
 
@@ -211,6 +214,8 @@ def set_up(config: RunConfig) -> Run:
         meter=meter,
         window=MeasuredWindow(device, meter),  # wall clock and energy over the measured steps alone
         divergence=DivergenceWatch(device),
+        # last: with memory_snapshot, the allocator's history is recorded from here on
+        memory_count=MemoryCount(device, config.steps, config.warmup_steps, snapshot=config.memory_snapshot),
     )
 
 
@@ -259,7 +264,7 @@ def one_step(run: Run, step: int) -> torch.Tensor | None:
     inputs, targets = run.batches.rows(step, config.batch_size, *run.rows)
     inputs, targets = to_device(inputs, run.device), to_device(targets, run.device)
     optimizer.zero_grad(set_to_none=True)
-    with precision.autocast(config.precision, run.device):
+    with precision.autocast(config.precision, run.device), run.memory_count.counting(step):
         loss = forward_backward(run.parallel, inputs, targets, run.micro_steps, config.per_rank_batch_size)
     if scaler is not None:
         scaler.unscale_(optimizer)
@@ -280,6 +285,7 @@ def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
     config, parallel = run.config, run.parallel
     measured_wall_s, power = run.window.end(failed=made.error is not None)  # stops before the profiler's
     run.profiler.finish()  # reading the last window's events costs the run's end, not its steps
+    memory = run.memory_count.figures(parallel.parameters(), failed=made.error is not None)
     step_times = run.timer.step_times_s() if made.error is None else run.timer.completed_times_s(len(made.losses))
     # This GPU's dense peak at this precision (None on CPUs and GPUs not in the table)
     peak, no_peak = peak_flops(devices.device_name(), config.precision.value)
@@ -292,7 +298,7 @@ def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
         comm_bytes=made.comm_bytes or None, uncompressed_bytes=made.uncompressed_bytes or None,
         peak_mem_bytes=devices.peak_memory_bytes(mem_kind), peak_mem_kind=mem_kind, peak_mem_reason=mem_reason,
         param_bytes=local_bytes(parallel.parameters()), optimizer_bytes=optimizer_state_bytes(run.optimizer),
-        params_digest=params_digest(parallel.modules[0]) if parallel.replicated else None,
+        **memory, params_digest=params_digest(parallel.modules[0]) if parallel.replicated else None,
         math_flags=run.math_flags,
         flops_per_step=run.flops[0], flops_method=run.flops[1], peak_flops_per_s=peak, no_peak_reason=no_peak,
         # The measured steps' wall clock, everything between them included: what a user waits.

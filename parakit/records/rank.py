@@ -60,6 +60,25 @@ class RankReport:
     """Bytes of parameters this rank holds (its shard under fsdp and tensor parallelism)."""
     optimizer_bytes: int
     """Bytes of optimizer state this rank holds."""
+    gradient_bytes: int | None = None
+    """Bytes of gradients this rank held after the last step (its shard under fsdp)."""
+    activation_bytes: int | None = None
+    """The most bytes saved for backward held at once in one step (``activation_step``), each
+    storage once, parameters left out (engine.memory)."""
+    activation_step: int | None = None
+    """The step whose activations were counted (the last warm-up step)."""
+    activation_count_s: float | None = None
+    """Time the counting hooks took inside that step."""
+    allocated_peak_bytes: int | None = None
+    """GPU: the caching allocator's peak of bytes handed to tensors (max_memory_allocated)."""
+    reserved_peak_bytes: int | None = None
+    """GPU: its peak of bytes reserved from the device (max_memory_reserved)."""
+    fragmentation: float | None = None
+    """GPU: 1 - allocated / reserved at the peak: the share reserved but not in use."""
+    memory_snapshot: bytes | None = None
+    """With ``memory_snapshot=True`` on a GPU: the torch.cuda.memory snapshot pickle's bytes."""
+    memory_unmeasured: dict[str, str] | None = None
+    """Memory figure -> why this rank could not measure it."""
     params_digest: str | None
     """A hash of the final parameters; equal on every rank means bit-identical replicas. None
     where a rank does not hold a whole replica."""
@@ -129,6 +148,9 @@ def rank_info(report: RankReport | None, **where: Any) -> RankInfo:
     return RankInfo(
         **where, peak_mem_bytes=report.peak_mem_bytes, peak_mem_kind=report.peak_mem_kind,
         params_digest=report.params_digest, param_bytes=report.param_bytes,
-        optimizer_bytes=report.optimizer_bytes, bubble=report.bubble, bubble_ideal=report.bubble_ideal,
+        optimizer_bytes=report.optimizer_bytes, gradient_bytes=report.gradient_bytes,
+        activation_bytes=report.activation_bytes, allocated_peak_bytes=report.allocated_peak_bytes,
+        reserved_peak_bytes=report.reserved_peak_bytes, fragmentation=report.fragmentation,
+        bubble=report.bubble, bubble_ideal=report.bubble_ideal,
         stages=report.stages, power=report.power, power_device=report.power_device,
     )

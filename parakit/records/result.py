@@ -74,6 +74,16 @@ class RankInfo:
     """Bytes of parameters this rank holds (its shard, under fsdp and tensor parallelism)."""
     optimizer_bytes: int | None = None
     """Bytes of optimizer state this rank holds (AdamW: two moments per local parameter)."""
+    gradient_bytes: int | None = None
+    """Bytes of gradients this rank held after the last step (its shard under fsdp)."""
+    activation_bytes: int | None = None
+    """The most bytes saved for backward this rank held at once in one counted step."""
+    allocated_peak_bytes: int | None = None
+    """GPU: the caching allocator's peak of bytes in tensors; None on CPU."""
+    reserved_peak_bytes: int | None = None
+    """GPU: the caching allocator's peak of bytes reserved from the device; None on CPU."""
+    fragmentation: float | None = None
+    """GPU: 1 - allocated / reserved at the peak; None on CPU."""
     bubble: float | None = None
     """Pipeline: share of this rank's step spent waiting, median over measured steps."""
     bubble_ideal: float | None = None
@@ -110,6 +120,9 @@ class RunResult:
     """Where it ran: the launcher, the hosts, the interface and the (simulated) link."""
     traces: list[str] = field(default_factory=list)
     """With ``trace=True``: paths of the Chrome-trace JSON files of each rank's recorded steps."""
+    memory_snapshots: list[str] = field(default_factory=list)
+    """With ``memory_snapshot=True`` on GPUs: paths of each rank's torch.cuda.memory snapshot
+    (a pickle that pytorch.org/memory_viz opens)."""
 
     @property
     def ok(self) -> bool:

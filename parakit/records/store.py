@@ -50,6 +50,16 @@ def save_traces(run_id: str, rank_traces: list[list[tuple[list[int], str]] | Non
     return paths
 
 
+def save_memory_snapshots(run_id: str, rank_snapshots: list[bytes | None],
+                          runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[str]:
+    """Write each rank's CUDA memory snapshot in ``runs_dir/<run_id>-memory/rank<r>.pickle``
+    (pytorch.org/memory_viz opens them); returns their paths. parakit writes these pickles and
+    never loads one: a run store stays data that cannot run code."""
+    folder = Path(runs_dir) / f"{run_id}-memory"
+    return [str(_write(folder, f"rank{rank}", data, suffix=".pickle"))
+            for rank, data in enumerate(rank_snapshots) if data]
+
+
 def save_comm_bench(result: CommBenchResult, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> Path:
     """Write a communication benchmark to ``runs_dir/comm-bench/<bench_id>.json`` atomically."""
     return _write(Path(runs_dir) / COMM_BENCH_DIR, result.bench_id, result.to_dict())
@@ -62,16 +72,18 @@ def read_comm_benches(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[Co
     return benches
 
 
-def _write(folder: Path, name: str, data: dict | str) -> Path:
+def _write(folder: Path, name: str, data: dict | str | bytes, suffix: str = ".json") -> Path:
     """Write-then-rename, so a reader (or a crash) never sees half a file. ``data`` is a record
-    to write as JSON, or text that is JSON already (a trace: megabytes, not parsed again)."""
+    to write as JSON, text that is JSON already (a trace: megabytes, not parsed again), or bytes
+    written as they are (a memory snapshot)."""
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{name}.json"
+    final = folder / f"{name}{suffix}"
     # A name of its own per writer (mkstemp), so concurrent writers never share a temp file.
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if isinstance(data, str):
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w",
+                       encoding=None if isinstance(data, bytes) else "utf-8") as f:
+            if isinstance(data, (str, bytes)):
                 f.write(data)
             else:
                 json.dump(data, f, indent=1, allow_nan=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from parakit.config.formulas import TERA, achieved_flops_per_s, mfu, per_joule
 from parakit.config.run import RunConfig, Strategy
+from parakit.records.memory import memory_methods, memory_summary, memory_unmeasured
 from parakit.records.rank import RankReport
 from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, StepRecord, new_run_id, now_iso
 
@@ -35,6 +36,7 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
     reason = returned[0].peak_mem_reason
     if summary["peak_mem_bytes"] is None and reason:
         unmeasured["peak_mem_bytes"] = reason
+    unmeasured.update(memory_unmeasured(summary, returned))
     summary["math_flags"] = returned[0].math_flags
     if summary["comm_bytes_per_step"] is None:
         unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
@@ -59,7 +61,7 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
     flops, why = flops_summary(first, summary["step_time_s"], config.workers)
     summary.update(flops, flops_method=first.flops_method if first else None)
     unmeasured.update(why)
-    summary["method"] = methods(config, summary)
+    summary["method"] = methods(config, summary) | memory_methods(summary, returned)
 
 
 def progress_warning(reports: list[RankReport]) -> str | None:
@@ -119,6 +121,9 @@ def instrument_overhead(steps: list[StepRecord], reports: list[RankReport],
         "profiler_on_steps": sorted({s for r in reports for s in r.profiler_on_steps}),
         "progress_messages": max((r.progress_messages for r in reports), default=0),
         "gc_collections": [max(c) for c in zip(*collections)] if collections else None,
+        # the saved-tensor hooks' time inside the one step they count (engine.memory), largest rank
+        "activation_count_s": max((r.activation_count_s for r in reports if r.activation_count_s is not None),
+                                  default=None),
         "method": ("recorded_step_slowdown: median recorded step against the median of the others; "
                    "after_recorded_slowdown: the 3 steps after each mid-run window against the steps "
                    "neither recorded nor after one; between_steps_s: perf_counter around "
@@ -196,19 +201,13 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
         "peak_mem_bytes": max(peaks) if peaks else None,
         # Bit-identical replicas at the end; None where ranks do not each hold a full replica.
         "params_in_sync": len(set(digests)) == 1 if digests and len(digests) == len(ranks) else None,
-        # The largest rank's share: what decides whether a model fits.
-        "param_bytes": _largest(r.param_bytes for r in ranks),
-        "optimizer_bytes": _largest(r.optimizer_bytes for r in ranks),
+        # The largest rank's share of each part: what decides whether a model fits.
+        **memory_summary(ranks),
         "bubble": statistics.mean(bubbles) if bubbles else None,
         **wire_summary(measured),
         "bubble_ideal": next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
         **breakdown_summary(measured),
     }
-
-
-def _largest(values) -> int | None:
-    known = [v for v in values if v is not None]
-    return max(known) if known else None
 
 
 def wire_summary(measured: list[StepRecord]) -> dict[str, Any]:
