@@ -74,14 +74,16 @@ def model_label(run: RunResult) -> str:
     return f"{run.config.get('model')} {sizes}".strip()
 
 
-def run_axis(fig: Figure, runs: list[RunResult]) -> None:
-    """x categories are run ids, so two runs with one label stay two; ticks say 'strategy xN'
-    (plus the run id only where two labels would collide)."""
+def run_ticks(runs: list[RunResult]) -> list[str]:
+    """Each run's label, 'strategy xN model', plus its id only where two labels would collide."""
     labels = [run_label(r.config, r.world_size) for r in runs]
-    ticks = [f"{lab} ({r.run_id})" if labels.count(lab) > 1 else lab
-             for lab, r in zip(labels, runs)]
+    return [f"{lab} ({r.run_id})" if labels.count(lab) > 1 else lab for lab, r in zip(labels, runs)]
+
+
+def run_axis(fig: Figure, runs: list[RunResult]) -> None:
+    """x categories are run ids, so two runs with one label stay two; ticks are ``run_ticks``."""
     fig.update_xaxes(type="category", tickmode="array", tickvals=[r.run_id for r in runs],
-                     ticktext=ticks)
+                     ticktext=run_ticks(runs))
 
 
 def finish(fig: Figure, title: str, x_title: str, y_title: str, notes: list[str]) -> Figure:

@@ -15,9 +15,9 @@ import plotly.graph_objects as go
 
 from parakit.plots.measures import breakdown, wire_bytes
 from parakit.plots.measures import power as power_figure
+from parakit.plots.memory import memory
 from parakit.plots.base import (
     HOVER_RUN,
-    MIB,
     Figure,
     count,
     finish,
@@ -196,40 +196,6 @@ def step_times(results: list[RunResult]) -> Figure:
     """
     return _per_step(results, lambda s: s.step_time_s * 1e3, "Step time per step (slowest rank)",
                      "step time (ms)", "ms")
-
-
-def memory(results: list[RunResult]) -> Figure:
-    """Peak memory of each rank in MiB, bars grouped by run.
-
-    Args:
-        results: Runs of any status; failed/stopped runs are skipped, and ranks whose peak
-            was not measured (None) are omitted, with their count in the subtitle.
-
-    Returns:
-        A grouped bar figure, one bar per measured rank.
-    """
-    measured = [(r, k) for r in results if r.ok for k in r.ranks if k.peak_mem_bytes is not None]
-    runs = list({id(r): r for r, _ in measured}.values())  # in order, each once
-    unmeasured = sum(k.peak_mem_bytes is None for r in results if r.ok for k in r.ranks)
-    fig = Figure()
-    for rank in sorted({k.rank for _, k in measured}):
-        hits = [(r, k) for r, k in measured if k.rank == rank]
-        fig.add_bar(
-            x=[r.run_id for r, _ in hits], y=[k.peak_mem_bytes / MIB for _, k in hits],
-            name=f"rank {rank}",
-            customdata=[[r.run_id, r.config.get("strategy"), r.world_size, k.rank, k.peak_mem_kind,
-                         k.device_name] for r, k in hits],
-            hovertemplate=HOVER_RUN + "<br>rank %{customdata[3]} on %{customdata[5]}"
-            "<br>%{y:.1f} MiB (%{customdata[4]})<extra></extra>",
-        )
-    fig.update_layout(barmode="group")
-    run_axis(fig, runs)
-    # GPU (allocator peak) and CPU (process RSS) peaks measure different things: say which.
-    kinds = sorted({k.peak_mem_kind for r in runs for k in r.ranks if k.peak_mem_kind})
-    notes = [skip_note(results, len(runs), "failed, stopped or unmeasured"),
-             f"{count(unmeasured, 'rank')} not measured, omitted" if unmeasured else "",
-             f"kind: {', '.join(kinds)}" if kinds else ""]
-    return finish(fig, "Peak memory per rank", "run", "peak memory (MiB)", notes)
 
 
 # What ``%parakit plot KIND`` can draw: a new figure is one more line here.

@@ -174,12 +174,40 @@ def test_memory_omits_unmeasured_ranks():
     runs = [make_run("r2", 2, 180.0, mem=[200 * 2**20, None]),
             make_run("r4", 4, 320.0, mem=[None] * 4)]
     fig = plots.memory(runs)
-    ys = [y for t in fig.data for y in t.y]
-    assert ys == [200.0]  # one measured rank; None is not drawn as 0
-    assert [t.name for t in fig.data] == ["rank 0"]
+    (peak,) = [t for t in fig.data if t.type == "scatter"]
+    assert list(peak.y) == [200.0] and peak.name == "peak (process peak RSS)"  # None is not drawn as 0
+    assert list(peak.x[1]) == ["rank 0"]
+    assert all(list(t.y) == [None] for t in fig.data if t.type == "bar")  # no part measured: no bar
     note = fig.layout.title.subtitle.text
-    assert "5 ranks not measured" in note and "1 run skipped" in note
-    assert fig.layout.yaxis.title.text == "peak memory (MiB)"
+    assert "5 ranks measured nothing" in note and "1 run skipped" in note
+    assert "activations not measured on 1 rank" in note
+    assert fig.layout.yaxis.title.text == "memory (MiB)"
+
+
+def test_memory_stacks_the_parts_per_rank_under_the_peak():
+    run = make_run("a", 2, 180.0, mem=[300 * 2**20, 310 * 2**20])
+    for rank, params in zip(run.ranks, (4, 2)):
+        rank.param_bytes, rank.gradient_bytes = params * 2**20, params * 2**20
+        rank.optimizer_bytes, rank.activation_bytes = 2 * params * 2**20, 10 * 2**20
+    run.ranks[1].activation_bytes = None  # one part a rank did not measure
+    gpu = make_run("g", 1, 100.0, mem=[50 * 2**20], strategy="fsdp")
+    gpu.ranks[0].param_bytes, gpu.ranks[0].reserved_peak_bytes, gpu.ranks[0].fragmentation = 2**20, 64 * 2**20, 0.2
+    gpu.ranks[0].peak_mem_kind = "cuda_max_allocated"
+    fig = plots.memory([run, gpu])
+    bars = {t.name: list(t.y) for t in fig.data if t.type == "bar"}
+    assert bars == {"parameters": [4.0, 2.0, 1.0], "gradients": [4.0, 2.0, None],
+                    "optimizer state": [8.0, 4.0, None], "activations": [10.0, None, None]}
+    assert fig.layout.barmode == "stack"
+    # one bar per (run, rank), on a two-level axis
+    (first,) = {tuple(t.x[0]) for t in fig.data}
+    assert first == ("ddp x2 mlp", "ddp x2 mlp", "fsdp x1 mlp")
+    gpu_peak, cpu_peak, reserved = [t for t in fig.data if t.type == "scatter"]
+    assert list(gpu_peak.y) == [None, None, 50.0] and gpu_peak.visible is True
+    assert list(cpu_peak.y) == [300.0, 310.0, None]
+    assert cpu_peak.visible == "legendonly"  # the whole process's peak would flatten the parts
+    assert list(reserved.y) == [None, None, 64.0] and reserved.customdata[2][5] == 0.2
+    note = fig.layout.title.subtitle.text
+    assert "activations not measured on 2 ranks" in note and "gradients not measured on 1 rank" in note
 
 
 def test_empty_input_gives_empty_figures():
@@ -227,7 +255,7 @@ def test_report_write_is_atomic(tmp_path, runs, monkeypatch):
 
 def test_plots_import_only_lower_layers():
     allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records", "parakit.config.run",
-               "parakit.plots.base", "parakit.plots.measures"}
+               "parakit.plots.base", "parakit.plots.measures", "parakit.plots.memory"}
     tree = ast.parse(Path(plots.__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
