@@ -38,7 +38,7 @@ _FIGURES: list[tuple[str, Callable[[list[RunResult]], go.Figure]]] = [
     ("Step time", plots.step_times),
     ("Time breakdown", measures.breakdown),
     ("Power", measures.power),
-    ("Peak memory", plots.memory),
+    ("Memory per rank", plots.memory),
 ]
 
 _FORMATS = {

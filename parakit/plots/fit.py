@@ -8,10 +8,8 @@ from typing import Any
 from plotly.subplots import make_subplots
 
 from parakit.plots.base import TEMPLATE, Figure
+from parakit.plots.memory import PART_STYLE  # the parts as the memory figure draws them
 
-# The parts of a rank's memory, bottom to top, with their colours.
-STACK = {"param_bytes": ("parameters", "#4C78A8"), "gradient_bytes": ("gradients", "#F58518"),
-         "optimizer_bytes": ("optimizer state", "#54A24B"), "activation_bytes": ("activations", "#E45756")}
 MIB = 2**20
 
 
@@ -26,7 +24,7 @@ def fit_figure(result: Any) -> Figure:
                 marker_color="#72B7B2", showlegend=False, row=1, col=1,
                 hovertemplate="%{x}: " + result.vary + " %{y}<extra></extra>")
     best = [layout.at_largest for layout in result.layouts]
-    for key, (name, colour) in STACK.items():
+    for key, (name, colour) in PART_STYLE.items():
         fig.add_bar(x=labels, y=[(b.parts.get(key) or 0) / MIB if b else None for b in best], name=name,
                     marker_color=colour, row=1, col=2, hovertemplate="%{x}: " + name + " %{y:.1f} MiB<extra></extra>")
     fig.add_scatter(x=labels, y=[b.predicted / MIB if b and b.predicted is not None else None for b in best],

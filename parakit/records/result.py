@@ -152,7 +152,7 @@ class RunResult:
 
 def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
     """A run in a few words, the one label every front end and figure uses: 'ddp x2 mlp', plus
-    the levers that are not the plain ones: 'ddp x2 gpt bf16 topk:0.01 no EF compiled'."""
+    the levers that are not the plain ones: 'ddp x2 gpt bf16 topk:0.01 no EF compiled zero-1 ac:full'."""
     workers = workers if workers is not None else settings.get("workers")
     size = f" x{workers}" if workers is not None else ""  # not chosen yet: the engines decide
     model = settings.get("model")
@@ -163,6 +163,10 @@ def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
         parts.append("no EF")
     if settings.get("compile"):
         parts.append("compiled")
+    if settings.get("zero") is not None:
+        parts.append(f"zero-{settings['zero']}")
+    if settings.get("activation_checkpointing") not in (None, "none"):
+        parts.append(f"ac:{settings['activation_checkpointing']}")
     return " ".join(parts)
 
 

@@ -37,6 +37,18 @@ def save_run(result: RunResult, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) 
     return _write(Path(runs_dir), result.run_id, result.to_dict())
 
 
+def save_rank_files(result: RunResult, reports: list | None, runs_dir: str | os.PathLike) -> None:
+    """The files a run's ranks sent back beside its record, as its settings asked: Chrome traces
+    (``trace``) and CUDA memory snapshots (``memory_snapshot``; a CPU rank sends None)."""
+    if not reports:
+        return
+    if result.config.get("trace"):
+        result.traces = save_traces(result.run_id, [r and r.traces for r in reports], runs_dir)
+    if result.config.get("memory_snapshot"):
+        result.memory_snapshots = save_memory_snapshots(result.run_id, [r and r.memory_snapshot for r in reports],
+                                                        runs_dir)
+
+
 def save_traces(run_id: str, rank_traces: list[list[tuple[list[int], str]] | None],
                 runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[str]:
     """Write each rank's profiler windows as Chrome-trace JSON files in

@@ -19,9 +19,7 @@ from parakit.config.hosts import Launcher
 from parakit.config.run import Device, RunConfig, Strategy
 from parakit.records.rank import rank_info
 from parakit.records.result import OK, RunResult, headline, new_run_id, now_iso
-from parakit.records.store import (
-    DEFAULT_RUNS_DIR, read_runs, runs_frame, save_memory_snapshots, save_run, save_traces,
-)
+from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_rank_files, save_run
 from parakit.records.summary import measure
 from parakit.session.preflight import Engines, check_run, engines_here
 from parakit.session.fit import FitResult, run_fit
@@ -380,12 +378,7 @@ class Session(SessionTools):
             network=self.network(),
         )
         measure(result, config, outcome.rank_results)
-        if config.trace and outcome.rank_results:
-            result.traces = save_traces(result.run_id, [r and r.traces for r in outcome.rank_results],
-                                        self.runs_dir)
-        if config.memory_snapshot and outcome.rank_results:  # GPU ranks only: a CPU rank sends None
-            result.memory_snapshots = save_memory_snapshots(
-                result.run_id, [r and r.memory_snapshot for r in outcome.rank_results], self.runs_dir)
+        save_rank_files(result, outcome.rank_results, self.runs_dir)
         return result
 
     def _restart_engines(self) -> None:

@@ -102,3 +102,15 @@ def test_sweep_refuses_a_combination_that_does_not_fit_before_any_engine(tmp_pat
     assert out.stderr.strip() == ("parakit: error: 2 of 4 combinations do not fit, e.g. ddp x1 mlp fp16: fp16 with "
                                   "loss scaling needs a GPU; on CPU use bf16 or fp32; drop them from the lists")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["--vary", "height"], "vary must be one of depth, width, batch_size"),
+    (["--memory-limit", "lots"], "memory_limit must be a positive number of bytes"),
+    (["--strategies", "ddp:zero=2"], "zero=2 applies to fsdp or fsdp+tensor, not ddp"),
+    (["--model", "cnn"], "vary=depth sizes the built-in mlp or gpt"),
+])
+def test_fit_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, args, fix):
+    out = parakit("fit", *args, "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 2 and out.stdout == "" and not (tmp_path / "runs").exists()
+    assert out.stderr.strip().startswith("parakit: error:") and fix in out.stderr and "\n" not in out.stderr.strip()

@@ -69,6 +69,8 @@ def parakit(shell, line):
     ("bench comm --workers 1", "the communication benchmark needs workers >= 2 (got 1)"),
     ("bench comm --sizes 1KB,lots", "a message size must be a positive number of bytes"),
     ("bench disk", "invalid choice: 'disk'"),
+    ("fit --vary height", "vary must be one of depth, width, batch_size (got 'height')"),
+    ("fit --strategies fsdp:zero=1", "zero=1 applies to ddp, not fsdp"),
 ])
 def test_bad_input_is_one_line_with_the_fix_and_starts_nothing(shell, tmp_path, line, says):
     fresh = magics.ParakitMagics(shell)  # no engines yet: a mistake must not start them
