@@ -45,20 +45,20 @@ def activation_bytes(parts, rows: float, degree: int, precision: Precision,
                      checkpointing: Checkpointing = Checkpointing.NONE) -> float:
     """Activations kept for backward by ``parts`` over ``rows`` rows; tensor parallelism splits
     the share that its layers keep (taken as their share of the part's FLOPs). Full activation
-    checkpointing keeps a block's input instead of its activations, plus one block's at a time
-    while backward recomputes it; selective keeps ``SELECTIVE_SHARE`` of each block's."""
-    total, recompute, before = 0.0, 0.0, None
+    checkpointing keeps a block's input instead of its activations (while backward recomputes a
+    block its activations exist again for a moment: a peak, not kept, so not counted here);
+    selective keeps ``SELECTIVE_SHARE`` of each block's."""
+    total, before = 0.0, None
     for p in parts:
         split = p.tensor_flops_per_sample / p.flops_per_sample if p.flops_per_sample else 0.0
         saved = p.saved_bytes_per_sample * (1 - split * (1 - 1 / degree))
         if p.is_block and checkpointing is Checkpointing.FULL:
-            recompute = max(recompute, saved)
             saved = before if before is not None else p.output_bytes_per_sample
         elif p.is_block and checkpointing is Checkpointing.SELECTIVE:
             saved *= SELECTIVE_SHARE
         total += saved
         before = p.output_bytes_per_sample
-    return (total + recompute) * rows * (0.5 if precision in HALF else 1.0)
+    return total * rows * (0.5 if precision in HALF else 1.0)
 
 
 def in_flight(schedule: Schedule, microbatches: int, ranks: int) -> int:

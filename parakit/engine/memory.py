@@ -118,8 +118,11 @@ class MemoryCount:
     """One run's memory instrument on this rank: counts activations on ``step``, records the
     allocator's history when a snapshot is asked for, and reads the rest at the run's end."""
 
-    def __init__(self, device: torch.device, steps: int, warmup_steps: int, snapshot: bool = False):
+    def __init__(self, device: torch.device, steps: int, warmup_steps: int, snapshot: bool = False,
+                 uncountable: str | None = None):
         self.device = device
+        self.uncountable = uncountable
+        """Why the saved bytes cannot be counted in this run (the count is then not kept)."""
         self.step = counted_step(steps, warmup_steps)
         self.saved = SavedBytes()
         self.counted = False
@@ -143,7 +146,9 @@ class MemoryCount:
         grads, why_not = gradient_bytes(parameters, failed)
         if why_not:
             why["gradient_bytes"] = why_not
-        if not self.counted:
+        if self.uncountable:
+            why["activation_bytes"] = self.uncountable
+        elif not self.counted:
             why["activation_bytes"] = f"the run ended before step {self.step}, the step activations are counted on"
         allocator = allocator_figures(self.device)
         if allocator["reserved_peak_bytes"] is None:
@@ -157,7 +162,7 @@ class MemoryCount:
                 why["memory_snapshot"] = why_not
         return {
             "gradient_bytes": grads,
-            "activation_bytes": self.saved.peak_bytes if self.counted else None,
+            "activation_bytes": self.saved.peak_bytes if self.counted and not self.uncountable else None,
             "activation_step": self.step if self.counted else None,
             "activation_count_s": self.saved.cost_s if self.counted else None,
             **allocator,
@@ -189,3 +194,10 @@ def allocator_figures(device: torch.device) -> dict[str, Any]:
     reserved = int(torch.cuda.max_memory_reserved(device))
     return {"allocated_peak_bytes": allocated, "reserved_peak_bytes": reserved,
             "fragmentation": 1 - allocated / reserved if reserved else None}
+
+
+# Selective checkpointing keeps the matmuls' outputs in torch.utils.checkpoint's own cache, not
+# through autograd's saved-tensor hooks, which see only what lies outside the blocks: a count
+# would be far too low (it equalled full checkpointing's), so there is none.
+SELECTIVE_UNCOUNTABLE = ("selective activation checkpointing keeps the matmuls' outputs inside "
+                         "torch.utils.checkpoint, where saved_tensors_hooks cannot count them")

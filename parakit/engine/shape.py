@@ -91,8 +91,10 @@ def _model_name(config: RunConfig) -> str:
 
 
 def _on(batch: Any, device: str) -> Any:
+    """``batch`` on ``device``, each tensor its own copy: a row sliced off a batch would share
+    the batch's storage, and saved bytes are counted by storage."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device)
+        return batch.to(device, copy=True)
     if isinstance(batch, (tuple, list)):
         return type(batch)(_on(b, device) for b in batch)
     if isinstance(batch, dict):
@@ -143,9 +145,17 @@ def _measure(model, named, inputs, targets, loss_fn) -> dict[str, Any]:
                 current.pop()
         return hook
 
+    seen: dict[int, torch.Tensor] = {}  # storages counted, held for the pass (no address reused)
+
     def pack(t):
-        # What the loss keeps (the logits) belongs to the part that made them, the last one.
-        saved[current[-1] if current else (order[-1] if order else "")] += t.nbytes
+        # Storage by storage, as the runs count (engine/memory.py): a tensor saved by several
+        # operators, or views of one (q, k and v of one projection), are held once. Meta tensors
+        # have no data pointer, so a storage is known by its own object's address.
+        storage = t.untyped_storage()
+        if storage._cdata not in seen:
+            seen[storage._cdata] = t
+            # What the loss keeps (the logits) belongs to the part that made them, the last one.
+            saved[current[-1] if current else (order[-1] if order else "")] += storage.nbytes()
         return t
 
     every = {n: m for n, m in model.named_modules() if n}

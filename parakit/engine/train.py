@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from parakit.config.memory import Checkpointing
 from parakit.config.run import RunConfig, Strategy
 from parakit.engine import devices, precision, process_group
 from parakit.engine.batches import make_batches, slice_rows, to_device
@@ -25,7 +26,7 @@ from parakit.engine.compiling import apply_compile
 from parakit.engine.divergence import DivergenceWatch, is_check_step
 from parakit.config.formulas import peak_flops
 from parakit.engine.flops import step_flops
-from parakit.engine.memory import MemoryCount
+from parakit.engine.memory import SELECTIVE_UNCOUNTABLE, MemoryCount
 from parakit.engine.optimizer import local_bytes, make_optimizer, optimizer_state_bytes
 from parakit.engine.power import PowerMeter
 from parakit.engine.payload import unpack
@@ -215,7 +216,9 @@ def set_up(config: RunConfig) -> Run:
         window=MeasuredWindow(device, meter),  # wall clock and energy over the measured steps alone
         divergence=DivergenceWatch(device),
         # last: with memory_snapshot, the allocator's history is recorded from here on
-        memory_count=MemoryCount(device, config.steps, config.warmup_steps, snapshot=config.memory_snapshot),
+        memory_count=MemoryCount(
+            device, config.steps, config.warmup_steps, snapshot=config.memory_snapshot,
+            uncountable=SELECTIVE_UNCOUNTABLE if config.activation_checkpointing is Checkpointing.SELECTIVE else None),
     )
 
 

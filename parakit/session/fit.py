@@ -21,10 +21,10 @@ from typing import Any
 
 from parakit.config.fit import FIT_STEPS, MAX_TRIES, FitRequest, check_fit
 from parakit.config.run import RunConfig
+from parakit.records.memory import PARTS
 from parakit.records.result import RunResult, run_label
 from parakit.session.progress import StatusLine, size_text
 
-PARTS = ("param_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes")
 PART_NAMES = {"param_bytes": "parameters", "gradient_bytes": "gradients",
               "optimizer_bytes": "optimizer state", "activation_bytes": "activations"}
 CPU_MEASURE = "tensors per rank: parameters + gradients + optimizer state + activations (CPU; not RSS)"
@@ -105,9 +105,9 @@ def run_fit(session: Any, model: Any, vary: str, memory_limit: Any, strategies: 
     for layout in request.layouts:  # against these engines too, before any run
         session.config(**_settings(request, model, workers, layout, request.start, settings))
     measure = GPU_MEASURE if session.gpus and settings.get("device") != "cpu" else CPU_MEASURE
-    line = StatusLine()
     layouts = []
     for layout in request.layouts:
+        line = StatusLine()  # one line per layout: its tries while it searches, then its answer
         found = FitLayout(_label(layout, model, workers), layout)
         _search(session, request, model, workers, layout, settings, found, line)
         line.end(_said(found, request))

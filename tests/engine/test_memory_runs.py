@@ -7,10 +7,10 @@ import pytest
 
 from parakit.engine.memory import NO_ALLOCATOR
 from parakit.engine.memory_snapshot import NO_CUDA
+from parakit.records.memory import PARTS
 from parakit.records.store import read_runs
 
 GPT = {"model": "gpt", "workers": 2, "steps": 3, "warmup_steps": 2, "profile_every": 0, "live": False}
-PARTS = ("param_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes")
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,13 @@ def test_on_cpus_the_allocator_and_snapshot_say_why_and_nothing_is_written(runs,
     assert "memory_snapshot" not in runs["ddp"].unmeasured  # said only where one was asked for
     saved = {s.run_id: s for s in read_runs(session.runs_dir)}[r.run_id]
     assert [k.activation_bytes for k in saved.ranks] == [k.activation_bytes for k in r.ranks]
+
+
+def test_checkpointing_full_saves_less_and_selective_is_not_counted(runs, session):
+    full = session.run(strategy="ddp", batch_size=8, activation_checkpointing="full", **GPT)
+    selective = session.run(strategy="ddp", batch_size=8, activation_checkpointing="selective", **GPT)
+    assert full.ok and selective.ok
+    assert 0 < full.summary["activation_bytes"] <= 0.5 * runs["ddp"].summary["activation_bytes"]
+    # selective keeps its tensors where the hooks cannot see them: no number rather than a low one
+    assert selective.summary["activation_bytes"] is None
+    assert "torch.utils.checkpoint" in selective.unmeasured["activation_bytes"]
