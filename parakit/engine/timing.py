@@ -39,6 +39,17 @@ class StepTimer:
             return [a.elapsed_time(b) / 1e3 for a, b in self.spans]
         return [b - a for a, b in self.spans]
 
+    def since_start_s(self, steps: int | None = None) -> list[float]:
+        """When each of the first ``steps`` steps (default all) ended, in seconds since the
+        first one began: the wall clock a run's loss is drawn against, between-step work
+        included. On a GPU read from the same events (their stream's clock), after a sync."""
+        spans = self.spans[:steps] if steps is not None else self.spans
+        if not spans:
+            return []
+        if self.cuda:
+            return [spans[0][0].elapsed_time(b) / 1e3 for _, b in spans]
+        return [b - spans[0][0] for _, b in spans]
+
     def completed_times_s(self, steps: int) -> list[float]:
         """After a failed step: the times of the first ``steps`` steps only, read without a
         device-wide sync (which a broken GPU context could not answer)."""

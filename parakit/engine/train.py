@@ -297,7 +297,7 @@ def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
         rank=run.rank, error=made.error, stopped_early=len(made.losses) < config.steps, stop_reason=stop.reason,
         # note: one device-to-host copy; None where this rank computes no loss (early stages)
         losses=[None if l is None else l.float().item() for l in made.losses],
-        step_time_s=step_times,
+        step_time_s=step_times, step_end_s=run.timer.since_start_s(len(step_times)),
         comm_bytes=made.comm_bytes or None, uncompressed_bytes=made.uncompressed_bytes or None,
         peak_mem_bytes=devices.peak_memory_bytes(mem_kind), peak_mem_kind=mem_kind, peak_mem_reason=mem_reason,
         param_bytes=local_bytes(parallel.parameters()), optimizer_bytes=optimizer_state_bytes(run.optimizer),

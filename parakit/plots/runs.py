@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from parakit.plots.measures import breakdown, wire_bytes
 from parakit.plots.measures import power as power_figure
 from parakit.plots.memory import memory
+from parakit.plots.time import loss_time
 from parakit.plots.base import (
     HOVER_RUN,
     Figure,
@@ -208,4 +209,5 @@ PLOTS: dict[str, Callable[[list[RunResult]], Figure]] = {
     "breakdown": breakdown,
     "bytes": wire_bytes,
     "power": power_figure,
+    "loss-time": loss_time,
 }

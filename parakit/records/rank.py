@@ -123,6 +123,8 @@ class RankReport:
     """Cyclic-GC collections per generation during the measured steps; None when none began."""
     traces: list[tuple[list[int], str]] | None = None
     """With ``trace=True``: (steps, Chrome-trace JSON) per profiler window; else None."""
+    step_end_s: list[float] | None = None
+    """When each step ended, seconds since the first began (the timer's clock)."""
 
     # -- pipelines only -------------------------------------------------------------------
     bubble: float | None = None

@@ -50,6 +50,9 @@ class StepRecord:
     """Per rank: communication time in which no compute ran."""
     rank_idle_time_s: list[float] | None = None
     """Per rank: time in which neither ran (waiting for a peer, a bubble, Python overhead)."""
+    time_s: float | None = None
+    """When the step ended, in seconds since the run's first step began (the slowest rank's):
+    the wall clock its loss is drawn against (``plots.loss_time``). None in older records."""
 
 
 @dataclass

@@ -156,6 +156,7 @@ def steps_from_ranks(reports: list[RankReport], warmup_steps: int) -> list[StepR
     """Merge per-rank step lists (same length on every rank) into one record per step."""
     n = min(min(len(r.step_time_s), len(r.losses)) for r in reports)
     counted = all(r.comm_bytes for r in reports)
+    timed = all(r.step_end_s and len(r.step_end_s) >= n for r in reports)
     steps = []
     for i in range(n):
         losses = [r.losses[i] for r in reports if r.losses[i] is not None]
@@ -171,6 +172,7 @@ def steps_from_ranks(reports: list[RankReport], warmup_steps: int) -> list[StepR
                 warmup=i < warmup_steps,
                 rank_comm_bytes=[r.comm_bytes[i] for r in reports] if counted else None,
                 rank_uncompressed_bytes=[r.uncompressed_bytes[i] for r in reports] if counted else None,
+                time_s=max(r.step_end_s[i] for r in reports) if timed else None,
                 **split,
             )
         )
