@@ -245,3 +245,29 @@ def comm_bench(rank: int, world_size: int, options: dict) -> dict:
     start = time.perf_counter()
     result = run_comm_bench(on_progress=progress.append, **options)
     return {"result": result, "progress": progress, "wall_s": time.perf_counter() - start}
+
+
+def delayed_sgd(rank: int, world_size: int, *, delay: int, steps: int, lr: float = 0.1) -> list[dict]:
+    """Delayed averaging with plain SGD; per step: this rank's parameters after the step, its
+    own gradient of the step, and the bytes it sent."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from parakit.engine.delayed import DelayedAveraging
+
+    module = tiny_model(16)
+    model = DistributedDataParallel(module)
+    delayed = DelayedAveraging(model, delay, steps=steps)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    per_step = []
+    for step in range(steps):
+        x, y = batch(module, rank, step)
+        local = _local_grads(module, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        delayed.before_step()
+        optimizer.step()
+        delayed.after_step()
+        per_step.append({"params": flat_params(module), "local": local.numpy().copy(),
+                         "sent": delayed.counter.take_step().comm_bytes, "grad_bytes": grad_bytes(module)})
+    return per_step

@@ -1,6 +1,6 @@
 """The software levers of a run: numeric precision, gradient compression and how often ranks
-synchronise. Written as ``"powersgd:4"``, ``"topk:0.01"`` or ``"local-sgd:8"`` by users, parsed
-here into small frozen values. Standard library only."""
+synchronise. Written as ``"powersgd:4"``, ``"topk:0.01"``, ``"local-sgd:8"`` or
+``"streaming-diloco:8,2"`` by users, parsed here into small frozen values. Standard library only."""
 
 from __future__ import annotations
 
@@ -77,15 +77,27 @@ class SyncKind(Choice):
     EVERY_STEP = "every-step"  # gradients averaged every step
     LOCAL_SGD = "local-sgd"  # ranks step alone, parameters averaged every H steps
     ACCUMULATE = "accumulate"  # K micro-steps per optimizer step, gradients synced on the last
+    DELAYED = "delayed"  # local gradient at once, the average's correction D steps later
+    DILOCO = "diloco"  # H inner AdamW steps alone, then an outer Nesterov step on the averaged change
+    STREAMING_DILOCO = "streaming-diloco"  # diloco over F fragments, staggered, overlapped
+
+
+# The letter each counted kind's value goes by in messages and docs.
+SYNC_LETTER = {SyncKind.LOCAL_SGD: "H", SyncKind.ACCUMULATE: "K", SyncKind.DELAYED: "D",
+               SyncKind.DILOCO: "H", SyncKind.STREAMING_DILOCO: "H"}
 
 
 @dataclass(frozen=True)
 class Sync:
-    """When ranks synchronise, written ``every-step``, ``local-sgd:H`` or ``accumulate:K``."""
+    """When ranks synchronise, written ``every-step``, ``local-sgd:H``, ``accumulate:K``,
+    ``delayed:D``, ``diloco:H`` or ``streaming-diloco:H,F``."""
 
     kind: SyncKind = SyncKind.EVERY_STEP
     every: int = 1
-    """H for local-sgd (steps between averages), K for accumulate (micro-steps per step)."""
+    """H for local-sgd and the dilocos (steps between syncs), K for accumulate (micro-steps per
+    step), D for delayed (steps until a gradient's average is applied)."""
+    fragments: int | None = None
+    """F for streaming-diloco: parameter fragments, each synced every H steps, H/F apart."""
 
     @classmethod
     def parse(cls, value: Any) -> "Sync":
@@ -96,15 +108,37 @@ class Sync:
             if arg:
                 raise ValueError(f"sync every-step takes no value (got {text!r})")
             return cls(kind)
-        letter = "H" if kind is SyncKind.LOCAL_SGD else "K"
+        if kind is SyncKind.STREAMING_DILOCO:
+            return cls._streaming(arg)
+        letter = SYNC_LETTER[kind]
         if not arg:
             raise ValueError(f"sync {kind} needs a count, e.g. {kind}:4 ({letter} >= 1)")
         every = _number(arg, int, f"{kind} {letter}", f"{kind}:4")
         check_int(f"{kind} {letter}", every, 1)
         return cls(kind, every)
 
+    @classmethod
+    def _streaming(cls, arg: str) -> "Sync":
+        kind, example = SyncKind.STREAMING_DILOCO, "streaming-diloco:8,2"
+        every_text, comma, fragments_text = arg.partition(",")
+        if not comma or not every_text.strip() or not fragments_text.strip():
+            raise ValueError(f"sync {kind} needs H and F, e.g. {example} (H steps between a fragment's "
+                             "syncs, F fragments)")
+        every = _number(every_text.strip(), int, f"{kind} H", example)
+        fragments = _number(fragments_text.strip(), int, f"{kind} F", example)
+        check_int(f"{kind} H", every, 1)
+        check_int(f"{kind} F", fragments, 1)
+        if every % fragments:
+            raise ValueError(f"{kind} H ({every}) must be a multiple of F ({fragments}): fragments sync "
+                             f"H/F steps apart, e.g. {example}")
+        return cls(kind, every, fragments)
+
     def __str__(self) -> str:
-        return self.kind.value if self.kind is SyncKind.EVERY_STEP else f"{self.kind}:{self.every}"
+        if self.kind is SyncKind.EVERY_STEP:
+            return self.kind.value
+        if self.fragments is not None:
+            return f"{self.kind}:{self.every},{self.fragments}"
+        return f"{self.kind}:{self.every}"
 
 
 def _kind_and_value(value: Any, kinds: type[Choice], what: str) -> tuple[Any, str, str]:

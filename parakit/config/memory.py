@@ -16,7 +16,7 @@ from typing import Any
 
 from parakit.config.choices import Choice, check_int
 from parakit.config.layouts import Hybrid, Strategy
-from parakit.config.levers import SyncKind
+from parakit.config.sync import OWN_GRADIENTS
 
 
 class Checkpointing(Choice):
@@ -45,9 +45,9 @@ def check_memory_levers(config: Any) -> None:
             fits = " or ".join(sorted(str(s) for s in ZERO_FOR[config.zero]))
             raise ValueError(f"zero={config.zero} applies to {fits}, not {layout} "
                              f"(zero=1 shards ddp's optimizer state; zero=2 and 3 are fsdp's)")
-        if config.zero == 1 and config.sync.kind is SyncKind.LOCAL_SGD:
+        if config.zero == 1 and config.sync.kind in OWN_GRADIENTS:
             raise ValueError("zero=1 steps each parameter on one rank with gradients every rank shares; "
-                             "local-sgd's ranks keep their own gradients, so use one or the other")
+                             f"{config.sync.kind}'s ranks keep their own gradients, so use one or the other")
     if config.activation_checkpointing is not Checkpointing.NONE and config.uses_pipeline:
         raise ValueError("activation checkpointing does not combine with pipelines yet (their stages run "
                          "what torch.export traced, where the blocks are no longer modules to wrap); "

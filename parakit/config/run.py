@@ -20,8 +20,9 @@ from parakit.config.layouts import (
     STAGES_PER_RANK, Hybrid, Schedule, Strategy, built_in_blocks, check_microbatches,
     check_pipeline, check_tensor, parse_mesh,
 )
-from parakit.config.levers import Compression, CompressionKind, Precision, Sync, SyncKind
+from parakit.config.levers import Compression, CompressionKind, Precision, Sync
 from parakit.config.memory import Checkpointing, check_memory_levers, describe_memory_levers
+from parakit.config.sync import check_sync, describe_sync
 
 __all__ = [
     "Checkpointing", "Choice", "Compression", "Device", "Hybrid", "MODEL_OPTIONS", "Precision", "RunConfig",
@@ -43,11 +44,6 @@ COMPRESSION_FOR: dict[Any, set[CompressionKind]] = {
     Strategy.DDP: _ALL_KINDS,
     Strategy.FSDP: _CAST_KINDS,
     Hybrid.FSDP_TENSOR: _CAST_KINDS,
-}
-SYNC_FOR: dict[SyncKind, set[Strategy]] = {
-    SyncKind.EVERY_STEP: set(Strategy),
-    SyncKind.LOCAL_SGD: {Strategy.DDP},
-    SyncKind.ACCUMULATE: {Strategy.SINGLE, Strategy.DDP, Strategy.FSDP},
 }
 
 
@@ -75,7 +71,12 @@ class RunConfig:
     error_feedback: bool = True
     """Carry what compression dropped into the next step (topk, randomk; PowerSGD always does)."""
     sync: Sync = field(default_factory=Sync)
-    """every-step, local-sgd:H (average parameters every H steps) or accumulate:K."""
+    """every-step, local-sgd:H (average parameters every H steps), accumulate:K, delayed:D,
+    diloco:H or streaming-diloco:H,F (config/sync.py says what each does)."""
+    outer_lr: float | None = None
+    """diloco's outer learning rate (None: DiLoCo's 0.7)."""
+    outer_momentum: float | None = None
+    """diloco's outer Nesterov momentum, in [0, 1) (None: DiLoCo's 0.9)."""
     schedule: Schedule = Schedule.GPIPE
     """Pipeline schedule: gpipe, 1f1b or interleaved (two stages per rank)."""
     microbatches: int | None = None
@@ -243,21 +244,12 @@ class RunConfig:
                 f"compression {self.compression} does not apply to {layout}; it works with "
                 f"{', '.join(takes)} (use compression='none' here)"
             )
-        if self.sync.kind is not SyncKind.EVERY_STEP and self.strategy not in SYNC_FOR[self.sync.kind]:
-            takes = ", ".join(sorted(str(s) for s in SYNC_FOR[self.sync.kind]))
-            raise ValueError(f"sync {self.sync} applies to {takes}, not {self.strategy}")
-        if self.sync.kind is SyncKind.ACCUMULATE and self.per_rank_batch_size % self.sync.every:
-            raise ValueError(
-                f"accumulate:{self.sync.every} does not divide each rank's batch of "
-                f"{self.per_rank_batch_size}; use a batch_size that is a multiple of {self.sync.every * self.data_parallel_size}"
-            )
+        check_sync(self)
         if self.precision is Precision.FP16 and self.uses_pipeline:
             raise ValueError(
                 "fp16 needs loss scaling, which parakit does not do across pipeline stages; "
                 "use bf16 (no scaling needed) with pipelines"
             )
-        if self.sync.kind is SyncKind.LOCAL_SGD and kind is not CompressionKind.NONE:
-            raise ValueError("local-sgd averages parameters, not gradients; use compression='none' with it")
         if self.compile and self.uses_pipeline:
             raise ValueError("compile does not combine with pipeline yet (its stages run the graph "
                              "torch.export traces, not the compiled blocks); drop compile")
@@ -342,6 +334,7 @@ class RunConfig:
         if self.trace:
             described["trace"] = True
         described.update(describe_memory_levers(self))
+        described.update(describe_sync(self))
         if self.uses_pipeline:
             described.update(schedule=self.schedule.value, microbatches=self.n_microbatches,
                              split=list(self.split) if self.split else None)

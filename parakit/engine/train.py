@@ -269,6 +269,7 @@ def one_step(run: Run, step: int) -> torch.Tensor | None:
     optimizer.zero_grad(set_to_none=True)
     with precision.autocast(config.precision, run.device), run.memory_count.counting(step):
         loss = forward_backward(run.parallel, inputs, targets, run.micro_steps, config.per_rank_batch_size)
+    run.parallel.before_step()
     if scaler is not None:
         scaler.unscale_(optimizer)
         agree_on_overflow(scaler, optimizer, run.world)

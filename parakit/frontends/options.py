@@ -105,7 +105,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compression", default="none", help="none, fp16, bf16, powersgd:R, topk:K, randomk:K")
     p.add_argument("--no-error-feedback", dest="error_feedback", action="store_false",
                    help="topk/randomk: drop what compression leaves out instead of carrying it over")
-    p.add_argument("--sync", default="every-step", help="every-step, local-sgd:H or accumulate:K")
+    p.add_argument("--sync", default="every-step",
+                   help="every-step, local-sgd:H, accumulate:K, delayed:D, diloco:H or streaming-diloco:H,F")
+    p.add_argument("--outer-lr", type=float, default=None, help="diloco's outer learning rate (default 0.7)")
+    p.add_argument("--outer-momentum", type=float, default=None,
+                   help="diloco's outer Nesterov momentum, in [0, 1) (default 0.9)")
     p.add_argument("--schedule", default="gpipe", help=f"pipeline schedule: {Schedule.allowed()}")
     p.add_argument("--microbatches", type=int, default=None, help="pipeline micro-batches per step")
     p.add_argument("--split", type=str_list, default=None, help="pipeline split points, e.g. layers.2,layers.4")
@@ -143,7 +147,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         model=args.model, model_options=dict(args.model_option), data=args.data, loss=args.loss,
         strategy=args.strategy,
         precision=args.precision, compression=args.compression, error_feedback=args.error_feedback,
-        sync=args.sync, schedule=args.schedule, microbatches=args.microbatches, split=args.split,
+        sync=args.sync, outer_lr=args.outer_lr, outer_momentum=args.outer_momentum,
+        schedule=args.schedule, microbatches=args.microbatches, split=args.split,
         tp_plan=dict(args.tp_plan) if args.tp_plan else None, hybrid=args.hybrid, mesh=args.mesh,
         steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb, compile=args.compile,

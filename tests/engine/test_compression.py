@@ -1,4 +1,5 @@
-"""Gradient compression hooks and local SGD, run for real: 2 ranks, gloo, tiny models.
+"""Gradient compression hooks, local SGD and delayed averaging, run for real: 2 ranks, gloo,
+tiny models.
 
 All distributed cases of this module run in one spawn (two processes, one torch import each),
 started by the module fixture; each test asserts on its part of the results.
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dist_helpers import local_sgd, run_ranks, run_sequence, sparse_residual, train_ddp
+from dist_helpers import delayed_sgd, local_sgd, run_ranks, run_sequence, sparse_residual, train_ddp
 from parakit.engine.compression.sparse import random_indices
 
 KINDS = ["none", "fp16", "bf16", "powersgd:2", "topk:0.01", "randomk:0.01"]
@@ -24,6 +25,7 @@ CALLS = {
     "randomk ef": (sparse_residual, {"kind": "randomk", "error_feedback": True}),
     "local": (local_sgd, {"every": 3, "global_steps": 0, "steps": 7}),
     "post-local": (local_sgd, {"every": 2, "global_steps": 2, "steps": 6}),
+    "delayed": (delayed_sgd, {"delay": 2, "steps": 6, "lr": 0.1}),
 }
 
 
@@ -141,6 +143,23 @@ def test_post_local_sgd_averages_gradients_first(ranks):
     assert [s[0] for s in steps0] == [False, False, False, True, False, True]
     assert [s[1] == t[1] for s, t in zip(steps0, steps1)] == [True, True, False, True, False, True]
     assert [s[2] for s in steps0] == [full, full, 0, full, 0, full]
+
+
+def test_delayed_correction_leaves_only_the_last_d_local_steps_apart(ranks):
+    """delayed:2 with plain SGD: after every step the ranks differ by exactly their own gradients
+    of the last 2 steps (every older one was swapped for the average), and their mean moves by
+    the mean of the ranks' gradients, as synchronous SGD's does."""
+    r0, r1 = ranks["delayed"]
+    delay, lr = 2, 0.1
+    for t in range(len(r0)):
+        recent = range(max(0, t - delay + 1), t + 1)
+        apart = -lr * sum(r0[s]["local"] - r1[s]["local"] for s in recent)
+        np.testing.assert_allclose(r0[t]["params"] - r1[t]["params"], apart, atol=1e-6)
+        assert not np.allclose(r0[t]["params"], r1[t]["params"])  # the local steps did differ
+    for t in range(1, len(r0)):
+        step = (r0[t]["params"] + r1[t]["params"] - r0[t - 1]["params"] - r1[t - 1]["params"]) / 2
+        np.testing.assert_allclose(step, -lr * (r0[t]["local"] + r1[t]["local"]) / 2, atol=1e-6)
+    assert all(s["sent"] == r0[0]["grad_bytes"] for s in r0)  # a copy of every bucket, every step
 
 
 @pytest.mark.parametrize("n, k", [(1000, 10), (1000, 400), (50, 50), (7, 1)])

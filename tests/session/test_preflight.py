@@ -178,7 +178,8 @@ RUN = [
     (dict(compression="powersgd:4", strategy="single"),
      "compression powersgd:4 does not apply to single; it works with ddp"),
     (dict(compression="bf16", strategy="pipeline"), "does not apply to pipeline; it works with ddp, fsdp, fsdp+tensor"),
-    (dict(sync="sometimes"), "sync must be one of every-step, local-sgd, accumulate (got 'sometimes')"),
+    (dict(sync="sometimes"), "sync must be one of every-step, local-sgd, accumulate, delayed, diloco, "
+                               "streaming-diloco (got 'sometimes')"),
     (dict(sync="local-sgd"), "sync local-sgd needs a count, e.g. local-sgd:4 (H >= 1)"),
     (dict(sync="local-sgd:0"), "local-sgd H must be >= 1 (got 0)"),
     (dict(sync="every-step:2"), "sync every-step takes no value (got 'every-step:2')"),

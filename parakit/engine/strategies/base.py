@@ -46,8 +46,10 @@ class Parallel:
     """Strategy-specific figures for the run record (e.g. a pipeline's bubble)."""
     wire: Any = None
     """A WireCounter of the bytes gradient synchronisation sends, where it is counted (ddp)."""
+    before_step: Callable[[], None] = lambda: None
+    """Run before each optimizer step, gradients ready (delayed averaging's late corrections)."""
     after_step: Callable[[], None] = lambda: None
-    """Run after each optimizer step (local SGD's periodic parameter average)."""
+    """Run after each optimizer step (local SGD's and diloco's periodic syncs)."""
     no_sync: Callable[[], Any] = contextlib.nullcontext
     """A context in which backward accumulates gradients without synchronising them."""
 
