@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Panel": "parakit.frontends.panel",
+    "Prices": "parakit.config.prices",
     "RunConfig": "parakit.config.run",
     "RunResult": "parakit.records.result",
     "advise": "parakit.advisor.advice",

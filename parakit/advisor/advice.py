@@ -28,13 +28,16 @@ from parakit.advisor.candidates import (
     label,
     projection,
     rank,
+    worker_counts,
 )
 from parakit.advisor.costs import estimate, ratio_error
 from parakit.advisor.hardware import Hardware, hardware_from
 from parakit.advisor.inputs import Calibration
+from parakit.advisor.pricing import priced
 from parakit.advisor.record import Advice, save_advice
 from parakit.engine.shape import model_shape
 from parakit.config.choices import check_int
+from parakit.config.prices import Prices, check_prices
 from parakit.config.run import RunConfig, Strategy
 from parakit.config.levers import Compression, Precision, check_cpu_precision
 from parakit.records.result import new_run_id, now_iso
@@ -67,11 +70,16 @@ class Request:
     project_to: int
     statistic: str
     """Which step of a run stands for it: "median" or "min" (STATISTICS)."""
+    rank_by: str = "time"
+    """"time" (fastest first) or "cost" (cheapest per sample first)."""
+    prices: Prices | None = None
+    """What a device-hour costs; None: the session's, else the shipped table's."""
 
 
 def check_request(model: Any = "mlp", *, workers: Any = 2, hardware: Any = "engines", verify: Any = False,
                   top: Any = 3, project_to: Any = 64, precisions=None, compressions=None, strategies=None,
-                  steps: Any = 10, statistic: Any = "median", **settings: Any) -> Request:
+                  steps: Any = 10, statistic: Any = "median", rank_by: Any = "time", prices: Any = None,
+                  **settings: Any) -> Request:
     """Check ``advise``'s inputs without touching an engine.
 
     Raises:
@@ -93,6 +101,8 @@ def check_request(model: Any = "mlp", *, workers: Any = 2, hardware: Any = "engi
     check_int("steps", steps, 2)
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {', '.join(STATISTICS)} (got {statistic!r})")
+    if rank_by not in ("time", "cost"):
+        raise ValueError(f"rank_by must be time or cost (got {rank_by!r})")
     for name in sorted(settings):
         if name in VARIED:
             instead = VARIED[name]
@@ -108,7 +118,8 @@ def check_request(model: Any = "mlp", *, workers: Any = 2, hardware: Any = "engi
         precisions=None if precisions is None else [Precision.parse(p, "precision").value for p in _list(precisions)],
         compressions=[str(Compression.parse(c)) for c in _list(compressions or COMPRESSIONS)],
         strategies=[Strategy.parse(s, "strategy").value for s in _list(strategies or STRATEGIES)],
-        verify=verify, top=top, project_to=project_to, statistic=statistic,
+        verify=verify, top=top, project_to=project_to, statistic=statistic, rank_by=rank_by,
+        prices=None if prices is None else check_prices(prices),
     )
 
 
@@ -119,8 +130,9 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
            steps: int = 10, statistic: str = "median", progress: bool = True,
            calibration: Calibration | dict | None = None, engines: str = "local", profile: str | None = None,
            cluster_id: str | None = None, ifname: str | None = None, link: str | None = None,
-           **settings: Any) -> Advice:
-    """Rank every configuration of ``model`` on ``workers`` workers by predicted step time.
+           rank_by: str = "time", prices: Prices | None = None, **settings: Any) -> Advice:
+    """Rank every configuration of ``model`` on ``workers`` workers by predicted step time, or
+    by predicted cost per 1000 samples.
 
     Example:
         >>> with parakit.Session(workers=2, device="cpu") as s:
@@ -150,6 +162,12 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
             of calibrating again; then no engine is needed unless ``verify``.
         engines, profile, cluster_id, ifname, link: how the engines start when this call starts
             them, as Session takes them (mpi, slurm, ssh, attach; a simulated link).
+        rank_by: "time" (fastest first) or "cost" (cheapest per 1000 samples first: the
+            devices a configuration holds for that long, at a price per device-hour). By cost
+            it weighs 1, 2, 4 ... up to ``workers`` workers: on one count every configuration
+            holds the same devices, so cost would only follow time.
+        prices: a parakit.Prices to cost configurations (and verifying runs) with; default
+            the session's, else the price table shipped with parakit.
         **settings: what every run shares: model_options, batch_size, data, loss, lr, seed, ...
 
     Returns:
@@ -160,7 +178,8 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
     """
     request = check_request(model, workers=workers, hardware=hardware, verify=verify, top=top,
                             project_to=project_to, precisions=precisions, compressions=compressions,
-                            strategies=strategies, steps=steps, statistic=statistic, **settings)
+                            strategies=strategies, steps=steps, statistic=statistic, rank_by=rank_by,
+                            prices=prices, **settings)
     calibration = _checked_calibration(calibration, request)
     own = session is None and (calibration is None or request.verify)
     where = dict(device=device, gpus=gpus, runs_dir=runs_dir, engines=engines, profile=profile,
@@ -190,7 +209,10 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
 def _candidates(request: Request, calibration, engines: Engines):
     """(precisions, the candidates, those refused with why); ValueError when none is left."""
     precisions = _precisions(request, calibration, engines)
-    found, refused = candidates(request.workers, request.base, precisions, request.compressions, request.strategies)
+    found, refused = [], []
+    for workers in worker_counts(request.workers, request.rank_by):
+        more, why = candidates(workers, request.base, precisions, request.compressions, request.strategies)
+        found, refused = found + more, refused + why
     if request.hardware is None:  # what these engines cannot run (a pipeline on a shared GPU)
         found, refused = _runnable_here(found, refused, engines)
     if not found:
@@ -218,11 +240,14 @@ def _advise(request: Request, session, shape, found, refused, precisions, cal, r
             Plan(precisions=["fp32"] if not session.gpus else precisions)
         cal = calibrate(session, request.base, shape, plan, measure_links=engines, statistic=request.statistic)
     hw = engines_hardware(cal, _cores()) if engines else request.hardware
-    estimates = rank([estimate(c.config, shape, cal, hw, c.settings) for c in found])
+    prices = request.prices or (session.prices if session is not None else Prices())
+    estimates, cost_method = priced([estimate(c.config, shape, cal, hw, c.settings) for c in found], hw, cal, prices)
+    estimates = rank(estimates, request.rank_by)
     advice = Advice(advice_id=f"advice-{new_run_id()}", created_at=now_iso(), workers=request.workers,
-                    hardware=hw, shape=shape, calibration=cal, estimates=estimates, refused=refused)
+                    hardware=hw, shape=shape, calibration=cal, estimates=estimates, refused=refused,
+                    rank_by=request.rank_by, cost_method=cost_method)
     if request.verify:
-        advice.verified = _verify(session, request, estimates)
+        advice.verified = _verify(session, request, estimates, prices)
     advice.projections = _projections(request, shape, cal, hw, estimates, advice.verified)
     save_advice(advice, session.runs_dir if session is not None else runs_dir)
     return advice
@@ -263,12 +288,13 @@ def _precisions(request: Request, calibration, engines: Engines) -> list[str]:
     return precisions
 
 
-def _verify(session, request: Request, estimates) -> list[dict[str, Any]]:
-    """Run the top configurations the engines can run; predicted against measured step time."""
+def _verify(session, request: Request, estimates, prices: Prices) -> list[dict[str, Any]]:
+    """Run the top configurations the engines can run (in the ranking's order); predicted
+    against measured step time."""
     runnable = [e for e in estimates if e.fits and e.step_time_s is not None and e.settings["workers"] <= session.workers]
     out = []
     for e in runnable[: request.top]:
-        result = session.run(**request.base, **e.settings)
+        result = session.run(**request.base, **e.settings, prices=prices)
         measured = result.summary.get(STATISTICS[request.statistic]) if result.ok else None
         out.append({"label": label(e.settings), "settings": e.settings, "predicted_step_time_s": e.step_time_s,
                     "measured_step_time_s": measured, "statistic": request.statistic, "run_id": result.run_id,

@@ -265,4 +265,4 @@ def engines_hardware(cal: Calibration, cores: int | None) -> Hardware:
     return Hardware(name="current engines", device=cal.device, peak_tflops=cal.peak_tflops,
                     memory_bytes=memory, link=links.get("all_reduce"), collectives=links,
                     measured_world=cal.comm_world, ranks_per_node=1024, threads_per_rank=cal.threads_per_rank,
-                    cores=cores, calibrated=True)
+                    cores=cores, calibrated=True, device_name=cal.device_name)

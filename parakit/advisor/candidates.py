@@ -77,12 +77,27 @@ def candidates(workers: int, base: dict[str, Any], precisions: Iterable[str],
     return ok, refused
 
 
-def rank(estimates: list[Estimate]) -> list[Estimate]:
-    """Fastest first; those that do not fit (or have no estimate) after, with their reasons."""
-    def key(e: Estimate):
-        return (not e.fits, e.step_time_s is None, e.step_time_s or 0.0)
+def worker_counts(workers: int, rank_by: str) -> list[int]:
+    """The worker counts weighed: ``workers`` when ranking by time. By cost, every power of 2
+    below it too: on one count every configuration holds the same devices, so its cost only
+    follows its time, while fewer workers, each busier, may cost less per sample."""
+    if rank_by != "cost":
+        return [workers]
+    return sorted({2**k for k in range(workers.bit_length()) if 2**k < workers} | {workers})
 
-    return sorted(estimates, key=key)
+
+def rank(estimates: list[Estimate], by: str = "time") -> list[Estimate]:
+    """Fastest first (``by="time"``), or cheapest per sample first (``by="cost"``: those
+    without a price after those with one, fastest first among them); those that do not fit
+    (or have no estimate) after, with their reasons."""
+    def fastest(e: Estimate):
+        return (e.step_time_s is None, e.step_time_s or 0.0)
+
+    def cheapest(e: Estimate):
+        return (e.cost_per_1k_samples_usd is None, e.cost_per_1k_samples_usd or 0.0, *fastest(e))
+
+    order = {"time": fastest, "cost": cheapest}[by]
+    return sorted(estimates, key=lambda e: (not e.fits, *order(e)))
 
 
 def label(settings: dict[str, Any]) -> str:

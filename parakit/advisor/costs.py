@@ -99,8 +99,18 @@ def _thread_share(cal: Calibration, hw: Hardware, ranks: int) -> float:
     beyond one rank per core; compute time is taken as inversely proportional to the threads."""
     if hw.device != "cpu" or ranks <= cal.engines or not cal.threads_per_rank or not hw.cores:
         return 1.0
-    threads = max(1, hw.cores // ranks)  # as cluster/engines.py shares them out
-    return cal.threads_per_rank / threads * max(1.0, ranks / hw.cores)
+    return cal.threads_per_rank / rank_threads(cal, hw, ranks) * max(1.0, ranks / hw.cores)
+
+
+def rank_threads(cal: Calibration, hw: Hardware, ranks: int) -> int | None:
+    """CPU: the threads each of ``ranks`` ranks computes with. On the engines, as calibrated up
+    to the engines there were, then their share of the cores (as cluster/engines.py shares
+    them out); on a preset, its threads per rank. None where unknown."""
+    if not hw.calibrated:
+        return hw.threads_per_rank
+    if ranks > cal.engines and cal.threads_per_rank and hw.cores:
+        return max(1, hw.cores // ranks)
+    return cal.threads_per_rank
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,9 @@ class Estimate:
     fits: bool = True
     reason: str | None = None
     """Why it does not fit in memory, or why there is no estimate."""
+    cost_per_1k_samples_usd: float | None = None
+    """What the devices it holds cost while it trains 1000 samples (advisor/pricing.py); None
+    where a device has no price (the advice's ``cost_method`` says why)."""
 
 
 def estimate(config: RunConfig, shape: ModelShape, cal: Calibration, hw: Hardware, settings: dict) -> Estimate:

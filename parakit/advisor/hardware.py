@@ -80,6 +80,9 @@ class Hardware:
     """Device memory bandwidth: the optimizer's update is bound by it."""
     calibrated: bool = False
     """True for the current engines: compute comes from their runs as measured, not scaled."""
+    device_name: str = ""
+    """A GPU's name as torch reports it ('NVIDIA H100 80GB HBM3'): what its hour is priced by
+    (config/prices.py). CPU hours are priced per core."""
 
     def __post_init__(self) -> None:
         if self.device not in ("gpu", "cpu"):
@@ -106,16 +109,16 @@ class Hardware:
         return tflops * TERA if tflops else None
 
 
-def _gpu(name, peaks, memory_gib, bandwidth, link, network=None, ranks_per_node=8) -> Hardware:
-    return Hardware(name=name, device="gpu", peak_tflops=peaks, memory_bytes=memory_gib * GIB,
-                    memory_bandwidth_bytes_per_s=bandwidth, link=link, network=network,
-                    ranks_per_node=ranks_per_node)
+def _gpu(name, device_name, memory_gib, bandwidth, link, network=None, ranks_per_node=8) -> Hardware:
+    return Hardware(name=name, device="gpu", peak_tflops=peak_tflops_by_precision(device_name),
+                    memory_bytes=memory_gib * GIB, memory_bandwidth_bytes_per_s=bandwidth, link=link,
+                    network=network, ranks_per_node=ranks_per_node, device_name=device_name)
 
 
 # Dense peaks from config/formulas.py's table (NVIDIA datasheets); link figures are the bus
 # bandwidths nccl-tests all_reduce reaches on such machines, and typical NCCL latencies.
-_H100 = peak_tflops_by_precision("NVIDIA H100 80GB HBM3")
-_A100 = peak_tflops_by_precision("NVIDIA A100-SXM4-80GB")
+_H100 = "NVIDIA H100 80GB HBM3"
+_A100 = "NVIDIA A100-SXM4-80GB"
 _NVLINK4 = Link(alpha_s=15e-6, bandwidth_bytes_per_s=360e9)  # 8x H100 SXM, NVSwitch: ~360-480 GB/s busbw
 _NDR_IB = Link(alpha_s=25e-6, bandwidth_bytes_per_s=45e9)  # 400 Gb/s InfiniBand per GPU: ~45 GB/s busbw
 _PCIE4 = Link(alpha_s=20e-6, bandwidth_bytes_per_s=20e9)  # PCIe 4.0 x16 through the host: ~20 GB/s busbw
@@ -147,7 +150,7 @@ HARDWARE_KEYS = {
     "network_alpha_s": "latency between nodes in seconds",
     "network_beta_bytes_per_s": "bus bandwidth between nodes in bytes/s",
     "device": "gpu or cpu",
-    "name": "a label",
+    "name": "a label; a GPU's hour is priced by it ('H100'), as by the name torch reports",
 }
 _REQUIRED = ("peak_tflops", "memory_gib", "alpha_s", "beta_bytes_per_s")
 
@@ -198,6 +201,7 @@ def _from_dict(spec: Mapping[str, Any]) -> Hardware:
         peak_tflops=dict(peaks), memory_bytes=float(spec["memory_gib"]) * GIB,
         link=Link(alpha_s=_number(spec, "alpha_s"), bandwidth_bytes_per_s=_number(spec, "beta_bytes_per_s")),
         network=network, ranks_per_node=spec.get("ranks_per_node", 1024 if network is None else 8),
+        device_name=str(spec.get("name", "")),
     )
 
 

@@ -14,6 +14,7 @@ from parakit.advisor.candidates import label
 from parakit.advisor.costs import Estimate
 from parakit.advisor.hardware import Hardware
 from parakit.advisor.inputs import Calibration
+from parakit.config.prices import usd_text
 from parakit.config.shape import ModelShape
 from parakit.records.store import (
     _write,  # the store's atomic write-then-rename, shared by every record
@@ -36,7 +37,8 @@ class Advice:
     shape: ModelShape
     calibration: Calibration
     estimates: list[Estimate]
-    """Every candidate, fastest first; those that do not fit, or have no estimate, last."""
+    """Every candidate, fastest (or cheapest, by ``rank_by``) first; those that do not fit, or
+    have no estimate, last."""
     refused: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     """Configurations the settings do not allow, and why."""
     verified: list[dict[str, Any]] = field(default_factory=list)
@@ -45,10 +47,14 @@ class Advice:
     projections: list[dict[str, Any]] = field(default_factory=list)
     """Per top configuration: label, settings, points (workers, speedup, efficiency, ...), stopped
     (why the curve ends early, or None), measured (points measured on the engines)."""
+    rank_by: str = "time"
+    """What the estimates are ranked by: "time" or "cost" (per 1000 samples)."""
+    cost_method: str = ""
+    """How ``cost_per_1k_samples_usd`` was predicted (the price and its source), or why it is None."""
 
     @property
     def best(self) -> Estimate | None:
-        """The first choice: the fastest configuration that fits."""
+        """The first choice: the fastest (or cheapest, by ``rank_by``) configuration that fits."""
         return next((e for e in self.estimates if e.fits and e.step_time_s is not None), None)
 
     @property
@@ -72,6 +78,7 @@ class Advice:
                 "memory_mib": e.memory_bytes / 2**20 if e.memory_bytes is not None else None,
                 "collective_mib_per_step": (e.collective_bytes_per_step / 2**20
                                             if e.collective_bytes_per_step is not None else None),
+                "cost_per_1k_samples_usd": e.cost_per_1k_samples_usd,
                 "measured_step_time_ms": _ms(seen.get("measured_step_time_s")),
                 "error": seen.get("error"), "reason": e.reason,
             })
@@ -84,16 +91,22 @@ class Advice:
             "calibration": self.calibration.to_dict(), "estimates": [asdict(e) for e in self.estimates],
             "refused": [{"settings": s, "reason": r} for s, r in self.refused],
             "verified": self.verified, "projections": self.projections,
+            "rank_by": self.rank_by, "cost_method": self.cost_method,
         }
 
     def summary(self) -> str:
         """A few lines: the first choice, how many fit, and the verification's error."""
         best = self.best
+        order, upto = ("cheapest", "up to ") if self.rank_by == "cost" else ("fastest", "")
         lines = [(f"{self.advice_id}: {len(self.estimates)} configurations of {self.shape.name} on "
-                 f"{self.workers} worker(s), {self.hardware.name}")]
+                 f"{upto}{self.workers} worker(s), {self.hardware.name}, {order} first")]
         if best is not None:
+            cost = best.cost_per_1k_samples_usd
             lines.append(f"first choice: {label(best.settings)}: {best.step_time_s * 1e3:.1f} ms per step, "
-                         f"{best.samples_per_s:.1f} samples/s, {best.memory_bytes / 2**20:.0f} MiB per rank")
+                         f"{best.samples_per_s:.1f} samples/s, {best.memory_bytes / 2**20:.0f} MiB per rank"
+                         + (f", {usd_text(cost)} per 1k samples" if cost is not None else ""))
+        if self.cost_method:
+            lines.append(f"cost: {self.cost_method}")
         unfit = sum(1 for e in self.estimates if not e.fits)
         if unfit:
             lines.append(f"{unfit} do not fit or have no estimate (see the reason column)")

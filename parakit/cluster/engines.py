@@ -274,6 +274,15 @@ class EngineSet:
         self.group = (ids, backend)
         return backend, warning
 
+    def pinned_gpus(self) -> list[Gpu]:
+        """The GPUs the engines are pinned to, each once, in engine order (engines on other
+        hosts say which once they are up)."""
+        seen: dict[str, Gpu] = {}
+        for e in self.engines:
+            if e.gpu is not None:
+                seen.setdefault(e.gpu.uuid, e.gpu)
+        return list(seen.values())
+
     def hosts(self) -> list[str]:
         """The hosts engines are on, in rank order of hosts."""
         return sorted({e.host for e in self.engines}, key=lambda h: next(

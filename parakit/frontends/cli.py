@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="one training run on local engines")
     options.add_run_options(run)
+    options.add_price_options(run)
     run.add_argument("--json", action="store_true", help="print the RunResult as JSON (only JSON on stdout)")
     options.add_engine_options(run)
 
@@ -38,11 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=options.int_list, default=None, help="worker counts to compare, e.g. 1,2,4")
     demo.add_argument("--steps", type=int, default=None, help="steps per run (default sized to the device)")
     demo.add_argument("--report", default=None, help="HTML report path (default RUNS_DIR/demo-report.html)")
+    options.add_price_options(demo)
     options.add_engine_options(demo)
 
     sweep = sub.add_parser("sweep", conflict_handler="resolve",
                            help="every combination of comma lists of settings; a speed-up table")
     options.add_sweep_options(sweep)
+    options.add_price_options(sweep)
     sweep.add_argument("--report", default=None, metavar="PATH.html", help="also write an HTML report there")
     options.add_engine_options(sweep)
 
@@ -79,7 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
         settings = names.resolve(settings)
         config = check_run(engines_here(**where), **settings)
     settings["workers"] = config.workers
-    with Session(config.workers, **where) as session:
+    with Session(config.workers, **where, prices=options.price_settings(args)) as session:
         result = session.run(**settings)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
@@ -99,7 +102,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         lists = names.resolve(lists)
         most = max(lists["workers"]) if lists["workers"] else None
         configs = check_runs(engines_here(workers=most, **where), combinations(**lists))
-    with Session(max(c.workers for c in configs), **where) as session:
+    with Session(max(c.workers for c in configs), **where, prices=options.price_settings(args)) as session:
         results = session.sweep(on_run=text.sweep_progress, **lists)
     print()
     print(text.runs_table(results))

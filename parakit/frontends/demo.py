@@ -48,7 +48,7 @@ def demo_workers(gpu_count: int) -> list[int]:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from parakit.frontends.options import UsageError, checked_input, engine_settings
+    from parakit.frontends.options import UsageError, checked_input, engine_settings, price_settings
     from parakit.frontends.report import write_report
     from parakit.frontends.text import explained_table, sweep_progress
     from parakit.session.preflight import engines_here
@@ -70,7 +70,7 @@ def demo_command(args: argparse.Namespace) -> int:
     print(f"parakit demo: {len(cases)} cases x workers {workers} on "
           f"{f'{len(gpus)} GPU(s)' if gpus else f'CPU ({facts.cpu_count} cores)'}", flush=True)
     results = []
-    with Session(max(workers), **where) as session:
+    with Session(max(workers), **where, prices=price_settings(args)) as session:
         for case in cases:
             print(f"{case.name}: {case.lesson}", flush=True)
             # ddp on every worker count: the 1-worker ddp run is the baseline (the same code

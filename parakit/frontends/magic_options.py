@@ -17,6 +17,13 @@ class run_options(ArgDecorator):
         options.add_run_options(parser)
 
 
+class price_options(ArgDecorator):
+    """What runs are costed with, exactly as ``parakit run`` and ``parakit sweep`` take it."""
+
+    def add_to_parser(self, parser, group):
+        options.add_price_options(parser)
+
+
 class engine_options(ArgDecorator):
     """Where engines run; used when they start (``start``, ``restart``, a first ``run``)."""
 

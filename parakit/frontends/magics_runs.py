@@ -11,7 +11,7 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments
 from IPython.display import display
 
 from parakit.frontends import names, options, text
-from parakit.frontends.magic_options import checked, engine_options, run_options, sweep_options
+from parakit.frontends.magic_options import checked, engine_options, price_options, run_options, sweep_options
 from parakit.frontends.magics_engines import EngineMagics
 from parakit.frontends.magics_store import comparison_table
 from parakit.frontends.terminal import for_this_frontend
@@ -48,19 +48,21 @@ class RunMagics(EngineMagics):
 
     @magic_arguments("parakit run")
     @run_options()
+    @price_options()
     @engine_options()
     def _run(self, rest: str) -> RunResult:
         """Train once, with the same options as ``parakit run``; the result is saved to the
         run store and returned.
 
         In [1]: r = %parakit run --strategy ddp --workers 2 --model gpt --steps 20
+        In [2]: r = %parakit run --model gpt --price-device-hour 2.5 --carbon-intensity 50
         """
         args = self._parse(self._run, rest)
         settings = {**options.run_settings(args), "workers": args.workers}
         with checked:  # your own model, data and loss, by their names in this notebook
             settings = names.resolve(settings, self._namespace())
         session = self._idle(self._session(args, [settings]))
-        result = session.run(**settings)
+        result = session.run(**settings, prices=options.price_settings(args, session.prices))
         if not result.ok or result.summary.get("diverged_at_step") is not None:
             print(f"[parakit] {text.summary_line(result)}", file=sys.stderr)
         return result
@@ -85,6 +87,7 @@ class RunMagics(EngineMagics):
     @magic_arguments("parakit sweep")
     @kwds(conflict_handler="resolve")
     @sweep_options()
+    @price_options()
     @engine_options()
     def _sweep(self, rest: str) -> list[RunResult]:
         """Run every combination of the comma lists (``Session.sweep``), then show a comparison
@@ -99,7 +102,8 @@ class RunMagics(EngineMagics):
         session = self._idle(self._session(args, combinations(**lists)))
 
         with checked:
-            results = session.sweep(on_run=text.sweep_progress if session.progress else None, **lists)
+            results = session.sweep(on_run=text.sweep_progress if session.progress else None,
+                                    prices=options.price_settings(args, session.prices), **lists)
         if results and results[-1].status == "stopped":
             print(f"[parakit] sweep stopped after {len(results)} runs")
         display(comparison_table(results))

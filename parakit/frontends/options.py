@@ -1,19 +1,22 @@
 """The option groups every front end shares: the settings of a run, of the engines, of a
-communication benchmark and of the advisor, as argparse arguments and back as the keyword
-arguments Session, ``Session.bench_comm`` and ``parakit.advise`` take. ``parakit`` (the
-command) and ``%parakit`` (the magics) add the same groups, so an option means the same in
-both. Imports no front end.
+communication benchmark, of the advisor and the prices runs are costed with, as argparse
+arguments and back as the keyword arguments Session, ``Session.bench_comm`` and
+``parakit.advise`` take. ``parakit`` (the command) and ``%parakit`` (the magics) add the same
+groups, so an option means the same in both. Imports no front end.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
 from parakit.config.hosts import Launcher
+from parakit.config.prices import Prices
 from parakit.config.run import Hybrid, Precision, Schedule, Strategy
 from parakit.records.store import DEFAULT_RUNS_DIR
 
@@ -158,6 +161,40 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def non_negative(text: str) -> float:
+    """An argparse type: a price or a carbon intensity, a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 2.5 (got {text!r})")
+    return value
+
+
+def add_price_options(p: argparse.ArgumentParser, energy: bool = True) -> None:
+    """What runs are costed with (``parakit.Prices``); shared by run, sweep, demo and advise and
+    their magics. Left out: the session's prices, else those of parakit/data/prices.json.
+    ``energy=False`` for the advisor, which predicts no energy."""
+    p.add_argument("--price-device-hour", type=non_negative, default=None, metavar="USD",
+                   help="USD per hour of each device a run holds: a GPU, or on CPU engines a core "
+                        "(default: the price table's for the device)")
+    if energy:
+        p.add_argument("--price-kwh", type=non_negative, default=None, metavar="USD",
+                       help="USD per kWh of the measured energy (default: a world average)")
+        p.add_argument("--carbon-intensity", type=non_negative, default=None, metavar="G_PER_KWH",
+                       help="grams of CO2 per kWh of your grid (default: the world average, about 480)")
+
+
+def price_settings(args: argparse.Namespace, base: Prices | None = None) -> Prices | None:
+    """The price options as a Prices: ``base`` (a session's; default the table's) with what was
+    given in place; None where no price option was given."""
+    given = {"device_hour_usd": args.price_device_hour, "kwh_usd": getattr(args, "price_kwh", None),
+             "grid_g_per_kwh": getattr(args, "carbon_intensity", None)}
+    given = {k: v for k, v in given.items() if v is not None}
+    return dataclasses.replace(base or Prices(), **given) if given else None
+
+
 # What a sweep takes a comma list of (session/sweep.py runs their product, workers last).
 SWEEP_LISTS = (
     ("model", str, ["mlp"], "mlp,gpt"), ("strategy", str, ["ddp"], "ddp,fsdp"),
@@ -263,6 +300,9 @@ def add_advise_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", type=calibration_file, default=None, metavar="ADVICE.json",
                    help="predict from a saved advice's calibration instead of calibrating (no engine "
                         "unless --verify)")
+    p.add_argument("--rank-by", default="time", choices=["time", "cost"],
+                   help="fastest first, or cheapest per 1000 samples first (device-hours x their price)")
+    add_price_options(p, energy=False)
 
 
 def advise_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,7 +311,8 @@ def advise_settings(args: argparse.Namespace) -> dict[str, Any]:
             "hardware": args.hardware, "batch_size": args.batch_size, "precisions": args.precisions,
             "compressions": args.compressions, "strategies": args.strategies, "verify": args.verify,
             "top": args.top, "project_to": args.project_to, "steps": args.steps, "seed": args.seed,
-            "statistic": args.statistic, "calibration": args.calibration}
+            "statistic": args.statistic, "calibration": args.calibration, "rank_by": args.rank_by,
+            "prices": price_settings(args)}
 
 
 def checked_calibration(data: dict[str, Any] | None):

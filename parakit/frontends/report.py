@@ -20,6 +20,7 @@ from parakit.plots import measures
 from parakit.plots import runs as plots
 from parakit.records.explain import power_note, where_time_went
 from parakit.records.result import RunResult, run_label
+from parakit.records.run_cost import cost_note, cost_text
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -88,6 +89,20 @@ def _explained(results: list[RunResult]) -> str:
     return f"<h2>Where the time went</h2>\n<ul>\n{items}</ul>\n{note}" if items else ""
 
 
+def _costs(results: list[RunResult]) -> str:
+    """What each run cost (records.run_cost): dollars for its device-hours, and for its energy
+    with the energy's CO2 where energy was measured; how, with the prices' sources."""
+    rows = "".join(
+        f"<tr><td><code>{_e(r.run_id)}</code></td><td>{_e(run_label(r.config, r.world_size))}</td>"
+        f"<td>{_e(cost_text(r))}</td><td style='text-align:left'>"
+        f"{'<br>'.join(_e(f'{k}: {v}') for k, v in r.cost_method.items())}</td></tr>\n"
+        for r in results)
+    missing = cost_note(results)
+    note = f"<p class='note'>{_e(missing)}</p>\n" if missing else ""
+    return (f"<h2>What the runs cost</h2>\n<table class='runs'>\n<tr><th>run</th><th>configuration</th>"
+            f"<th>cost (energy, CO2)</th><th>how</th></tr>\n{rows}</table>\n{note}") if rows else ""
+
+
 def _figures(results: list[RunResult]) -> str:
     parts = []
     bundle_written = False
@@ -128,7 +143,8 @@ def render_report(results: list[RunResult], title: str = "parakit report") -> st
     Returns:
         A complete HTML document with plotly.js inlined once.
     """
-    body = _header(results, title) + _table(results) + _explained(results) + _figures(results) + _failures(results)
+    body = (_header(results, title) + _table(results) + _explained(results) + _costs(results) + _figures(results)
+            + _failures(results))
     return (
         f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
         f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
@@ -156,8 +172,8 @@ def write_report(results: list[RunResult], path: str | os.PathLike,
     """Write a self-contained HTML report of ``results``.
 
     It holds a header (date, machines, devices), the speed-up table, a sentence per run on
-    where its time went, the speed-up, throughput, loss, step time, time breakdown, power and
-    memory figures, and the failed/stopped runs with their error text. plotly.js is inlined once, so the file opens offline.
+    where its time went, what each run cost, the speed-up, throughput, loss, step time, time
+    breakdown, power and memory figures, and the failed/stopped runs with their error text. plotly.js is inlined once, so the file opens offline.
 
     Args:
         results: Runs of any status.

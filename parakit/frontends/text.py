@@ -7,8 +7,10 @@ import os
 from typing import Any
 
 from parakit.advisor.candidates import label
+from parakit.config.prices import usd_text
 from parakit.records.explain import power_note, where_time_went
 from parakit.records.result import headline, run_label
+from parakit.records.run_cost import cost_note
 from parakit.session.progress import size_text
 
 TABLE_ROWS = 20  # configurations an advice table lists before "... N more"
@@ -53,13 +55,15 @@ def advice_table(advice) -> str:
     fit, then those that do not, with why)."""
     lines = [advice.summary(), "",
              (f"{'rank':>4} {'configuration':<36}{'step ms':>9}{'samples/s':>11}{'MiB/rank':>10}"
-             f"{'MiB sent':>10}{'measured':>10}")]
+             f"{'MiB sent':>10}{'$/1k samples':>13}{'measured':>10}")]
     measured = {v["label"]: v for v in advice.verified}
     fitting = [e for e in advice.estimates if e.fits]
     for i, e in enumerate(fitting[:TABLE_ROWS], start=1):
         seen = measured.get(label(e.settings), {}).get("measured_step_time_s")
+        cost = e.cost_per_1k_samples_usd
         lines.append(f"{i:>4} {label(e.settings):<36}{e.step_time_s * 1e3:>9.2f}{e.samples_per_s:>11.1f}"
                      f"{e.memory_bytes / 2**20:>10.0f}{e.collective_bytes_per_step / 2**20:>10.3f}"
+                     f"{usd_text(cost) if cost is not None else '-':>13}"
                      + (f"{seen * 1e3:>10.2f}" if seen else f"{'':>10}"))
     if len(fitting) > TABLE_ROWS:
         lines.append(f"     ... {len(fitting) - TABLE_ROWS} more that fit (--json for all)")
@@ -87,9 +91,9 @@ def runs_table(results: list[Any]) -> str:
 
 def explained_table(results: list[Any]) -> str:
     """The demo's table: each run's throughput and speed-up (the runs frame's) beside where
-    its step time went (compute, communication not hidden behind compute, idle, in ms), in
-    run order; then one sentence per run saying why (records.explain), and why power is
-    missing where it is."""
+    its step time went (compute, communication not hidden behind compute, idle, in ms) and
+    what it cost (records.run_cost), in run order; then one sentence per run saying why
+    (records.explain), and why power is missing where it is."""
     from parakit.plots.runs import speedup_table
     from parakit.records.store import runs_frame
 
@@ -98,27 +102,29 @@ def explained_table(results: list[Any]) -> str:
     against = runs_frame(ok).set_index("run_id")["baseline"] if ok else {}
     by_id = {r.run_id: r for r in results}
     head = (f"{'run':<23}{'configuration':<24}{'batch':>6}{'samples/s':>11}{'step ms':>9}{'speed-up':>9}"
-            f"{'compute':>9}{'comm':>8}{'idle':>7}")
+            f"{'compute':>9}{'comm':>8}{'idle':>7}{'cost':>11}")
     lines, why = [head], []
     for r in results:
         if r.run_id not in table.index:
-            lines.append(f"{r.run_id:<23}{run_label(r.config, r.world_size):<24.24}{r.status}")
+            lines.append(f"{r.run_id:<23}{run_label(r.config, r.world_size):<24.24}{r.status}"
+                         + (f", cost {usd_text(r.cost_usd)}" if r.cost_usd is not None else ""))
             continue
         row, s = table.loc[r.run_id], r.summary
         ms = lambda key: f"{s[key] * 1e3:.1f}" if s.get(key) is not None else "-"  # noqa: E731
         speed = "-" if row["speedup"] != row["speedup"] else f"{row['speedup']:.2f}x"
         lines.append(f"{r.run_id:<23}{row['label']:<24.24}{r.config.get('batch_size', ''):>6}"
                      f"{row['samples_per_s']:>11.1f}{row['step_time_ms']:>9.1f}{speed:>9}"
-                     f"{ms('compute_time_s'):>9}{ms('exposed_comm_time_s'):>8}{ms('idle_time_s'):>7}")
+                     f"{ms('compute_time_s'):>9}{ms('exposed_comm_time_s'):>8}{ms('idle_time_s'):>7}"
+                     f"{usd_text(r.cost_usd) if r.cost_usd is not None else '-':>11}")
         ids = against.get(r.run_id)
         first = ids.split(",")[0] if isinstance(ids, str) else None  # repeated baselines: the first
         why.append(f"  {r.run_id}: {where_time_went(r, by_id.get(first))}")
     lines += ["(compute, comm and idle: ms of a step, from the profiler; comm is the part not "
-              "hidden behind compute)", "", "Where the time went:", *why]
+              "hidden behind compute)",
+              "(cost: the whole run's wall clock x the devices it held x a price per device-hour; "
+              "each run's cost_method names the price and its source)", "", "Where the time went:", *why]
     lines += [f"no speed-up without {m}" for m in sorted(set(table["missing_baseline"].dropna()))]
-    missing = power_note(results)
-    if missing:
-        lines.append(missing)
+    lines += [note for note in (power_note(results), cost_note(results)) if note]
     return "\n".join(lines)
 
 

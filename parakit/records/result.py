@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from parakit.config.prices import usd_text
+
 if TYPE_CHECKING:
     import pandas
 
@@ -126,6 +128,15 @@ class RunResult:
     memory_snapshots: list[str] = field(default_factory=list)
     """With ``memory_snapshot=True`` on GPUs: paths of each rank's torch.cuda.memory snapshot
     (a pickle that pytorch.org/memory_viz opens)."""
+    cost_usd: float | None = None
+    """What holding the run's devices cost: its whole wall clock x its devices x a price per
+    device-hour (records/run_cost.py); None in older records, or with the reason in unmeasured."""
+    energy_cost_usd: float | None = None
+    """The measured energy x a price per kWh; None where energy was not measured."""
+    co2_g: float | None = None
+    """The measured energy x the grid's grams of CO2 per kWh; None where energy was not measured."""
+    cost_method: dict[str, str] = field(default_factory=dict)
+    """How each of cost_usd, energy_cost_usd and co2_g was obtained: the prices and their sources."""
 
     @property
     def ok(self) -> bool:
@@ -175,8 +186,8 @@ def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
 
 def headline(result: RunResult) -> str:
     """A run in one line, as every front end prints it: throughput (median step and wall
-    clock), step time and loss, a divergence where there was one; or the status and the first
-    line of the error."""
+    clock), step time, loss and cost, a divergence where there was one; or the status and the
+    first line of the error."""
     s = result.summary
     label = run_label(result.config, result.world_size)
     if not result.ok or not s:
@@ -188,6 +199,8 @@ def headline(result: RunResult) -> str:
     text += f", step {s['step_time_s'] * 1e3:.1f} ms"
     if s.get("loss_first") is not None:
         text += f", loss {s['loss_first']:.4f} -> {s['loss_last']:.4f}"
+    if result.cost_usd is not None:
+        text += f", cost {usd_text(result.cost_usd)}"
     if s.get("diverged_at_step") is not None:
         text += f"; DIVERGED at step {s['diverged_at_step']} (NaN or infinite loss)"
     return text

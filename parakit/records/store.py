@@ -223,7 +223,7 @@ def _fields(record: type) -> dict[str, tuple[tuple[type, ...] | None, type | Non
 
 
 def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
-    """One row per run: id, status, the config's fields and the summary's figures."""
+    """One row per run: id, status, the config's fields, the summary's figures and the costs."""
     import pandas as pd  # imported here: the store is also read where pandas is not needed
 
     from parakit.records.frame import add_scaling  # pandas too
@@ -244,6 +244,7 @@ def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
         # As text, so a column of them compares and groups (two sizes of a model never mix).
         row["model_options"] = _options_text(r.config.get("model_options"))
         row.update({k: v for k, v in r.summary.items() if k != "method"})
+        row.update(cost_usd=r.cost_usd, energy_cost_usd=r.energy_cost_usd, co2_g=r.co2_g)
         row["error"] = r.error
         rows.append(row)
     return add_scaling(pd.DataFrame(rows))
@@ -262,6 +263,8 @@ def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> "pandas.DataFra
         runs_dir: the run folder (default ``./parakit-runs``).
 
     Returns:
-        A DataFrame with ``run_id``, ``status``, the run's config and its summary figures.
+        A DataFrame with ``run_id``, ``status``, the run's config, its summary figures and its
+        ``cost_usd``, ``energy_cost_usd`` and ``co2_g`` (None where not had: the run's
+        ``unmeasured`` says why).
     """
     return runs_frame(read_runs(runs_dir))

@@ -16,15 +16,17 @@ from parakit.cluster import launchers
 from parakit.cluster.engines import EngineSet
 from parakit.cluster.launch import launch
 from parakit.config.hosts import Launcher
+from parakit.config.prices import Prices, check_prices
 from parakit.config.run import Device, RunConfig, Strategy
 from parakit.records.rank import rank_info
+from parakit.records.run_cost import record_costs
 from parakit.records.result import OK, RunResult, headline, new_run_id, now_iso
 from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_rank_files, save_run
 from parakit.records.summary import measure
 from parakit.session.preflight import Engines, check_run, engines_here
 from parakit.session.fit import FitResult, run_fit
-from parakit.session.progress import ProgressPrinter, StatusLine, in_notebook, note
-from parakit.session.sweep import combinations, run_sweep
+from parakit.session.progress import ProgressPrinter, StatusLine, note
+from parakit.session.sweep import combinations, run_sweep, said_in_a_terminal
 from parakit.session.tools import SessionTools
 
 
@@ -61,6 +63,8 @@ class Session(SessionTools):
             namespaces joined by a link of that rate and delay (every other engine on the
             second host), so communication costs what it would on such a network. Needs root
             and iproute2; refused with the reason otherwise.
+        prices: what a device-hour, a kWh and its CO2 cost, to cost each run with (default:
+            the price table shipped with parakit; records/run_cost.py has the rule).
     """
 
     def __init__(
@@ -78,12 +82,14 @@ class Session(SessionTools):
         cluster_id: str | None = None,
         ifname: str | None = None,
         link: str | None = None,
+        prices: Prices | None = None,
     ):
         if not isinstance(auto_restart, bool):
             raise ValueError(f"auto_restart must be True or False (got {auto_restart!r})")
         if isinstance(hang_timeout_s, bool) or not isinstance(hang_timeout_s, (int, float)) or not hang_timeout_s > 0:
             raise ValueError(f"hang_timeout_s must be a positive number of seconds (got {hang_timeout_s!r})")
         self.hang_timeout_s = float(hang_timeout_s)
+        self.prices = check_prices(prices)
         wanted = engines_here(workers=workers, device=device, gpus=gpus, runs_dir=runs_dir, engines=engines,
                               profile=profile, cluster_id=cluster_id, ifname=ifname, link=link)
         workers, local = wanted.workers, wanted.local
@@ -112,7 +118,7 @@ class Session(SessionTools):
                 line.end(None)
             raise
         if not local:
-            self.gpus = self._engines_gpus()
+            self.gpus = self._engines.pinned_gpus()
         if line:
             line.end(f"{self.workers} engine(s) ready on {len(self._engines.hosts())} host(s) "
                      f"in {time.monotonic() - started:.1f} s")
@@ -140,13 +146,6 @@ class Session(SessionTools):
 
     def _new_engines(self) -> EngineSet:
         return EngineSet(self.gpus, launch=self.launch, device=self.device.value, gpu_indices=self._gpu_indices)
-
-    def _engines_gpus(self) -> list:
-        seen = {}
-        for e in self._engines.engines:
-            if e.gpu is not None:
-                seen.setdefault(e.gpu.uuid, e.gpu)
-        return list(seen.values())
 
     def _where_text(self) -> str:
         launch = self.launch
@@ -184,6 +183,7 @@ class Session(SessionTools):
         model: Any = "mlp",
         *,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        prices: Prices | None = None,
         **settings: Any,
     ) -> RunResult:
         """Train once on the engines and save the result to the run store.
@@ -198,6 +198,7 @@ class Session(SessionTools):
             on_progress: called (in the calling thread, a few times a second) with rank 0's
                 progress, a dict with step, steps and loss (None where reading it would sync a
                 GPU), instead of the printed progress line.
+            prices: the prices to cost this run with, instead of the session's.
 
         Returns:
             The RunResult (also saved as JSON in ``runs_dir``). A failed or interrupted run is
@@ -208,10 +209,11 @@ class Session(SessionTools):
             RuntimeError: If another run or cell is going on this session (from another thread).
         """
         config = self.config(model=model, **settings)
+        prices = self.prices if prices is None else check_prices(prices)
         with self._one_at_a_time():
-            return self._launch_run(config, on_progress)
+            return self._launch_run(config, on_progress, prices)
 
-    def _launch_run(self, config: RunConfig, on_progress) -> RunResult:
+    def _launch_run(self, config: RunConfig, on_progress, prices: Prices) -> RunResult:
         self._engines.grow(config.workers)
         backend, warning = None, None
         if config.strategy is not Strategy.SINGLE:
@@ -221,7 +223,7 @@ class Session(SessionTools):
         printer = ProgressPrinter(config) if self.progress and on_progress is None else None
         outcome = launch(self._engines, config, on_progress or printer, stop=self._stop,
                          hang_timeout_s=self.hang_timeout_s)
-        result = self._result(config, backend, outcome, started)
+        result = self._result(config, backend, outcome, started, prices)
         if warning:
             result.warnings.append(warning)
         recovered = self._after(outcome)
@@ -237,6 +239,7 @@ class Session(SessionTools):
         workers: int | list[int] | None = None,
         *,
         on_run: Callable[[int, int, str, RunResult | None], None] | None = None,
+        prices: Prices | None = None,
         **settings: Any,
     ) -> list[RunResult]:
         """Run every combination of lists of settings, one after another, each saved like a run.
@@ -249,6 +252,7 @@ class Session(SessionTools):
             workers: a worker count or a list of them (default: every engine).
             on_run: called before each run with (i, n, label, None) and after it with
                 (i, n, label, result) instead of a printed line per run.
+            prices: the prices to cost these runs with, instead of the session's.
             **settings: any RunConfig field; for model, batch_size, strategy, precision,
                 compression and sync a list means each of them (``sweep.SWEEPABLE``).
 
@@ -259,13 +263,8 @@ class Session(SessionTools):
             ValueError: before the first run, if any combination does not fit (no engine is
                 touched then).
         """
-        def said(i: int, n: int, label: str, result: RunResult | None) -> None:
-            # In a notebook each run's own progress line ends as its summary: one line a run.
-            # A terminal's bar is cleared, so the summary is said here.
-            if result is not None and self.progress and not in_notebook():
-                note(f"sweep {i}/{n}: {headline(result)}")
-
-        return run_sweep(self, combinations(workers, **settings), on_run or said)
+        said = said_in_a_terminal if self.progress else None
+        return run_sweep(self, combinations(workers, **settings), on_run or said, prices)
 
     def fit(self, model: Any = "gpt", vary: str = "depth", memory_limit: int | str = "1GB",
             strategies: Any = ("ddp", "fsdp"), workers: int | None = None, *, start: int | None = None,
@@ -365,7 +364,7 @@ class Session(SessionTools):
                 self._running = False
 
     # -- helpers -----------------------------------------------------------------------
-    def _result(self, config: RunConfig, backend, outcome, started: str) -> RunResult:
+    def _result(self, config: RunConfig, backend, outcome, started: str, prices: Prices) -> RunResult:
         engines = outcome.engines or self._engines.ranks(config.workers)
         reports = outcome.rank_results or [None] * len(engines)  # a RankReport per rank, or None
         ranks = [rank_info(report, rank=rank, engine_id=e.engine_id, pid=e.pid, host=e.host, device=e.device,
@@ -378,6 +377,7 @@ class Session(SessionTools):
             network=self.network(),
         )
         measure(result, config, outcome.rank_results)
+        record_costs(result, prices)  # after ended_at: the whole run is paid for
         save_rank_files(result, outcome.rank_results, self.runs_dir)
         return result
 

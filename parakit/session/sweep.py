@@ -8,8 +8,9 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from parakit.records.result import STOPPED, RunResult, run_label
+from parakit.records.result import STOPPED, RunResult, headline, run_label
 from parakit.session.preflight import check_runs
+from parakit.session.progress import in_notebook, note
 
 # The settings a list may be given for, in the order the product runs them: workers last, so
 # each configuration's speed-up curve fills in one go.
@@ -38,7 +39,8 @@ def combinations(workers: Any = None, **settings: Any) -> list[dict[str, Any]]:
 
 
 def run_sweep(session: Any, combos: list[dict[str, Any]],
-          on_run: Callable[[int, int, str, RunResult | None], None] | None = None) -> list[RunResult]:
+          on_run: Callable[[int, int, str, RunResult | None], None] | None = None,
+          prices: Any = None) -> list[RunResult]:
     """Check every combination against the session's engines, then run them in order.
 
     Args:
@@ -46,6 +48,7 @@ def run_sweep(session: Any, combos: list[dict[str, Any]],
         combos: settings per run (``combinations``).
         on_run: called before each run with (i, n, label, None) and after it with
             (i, n, label, result): a front end's progress.
+        prices: what to cost every run with (None: the session's; see ``Session.run``).
 
     Returns:
         The RunResults in run order; a stopped run ends the sweep (it is the last one).
@@ -60,10 +63,18 @@ def run_sweep(session: Any, combos: list[dict[str, Any]],
         label = run_label(config.describe(), config.workers)
         if on_run:
             on_run(i, len(combos), label, None)
-        result = session.run(**{**settings, "workers": config.workers})
+        result = session.run(**{**settings, "workers": config.workers}, prices=prices)
         results.append(result)
         if on_run:
             on_run(i, len(combos), label, result)
         if result.status == STOPPED:
             break
     return results
+
+
+def said_in_a_terminal(i: int, n: int, label: str, result: RunResult | None) -> None:
+    """A session's own ``on_run`` while it prints progress. In a notebook each run's own
+    progress line ends as its summary: one line a run. A terminal's bar is cleared, so the
+    summary is said here."""
+    if result is not None and not in_notebook():
+        note(f"sweep {i}/{n}: {headline(result)}")

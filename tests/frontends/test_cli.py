@@ -39,6 +39,7 @@ def parakit(*args, cwd=None, timeout=300):
         (["--precision", "fp16", "--device", "cpu"], "fp16 with loss scaling needs a GPU"),
         (["--compression", "topk:2"], "ratio must be in (0, 1]"),
         (["--strategy", "pipeline", "--compression", "powersgd:4"], "does not apply to pipeline"),
+        (["--price-kwh", "-1"], "argument --price-kwh: expected a number >= 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, args, fix):
@@ -53,10 +54,12 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, args, fix):
 
 def test_run_json_prints_only_the_run_result(tmp_path):
     out = parakit("run", "--workers", "2", "--model", "mlp", "--steps", "4", "--batch-size", "16",
-                  "--device", "cpu", "--json", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+                  "--device", "cpu", "--json", "--runs-dir", str(tmp_path / "runs"), "--price-device-hour", "2.5",
+                  cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)  # stdout is JSON and nothing else
     assert result["status"] == "ok" and result["world_size"] == 2 and result["backend"] == "gloo"
+    assert result["cost_usd"] > 0 and "at $2.5 per core-hour (given" in result["cost_method"]["cost_usd"]
     assert len(result["steps"]) == 4 and result["summary"]["samples_per_s"] > 0
     saved = list((tmp_path / "runs").glob("*.json"))
     assert [p.stem for p in saved] == [result["run_id"]]
@@ -67,7 +70,7 @@ def test_demo_prints_speedup_table_and_writes_report(tmp_path):
                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "large batch: " in out.stdout and "small batch: " in out.stdout  # the two lessons
-    assert "speed-up" in out.stdout and "samples/s" in out.stdout
+    assert "speed-up" in out.stdout and "samples/s" in out.stdout and "(cost: the whole run's wall clock" in out.stdout
     runs = load_runs(tmp_path / "runs")
     assert len(runs) == 4  # 2 cases x 1 and 2 workers
     # one sentence per run on where its time went, from its own breakdown
@@ -79,7 +82,7 @@ def test_demo_prints_speedup_table_and_writes_report(tmp_path):
     assert f"report: {report}" in out.stdout
     html = report.read_text()
     assert "Plotly" in html and not re.search(r"<script[^>]*\ssrc=", html)  # self-contained
-    assert "Where the time went" in html and "Time breakdown" in html
+    assert "Where the time went" in html and "Time breakdown" in html and "What the runs cost" in html
 
 
 def test_sweep_runs_the_product_and_prints_one_speedup_per_run(tmp_path):

@@ -59,6 +59,7 @@ def parakit(shell, line):
     ("run --strategy tensor --model cnn", "tensor parallelism has no plan for cnn; use gpt or mlp"),
     ("run --cpu --precision fp16", "fp16 with loss scaling needs a GPU; on CPU use bf16 or fp32"),
     ("run --cpu --workers 1000", "use workers <="),
+    ("run --carbon-intensity lots", "argument --carbon-intensity: expected a number >= 0"),
     ("sweep --cpu --workers 1,2 --strategy single,ddp",
      "1 of 4 combinations do not fit, e.g. single x2 mlp: strategy single runs on 1 worker"),
     ("sweep --workers 1,x", "expected a comma-separated list of int"),
@@ -119,8 +120,9 @@ def test_start_again_and_engine_changes_point_to_restart(started, shell, capsys)
 # -- runs ------------------------------------------------------------------------------------
 def test_run_takes_the_cli_flags_and_saves_the_run(started, shell):
     m, _, _ = started
-    result = parakit(shell, f"run --strategy ddp --workers 2 {SMALL} --seed 1 --lr 0.01")
+    result = parakit(shell, f"run --strategy ddp --workers 2 {SMALL} --seed 1 --lr 0.01 --price-device-hour 2.5")
     assert result.ok, result.error
+    assert result.cost_usd > 0 and "at $2.5 per core-hour (given" in result.cost_method["cost_usd"]
     assert result.world_size == 2 and result.backend == "gloo"
     assert (result.config["steps"], result.config["batch_size"], result.config["seed"]) == (3, 8, 1)
     assert result.config["lr"] == 0.01
@@ -157,7 +159,7 @@ def test_sweep_checks_all_then_runs_the_product_and_shows_table_and_plots(starte
     shown = []
     monkeypatch.setattr(magics_runs, "display", shown.append)
     before = {r.run_id for r in read_runs(m.session.runs_dir)}
-    returned = parakit(shell, f"sweep --workers 1,2 --strategy ddp {SMALL}")
+    returned = parakit(shell, f"sweep --workers 1,2 --strategy ddp {SMALL} --price-device-hour 2.5")
     out = capsys.readouterr().out
     new = [r for r in read_runs(m.session.runs_dir) if r.run_id not in before]
     ids = sorted(new, key=lambda r: r.world_size)
@@ -174,6 +176,7 @@ def test_sweep_checks_all_then_runs_the_product_and_shows_table_and_plots(starte
     assert [t.name for t in speedup.data if t.name.startswith("ddp, mlp")] and "ideal (linear)" in {t.name for t in speedup.data}
     assert sorted(t.customdata[0][0] for t in loss.data) == sorted(r.run_id for r in new)
     assert [r.run_id for r in returned] == [r.run_id for r in new]
+    assert all("at $2.5 per core-hour (given" in r.cost_method["cost_usd"] for r in new)
 
 
 OWN = (
