@@ -166,13 +166,14 @@ class RunResult:
 
 def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
     """A run in a few words, the one label every front end and figure uses: 'ddp x2 mlp', plus
-    the levers that are not the plain ones: 'ddp x2 gpt bf16 topk:0.01 no EF compiled zero-1 ac:full'."""
+    the levers that are not the plain ones: 'ddp x2 gpt bf16 topk:0.01 diloco:8 no EF compiled zero-1 ac:full'."""
     workers = workers if workers is not None else settings.get("workers")
     size = f" x{workers}" if workers is not None else ""  # not chosen yet: the engines decide
     model = settings.get("model")
     model = getattr(model, "__name__", model)  # your own model by its name, as describe() has it
     parts = [f"{settings.get('strategy')}{size} {model}"]
-    parts += [v for v in (settings.get("precision"), settings.get("compression")) if v not in (None, "fp32", "none")]
+    parts += [v for v in (settings.get("precision"), settings.get("compression"), settings.get("sync"))
+              if v not in (None, "fp32", "none", "every-step")]
     if settings.get("compression") not in (None, "none") and settings.get("error_feedback") is False:
         parts.append("no EF")
     if settings.get("compile"):
