@@ -145,24 +145,12 @@ def _run_own_model(page, url: str) -> None:
     run = panel.locator("button.widget-button.mod-success", has_text="Run")
     assert run.is_enabled(), f"Run is disabled: {panel.locator('.widget-html').all_inner_texts()}"
     run.click()
-    page.wait_for_function(
-        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
-            gd.layout && gd.layout.title && gd.layout.title.text === 'Loss per step'
-            && (gd.data || []).some(t => t.name && t.name.includes('Tiny')
-                                      && !t.name.startsWith('running') && t.x && t.x.length >= 8))""",
-        timeout=PANEL_RUN_S * 1000, polling=500,
-    )
+    _wait_for_finished_run(page, "Tiny", steps=8)
     status = panel.locator(".widget-html").all_inner_texts()[-1]
     assert "Tiny" in status and "samples/s" in status, status  # the run's one-line summary
     assert not _not_warnings(page)
     panel.screenshot(path=artifacts_dir() / "own-model-panel.png")
-    page.evaluate(RUN_LAST)
-    page.wait_for_function(
-        """() => { const nb = window.jupyterapp.shell.currentWidget;
-                   const last = nb.content.widgets[nb.content.widgets.length - 1];
-                   return JSON.stringify(last.model.outputs.toJSON()).includes('[parakit] stopped'); }""",
-        timeout=60_000, polling=500,
-    )
+    _run_last_cell_to_stop(page)
     assert not _not_warnings(page)
 
 
@@ -188,19 +176,31 @@ def _run_and_check(page, url: str, artifacts: Path) -> None:
     run = panel.locator("button.widget-button.mod-success", has_text="Run")  # not "Run the 1-worker baseline"
     assert run.is_enabled(), "Run is disabled: the panel refused ddp x2 mlp bf16"
     run.click()
-    # The finished run's line (the live line is named 'running: ...'): every step drawn.
-    page.wait_for_function(
-        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
-            gd.layout && gd.layout.title && gd.layout.title.text === 'Loss per step'
-            && (gd.data || []).some(t => t.name && t.name.includes('bf16')
-                                      && !t.name.startsWith('running') && t.x && t.x.length >= 20))""",
-        timeout=PANEL_RUN_S * 1000, polling=500,
-    )
+    _wait_for_finished_run(page, "bf16", steps=20)
     assert "bf16" in panel.locator(".widget-html").all_inner_texts()[-1], "status line names the run"
     panel.scroll_into_view_if_needed()
     panel.screenshot(path=artifacts / "01-quickstart-panel.png")
     page.screenshot(path=artifacts / "01-quickstart-page.png")
 
+    _run_last_cell_to_stop(page)
+    stop_output = str(page.evaluate(OUTPUTS)[-1]["outputs"])
+    assert "closed 1 panel(s)" in stop_output, stop_output
+
+
+def _wait_for_finished_run(page, named: str, steps: int) -> None:
+    """Wait for the panel's loss figure to hold the finished run's line (the live line is named
+    'running: ...'), whose name contains ``named``, with every one of its ``steps`` drawn."""
+    page.wait_for_function(
+        """([named, steps]) => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+            gd.layout && gd.layout.title && gd.layout.title.text === 'Loss per step'
+            && (gd.data || []).some(t => t.name && t.name.includes(named)
+                                      && !t.name.startsWith('running') && t.x && t.x.length >= steps))""",
+        arg=[named, steps], timeout=PANEL_RUN_S * 1000, polling=500,
+    )
+
+
+def _run_last_cell_to_stop(page) -> None:
+    """Run the notebook's last cell (``%parakit stop``) and wait for what it says."""
     page.evaluate(RUN_LAST)
     page.wait_for_function(
         """() => { const nb = window.jupyterapp.shell.currentWidget;
@@ -208,8 +208,6 @@ def _run_and_check(page, url: str, artifacts: Path) -> None:
                    return JSON.stringify(last.model.outputs.toJSON()).includes('[parakit] stopped'); }""",
         timeout=60_000, polling=500,
     )
-    stop_output = str(page.evaluate(OUTPUTS)[-1]["outputs"])
-    assert "closed 1 panel(s)" in stop_output, stop_output
 
 
 def _wait_until_rendered(page, timeout_s: float = 30.0) -> None:
