@@ -56,15 +56,20 @@ def bus_factor(collective: str, ranks: int) -> float:
 # -- peak FLOP/s and MFU ------------------------------------------------------------------
 
 # Dense (no 2:4 sparsity) peak FLOP/s per GPU, from NVIDIA's datasheets and the H100 whitepaper.
-# The datasheets print tensor-core figures "with sparsity"; dense is half of those. fp32 is the
-# CUDA-core figure, which is what a run at precision fp32 (TF32 switched off) can reach.
+# The datasheets print tensor-core figures "with sparsity" (an asterisk); dense is half of those.
+# fp32 is the CUDA-core figure, which is what a run at precision fp32 (TF32 switched off) can reach.
 #   H100 SXM5: whitepaper table 3 / datasheet: fp32 66.9, tf32 494.7 (989 sparse), bf16/fp16
-#              989.4 (1,979 sparse). torch names it "NVIDIA H100 80GB HBM3".
-#   H100 PCIe: fp32 51.2, tf32 378 (756 sparse), bf16/fp16 756 (1,513 sparse).
-#   H200 SXM:  the H100 SXM5's compute (same GH100 die and clocks; only memory differs).
-#   A100 (SXM4 and PCIe alike): fp32 19.5, tf32 156 (312 sparse), bf16/fp16 312 (624 sparse).
-_H100_SXM = {"fp32": 66.9, "tf32": 494.7, "16-bit": 989.4}
-_H100_PCIE = {"fp32": 51.2, "tf32": 378.0, "16-bit": 756.0}
+#              989.4 (1,979 sparse), fp8 1,978.9 (3,958 sparse). torch: "NVIDIA H100 80GB HBM3".
+#   H100 PCIe: fp32 51.2, tf32 378 (756 sparse), bf16/fp16 756 (1,513 sparse), fp8 1,513
+#              (3,026 sparse).
+#   H200 SXM:  the H200 datasheet: fp32 67, tf32 989*, bf16/fp16 1,979*, fp8 3,958* (* sparse),
+#              so dense 494.5, 989.5 and 1,979: the H100 SXM5's GH100 compute, with other
+#              memory. torch: "NVIDIA H200".
+#   A100 (SXM4 and PCIe alike): fp32 19.5, tf32 156 (312 sparse), bf16/fp16 312 (624 sparse);
+#              no float8 tensor cores (compute capability 8.0), so no fp8 figure.
+_H100_SXM = {"fp32": 66.9, "tf32": 494.7, "16-bit": 989.4, "fp8": 1978.9}
+_H100_PCIE = {"fp32": 51.2, "tf32": 378.0, "16-bit": 756.0, "fp8": 1513.0}
+_H200_SXM = {"fp32": 67.0, "tf32": 494.5, "16-bit": 989.5, "fp8": 1979.0}
 _A100 = {"fp32": 19.5, "tf32": 156.0, "16-bit": 312.0}
 # Tried in order, first substring of the upper-cased device name wins; None marks a variant
 # with other clocks (H100 NVL, H200 NVL) that must not fall through to the SXM figures.
@@ -73,11 +78,14 @@ _PEAK_TFLOPS: tuple[tuple[str, dict[str, float] | None], ...] = (
     ("H100 NVL", None),
     ("H100", _H100_SXM),
     ("H200 NVL", None),
-    ("H200", _H100_SXM),
+    ("H200", _H200_SXM),
     ("A100", _A100),
 )
-# The tensor-core figure each precision computes at.
-_PRECISION_COLUMN = {"fp32": "fp32", "tf32": "tf32", "fp16": "16-bit", "bf16": "16-bit", "bf16-pure": "16-bit"}
+# The tensor-core figure each precision computes at. fp8 is measured against the float8 peak,
+# which only its converted matmuls can reach (attention and the head run in bf16), so an fp8
+# run's MFU reads lower than a bf16 run's at the same speed: compare the two by tokens/s.
+_PRECISION_COLUMN = {"fp32": "fp32", "tf32": "tf32", "fp16": "16-bit", "bf16": "16-bit", "bf16-pure": "16-bit",
+                     "fp8": "fp8"}
 # Words in the CPU names devices.device_name() reads from /proc/cpuinfo; no GPU name has them.
 _CPU_WORDS = ("CPU", "PROCESSOR", "XEON", "EPYC", "RYZEN", "CORE(TM)")
 
@@ -86,16 +94,16 @@ def peak_flops(device_name: str, precision: str) -> tuple[float | None, str | No
     """One GPU's dense peak FLOP/s at a precision, from parakit's small table.
 
     fp32 runs with TF32 switched off, so it gets the CUDA-core fp32 peak; tf32 the TF32
-    tensor-core peak; fp16, bf16 and bf16-pure the 16-bit tensor-core peak. Sparse (2:4)
-    figures are never used: training does not run sparse.
+    tensor-core peak; fp16, bf16 and bf16-pure the 16-bit tensor-core peak; fp8 the float8
+    tensor-core peak. Sparse (2:4) figures are never used: training does not run sparse.
 
     Args:
         device_name: the torch device name, e.g. ``"NVIDIA H100 80GB HBM3"`` (the SXM part).
-        precision: fp32, tf32, fp16, bf16 or bf16-pure (a string or a ``Precision``).
+        precision: fp32, tf32, fp16, bf16, bf16-pure or fp8 (a string or a ``Precision``).
 
     Returns:
-        ``(flop_per_s, None)``, or ``(None, reason)`` for a CPU, a GPU not in the table or an
-        unknown precision.
+        ``(flop_per_s, None)``, or ``(None, reason)`` for a CPU, a GPU not in the table, a GPU
+        without that format (fp8 before Ada and Hopper) or an unknown precision.
     """
     name = device_name.upper()
     if name.strip() in ("", "CPU") or any(word in name for word in _CPU_WORDS):
@@ -107,13 +115,15 @@ def peak_flops(device_name: str, precision: str) -> tuple[float | None, str | No
         if key in name:
             if peaks is None:
                 break
+            if column not in peaks:
+                return None, f"{device_name} has no {precision} tensor cores"
             return peaks[column] * TERA, None
     return None, f"peak FLOP/s of {device_name!r} is not in parakit's table"
 
 
 def peak_tflops_by_precision(device_name: str) -> dict[str, float]:
-    """One GPU's dense peak TFLOP/s at every precision parakit runs (the advisor's presets are
-    built from it); empty for a device not in the table."""
+    """One GPU's dense peak TFLOP/s at every precision parakit runs and the GPU has (the
+    advisor's presets are built from it); empty for a device not in the table."""
     found = {q: peak_flops(device_name, q)[0] for q in _PRECISION_COLUMN}
     return {q: flops / TERA for q, flops in found.items() if flops is not None}
 

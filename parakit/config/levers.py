@@ -16,12 +16,26 @@ class Precision(Choice):
     FP16 = "fp16"  # autocast to float16, loss scaled by GradScaler (GPU)
     BF16 = "bf16"  # autocast to bfloat16: fp32 weights, bf16 compute
     BF16_PURE = "bf16-pure"  # weights, gradients and optimizer state in bfloat16
+    FP8 = "fp8"  # float8 matmuls in the linear layers that qualify (torchao), the rest bf16 (GPU, sm89+)
 
+
+FP8_MIN_CAPABILITY = (8, 9)
+"""The first compute capability with float8 tensor cores (Ada 8.9, Hopper 9.0): torch._scaled_mm,
+which torchao's float8 matmuls call, exists from there on."""
+FP8_LAYOUTS = ("single", "ddp", "fsdp")
+"""Where fp8 runs: torchao's float8 linears compose with DDP's hooks and FSDP2 (whose all-gather
+they send in float8); tensor parallelism needs torchao's float8 parallel styles and pipelines
+trace the model with torch.export, neither of which parakit wires yet."""
+FP8_NEEDS_TORCHAO = "fp8 needs torchao on the engines: pip install 'parakit[fp8]'"
+FP8_NEEDS_COMPILE = ("fp8 needs compile=True: torch.compile fuses torchao's float8 scaling and casts, "
+                     "without which fp8 is slower than bf16; add compile=True")
 
 # Modes a CPU cannot run as the GPU would; refused rather than silently changed.
 GPU_ONLY_PRECISIONS = {
     Precision.TF32: "tf32 is a GPU tensor-core format; on CPU use fp32 or bf16",
     Precision.FP16: "fp16 with loss scaling needs a GPU; on CPU use bf16 or fp32",
+    Precision.FP8: "fp8 needs an NVIDIA GPU of compute capability 8.9 or later (Ada, Hopper); on CPU use bf16 "
+                   "or fp32",
 }
 
 
@@ -159,6 +173,43 @@ def check_cpu_precision(precision: Precision) -> None:
     """Refuse a GPU-only precision for CPU engines, naming the modes that do run there."""
     if precision in GPU_ONLY_PRECISIONS:
         raise ValueError(GPU_ONLY_PRECISIONS[precision])
+
+
+def check_fp8_settings(layout: str, compile: bool) -> None:
+    """What fp8 asks of a run's own settings: a layout it composes with, and compile=True.
+
+    Refused rather than switched on for the user: a run that silently compiles would take a
+    minute longer than asked and measure something else than the settings say.
+
+    Args:
+        layout: the strategy's (or hybrid layout's) value, e.g. "fsdp" or "fsdp+tensor".
+        compile: the run's compile setting.
+
+    Raises:
+        ValueError: one line naming what to change.
+    """
+    if layout not in FP8_LAYOUTS:
+        raise ValueError(f"fp8 runs under {', '.join(FP8_LAYOUTS)}, not {layout} (float8 tensor-parallel "
+                         "styles and pipeline stages are not wired); use bf16 with it")
+    if not compile:
+        raise ValueError(FP8_NEEDS_COMPILE)
+
+
+def check_fp8_capability(capability: tuple[int, int], device_name: str) -> None:
+    """Refuse fp8 on a GPU without float8 tensor cores (before compute capability 8.9).
+
+    Args:
+        capability: (major, minor), as torch.cuda.get_device_capability or NVML report it.
+        device_name: the GPU's name, for the message.
+
+    Raises:
+        ValueError: one line naming the GPU, its capability and what to use instead.
+    """
+    major, minor = capability
+    if (major, minor) < FP8_MIN_CAPABILITY:
+        need = ".".join(map(str, FP8_MIN_CAPABILITY))
+        raise ValueError(f"fp8 needs a GPU of compute capability {need} or later (Ada, Hopper); {device_name} "
+                         f"is {major}.{minor}: use bf16")
 
 
 def default_workers(strategy: str, mesh: Any, engines: int) -> int:

@@ -20,7 +20,7 @@ from parakit.config.layouts import (
     STAGES_PER_RANK, Hybrid, Schedule, Strategy, built_in_blocks, check_microbatches,
     check_pipeline, check_tensor, parse_mesh,
 )
-from parakit.config.levers import Compression, CompressionKind, Precision, Sync
+from parakit.config.levers import Compression, CompressionKind, Precision, Sync, check_fp8_settings
 from parakit.config.memory import Checkpointing, check_memory_levers, describe_memory_levers
 from parakit.config.sync import check_sync, describe_sync
 
@@ -65,7 +65,9 @@ class RunConfig:
     workers: int = 1
     """Number of ranks (engines) taking part."""
     precision: Precision = Precision.FP32
-    """Numeric format of the training step: fp32, tf32, fp16, bf16 or bf16-pure."""
+    """Numeric format of the training step: fp32, tf32, fp16, bf16, bf16-pure or fp8 (float8
+    linear layers through torchao, the rest bf16; needs compile=True and a GPU of compute
+    capability 8.9 or later)."""
     compression: Compression = field(default_factory=Compression)
     """Gradient compression: none, fp16, bf16, powersgd:R or topk:K / randomk:K (K a ratio)."""
     error_feedback: bool = True
@@ -245,6 +247,8 @@ class RunConfig:
                 f"{', '.join(takes)} (use compression='none' here)"
             )
         check_sync(self)
+        if self.precision is Precision.FP8:
+            check_fp8_settings(layout.value, self.compile)
         if self.precision is Precision.FP16 and self.uses_pipeline:
             raise ValueError(
                 "fp16 needs loss scaling, which parakit does not do across pipeline stages; "

@@ -7,6 +7,8 @@ One function per question the training loop asks, each a lookup on the Precision
 - fp16: autocast to float16 with a GradScaler, since fp16 gradients underflow without one.
 - bf16: autocast to bfloat16; bf16 has fp32's exponent range, so no loss scaling.
 - bf16-pure: the model itself in bfloat16 (weights, gradients, optimizer state); no autocast.
+- fp8: the linear layers that qualify swapped for torchao's float8 ones by the strategy
+  (engine/fp8.py), everything else autocast to bfloat16 as under bf16; fp32 master weights.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ __all__ = ["autocast", "cast_model", "fsdp_mixed_precision", "grad_scaler", "set
 AUTOCAST_DTYPE: dict[Precision, torch.dtype] = {
     Precision.FP16: torch.float16,
     Precision.BF16: torch.bfloat16,
+    # torchao's float8 linears cast their input to the autocast dtype and return it, so the
+    # layers left unconverted (attention, norms, the head) run in bf16 around them.
+    Precision.FP8: torch.bfloat16,
 }
 # FSDP2 computes in the unsharded parameters' dtype; bf16-pure parameters already are bf16.
+# Under fp8 the float8 linears' weights are gathered in float8 instead (engine/fp8.py).
 FSDP_PARAM_DTYPE: dict[Precision, torch.dtype] = AUTOCAST_DTYPE
 REDUCE_DTYPE: dict[CompressionKind, torch.dtype] = {
     CompressionKind.FP16: torch.float16,
@@ -73,7 +79,7 @@ def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractC
         device: where the model runs; autocast is per device type.
 
     Returns:
-        ``torch.autocast`` to float16 (fp16) or bfloat16 (bf16); a ``nullcontext`` for fp32,
+        ``torch.autocast`` to float16 (fp16) or bfloat16 (bf16 and fp8); a ``nullcontext`` for fp32,
         tf32 and bf16-pure, whose weights already have the compute dtype.
     """
     dtype = AUTOCAST_DTYPE.get(precision)
@@ -117,8 +123,8 @@ def cast_model(model: nn.Module, precision: Precision) -> nn.Module:
 def fsdp_mixed_precision(precision: Precision, compression: Compression) -> MixedPrecisionPolicy | None:
     """FSDP2's mixed precision policy for a precision and a gradient compression.
 
-    FSDP applies precision per module instead of autocast: fp16 and bf16 gather parameters in
-    that dtype and compute in it. Gradients are reduced in fp32 for them (``none`` means a
+    FSDP applies precision per module instead of autocast: fp16 and bf16 (and fp8, for what is
+    not float8) gather parameters in that dtype and compute in it. Gradients are reduced in fp32 for them (``none`` means a
     plain fp32 reduction, as with DDP), or in the compression's fp16 / bf16.
 
     Args:

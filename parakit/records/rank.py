@@ -84,6 +84,9 @@ class RankReport:
     where a rank does not hold a whole replica."""
     math_flags: dict[str, bool]
     """The math settings the run set explicitly (TF32 for matmuls and cuDNN)."""
+    fp8_layers: list[str] | None = None
+    """Under precision fp8, the linear layers torchao converted to float8, by name (the rest ran
+    in bf16); None at other precisions."""
 
     # -- FLOPs (counted on rank 0 only) ---------------------------------------------------
     flops_per_step: float | None

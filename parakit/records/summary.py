@@ -38,6 +38,8 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
         unmeasured["peak_mem_bytes"] = reason
     unmeasured.update(memory_unmeasured(summary, returned))
     summary["math_flags"] = returned[0].math_flags
+    if returned[0].fp8_layers is not None:  # only under fp8, so other runs' records compare equal
+        summary["fp8_layers"] = returned[0].fp8_layers
     if summary["comm_bytes_per_step"] is None:
         unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
     if summary["compute_time_s"] is None:

@@ -9,6 +9,7 @@ and before any engine is started or touched. Nothing here imports torch or ipypa
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 from parakit.cluster import netns, placement
 from parakit.config.bench import bench_settings
 from parakit.config.hosts import EngineLaunch, Launcher
-from parakit.config.levers import check_cpu_precision, default_workers
+from parakit.config.levers import (
+    FP8_NEEDS_TORCHAO, Precision, check_cpu_precision, check_fp8_capability, default_workers,
+)
 from parakit.config.run import Device, RunConfig, Strategy
 from parakit.records.result import run_label
 
@@ -113,6 +116,9 @@ def check_run(engines: Engines, **settings: Any) -> RunConfig:
     workers = settings["workers"]
     if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1 and engines.local:
         placement.check_workers(workers, engines.facts)  # first: clearer than the batch's message
+    if not engines.gpus and str(settings.get("precision", "")).strip().lower() == Precision.FP8.value:
+        # first too: on CPU engines fp8 is refused whatever else is set, before it asks for compile
+        check_cpu_precision(Precision.FP8)
     return check_config(engines, RunConfig(**settings))
 
 
@@ -121,9 +127,46 @@ def check_config(engines: Engines, config: RunConfig) -> RunConfig:
     and no pipeline over ranks that share a GPU. Returns the config; ValueError otherwise."""
     if not engines.gpus:
         check_cpu_precision(config.precision)
+    elif config.precision is Precision.FP8:
+        check_fp8_gpus(engines)
     if engines.local:
         placement.check_gpu_sharing(config, engines.gpus)
     return config
+
+
+def check_fp8_gpus(engines: Engines) -> None:
+    """fp8 on local GPU engines: torchao importable (they run this Python) and every GPU of
+    compute capability 8.9 or later, as NVML reports it. Engines on other hosts, and GPUs NVML
+    cannot describe, are checked on the engine when the run starts (engine/fp8.py)."""
+    if not engines.local:
+        return
+    if not torchao_installed():
+        raise ValueError(FP8_NEEDS_TORCHAO)
+    for name, capability in gpu_capabilities(engines.gpus):
+        check_fp8_capability(capability, name)
+
+
+def torchao_installed() -> bool:
+    """Whether torchao can be imported here, found without importing it (it imports torch)."""
+    return importlib.util.find_spec("torchao") is not None
+
+
+def gpu_capabilities(gpus: list) -> list[tuple[str, tuple[int, int]]]:
+    """Each GPU's name and compute capability from NVML, which creates no CUDA context in the
+    notebook; [] where NVML cannot say."""
+    from parakit.engine.gpus import NVML
+
+    try:
+        with NVML.opened() as nvml:
+            found = []
+            for gpu in gpus:
+                handle = nvml.nvmlDeviceGetHandleByUUID(gpu.uuid)
+                name = nvml.nvmlDeviceGetName(handle)
+                major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+                found.append((name.decode() if isinstance(name, bytes) else str(name), (int(major), int(minor))))
+            return found
+    except Exception:  # noqa: BLE001 - no NVML or an old driver: the engine's own check still runs
+        return []
 
 
 def check_runs(engines: Engines, runs: list[dict[str, Any]], label=None) -> list[RunConfig]:

@@ -12,7 +12,8 @@ import pytest
 from parakit.config import formulas
 from parakit.config.bench import COLLECTIVES
 from parakit.config.formulas import (
-    POWERSGD_MIN_RATE, TERA, achieved_flops_per_s, bus_factor, mfu, peak_flops, per_joule, powersgd_compresses,
+    POWERSGD_MIN_RATE, TERA, achieved_flops_per_s, bus_factor, mfu, peak_flops, peak_tflops_by_precision, per_joule,
+    powersgd_compresses,
 )
 
 
@@ -61,8 +62,14 @@ def test_bus_factor_needs_a_rank():
     ("NVIDIA H100 PCIe", "bf16", 756.0),
     ("NVIDIA H100 PCIe", "tf32", 378.0),
     ("NVIDIA H100 PCIe", "fp32", 51.2),
-    ("NVIDIA H200", "bf16", 989.4),
-    ("NVIDIA H200", "tf32", 494.7),
+    ("NVIDIA H100 80GB HBM3", "fp8", 1978.9),
+    ("NVIDIA H100 PCIe", "fp8", 1513.0),
+    # the H200 datasheet's sparse figures halved: fp8 3,958*, bf16 1,979*, tf32 989*; fp32 67
+    ("NVIDIA H200", "fp8", 1979.0),
+    ("NVIDIA H200", "bf16", 989.5),
+    ("NVIDIA H200", "fp16", 989.5),
+    ("NVIDIA H200", "tf32", 494.5),
+    ("NVIDIA H200", "fp32", 67.0),
     ("NVIDIA A100-SXM4-80GB", "bf16", 312.0),
     ("NVIDIA A100-PCIE-40GB", "tf32", 156.0),
     ("NVIDIA A100 80GB PCIe", "fp32", 19.5),
@@ -89,8 +96,24 @@ def test_no_peak_for_cpus(name):
 
 
 def test_peak_of_an_unknown_precision_says_which_are_known():
-    got, reason = peak_flops("NVIDIA H100 80GB HBM3", "fp8")
-    assert got is None and "bf16-pure" in reason
+    got, reason = peak_flops("NVIDIA H100 80GB HBM3", "int8")
+    assert got is None and "bf16-pure" in reason and "fp8" in reason
+
+
+def test_a_gpu_without_float8_tensor_cores_has_no_fp8_peak():
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp8") == (None, "NVIDIA A100-SXM4-80GB has no fp8 tensor cores")
+
+
+def test_the_peaks_by_precision_hold_fp8_where_the_gpu_has_it():
+    assert peak_tflops_by_precision("NVIDIA H200")["fp8"] == pytest.approx(1979.0)
+    assert "fp8" not in peak_tflops_by_precision("NVIDIA A100-SXM4-80GB")
+    assert peak_tflops_by_precision("NVIDIA A100-SXM4-80GB")["bf16"] == pytest.approx(312.0)
+
+
+def test_every_precision_has_a_peak_column():
+    from parakit.config.levers import Precision
+
+    assert all(peak_flops("NVIDIA H200", q)[0] is not None for q in Precision)
 
 
 # -- MFU -----------------------------------------------------------------------------------

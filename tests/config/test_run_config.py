@@ -25,7 +25,7 @@ def model_fn():
         (dict(steps=0), "steps must be >= 1"),
         (dict(steps=2, warmup_steps=2), "smaller than steps"),
         (dict(lr=-1), "lr must be a positive number"),
-        (dict(precision="fp8"), "precision must be one of fp32"),
+        (dict(precision="fp4"), "precision must be one of fp32"),
         (dict(model="gpt", model_options={"width": 100, "heads": 3}), "divisible by heads"),
         (dict(model="mlp", model_options={"heads": 2}), "no option 'heads'"),
         (dict(loss="ce"), "loss must be a callable"),

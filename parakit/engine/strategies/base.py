@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from parakit.config.levers import Precision
 from parakit.config.run import RunConfig
 
 
@@ -52,6 +53,8 @@ class Parallel:
     """Run after each optimizer step (local SGD's and diloco's periodic syncs)."""
     no_sync: Callable[[], Any] = contextlib.nullcontext
     """A context in which backward accumulates gradients without synchronising them."""
+    fp8_layers: list[str] | None = None
+    """Under precision fp8, the linear layers converted to float8 (engine/fp8.py); else None."""
 
     def parameters(self):
         for module in self.modules:
@@ -67,6 +70,17 @@ def plain_forward_backward(model: nn.Module, ctx: Context) -> Callable[..., torc
         return loss
 
     return forward_backward
+
+
+def convert_fp8(model: nn.Module, ctx: Context, *, fsdp: bool = False) -> list[str] | None:
+    """Under precision fp8, the model's qualifying linear layers made float8, first of all (as
+    torchtitan converts before it parallelises); the converted names, or None at other precisions.
+    ``fsdp``: the model is sharded next, so its float8 weights are all-gathered in float8."""
+    if ctx.config.precision is not Precision.FP8:
+        return None
+    from parakit.engine.fp8 import apply_fp8  # fp8 runs only: it is where torchao is imported
+
+    return apply_fp8(model, ctx.device, fsdp_float8_all_gather=fsdp)
 
 
 def repeated_blocks(model: nn.Module) -> list[nn.Module]:

@@ -20,7 +20,7 @@ from parakit.engine.compression.casts import WIRE_DTYPE
 from parakit.engine.delayed import DelayedAveraging
 from parakit.engine.diloco import STREAMING_OVERLAP_STEPS, DiLoCo
 from parakit.engine.local_sgd import LocalSGD
-from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
+from parakit.engine.strategies.base import Context, Parallel, convert_fp8, plain_forward_backward
 
 def wrap_ddp(model: nn.Module, ctx: Context) -> DistributedDataParallel:
     """The model as DDP over the whole group (hybrids average over sub-groups their own way)."""
@@ -33,11 +33,13 @@ def wrap_ddp(model: nn.Module, ctx: Context) -> DistributedDataParallel:
 
 def apply_ddp(model: nn.Module, ctx: Context) -> Parallel:
     config = ctx.config
+    fp8_layers = convert_fp8(model, ctx)
     apply_checkpointing(model, config.activation_checkpointing)  # inside the replica DDP wraps
     ddp = wrap_ddp(model, ctx)
     parallel = Parallel(
         [ddp], plain_forward_backward(ddp, ctx),
         data_rank=ctx.rank, data_size=ctx.world_size, replicated=True, no_sync=ddp.no_sync,
+        fp8_layers=fp8_layers,
     )
     SYNC[config.sync.kind](ddp, config, parallel)
     return parallel

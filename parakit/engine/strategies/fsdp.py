@@ -15,7 +15,9 @@ from torch.distributed.fsdp import fully_shard
 
 from parakit.engine.checkpointing import apply_checkpointing
 from parakit.engine.precision import fsdp_mixed_precision
-from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward, repeated_blocks
+from parakit.engine.strategies.base import (
+    Context, Parallel, convert_fp8, plain_forward_backward, repeated_blocks,
+)
 
 # ZeRO stage -> fully_shard's reshard_after_forward. Stage 3 and no stage leave it to FSDP:
 # True for the blocks, False for the root, whose weights backward needs first anyway.
@@ -40,12 +42,20 @@ def shard(model: nn.Module, ctx: Context, mesh=None) -> nn.Module:
 
 
 def apply_fsdp(model: nn.Module, ctx: Context) -> Parallel:
+    fp8_layers = convert_fp8(model, ctx, fsdp=True)  # float8 weights, all-gathered in float8
     apply_checkpointing(model, ctx.config.activation_checkpointing)  # before sharding, as torchtitan
     sharded = shard(model, ctx)
-    return Parallel(
+    parallel = Parallel(
         [sharded], plain_forward_backward(sharded, ctx),
         data_rank=ctx.rank, data_size=ctx.world_size, no_sync=lambda: skip_gradient_sync(sharded),
+        fp8_layers=fp8_layers,
     )
+    if fp8_layers:
+        from parakit.engine.fp8 import scale_precompute
+
+        # every float8 weight's scale in one all-reduce after the step, not one per weight in forward
+        parallel.after_step = scale_precompute(sharded)
+    return parallel
 
 
 @contextlib.contextmanager
