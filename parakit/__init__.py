@@ -18,6 +18,7 @@ _PUBLIC = {
     "advise": "parakit.advisor.advice",
     "Session": "parakit.session.session",
     "load_runs": "parakit.records.store",
+    "delete_run": "parakit.records.store",
 }
 __all__ = list(_PUBLIC)
 

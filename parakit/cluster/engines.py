@@ -196,13 +196,14 @@ class EngineSet:
                                   gpu_index=answer.get("gpu_index", e.gpu_index)))
         return pinned
 
-    def interrupt(self, engine_id: int) -> None:
-        """Send SIGINT to one engine: the task it runs gets a KeyboardInterrupt."""
+    def interrupt(self, engine_id: int, sig: int = signal.SIGINT) -> None:
+        """Send SIGINT to one engine: the task it runs gets a KeyboardInterrupt (a training
+        run ends after an agreed step). SIGUSR2 asks a training run to end for a switch."""
         pid = next((e.pid for e in self.engines if e.engine_id == engine_id), None)
         if pid is None:
             return  # no longer one of ours (replaced): nothing to interrupt
         try:
-            os.kill(pid, signal.SIGINT)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass  # already gone; the caller reports the rank as not stopping
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ from parakit.cluster.engines import EngineSet
 from parakit.cluster.hangs import diagnose
 from parakit.cluster.placement import EngineInfo
 from parakit.config.run import RunConfig
+from parakit.config.switch import Segment
 from parakit.engine import process_group
 from parakit.engine.payload import pack
 from parakit.engine.train import train
@@ -60,13 +62,16 @@ def launch(
     on_progress: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
     hang_timeout_s: float | None = None,
+    segment: Segment | None = None,
+    switch: threading.Event | None = None,
 ) -> Outcome:
     """Run ``config`` on the first ``config.workers`` engines; one AsyncResult per rank, so a
     failure on one rank is seen while the others still run. Setting ``stop`` (from another
-    thread) stops every rank within a poll and a few seconds, as Ctrl-C does."""
+    thread) stops every rank within a poll and a few seconds, as Ctrl-C does; setting
+    ``switch`` ends the run the same way, with its state saved to ``segment.state_out``."""
     token = uuid.uuid4().hex  # names this run's stop agreement in the process group's store
-    return run_on_ranks(engines, config.workers, train, (pack(config), token), on_progress, stop,
-                        hang_timeout_s)
+    return run_on_ranks(engines, config.workers, train, (pack(config), token, segment), on_progress, stop,
+                        hang_timeout_s, switch)
 
 
 def run_on_ranks(
@@ -77,6 +82,7 @@ def run_on_ranks(
     on_progress: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
     hang_timeout_s: float | None = None,
+    switch: threading.Event | None = None,
 ) -> Outcome:
     """Call ``fn(*args)`` on the first ``world`` engines (ranks 0..world-1) and follow it: rank
     0's published progress goes to ``on_progress``; a rank that fails, Ctrl-C, or ``stop``
@@ -88,7 +94,7 @@ def run_on_ranks(
     ids = [e.engine_id for e in ranked]
     pending = {rank: engines.client[e].apply_async(fn, *args) for rank, e in enumerate(ids)}
     try:
-        outcome = _follow(engines, ranked, pending, on_progress, stop, hang_timeout_s)
+        outcome = _follow(engines, ranked, pending, on_progress, stop, hang_timeout_s, switch)
     except KeyboardInterrupt:
         outcome = _stop_others(engines, ids, pending, STOPPED)
     except Exception as e:  # noqa: BLE001 - a run returns what it made, whatever broke around it
@@ -99,14 +105,21 @@ def run_on_ranks(
     return outcome
 
 
-def _follow(engines: EngineSet, ranked: list[EngineInfo], pending: dict, on_progress, stop, hang_timeout_s) -> Outcome:
+def _follow(engines: EngineSet, ranked: list[EngineInfo], pending: dict, on_progress, stop, hang_timeout_s,
+            switch=None) -> Outcome:
     """The watch over a launched run; see ``run_on_ranks``. Only this decides the run's end:
     engines are replaced after it returns (``Session._after``), never while it watches."""
     ids, world = [e.engine_id for e in ranked], len(ranked)
-    seen, moved = None, time.monotonic()
+    seen, moved, switch_sent = None, time.monotonic(), False
     while not all(ar.ready() for ar in pending.values()):
         if stop is not None and stop.is_set():
             return _stop_on_request(engines, ids, pending)
+        # A switch is signalled once rank 0 has made a step: every rank is then inside the run,
+        # where SIGUSR2 asks for the agreed end (and not yet between tasks, where it is ignored).
+        if switch is not None and switch.is_set() and not switch_sent and (seen or {}).get("step"):
+            for engine_id in ids:
+                engines.interrupt(engine_id, signal.SIGUSR2)
+            switch_sent = True
         progress = pending[0].data if isinstance(pending[0].data, dict) else None
         if progress != seen:
             seen, moved = dict(progress or {}), time.monotonic()

@@ -18,4 +18,7 @@ def enable_stack_dumps(folder: str) -> str:
     os.chmod(path, 0o600)
     _FILES.append(f)
     faulthandler.register(signal.SIGUSR1, file=f, all_threads=True, chain=False)
+    # SIGUSR2 asks a training run to end for a switch (engine.stopping); between runs it must
+    # be ignored, not end the engine as its default action would.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     return path

@@ -13,6 +13,11 @@ A rank can also ask for the stop itself (a loss that diverged: only the ranks th
 loss see it). Its peers were not signalled, so while a run may be stopped that way every rank
 looks at the agreement in the store every ``CHECK_EVERY`` steps, and the proposal is far enough
 ahead (a check and a margin) that every rank has looked before the step it names.
+
+SIGUSR2 asks for the same end, for a switch of settings (``Session.switch``): the ranks agree
+on the step the same way, and the run ends there with its state saved, to go on in the new
+layout. Before the first step it waits for that step instead of raising. Outside a run the
+signal is ignored: SIGUSR2's default action would end the engine.
 """
 
 from __future__ import annotations
@@ -42,21 +47,30 @@ class StopRequest:
         self.steps_done = 0
         self.requested = False
         self.stop_after: int | None = None
-        self._previous = None
+        self.switching = False
+        """The end was asked for a switch (SIGUSR2): the state is saved and training goes on."""
+        self._previous = self._previous_switch = None
 
     def __enter__(self) -> StopRequest:
         if self.enabled:
             self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+            self._previous_switch = signal.signal(signal.SIGUSR2, self._on_switch)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value, tb: TracebackType | None) -> None:
         if self.enabled:
             signal.signal(signal.SIGINT, self._previous)
+            # a switch asked as the run ended must not find SIGUSR2's default (the engine's end)
+            previous = self._previous_switch
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN if previous in (None, signal.SIG_DFL) else previous)
 
     def _on_interrupt(self, signum, frame) -> None:
         if self.steps_done == 0:
             raise KeyboardInterrupt  # still setting up: no step to finish, nothing to keep
         self.requested = True
+
+    def _on_switch(self, signum, frame) -> None:
+        self.requested = self.switching = True  # agreed after the next step, even the first
 
     def ask(self, steps_done: int, reason: str) -> int:
         """This rank asks every rank to stop (its peers see it at their next look). Returns the

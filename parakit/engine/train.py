@@ -4,11 +4,11 @@ linear, top to bottom, one global batch per step, every host-device sync marked.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import math
 import platform
-import statistics
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,7 +19,8 @@ from torch.nn import functional as F
 
 from parakit.config.memory import Checkpointing
 from parakit.config.run import RunConfig, Strategy
-from parakit.engine import devices, precision, process_group
+from parakit.config.switch import Segment
+from parakit.engine import devices, precision, process_group, saved_state
 from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.breakdown import StepProfiler, per_step
 from parakit.engine.compiling import apply_compile
@@ -34,6 +35,7 @@ from parakit.engine.publish import Publisher, progress
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies import APPLY, Context, Parallel
+from parakit.engine.strategies.pipeline import pipeline_figures
 from parakit.engine.timing import MeasuredWindow, StepTimer
 from parakit.engine.workloads import build_model
 from parakit.config.levers import SyncKind
@@ -56,7 +58,7 @@ def params_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def train(payload: bytes, stop_token: str | None = None) -> RankReport:
+def train(payload: bytes, stop_token: str | None = None, segment: Segment | None = None) -> RankReport:
     """Run one training run on this engine and return this rank's measurements.
 
     Args:
@@ -64,6 +66,9 @@ def train(payload: bytes, stop_token: str | None = None) -> RankReport:
         stop_token: unique per launch. Given, a SIGINT during training ends the run on every
             rank after the same step, and the steps made so far are returned with
             ``stopped_early`` set (see ``stopping``); without it, SIGINT raises as usual.
+            SIGUSR2 ends it the same way, for a switch of settings: the state is saved.
+        segment: where this launch sits in a longer training (a switched or resumed run):
+            its first global step, and the saved state to start from and to save to.
     """
     # Everything the engine holds before the run (torch's modules: ~300k objects) goes out of
     # the cyclic GC's sight until the run ends, so the full collection below scans only what
@@ -72,7 +77,7 @@ def train(payload: bytes, stop_token: str | None = None) -> RankReport:
     gc.freeze()
     try:
         config: RunConfig = unpack(payload)
-        return _train_and_leave(config, stop_token)
+        return _train_and_leave(config, stop_token, segment or Segment())
     finally:
         # FSDP2 and DTensor leave reference cycles (module, state, hooks) that hold the model,
         # its optimizer state and old process groups (threads, sockets) until the cyclic GC
@@ -81,11 +86,11 @@ def train(payload: bytes, stop_token: str | None = None) -> RankReport:
         gc.unfreeze()  # older garbage (a replaced group) is collected where it dies: leave()
 
 
-def _train_and_leave(config: RunConfig, stop_token: str | None) -> RankReport:
+def _train_and_leave(config: RunConfig, stop_token: str | None, segment: Segment) -> RankReport:
     try:
         watch_peers = config.stop_on_divergence and config.strategy is not Strategy.SINGLE
         with StopRequest(stop_token, watch_peers=watch_peers) as stop:
-            result = _train(config, stop)
+            result = _train(config, stop, segment)
         if result.error is not None and config.strategy is not Strategy.SINGLE:
             leave_group()  # peers waiting for this rank fail at once
         return result
@@ -150,6 +155,10 @@ class Run:
     divergence: DivergenceWatch
     memory_count: MemoryCount
     """Gradients, activations and the allocator's figures (engine.memory)."""
+    first_step: int = 0
+    """The global step this launch starts at (a switched or resumed run's later segment)."""
+    state_load_s: float | None = None
+    """Seconds spent loading a saved state (both phases), None when none was loaded."""
     publisher: Publisher = field(default_factory=Publisher)
 
 
@@ -164,15 +173,27 @@ class Steps:
     error: str | None = None
 
 
-def _train(config: RunConfig, stop: StopRequest | None = None) -> RankReport:
-    """One run on this rank, as every rank runs it: set up, train, report."""
+def _train(config: RunConfig, stop: StopRequest | None = None, segment: Segment | None = None) -> RankReport:
+    """One run on this rank, as every rank runs it: set up, train, save the state, report."""
     stop = stop or StopRequest(None)  # no stop token: nothing can ask this run to stop early
-    run = set_up(config)
+    segment = segment or Segment()
+    run = set_up(config, segment)
     made = train_steps(run, stop)
-    return report(run, made, stop)
+    save_s = None
+    ended = len(made.losses) == config.steps
+    wanted = stop.switching or (segment.save_at_end if ended else segment.save_on_stop)
+    if segment.state_out and made.error is None and wanted:
+        try:
+            save_s = saved_state.save(run.parallel, run.optimizer, segment.state_out, rank=run.rank,
+                                      step=segment.first_step + len(made.losses), settings=config.describe(),
+                                      alone=config.strategy is Strategy.SINGLE)
+        except Exception as e:  # noqa: BLE001 - the steps made are kept; the state is what failed
+            made.error = "saving the state failed: " + failure_text(e, run.device)
+    return dataclasses.replace(report(run, made, stop), state_save_s=save_s, state_load_s=run.state_load_s,
+                               switching=stop.switching)
 
 
-def set_up(config: RunConfig) -> Run:
+def set_up(config: RunConfig, segment: Segment | None = None) -> Run:
     """Build the model (the same on every rank), lay it out over the ranks with the run's
     strategy, and make its optimizer, its data and the instruments."""
     single = config.strategy is Strategy.SINGLE
@@ -185,6 +206,9 @@ def set_up(config: RunConfig) -> Run:
     # The same seed on every rank gives the same initial weights without a broadcast.
     torch.manual_seed(config.seed)
     model = build_model(config.model, dict(config.model_options)) if isinstance(config.model, str) else config.model()
+    segment, loading = segment or Segment(), time.perf_counter()
+    if segment.state_in:  # the saved values replace the seeded ones, in full, before any layout
+        saved_state.load_model(model, segment.state_in)
     model = precision.cast_model(model.to(device), config.precision)
     flops = model_flops(config, model, loss_fn) if rank == 0 else (None, None)  # before wrapping
     # Which rows a rank reads depends on the layout, so a pipeline, which traces the model
@@ -200,6 +224,9 @@ def set_up(config: RunConfig) -> Run:
                   scale_loss=scaler.scale if scaler else (lambda loss: loss))
     parallel = APPLY[config.strategy](model, ctx)
     optimizer = make_optimizer(parallel.parameters(), config.lr, device, zero=config.zero)
+    if segment.state_in:  # the optimizer's state, resharded for this layout
+        saved_state.load_optimizer(parallel, optimizer, segment.state_in, alone=single)
+    load_s = time.perf_counter() - loading if segment.state_in else None
     batches = make_batches(config, parallel.data_rank, parallel.data_size)
     per = config.per_rank_batch_size
     memory = devices.reset_peak_memory()
@@ -212,7 +239,7 @@ def set_up(config: RunConfig) -> Run:
         math_flags=math_flags, flops=flops, memory=memory, timer=StepTimer(device),
         profiler=StepProfiler(device, config.warmup_steps, config.profile_every, config.steps, world=world,
                               trace=config.trace),
-        meter=meter,
+        meter=meter, first_step=segment.first_step, state_load_s=load_s,
         window=MeasuredWindow(device, meter),  # wall clock and energy over the measured steps alone
         divergence=DivergenceWatch(device),
         # last: with memory_snapshot, the allocator's history is recorded from here on
@@ -264,7 +291,7 @@ def one_step(run: Run, step: int) -> torch.Tensor | None:
     loss, left on the device, or None where this rank computes none."""
     config, optimizer, scaler = run.config, run.optimizer, run.scaler
     run.timer.start()
-    inputs, targets = run.batches.rows(step, config.batch_size, *run.rows)
+    inputs, targets = run.batches.rows(run.first_step + step, config.batch_size, *run.rows)
     inputs, targets = to_device(inputs, run.device), to_device(targets, run.device)
     optimizer.zero_grad(set_to_none=True)
     with precision.autocast(config.precision, run.device), run.memory_count.counting(step):
@@ -356,17 +383,3 @@ def agree_on_overflow(scaler, optimizer, world: int) -> None:
     state = scaler._per_optimizer_states[id(optimizer)]
     for found in state["found_inf_per_device"].values():
         dist.all_reduce(found, op=dist.ReduceOp.MAX)
-
-
-def pipeline_figures(stats: dict[str, Any], step_times: list[float], warmup: int) -> dict[str, Any]:
-    """A pipeline rank's bubble: the share of each step it spent not computing (waiting for a
-    neighbour), median over the measured steps, beside the schedule's ideal (p-1)/(v*m+p-1)."""
-    busy = stats.get("pipeline_busy_s")
-    if not busy:
-        return {}
-    idle = [1 - b / t for b, t in zip(busy[warmup:], step_times[warmup:]) if t > 0]
-    return {
-        "bubble": statistics.median(idle) if idle else None,
-        "bubble_ideal": stats["bubble_ideal"],
-        "stages": stats["stages"],
-    }

@@ -138,6 +138,14 @@ class RankReport:
     stages: list[int] | None = None
     """The stage indices this rank held; None off a pipeline."""
 
+    state_save_s: float | None = None
+    """Seconds this rank spent saving the run's state with DCP at its end (None: not saved)."""
+    state_load_s: float | None = None
+    """Seconds from reading a saved state to the model laid out with it and its optimizer
+    loaded (None: the run started from its seed)."""
+    switching: bool = False
+    """The run was ended for a switch of settings (SIGUSR2), not stopped: it goes on."""
+
     def profiled(self, step: int) -> bool:
         """The profiler recorded this step on this rank."""
         return self.compute_time_s is not None and self.compute_time_s[step] is not None

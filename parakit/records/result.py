@@ -137,6 +137,14 @@ class RunResult:
     """The measured energy x the grid's grams of CO2 per kWh; None where energy was not measured."""
     cost_method: dict[str, str] = field(default_factory=dict)
     """How each of cost_usd, energy_cost_usd and co2_g was obtained: the prices and their sources."""
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    """A switched run's stretches of steps with the same settings (records/segments.py): each
+    with its settings, what changed, first_step and last_step, its own summary and ranks, and
+    switch_s, the time the switch into it took. Empty for a run that never switched."""
+    resumed_from: str | None = None
+    """The run whose saved state this run started from (``resume=``), or None."""
+    state_dir: str | None = None
+    """Where this run's final state is saved with DCP (``save_state=True``), or None."""
 
     @property
     def ok(self) -> bool:

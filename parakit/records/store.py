@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import tempfile
 import types
 import typing
@@ -70,6 +71,33 @@ def save_memory_snapshots(run_id: str, rank_snapshots: list[bytes | None],
     folder = Path(runs_dir) / f"{run_id}-memory"
     return [str(_write(folder, f"rank{rank}", data, suffix=".pickle"))
             for rank, data in enumerate(rank_snapshots) if data]
+
+
+def state_folder(runs_dir: str | os.PathLike, run_id: str) -> Path:
+    """Where a run's state is saved with DCP (``save_state=True``): ``runs_dir/<run_id>-state/``."""
+    return Path(runs_dir) / f"{run_id}-state"
+
+
+def delete_run(run_id: str, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[str]:
+    """Delete a run from the store: its record and everything saved beside it (rank traces,
+    memory snapshots, its saved state). Returns what was removed.
+
+    Raises:
+        ValueError: when the store has no run of that id (nothing is removed then).
+    """
+    folder = Path(runs_dir)
+    if not isinstance(run_id, str) or not run_id or "/" in run_id or run_id.startswith("."):
+        raise ValueError(f"a run id is the name of a run's file without .json (got {run_id!r})")
+    record = folder / f"{run_id}.json"
+    if not record.is_file():
+        raise ValueError(f"no run {run_id} in {folder}")
+    removed = []
+    for extra in (folder / f"{run_id}-traces", folder / f"{run_id}-memory", state_folder(folder, run_id)):
+        if extra.is_dir():
+            shutil.rmtree(extra)
+            removed.append(str(extra))
+    record.unlink()  # last: a run whose files could not all go is still listed, and can be deleted again
+    return [str(record), *removed]
 
 
 def save_comm_bench(result: CommBenchResult, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> Path:
@@ -256,15 +284,22 @@ def _options_text(options: Any) -> str:
     return "" if options is None else str(options)
 
 
-def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> "pandas.DataFrame":
+def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR, *, segments: bool = False) -> "pandas.DataFrame":
     """The run store as a pandas DataFrame, one row per run.
 
     Args:
         runs_dir: the run folder (default ``./parakit-runs``).
+        segments: one row per segment instead (a switched run's stretches of steps with the
+            same settings; a run that never switched is one): the run's id, the segment's
+            index, first and last step, settings and figures (``records.segments``).
 
     Returns:
         A DataFrame with ``run_id``, ``status``, the run's config, its summary figures and its
         ``cost_usd``, ``energy_cost_usd`` and ``co2_g`` (None where not had: the run's
         ``unmeasured`` says why).
     """
+    if segments:
+        from parakit.records.segments import segment_frame  # pandas too
+
+        return segment_frame(read_runs(runs_dir))
     return runs_frame(read_runs(runs_dir))

@@ -14,19 +14,16 @@ from typing import Any
 
 from parakit.cluster import launchers
 from parakit.cluster.engines import EngineSet
-from parakit.cluster.launch import launch
 from parakit.config.hosts import Launcher
 from parakit.config.prices import Prices, check_prices
 from parakit.config.run import Device, RunConfig, Strategy
-from parakit.records.rank import rank_info
-from parakit.records.run_cost import record_costs
-from parakit.records.result import OK, RunResult, headline, new_run_id, now_iso
-from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame, save_rank_files, save_run
-from parakit.records.summary import measure
+from parakit.records.result import OK, RunResult
+from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame
 from parakit.session.preflight import Engines, check_run, engines_here
 from parakit.session.fit import FitResult, run_fit
-from parakit.session.progress import ProgressPrinter, StatusLine, note
+from parakit.session.progress import StatusLine, note
 from parakit.session.sweep import combinations, run_sweep, said_in_a_terminal
+from parakit.session.switching import LiveSwitch, run_segments
 from parakit.session.tools import SessionTools
 
 
@@ -103,6 +100,7 @@ class Session(SessionTools):
         self._stop = threading.Event()  # set by stop(), from another thread, to end a run
         self._state_lock = threading.Lock()
         self._running = False
+        self._live: LiveSwitch | None = None  # the run going on, while it can switch
         self._gpu_indices = gpus
         self._engines = self._new_engines()
         started = time.monotonic()
@@ -184,9 +182,16 @@ class Session(SessionTools):
         *,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         prices: Prices | None = None,
+        switch: dict[int, dict[str, Any]] | None = None,
+        save_state: bool = False,
+        resume: str | None = None,
         **settings: Any,
     ) -> RunResult:
         """Train once on the engines and save the result to the run store.
+
+        Example:
+            >>> r = s.run(model="gpt", steps=24, switch={8: {"strategy": "fsdp"}, 16: {"precision": "bf16"}})
+            >>> parakit.load_runs(s.runs_dir, segments=True)
 
         Args:
             model: "mlp", "cnn", "gpt" or a zero-argument callable returning an nn.Module.
@@ -199,6 +204,13 @@ class Session(SessionTools):
                 progress, a dict with step, steps and loss (None where reading it would sync a
                 GPU), instead of the printed progress line.
             prices: the prices to cost this run with, instead of the session's.
+            switch: {step: {setting: value}}: before that step every rank moves to the new
+                settings (strategy, workers, precision, compression, sync, the layout's own)
+                and training goes on with the same parameters, optimizer state, data position
+                and RNG. The result has one ``segments`` entry per stretch of steps.
+            save_state: save the final state with DCP beside the run file, to resume from.
+            resume: a run id saved with save_state=True: go on from its state for ``steps``
+                more steps, under the same or another layout or worker count.
 
         Returns:
             The RunResult (also saved as JSON in ``runs_dir``). A failed or interrupted run is
@@ -211,28 +223,32 @@ class Session(SessionTools):
         config = self.config(model=model, **settings)
         prices = self.prices if prices is None else check_prices(prices)
         with self._one_at_a_time():
-            return self._launch_run(config, on_progress, prices)
+            return run_segments(self, config, {"model": model, **settings}, switch=switch, save_state=save_state,
+                                resume=resume, on_progress=on_progress, prices=prices)
 
-    def _launch_run(self, config: RunConfig, on_progress, prices: Prices) -> RunResult:
-        self._engines.grow(config.workers)
-        backend, warning = None, None
-        if config.strategy is not Strategy.SINGLE:
-            backend, warning = self._engines.ensure_group(config.workers)
-            self._warn_once(warning)
-        started = now_iso()
-        printer = ProgressPrinter(config) if self.progress and on_progress is None else None
-        outcome = launch(self._engines, config, on_progress or printer, stop=self._stop,
-                         hang_timeout_s=self.hang_timeout_s)
-        result = self._result(config, backend, outcome, started, prices)
-        if warning:
-            result.warnings.append(warning)
-        recovered = self._after(outcome)
-        if recovered:
-            result.warnings.append(recovered)
-        if printer:
-            printer.done(headline(result))
-        save_run(result, self.runs_dir)
-        return result
+    def switch(self, **settings: Any) -> int:
+        """Switch settings of the run going on, from another thread (a panel's toggle): every
+        rank agrees on a step, saves the state there and goes on with the new settings.
+
+        Example:
+            >>> threading.Thread(target=s.run, kwargs=dict(model="gpt", steps=200)).start()
+            >>> s.switch(precision="bf16")   # -> the step it took effect at, e.g. 37
+
+        Returns:
+            The global step from which the run trains with the new settings.
+
+        Raises:
+            ValueError: when the settings do not fit (checked as a fresh run's, first).
+            RuntimeError: when no run that can switch is going, or it ended first.
+        """
+        waited = time.monotonic()
+        while self._live is None and self._running and time.monotonic() - waited < 10.0:
+            time.sleep(0.05)  # a run just started is checking its settings: its switch comes next
+        live = self._live
+        if live is None:
+            raise RuntimeError("no run that can switch is going on this session (start one with run(); "
+                               "pipeline, hybrid and zero runs cannot switch)")
+        return live.ask(settings)
 
     def sweep(
         self,
@@ -364,23 +380,6 @@ class Session(SessionTools):
                 self._running = False
 
     # -- helpers -----------------------------------------------------------------------
-    def _result(self, config: RunConfig, backend, outcome, started: str, prices: Prices) -> RunResult:
-        engines = outcome.engines or self._engines.ranks(config.workers)
-        reports = outcome.rank_results or [None] * len(engines)  # a RankReport per rank, or None
-        ranks = [rank_info(report, rank=rank, engine_id=e.engine_id, pid=e.pid, host=e.host, device=e.device,
-                           device_name=e.device_name, gpu_index=e.gpu_index, threads=e.threads)
-                 for rank, (e, report) in enumerate(zip(engines, reports))]
-        result = RunResult(
-            run_id=new_run_id(), status=outcome.status, config=config.describe(),
-            world_size=config.workers, backend=backend, device=[r.device_name for r in ranks],
-            ranks=ranks, error=outcome.error, started_at=started, ended_at=now_iso(),
-            network=self.network(),
-        )
-        measure(result, config, outcome.rank_results)
-        record_costs(result, prices)  # after ended_at: the whole run is paid for
-        save_rank_files(result, outcome.rank_results, self.runs_dir)
-        return result
-
     def _restart_engines(self) -> None:
         if self._engines.replace_all():  # a local cluster: new engines, same controller
             return

@@ -5,6 +5,7 @@ back over point-to-point sends; the last stage computes the loss."""
 
 from __future__ import annotations
 
+import statistics
 import time
 import warnings
 from typing import Any
@@ -147,3 +148,17 @@ def make_pipeline(model: nn.Module, ctx: Context, pp_rank: int, pp_size: int, pp
 def apply_pipeline(model: nn.Module, ctx: Context) -> Parallel:
     # Every stage reads the same (whole) batch: the first uses the inputs, the last the targets.
     return make_pipeline(model, ctx, ctx.rank, ctx.world_size)
+
+
+def pipeline_figures(stats: dict[str, Any], step_times: list[float], warmup: int) -> dict[str, Any]:
+    """A pipeline rank's bubble: the share of each step it spent not computing (waiting for a
+    neighbour), median over the measured steps, beside the schedule's ideal (p-1)/(v*m+p-1)."""
+    busy = stats.get("pipeline_busy_s")
+    if not busy:
+        return {}
+    idle = [1 - b / t for b, t in zip(busy[warmup:], step_times[warmup:]) if t > 0]
+    return {
+        "bubble": statistics.median(idle) if idle else None,
+        "bubble_ideal": stats["bubble_ideal"],
+        "stages": stats["stages"],
+    }

@@ -1,0 +1,157 @@
+"""Switching settings while a run trains, and carrying a run's state over to a later one.
+
+A switched run is a chain of segments: stretches of steps with the same settings. At each
+switch every rank saves the model, optimizer and RNG state with torch.distributed.checkpoint
+(DCP), the next segment lays the model out its own way (strategy, workers, precision, ...) and
+loads that state resharded, and training goes on at the same global step, on the same global
+batch. A resumed run is a chain whose first segment starts from a state saved by an earlier run.
+
+What a segment starts afresh, by design (each named in the docs):
+- compression's error-feedback residuals and PowerSGD's low-rank state (they belong to the
+  hooks of one layout);
+- the sync modes' own state: local SGD's and DiLoCo's anchor (the loaded parameters), DiLoCo's
+  outer momentum, delayed averaging's corrections in flight (dropped, as at a run's end);
+- fp16's loss scale.
+
+This module is stdlib only: the request is checked here, before any engine is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SWITCHABLE = ("strategy", "workers", "precision", "compression", "error_feedback", "sync",
+              "outer_lr", "outer_momentum", "tp_plan", "mesh", "hybrid", "bucket_mb")
+"""Settings a switch may change. The model, data, batch, lr and seed define the training
+itself: changing them would not be the same run going on."""
+
+CARRIED = ("model", "model_options", "data", "loss", "batch_size", "lr", "seed")
+"""Settings a resumed run must share with the run it continues."""
+
+STATE_FACTS = "parakit-state.json"
+"""Written by rank 0 beside DCP's files once a save is complete: the steps done and the
+settings. A state folder without it did not finish saving."""
+
+MOVABLE = ("single", "ddp", "fsdp", "tensor")
+"""Layouts whose state DCP moves here: every parameter keeps its name from the model. A
+pipeline's traced stages rename them, and hybrid meshes and ZeRO's optimizer are not mapped yet."""
+
+
+def why_not_movable(settings: Mapping[str, Any]) -> str | None:
+    """Why a run with these (checked) settings cannot save or load its state, or None."""
+    strategy = str(settings.get("strategy"))
+    if strategy not in MOVABLE:
+        return (f"strategy {strategy} cannot save or load its state yet (its parameters are not the "
+                f"model's by name); switches and resume work with {', '.join(MOVABLE)}")
+    if settings.get("zero") is not None:
+        return "zero shards the optimizer state in a form DCP does not read; drop zero to switch or resume"
+    return None
+
+
+def parse_switch(text: str) -> tuple[int, dict[str, str]]:
+    """One ``--switch`` option: "STEP:key=value[,key=value]", e.g. "8:strategy=fsdp,precision=bf16".
+
+    A value that itself has commas (``streaming-diloco:8,2``) is kept whole: a part without
+    "=" belongs to the value before it.
+    """
+    step_text, sep, rest = text.partition(":")
+    if not sep or not step_text.strip().isdigit() or not rest.strip():
+        raise ValueError(f"a switch is STEP:key=value[,key=value], e.g. 8:strategy=fsdp (got {text!r})")
+    settings: dict[str, str] = {}
+    last = None
+    for part in rest.split(","):
+        key, eq, value = part.partition("=")
+        if eq:
+            last = key.strip()
+            settings[last] = value.strip()
+        elif last is not None:
+            settings[last] += "," + part.strip()
+        else:
+            raise ValueError(f"a switch is STEP:key=value[,key=value], e.g. 8:strategy=fsdp (got {text!r})")
+    return int(step_text), settings
+
+
+def check_switches(switch: Any, steps: int) -> list[tuple[int, dict[str, Any]]]:
+    """A switch schedule, {step: {setting: value}}, checked: steps inside the run, in order, and
+    only switchable settings. Returns [(step, settings)] sorted by step."""
+    if not isinstance(switch, Mapping) or not switch:
+        raise ValueError("switch must be a dict {step: {setting: value}}, e.g. {8: {'strategy': 'fsdp'}}")
+    plan = []
+    for step, settings in switch.items():
+        if isinstance(step, str) and step.strip().isdigit():
+            step = int(step)
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 < step < steps:
+            raise ValueError(f"a switch's step must be between 1 and {steps - 1}, the run's steps "
+                             f"(got {step!r})")
+        plan.append((step, check_settings(settings)))
+    return sorted(plan, key=lambda p: p[0])
+
+
+def check_settings(settings: Any) -> dict[str, Any]:
+    """What one switch changes: a non-empty dict of switchable settings."""
+    if not isinstance(settings, Mapping) or not settings:
+        raise ValueError("a switch changes settings given as a dict, e.g. {'precision': 'bf16'}")
+    fixed = sorted(set(settings) - set(SWITCHABLE))
+    if fixed:
+        raise ValueError(f"{fixed[0]} cannot be switched during a run (it would not be the same training); "
+                         f"switchable: {', '.join(SWITCHABLE)}")
+    return dict(settings)
+
+
+def with_switch(settings: dict[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
+    """A segment's settings: the previous segment's with the switch applied. Going to one
+    worker means strategy single unless the switch names one; leaving single for more workers
+    means ddp; the layout's own settings that no longer apply are dropped."""
+    new = {**settings, **change}
+    if "strategy" not in change:
+        if new.get("workers") == 1 and str(new.get("strategy")) != "single":
+            new["strategy"] = "single"
+        elif str(new.get("strategy")) == "single" and (new.get("workers") or 1) > 1:
+            new["strategy"] = "ddp"
+    strategy = str(new.get("strategy"))
+    if strategy != "hybrid":
+        new.pop("mesh", None), new.pop("hybrid", None)
+    if strategy != "tensor" and strategy != "hybrid":
+        new.pop("tp_plan", None)
+    if strategy != "ddp":
+        new.pop("bucket_mb", None)
+    return new
+
+
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The described settings a switch changed: what a marker on a figure is labelled with."""
+    keys = [k for k in after if k not in ("steps", "warmup_steps") and before.get(k) != after.get(k)]
+    return {k: after[k] for k in keys}
+
+
+def change_text(change: Mapping[str, Any]) -> str:
+    """'fsdp, bf16' or 'workers 1': a switch in a few words, for markers and progress."""
+    words = []
+    for key, value in change.items():
+        words.append(f"{key} {value}" if key in ("workers", "error_feedback", "outer_lr", "outer_momentum")
+                     else str(value))
+    return ", ".join(words)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Segment:
+    """Where one launch sits in a longer training: what the engines need beyond the RunConfig."""
+
+    first_step: int = 0
+    """The global step this segment starts at: its batches are the global batches from here."""
+    state_in: str | None = None
+    """A DCP checkpoint folder to start from (the previous segment's, or a saved run's)."""
+    state_out: str | None = None
+    """Where to save the state: always when the segment ends for a live switch, and as the
+    two flags below say otherwise."""
+    save_at_end: bool = False
+    """Save after the segment's last step (the run goes on in another layout, or save_state)."""
+    save_on_stop: bool = False
+    """Save also when the run is stopped on request (``save_state=True``: a stopped run can
+    be resumed)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.first_step, bool) or not isinstance(self.first_step, int) or self.first_step < 0:
+            raise ValueError(f"first_step must be a whole number >= 0 (got {self.first_step!r})")

@@ -1,0 +1,82 @@
+"""A run's state on disk with torch.distributed.checkpoint (DCP): saved sharded as it was
+trained, loaded resharded into whatever layout and worker count comes next.
+
+Two phases on load, because the layouts need different state dicts:
+1. The model's parameters are read in full into the plain model, before the strategy lays it
+   out (``load_model``): fully_shard and parallelize_module then shard the loaded values, DDP
+   broadcasts them, and the sync modes (local SGD, DiLoCo) take them as their anchor.
+2. The optimizer's state is read after the optimizer exists (``load_optimizer``), through
+   ``get_optimizer_state_dict`` / ``set_optimizer_state_dict``: sharded (DTensor) under fsdp and
+   tensor, plain under ddp and single. The keys are parameter names, the same in every layout.
+
+The RNG state saved is rank 0's; every rank of the next segment starts from it (the ranks run
+the same code from the same seed, so their generators agree unless a layout draws on one rank
+only). One rank alone (``single``) reads and writes without collectives (``no_dist``): the
+engines' process group may have more ranks than this run uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from parakit.config.switch import STATE_FACTS as FACTS  # its presence says a save finished
+
+
+# Flattened, the optimizer's state and its groups' settings are keyed by parameter name
+# ("state.h.0.attn.weight.exp_avg", "param_groups.h.0.attn.weight.lr"), not by group index:
+# layouts group parameters differently (tensor parallelism puts DTensors and plain tensors in
+# groups of their own), and a name means the same parameter in every one (torchtitan does this).
+FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+def _model(parallel) -> torch.nn.Module:
+    return parallel.modules[0]  # one module outside pipelines (config.switch.MOVABLE)
+
+
+def save(parallel, optimizer, path: str, *, step: int, settings: dict, rank: int, alone: bool) -> float:
+    """Save model, optimizer and RNG state after ``step`` steps to ``path``. Returns seconds."""
+    started = time.perf_counter()
+    model_sd, optim_sd = get_state_dict(_model(parallel), optimizer, options=FLAT)
+    dcp.save({"model": model_sd, "optim": optim_sd, "rng": torch.get_rng_state()},
+             checkpoint_id=path, no_dist=alone)  # note: collectives with every rank (plans, barrier)
+    if rank == 0:
+        facts = {"steps_done": step, "settings": settings, "saved_s": time.perf_counter() - started}
+        tmp = os.path.join(path, FACTS + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(facts, f)
+        os.replace(tmp, os.path.join(path, FACTS))  # last: its presence says the save finished
+    return time.perf_counter() - started
+
+
+def load_model(model: torch.nn.Module, path: str) -> None:
+    """Phase 1: every parameter and buffer, in full, into the plain (not yet laid out) model."""
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, checkpoint_id=path, no_dist=True)  # each rank reads what it needs: no collective
+    set_model_state_dict(model, state["model"])
+    rng = {"rng": torch.get_rng_state()}
+    dcp.load(rng, checkpoint_id=path, no_dist=True)
+    torch.set_rng_state(rng["rng"])
+
+
+def load_optimizer(parallel, optimizer, path: str, *, alone: bool) -> None:
+    """Phase 2: the optimizer's state, resharded for this layout. get_optimizer_state_dict
+    first makes the state exist (a step with zero gradients and lr 0), so DCP has tensors of
+    the right shapes and shardings to read into."""
+    model = _model(parallel)
+    state = {"optim": get_optimizer_state_dict(model, optimizer, options=FLAT)}
+    dcp.load(state, checkpoint_id=path, no_dist=alone)
+    set_optimizer_state_dict(model, optimizer, state["optim"], options=FLAT)
+    optimizer.zero_grad(set_to_none=True)  # the zero gradients of that step are not the run's

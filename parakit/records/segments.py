@@ -1,0 +1,130 @@
+"""A switched run in the record: its segments joined into one RunResult, and one row per
+segment for the runs frame.
+
+Each segment is measured on its own, as a run of its steps would be (records/summary.py): its
+warm-up steps are its first ones (the new layout allocates, compiles and fills its buckets
+then), its medians cover its own measured steps. The run's summary is taken over every
+segment's measured steps together; the figures that only mean something for one layout
+(memory per rank, the breakdown, bytes per step) are each segment's.
+
+The time a switch took (``switch_s``) is the previous segment's state save, the new segment's
+load and re-layout (both the slowest rank's, timed on the engines), and the launch between
+them (timed here). It sits between the segments on the time axis, in no step's time.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
+
+from parakit.config.switch import change_text, changed
+from parakit.records.result import OK, RunResult, StepRecord
+
+if TYPE_CHECKING:
+    import pandas
+
+SEGMENT_FIGURES = ("samples_per_s", "step_time_s", "wall_samples_per_s", "comm_bytes_per_step",
+                   "compute_time_s", "exposed_comm_time_s", "peak_mem_bytes", "param_bytes",
+                   "optimizer_bytes", "energy_j", "avg_power_w", "loss_first", "loss_last")
+
+
+def segment_record(index: int, part: RunResult, first_step: int, previous: dict[str, Any] | None,
+                   switch_s: float | None, save_s: float | None, load_s: float | None) -> dict[str, Any]:
+    """One segment as the run's record keeps it (JSON-ready)."""
+    return {
+        "index": index,
+        "first_step": first_step,
+        "last_step": first_step + len(part.steps) - 1,
+        "status": part.status,
+        "settings": part.config,
+        "changed": changed(previous, part.config) if previous is not None else {},
+        "label": change_text(changed(previous, part.config)) if previous is not None else "start",
+        "world_size": part.world_size,
+        "switch_s": switch_s,
+        "state_save_s": save_s,
+        "state_load_s": load_s,
+        "summary": {k: v for k, v in part.summary.items() if k != "method"},
+        "unmeasured": dict(part.unmeasured),
+        "ranks": [asdict(r) for r in part.ranks],
+    }
+
+
+def join(parts: list[RunResult], records: list[dict[str, Any]], run_id: str, config: dict[str, Any]) -> RunResult:
+    """The switched run as one RunResult: the segments' steps on one global step and time axis,
+    the run's summary over all measured steps, the last segment's ranks and status."""
+    steps: list[StepRecord] = []
+    offset = 0.0
+    for part, record in zip(parts, records):
+        offset += record["switch_s"] or 0.0
+        for s in part.steps:
+            steps.append(replace(s, step=record["first_step"] + s.step,
+                                 time_s=None if s.time_s is None else offset + s.time_s))
+        ends = [s.time_s for s in part.steps if s.time_s is not None]
+        offset += ends[-1] if ends else 0.0
+    last = parts[-1]
+    status = next((p.status for p in parts if p.status != OK), OK)
+    result = RunResult(
+        run_id=run_id, status=status, config=config, world_size=last.world_size, backend=last.backend,
+        device=last.device, steps=steps, ranks=last.ranks, error=next((p.error for p in parts if p.error), None),
+        started_at=parts[0].started_at, ended_at=last.ended_at, network=last.network,
+        warnings=[w for p in parts for w in p.warnings], segments=records,
+    )
+    result.summary = run_summary(steps, parts, records, config["batch_size"])
+    result.unmeasured = {k: v for p in parts for k, v in p.unmeasured.items() if result.summary.get(k) is None}
+    return result
+
+
+def run_summary(steps: list[StepRecord], parts: list[RunResult], records: list[dict[str, Any]],
+                batch_size: int) -> dict[str, Any]:
+    """The whole run's figures: throughput and step time over every segment's measured steps;
+    energy and the switches' time summed; the rest is per segment (``segments``)."""
+    measured = [s.step_time_s for s in steps if not s.warmup] or [s.step_time_s for s in steps]
+    losses = [s.loss for s in steps if s.loss is not None]
+    walls = [(p.summary.get("wall_samples_per_s"), p.summary.get("measured_steps")) for p in parts]
+    wall_s = sum(batch_size * n / w for w, n in walls if w and n) if all(w for w, _ in walls) else None
+    energies = [p.summary.get("energy_j") for p in parts]
+    peaks = [p.summary.get("peak_mem_bytes") for p in parts if p.summary.get("peak_mem_bytes") is not None]
+    step_time = statistics.median(measured) if measured else None
+    return {
+        "step_time_s": step_time,
+        "step_time_min_s": min(measured, default=None),
+        "step_time_max_s": max(measured, default=None),
+        "samples_per_s": batch_size / step_time if step_time else None,
+        "measured_steps": sum(p.summary.get("measured_steps") or 0 for p in parts),
+        "wall_samples_per_s": batch_size * sum(p.summary.get("measured_steps") or 0 for p in parts) / wall_s
+        if wall_s else None,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "peak_mem_bytes": max(peaks) if peaks else None,
+        "energy_j": sum(energies) if energies and all(e is not None for e in energies) else None,
+        "switches": len(records) - 1,
+        "switch_s": sum(r["switch_s"] or 0.0 for r in records),
+        "params_in_sync": parts[-1].summary.get("params_in_sync"),
+        "diverged_at_step": next((s.step for s in steps if s.loss is not None and s.loss != s.loss), None),
+    }
+
+
+def segment_rows(runs: list[RunResult]) -> list[dict[str, Any]]:
+    """One row per segment (a run that never switched is one segment), for
+    ``load_runs(segments=True)``: the run's id, the segment's settings and its figures."""
+    rows = []
+    for r in runs:
+        records = r.segments or [{"index": 0, "first_step": r.steps[0].step if r.steps else 0,
+                                  "last_step": r.steps[-1].step if r.steps else None, "status": r.status,
+                                  "settings": r.config, "label": "start", "world_size": r.world_size,
+                                  "switch_s": None, "summary": r.summary}]
+        for seg in records:
+            row = {"run_id": r.run_id, "segment": seg["index"], "first_step": seg["first_step"],
+                   "last_step": seg["last_step"], "status": seg["status"], "world_size": seg["world_size"],
+                   "switched_to": seg["label"], "switch_s": seg["switch_s"]}
+            row.update({k: v for k, v in seg["settings"].items() if k not in ("model_options",)})
+            row.update({k: seg["summary"].get(k) for k in SEGMENT_FIGURES})
+            rows.append(row)
+    return rows
+
+
+def segment_frame(runs: list[RunResult]) -> "pandas.DataFrame":
+    import pandas as pd  # only where a table is wanted
+
+    return pd.DataFrame(segment_rows(runs))
