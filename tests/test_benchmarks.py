@@ -13,6 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # The benchmark scripts, found through the line above.
+import cpu_scaling
+import gpu_profile
 import gpu_suite
 import run_all
 import startup
@@ -51,10 +53,79 @@ def test_the_mfu_target_is_judged_from_the_figure(mfu, verdict):
     assert verdict in row["target"] and f"{mfu * 100:.1f} %" in row["value"]
 
 
-def test_gpu_suite_runs_bf16_compiled_large_first():
-    args = argparse.Namespace(tiny=False, compile="both", precisions="bf16,fp32")
+def test_gpu_suite_runs_the_goals_cases_first_larger_size_first():
+    args = argparse.Namespace(tiny=False, compile="both", precisions="bf16,fp8,tf32,fp32")
     order = gpu_suite.plan(args)
-    assert order[0] == ("125M", "bf16", True) and len(order) == 8
+    assert order[:4] == [("350M", "bf16", True), ("125M", "bf16", True), ("350M", "fp8", True), ("125M", "fp8", True)]
+    assert len(order) == 16 and len(set(order)) == 16
+
+
+def suite_row(size, precision, tokens_per_s, mfu=None, wall_s=30.0, status="ok"):
+    return {"size": size, "precision": precision, "compile": True, "status": status, "tokens_per_s": tokens_per_s,
+            "mfu": mfu, "run_wall_s": wall_s}
+
+
+def test_the_gpu_goals_are_judged_at_the_sizes_the_issue_names():
+    rows = [suite_row("125M", "bf16", 100.0, 0.45), suite_row("125M", "fp8", 140.0),
+            suite_row("350M", "bf16", 50.0, 0.52), suite_row("350M", "fp8", 60.0)]
+    mfu, fp8 = gpu_suite.judge_goals(rows, ["125M", "350M"], case_budget_s=90)
+    assert (mfu["size"], mfu["value"], mfu["met"]) == ("350M", 0.52, True)
+    assert (fp8["size"], fp8["met"], fp8["case"]) == ("350M", False, ("350M", "fp8", True))
+    assert fp8["value"] == pytest.approx(1.2)
+
+
+def test_the_fp8_goal_drops_to_the_largest_size_within_the_case_budget():
+    rows = [suite_row("125M", "bf16", 100.0, 0.45), suite_row("125M", "fp8", 140.0),
+            suite_row("350M", "bf16", 50.0, 0.40, wall_s=95.0), suite_row("350M", "fp8", 60.0)]
+    mfu, fp8 = gpu_suite.judge_goals(rows, ["125M", "350M"], case_budget_s=90)
+    assert mfu["met"] is False and mfu["case"] == ("350M", "bf16", True)
+    assert (fp8["size"], fp8["met"]) == ("125M", True) and fp8["value"] == pytest.approx(1.4)
+
+
+def test_a_goal_without_rows_says_why_instead_of_a_verdict():
+    mfu, fp8 = gpu_suite.judge_goals([suite_row("350M", "fp8", 0.0, status="error")], ["125M", "350M"], 90)
+    assert mfu["met"] is None and "no bf16 compiled run" in mfu["reason"]
+    assert fp8["met"] is None and "within the case budget" in fp8["reason"]
+
+
+class Event:
+    def __init__(self, key, cpu_us, cuda_us, count=1):
+        self.key, self.self_cpu_time_total, self.self_device_time_total, self.count = key, cpu_us, cuda_us, count
+
+
+def test_the_top_kernels_are_ordered_by_self_time_with_their_share():
+    events = [Event("aten::mm", 10.0, 600.0, 3), Event("flash_fwd", 5.0, 300.0), Event("cpu_only", 900.0, 0.0),
+              Event("copy", 1.0, 100.0)]
+    table = gpu_profile.kernel_table(events, cuda=True, top=2)
+    assert [k["name"] for k in table] == ["aten::mm", "flash_fwd"]
+    assert table[0]["share"] == pytest.approx(0.6) and table[0]["self_ms"] == pytest.approx(0.6)
+    assert gpu_profile.kernel_table(events, cuda=False, top=1)[0]["name"] == "cpu_only"
+
+
+def test_cpu_scaling_batches_strong_fixed_and_weak_per_worker():
+    strong = cpu_scaling.MODELS["gpt"]["batch_size"]
+    assert [cpu_scaling.batch_for("gpt", "strong", n) for n in (1, 2, 4, 8)] == [strong] * 4
+    assert [cpu_scaling.batch_for("gpt", "weak", n) for n in (1, 2, 8)] == [strong // 4, strong // 2, 2 * strong]
+    assert cpu_scaling.batch_for("mlp", "probe", 4) == cpu_scaling.MODELS["mlp"]["batch_size"]
+
+
+def test_cpu_scaling_speedups_are_against_single_at_the_same_mode():
+    rows = [{"model": "gpt", "mode": m, "strategy": st, "workers": n, "status": "ok", "samples_per_s": v}
+            for m, st, n, v in [("strong", "single", 1, 100.0), ("strong", "ddp", 4, 300.0),
+                                ("weak", "single", 1, 50.0), ("weak", "ddp", 4, 100.0)]]
+    cpu_scaling.speedups(rows)
+    assert [(r["speedup"], r["ideal"], r["efficiency"]) for r in rows] == [
+        (1.0, 1, 1.0), (3.0, 4, 0.75), (1.0, 1, 1.0), (2.0, 4, 0.5)]
+
+
+def test_the_cpu_scaling_figure_has_a_panel_per_model_and_mode_and_the_ideal():
+    report = {"models": {"gpt": {}, "mlp": {}}, "workers": [1, 2], "machine": "m", "schedules": {"gpt": {"best": "1f1b"}},
+              "rows": [{"model": "gpt", "mode": "strong", "strategy": "ddp", "workers": 2, "speedup": 1.8}]}
+    fig = cpu_scaling.figure(report)
+    assert len(fig.layout.annotations) == 4  # the subplot titles
+    ddp = [t for t in fig.data if t.name == "ddp" and len(t.x)]
+    assert len(ddp) == 1 and list(ddp[0].y) == [1.8]
+    assert sum(t.name == "ideal" for t in fig.data) == 4
 
 
 def test_the_first_step_is_the_engine_stamp_or_the_fallback():
