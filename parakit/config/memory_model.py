@@ -21,7 +21,7 @@ from parakit.config.run import Hybrid, RunConfig, Schedule, Strategy
 from parakit.config.levers import CompressionKind, Precision
 from parakit.config.memory import Checkpointing
 
-HALF = {Precision.FP16, Precision.BF16, Precision.BF16_PURE}
+HALF = {Precision.FP16, Precision.BF16, Precision.BF16_PURE, Precision.FP8}  # fp8: activations stay bf16
 ADAM_MOMENTS = 2
 
 

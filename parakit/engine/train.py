@@ -330,7 +330,7 @@ def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
         peak_mem_bytes=devices.peak_memory_bytes(mem_kind), peak_mem_kind=mem_kind, peak_mem_reason=mem_reason,
         param_bytes=local_bytes(parallel.parameters()), optimizer_bytes=optimizer_state_bytes(run.optimizer),
         **memory, params_digest=params_digest(parallel.modules[0]) if parallel.replicated else None,
-        math_flags=run.math_flags,
+        math_flags=run.math_flags, fp8_layers=run.parallel.fp8_layers,
         flops_per_step=run.flops[0], flops_method=run.flops[1], peak_flops_per_s=peak, no_peak_reason=no_peak,
         # The measured steps' wall clock, everything between them included: what a user waits.
         measured_wall_s=measured_wall_s,
