@@ -70,7 +70,24 @@ def parse_switch(text: str) -> tuple[int, dict[str, str]]:
             settings[last] += "," + part.strip()
         else:
             raise ValueError(f"a switch is STEP:key=value[,key=value], e.g. 8:strategy=fsdp (got {text!r})")
-    return int(step_text), settings
+    return int(step_text), {key: _typed(key, value) for key, value in settings.items()}
+
+
+def _typed(key: str, text: str) -> Any:
+    """A switch's value as the setting takes it: text from a command line made a number or a
+    flag where the setting is one (RunConfig checks the value itself)."""
+    try:
+        if key == "workers":
+            return int(text)
+        if key in ("outer_lr", "outer_momentum", "bucket_mb"):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{key} in a switch must be a number (got {text!r})") from None
+    if key == "error_feedback":
+        if text.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            raise ValueError(f"error_feedback in a switch is true or false (got {text!r})")
+        return text.lower() in ("true", "yes", "1", "on")
+    return text
 
 
 def check_switches(switch: Any, steps: int) -> list[tuple[int, dict[str, Any]]]:

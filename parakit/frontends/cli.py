@@ -1,5 +1,5 @@
 """The ``parakit`` command: ``parakit run`` for one run, ``parakit sweep`` for many, ``parakit demo``
-for the main job, ``parakit bench comm``, ``parakit advise`` and ``parakit fit``.
+for the main job, ``parakit bench comm``, ``parakit advise``, ``parakit fit`` and ``parakit runs``.
 
 Every setting is checked before an engine starts; a mistake is one line on stderr naming the
 fix, with exit code 2 and no traceback.
@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from parakit.session.preflight import check_bench, check_run, check_runs, engines_here
+from parakit.records.store import delete_run, read_runs
+from parakit.session.preflight import check_bench, check_continuation, check_run, check_runs, engines_here
 from parakit.session.sweep import combinations
 from parakit.frontends import names, options, text
 from parakit.frontends.advisor_cli import add_advise_parser, advise_command
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="one training run on local engines")
     options.add_run_options(run)
+    options.add_continue_options(run)
     options.add_price_options(run)
     run.add_argument("--json", action="store_true", help="print the RunResult as JSON (only JSON on stdout)")
     options.add_engine_options(run)
@@ -58,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_advise_parser(sub)
     add_fit_parser(sub)
+
+    runs = sub.add_parser("runs", help="the run store: list the runs, or delete some with what they saved")
+    runs.add_argument("--delete", nargs="+", default=None, metavar="RUN_ID",
+                      help="delete these runs: their records, traces, memory snapshots and saved state")
+    runs.add_argument("--runs-dir", default=options.DEFAULT_RUNS_DIR, help="run store folder (default ./parakit-runs)")
     return parser
 
 
@@ -78,12 +86,15 @@ def run_command(args: argparse.Namespace) -> int:
 
     where = options.engine_settings(args)
     settings = {**options.run_settings(args), "workers": args.workers}
+    going_on = options.continue_settings(args)
     with options.checked_input():
         settings = names.resolve(settings)
-        config = check_run(engines_here(**where), **settings)
+        here = engines_here(**where)
+        config = check_run(here, **settings)
+        check_continuation(here, config, settings, runs_dir=where["runs_dir"], **going_on)  # before engines start
     settings["workers"] = config.workers
     with Session(config.workers, **where, prices=options.price_settings(args)) as session:
-        result = session.run(**settings)
+        result = session.run(**settings, **going_on)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:
@@ -111,6 +122,21 @@ def sweep_command(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def runs_command(args: argparse.Namespace) -> int:
+    """``parakit runs``: one line per run; ``--delete``: remove runs and all they saved."""
+    if args.delete:
+        with options.checked_input():
+            for run_id in args.delete:  # every id checked before the first is removed
+                if not (Path(args.runs_dir) / f"{run_id}.json").is_file():
+                    raise ValueError(f"no run {run_id} in {args.runs_dir}")
+        for run_id in args.delete:
+            print(f"deleted {run_id}: {len(delete_run(run_id, args.runs_dir))} file(s) and folder(s)")
+        return 0
+    for run in read_runs(args.runs_dir):
+        print(f"{run.run_id}  {text.summary_line(run)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -124,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             return advise_command(args)
         if args.command == "fit":
             return fit_command(args)
+        if args.command == "runs":
+            return runs_command(args)
         return run_command(args)
     except options.UsageError as e:
         print(f"parakit: error: {e}", file=sys.stderr)

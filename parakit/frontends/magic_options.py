@@ -17,6 +17,13 @@ class run_options(ArgDecorator):
         options.add_run_options(parser)
 
 
+class continue_options(ArgDecorator):
+    """Switches while a run trains, its state saved, or resumed, as ``parakit run`` takes them."""
+
+    def add_to_parser(self, parser, group):
+        options.add_continue_options(parser)
+
+
 class price_options(ArgDecorator):
     """What runs are costed with, exactly as ``parakit run`` and ``parakit sweep`` take it."""
 

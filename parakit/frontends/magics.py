@@ -43,7 +43,7 @@ class ParakitMagics(RunMagics, StoreMagics):
             "start": self._start, "status": self._status, "stop": self._stop,
             "restart": self._restart, "run": self._run, "sweep": self._sweep,
             "panel": self._panel, "plot": self._plot, "runs": self._runs, "bench": self._bench,
-            "advise": self._advise, "trace": self._trace, "fit": self._fit,
+            "advise": self._advise, "trace": self._trace, "fit": self._fit, "switch": self._switch,
         }
 
     @line_cell_magic

@@ -11,13 +11,15 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments
 from IPython.display import display
 
 from parakit.frontends import names, options, text
-from parakit.frontends.magic_options import checked, engine_options, price_options, run_options, sweep_options
+from parakit.frontends.magic_options import (checked, continue_options, engine_options, price_options, run_options,
+                                             sweep_options)
 from parakit.frontends.magics_engines import EngineMagics
 from parakit.frontends.magics_store import comparison_table
 from parakit.frontends.terminal import for_this_frontend
 from parakit.plots.runs import loss, speedup
 from parakit.records.result import RunResult
-from parakit.session.preflight import check_count
+from parakit.config.switch import SWITCHABLE
+from parakit.session.preflight import check_continuation, check_count, check_run
 from parakit.session.sweep import combinations
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class RunMagics(EngineMagics):
 
     @magic_arguments("parakit run")
     @run_options()
+    @continue_options()
     @price_options()
     @engine_options()
     def _run(self, rest: str) -> RunResult:
@@ -56,16 +59,56 @@ class RunMagics(EngineMagics):
 
         In [1]: r = %parakit run --strategy ddp --workers 2 --model gpt --steps 20
         In [2]: r = %parakit run --model gpt --price-device-hour 2.5 --carbon-intensity 50
+        In [3]: r = %parakit run --model gpt --steps 24 --switch 8:strategy=fsdp --switch 16:precision=bf16
+        In [4]: r = %parakit run --model gpt --save-state
+        In [5]: r = %parakit run --model gpt --strategy fsdp --resume 20261202-101139-1b3e7e --steps 10
         """
         args = self._parse(self._run, rest)
         settings = {**options.run_settings(args), "workers": args.workers}
+        going_on = options.continue_settings(args)
         with checked:  # your own model, data and loss, by their names in this notebook
             settings = names.resolve(settings, self._namespace())
+            here = self._preflight(args)
+            check_continuation(here, check_run(here, **settings), settings, runs_dir=self._store(), **going_on)
         session = self._idle(self._session(args, [settings]))
-        result = session.run(**settings, prices=options.price_settings(args, session.prices))
+        result = session.run(**settings, **going_on, prices=options.price_settings(args, session.prices))
         if not result.ok or result.summary.get("diverged_at_step") is not None:
             print(f"[parakit] {text.summary_line(result)}", file=sys.stderr)
         return result
+
+    @magic_arguments("parakit switch")
+    @argument("--strategy", default=None)
+    @argument("--workers", type=int, default=None)
+    @argument("--precision", default=None)
+    @argument("--compression", default=None)
+    @argument("--no-error-feedback", dest="error_feedback", action="store_const", const=False, default=None)
+    @argument("--sync", default=None)
+    @argument("--outer-lr", type=float, default=None)
+    @argument("--outer-momentum", type=float, default=None)
+    @argument("--mesh", default=None)
+    @argument("--hybrid", default=None)
+    @argument("--bucket-mb", type=float, default=None)
+    def _switch(self, rest: str) -> int:
+        """Switch the settings of the run going on (a panel's, in the background): every rank
+        agrees on a step, saves the state there and trains on with the new settings. Returns
+        that step. (For a switch at a chosen step, use ``%parakit run --switch STEP:key=value``.)
+
+        In [1]: %parakit switch --precision bf16
+        In [2]: %parakit switch --strategy fsdp --workers 2
+        """
+        args = self._parse(self._switch, rest)
+        change = {k: v for k, v in vars(args).items() if k in SWITCHABLE and v is not None}
+        if not change:
+            raise UsageError("say what to switch, e.g. %parakit switch --precision bf16")
+        if self.session is None or not self.session.busy:
+            raise UsageError("no run is going to switch; start one from a panel, or use %parakit run --switch STEP:...")
+        try:
+            with checked:
+                step = self.session.switch(**change)
+        except RuntimeError as e:  # the run ended first, or another switch is on its way
+            raise UsageError(str(e)) from None
+        print(f"[parakit] switched to {', '.join(f'{k}={v}' for k, v in change.items())} at step {step}")
+        return step
 
     @magic_arguments("parakit trace")
     @argument("--runs", type=options.comma_list(str), default=None, metavar="ID,...",

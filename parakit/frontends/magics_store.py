@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
@@ -24,7 +25,8 @@ from parakit.plots.advisor import projection, verification
 from parakit.plots.measures import comm_bandwidth
 from parakit.plots.runs import PLOTS, speedup_table
 from parakit.records.result import RunResult
-from parakit.records.store import read_runs, runs_frame
+from parakit.records.segments import segment_frame
+from parakit.records.store import delete_run, read_runs, runs_frame
 from parakit.session.preflight import check_bench
 
 
@@ -50,13 +52,28 @@ class StoreMagics(EngineMagics):
 
     @magic_arguments("parakit runs")
     @argument("--last", type=int, default=None, metavar="K", help="the K latest runs only")
+    @argument("--segments", action="store_true", help="one row per segment of a switched run")
+    @argument("--delete", nargs="+", default=None, metavar="RUN_ID",
+              help="delete these runs with what they saved (traces, snapshots, state)")
     def _runs(self, rest: str):
         """The run store as a pandas DataFrame, one row per run, oldest first.
 
         In [1]: df = %parakit runs --last 10
+        In [2]: %parakit runs --segments
+        In [3]: %parakit runs --delete 20261202-101139-1b3e7e
         """
         args = self._parse(self._runs, rest)
-        return runs_frame(self._select(args, empty_ok=True))
+        if args.delete:
+            with checked:
+                for run_id in args.delete:  # every id checked before the first is removed
+                    if not (Path(self._store()) / f"{run_id}.json").is_file():
+                        raise ValueError(f"no run {run_id} in {self._store()}")
+            for run_id in args.delete:
+                delete_run(run_id, self._store())
+            print(f"[parakit] deleted {len(args.delete)} run(s) and what they saved")
+            return None
+        selected = self._select(args, empty_ok=True)
+        return segment_frame(selected) if args.segments else runs_frame(selected)
 
     @magic_arguments("parakit bench")
     @argument("kind", choices=["comm"], help="comm: the communication micro-benchmark")

@@ -17,6 +17,7 @@ from typing import Any
 
 from parakit.config.hosts import Launcher
 from parakit.config.prices import Prices
+from parakit.config.switch import parse_switch
 from parakit.config.run import Hybrid, Precision, Schedule, Strategy
 from parakit.records.store import DEFAULT_RUNS_DIR
 
@@ -142,6 +143,35 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "freed between forward and backward)")
     p.add_argument("--memory-snapshot", action="store_true",
                    help="GPU: write a torch.cuda.memory snapshot beside the run (pytorch.org/memory_viz)")
+
+
+def switch_option(text: str) -> tuple[int, dict[str, str]]:
+    """An argparse type: one ``--switch STEP:key=value[,key=value]``."""
+    try:
+        return parse_switch(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_continue_options(p: argparse.ArgumentParser) -> None:
+    """How a run goes on: switches while it trains, its state saved, or resumed from a saved one."""
+    p.add_argument("--switch", type=switch_option, action="append", default=None, metavar="STEP:KEY=VALUE,...",
+                   help="before STEP, move every rank to these settings and go on training, e.g. "
+                        "--switch 8:strategy=fsdp --switch 16:precision=bf16,workers=1 (repeatable)")
+    p.add_argument("--save-state", action="store_true",
+                   help="save the final state with DCP beside the run, to resume from")
+    p.add_argument("--resume", default=None, metavar="RUN_ID",
+                   help="go on from a saved run's state for --steps more steps (any layout or workers)")
+
+
+def continue_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Session.run's switch, save_state and resume from parsed options."""
+    switch = None
+    if args.switch:
+        switch = {}
+        for step, change in args.switch:
+            switch.setdefault(step, {}).update(change)
+    return dict(switch=switch, save_state=args.save_state, resume=args.resume)
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:

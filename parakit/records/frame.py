@@ -118,6 +118,8 @@ def _ok_runs(frame: pandas.DataFrame) -> list[dict[str, Any]]:
         throughput = _number(row[THROUGHPUT])
         if row["status"] != OK or throughput is None or throughput <= 0:
             continue
+        if (_number(row.get("switches")) or 0) > 0:
+            continue  # a switched run has no one layout to scale: its segments are compared instead
         settings = {c: _canonical(row[c]) for c in columns}
         # A CPU run and a GPU run of the same settings are not the same group.
         device = _canonical(row.get("device"))

@@ -199,6 +199,8 @@ def headline(result: RunResult) -> str:
     first line of the error."""
     s = result.summary
     label = run_label(result.config, result.world_size)
+    for segment in result.segments[1:]:  # a switched run: where it went, in order
+        label += f" -> {segment['label']}"
     if not result.ok or not s:
         first = result.error.splitlines()[0] if result.error else ""
         return f"{label} {result.status}: {first}"

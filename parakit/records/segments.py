@@ -52,7 +52,8 @@ def segment_record(index: int, part: RunResult, first_step: int, previous: dict[
 
 def join(parts: list[RunResult], records: list[dict[str, Any]], run_id: str, config: dict[str, Any]) -> RunResult:
     """The switched run as one RunResult: the segments' steps on one global step and time axis,
-    the run's summary over all measured steps, the last segment's ranks and status."""
+    the run's summary over all measured steps; its config and world size are the first
+    segment's (where it started), its ranks the last one's (where it ended)."""
     steps: list[StepRecord] = []
     offset = 0.0
     for part, record in zip(parts, records):
@@ -65,7 +66,7 @@ def join(parts: list[RunResult], records: list[dict[str, Any]], run_id: str, con
     last = parts[-1]
     status = next((p.status for p in parts if p.status != OK), OK)
     result = RunResult(
-        run_id=run_id, status=status, config=config, world_size=last.world_size, backend=last.backend,
+        run_id=run_id, status=status, config=config, world_size=parts[0].world_size, backend=last.backend,
         device=last.device, steps=steps, ranks=last.ranks, error=next((p.error for p in parts if p.error), None),
         started_at=parts[0].started_at, ended_at=last.ended_at, network=last.network,
         warnings=[w for p in parts for w in p.warnings], segments=records,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,9 @@ from parakit.config.levers import (
     FP8_NEEDS_TORCHAO, Precision, check_cpu_precision, check_fp8_capability, default_workers,
 )
 from parakit.config.run import Device, RunConfig, Strategy
+from parakit.config.switch import CARRIED, STATE_FACTS, check_switches, why_not_movable, with_switch
 from parakit.records.result import run_label
+from parakit.records.store import state_folder
 
 RUN_SETTINGS = frozenset(f.name for f in dataclasses.fields(RunConfig))
 _DEFAULTS = {f.name: getattr(f.default, "value", f.default) for f in dataclasses.fields(RunConfig)
@@ -220,3 +223,62 @@ def check_runs_dir(runs_dir: str | os.PathLike) -> None:
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"runs_dir {os.fspath(runs_dir)!r} cannot be written ({existing} is not a writable "
                          "folder); give a folder you can write")
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """How a run goes on (``check_continuation``): its segments' plan and where it starts."""
+
+    plan: list
+    """[(step, settings changed)] of the scheduled switches, by step."""
+    settings: dict[str, Any]
+    """The first segment's settings, with its strategy and workers resolved."""
+    movable: bool
+    """Its layout can save and load its state, so it can switch live."""
+    state_in: str | None = None
+    """The saved state it starts from (``resume``)."""
+    first_step: int = 0
+    """The global step it starts at: the resumed run's steps done."""
+
+
+def check_continuation(engines: Engines, config: RunConfig, settings: dict[str, Any], *, switch: Any = None,
+                       save_state: Any = False, resume: Any = None, runs_dir: Any = None) -> Continuation:
+    """A run's switches, save and resume, checked before the first step: every segment as a
+    fresh run of its settings would be, every layout one whose state moves, the saved state
+    present, whole and of the same training. ValueError in one line otherwise."""
+    if not isinstance(save_state, bool):
+        raise ValueError(f"save_state must be True or False (got {save_state!r})")
+    plan = check_switches(switch, config.steps) if switch is not None else []
+    settings = {**settings, "strategy": config.strategy.value, "workers": config.workers}
+    chain = [settings]
+    for _, change in plan:
+        chain.append(with_switch(chain[-1], change))
+    refusals = [why_not_movable(check_run(engines, **s).describe()) for s in chain]
+    if (plan or save_state or resume is not None) and any(refusals):
+        raise ValueError(next(r for r in refusals if r))
+    state_in, first = check_resume(runs_dir, resume, config) if resume is not None else (None, 0)
+    return Continuation(plan, settings, refusals[0] is None, state_in, first)
+
+
+def check_resume(runs_dir: Any, run_id: Any, config: RunConfig) -> tuple[str, int]:
+    """The saved state a run continues from: its folder and the steps it had made. ValueError
+    in one line when it is missing, damaged or of another training (model, batch, lr, seed)."""
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"resume takes the id of a run saved with save_state=True (got {run_id!r})")
+    folder = state_folder(runs_dir, run_id)
+    if not folder.is_dir():
+        raise ValueError(f"run {run_id} has no saved state in {runs_dir} (a run saves it with save_state=True)")
+    try:
+        facts = json.loads((folder / STATE_FACTS).read_text())
+        steps_done, saved = int(facts["steps_done"]), dict(facts["settings"])
+        if not (folder / ".metadata").is_file():
+            raise ValueError("DCP's .metadata is missing")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"the saved state of run {run_id} is damaged or incomplete ({' '.join(str(e).split())}); "
+                         "it cannot be resumed") from None
+    asked = config.describe()
+    for key in CARRIED:
+        if saved.get(key) != asked.get(key):
+            raise ValueError(f"resume goes on with run {run_id}'s training, so {key} must be its "
+                             f"{saved.get(key)!r} (got {asked.get(key)!r})")
+    return str(folder), steps_done

@@ -10,7 +10,6 @@ store's disk (local engines, or hosts that share that folder).
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -20,14 +19,14 @@ from typing import Any
 
 from parakit.cluster.launch import launch
 from parakit.config.run import RunConfig, Strategy
-from parakit.config.switch import (CARRIED, STATE_FACTS, Segment, check_settings, check_switches, why_not_movable,
-                                   with_switch)
+from parakit.config.switch import STATE_FACTS, Segment, check_settings, why_not_movable, with_switch
 from parakit.records.rank import rank_info
 from parakit.records.result import FAILED, RunResult, headline, new_run_id, now_iso, run_label
 from parakit.records.run_cost import record_costs
 from parakit.records.segments import join, segment_record
 from parakit.records.store import save_rank_files, save_run, state_folder
 from parakit.records.summary import measure
+from parakit.session.preflight import check_continuation
 from parakit.session.progress import ProgressPrinter
 
 ANSWER_TIMEOUT_S = 600.0  # a live switch waits at most this long for the ranks to agree
@@ -76,48 +75,15 @@ class LiveSwitch:
             self._answered.set()
 
 
-def check_resume(runs_dir: Any, run_id: Any, config: RunConfig) -> tuple[str, int]:
-    """The saved state a run continues from, checked before any engine is touched: its folder
-    and the steps it had made. ValueError in one line when it is missing, damaged or does not
-    fit (another model, batch, lr or seed)."""
-    if not isinstance(run_id, str) or not run_id:
-        raise ValueError(f"resume takes the id of a run saved with save_state=True (got {run_id!r})")
-    folder = state_folder(runs_dir, run_id)
-    if not folder.is_dir():
-        raise ValueError(f"run {run_id} has no saved state in {runs_dir} (a run saves it with save_state=True)")
-    try:
-        facts = json.loads((folder / STATE_FACTS).read_text())
-        steps_done, saved = int(facts["steps_done"]), dict(facts["settings"])
-        if not (folder / ".metadata").is_file():
-            raise ValueError("DCP's .metadata is missing")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"the saved state of run {run_id} is damaged or incomplete ({' '.join(str(e).split())}); "
-                         "it cannot be resumed") from None
-    asked = config.describe()
-    for key in CARRIED:
-        if saved.get(key) != asked.get(key):
-            raise ValueError(f"resume goes on with run {run_id}'s training, so {key} must be its "
-                             f"{saved.get(key)!r} (got {asked.get(key)!r})")
-    return str(folder), steps_done
-
-
 def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, switch: Any = None,
                  save_state: bool = False, resume: str | None = None, on_progress=None, prices=None) -> RunResult:
     """Train ``config`` as a chain of segments (see the module's docstring), save it as one run."""
-    if not isinstance(save_state, bool):
-        raise ValueError(f"save_state must be True or False (got {save_state!r})")
-    plan = check_switches(switch, config.steps) if switch is not None else []
-    settings = {**settings, "strategy": config.strategy.value, "workers": config.workers}
-    chain = [settings]
-    for _, change in plan:  # every segment checked as a fresh run would be, before the first starts
-        chain.append(with_switch(chain[-1], change))
-    movable = [why_not_movable(session.config(**s).describe()) for s in chain]
-    if (plan or save_state or resume) and any(movable):
-        raise ValueError(next(m for m in movable if m))
-    state_in, first = check_resume(session.runs_dir, resume, config) if resume is not None else (None, 0)
+    go_on = check_continuation(session.preflight(), config, settings, switch=switch, save_state=save_state,
+                               resume=resume, runs_dir=session.runs_dir)
+    plan, state_in, first, settings = go_on.plan, go_on.state_in, go_on.first_step, go_on.settings
     run_id = new_run_id()
     final = state_folder(session.runs_dir, run_id) if save_state else None
-    live = LiveSwitch(session, settings, config.steps) if movable[0] is None else None
+    live = LiveSwitch(session, settings, config.steps) if go_on.movable else None
     session._live = live
     printer = ProgressPrinter(config) if session.progress and on_progress is None else None
     ends = [first + step for step, _ in plan] + [first + config.steps]

@@ -1,0 +1,138 @@
+"""Switching settings while a run trains, and resuming saved runs, for real on 2 CPU engines:
+the losses of a switched run are the losses of one unswitched run with the same seed and global
+batch, because parameters, optimizer state, data position and RNG all carry over (DCP)."""
+
+import threading
+import time
+
+import pytest
+
+import parakit
+from parakit.config.switch import parse_switch, with_switch
+from parakit.records.store import state_folder
+
+GPT = dict(model="gpt", batch_size=8, seed=0, profile_every=0, warmup_steps=1)
+
+
+def relative_gap(a, b) -> float:
+    assert len(a) == len(b), (len(a), len(b))
+    return max(abs(x.loss - y.loss) / abs(y.loss) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def reference(session):
+    """40 steps on one worker: what every switched or resumed run must reproduce."""
+    run = session.run(strategy="single", workers=1, steps=40, **GPT)
+    assert run.ok, run.error
+    return run
+
+
+def test_ddp_to_fsdp_to_tensor_trains_as_one_single_run(session, reference):
+    run = session.run(strategy="ddp", workers=2, steps=24, switch={8: {"strategy": "fsdp"}, 16: {"strategy": "tensor"}},
+                      **GPT)
+    assert run.ok, run.error
+    assert [s.step for s in run.steps] == list(range(24))
+    assert relative_gap(run.steps, reference.steps[:24]) < 1e-4
+    segments = run.segments
+    assert [(g["first_step"], g["last_step"], g["settings"]["strategy"]) for g in segments] == [
+        (0, 7, "ddp"), (8, 15, "fsdp"), (16, 23, "tensor")]
+    assert [g["label"] for g in segments] == ["start", "fsdp", "tensor"]
+    # each switch is timed apart from the steps: the save, the launch and the load
+    for g in segments[1:]:
+        assert g["switch_s"] >= g["state_save_s"] + g["state_load_s"] > 0
+        assert g["summary"]["samples_per_s"] > 0
+    times = [s.time_s for s in run.steps]
+    assert times == sorted(times)
+    assert times[8] - times[7] > segments[1]["switch_s"]  # the switch sits between the steps on the time axis
+    assert run.summary["switches"] == 2
+    # the state moved through temporary folders, gone with the run
+    assert not [p for p in session.runs_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_ddp_x2_to_single_to_ddp_x2_switches_workers(session, reference):
+    run = session.run(strategy="ddp", workers=2, steps=24, switch={8: {"workers": 1}, 16: {"workers": 2}}, **GPT)
+    assert run.ok, run.error
+    assert relative_gap(run.steps, reference.steps[:24]) < 1e-4
+    assert [(g["world_size"], g["settings"]["strategy"]) for g in run.segments] == [(2, "ddp"), (1, "single"), (2, "ddp")]
+    assert len(run.segments[1]["ranks"]) == 1 and len(run.segments[2]["ranks"]) == 2
+    rows = parakit.load_runs(session.runs_dir, segments=True)
+    mine = rows[rows.run_id == run.run_id]
+    assert list(mine.segment) == [0, 1, 2] and list(mine.world_size) == [2, 1, 2]
+    assert mine.samples_per_s.notna().all()
+
+
+def test_a_saved_run_resumed_under_another_layout_equals_one_run(session, reference):
+    first = session.run(strategy="ddp", workers=2, steps=10, save_state=True, **GPT)
+    assert first.ok and first.state_dir == str(state_folder(session.runs_dir, first.run_id))
+    rest = session.run(strategy="fsdp", workers=2, steps=10, resume=first.run_id, **GPT)
+    assert rest.ok, rest.error
+    assert rest.resumed_from == first.run_id
+    assert [s.step for s in rest.steps] == list(range(10, 20))
+    assert relative_gap(first.steps + rest.steps, reference.steps[:20]) < 1e-5
+    # deleting the run deletes its state: the store does not only grow
+    removed = parakit.delete_run(first.run_id, session.runs_dir)
+    assert first.state_dir in removed and not state_folder(session.runs_dir, first.run_id).exists()
+    with pytest.raises(ValueError, match="has no saved state"):
+        session.run(strategy="ddp", workers=2, steps=10, resume=first.run_id, **GPT)
+
+
+def test_a_live_switch_takes_effect_at_the_step_it_returned(session, reference):
+    out, seen = {}, []
+    run = lambda: out.update(run=session.run(strategy="ddp", workers=2, steps=400, on_progress=seen.append, **GPT))  # noqa: E731
+    thread = threading.Thread(target=run)
+    thread.start()
+    while not seen:  # the run has made a step
+        time.sleep(0.01)
+    step = session.switch(strategy="fsdp")
+    while seen[-1]["step"] < step + 3:  # the new layout has trained a few steps
+        time.sleep(0.01)
+    session.stop()  # what follows is an ordinary run: no need to wait for 400 steps
+    thread.join()
+    run = out["run"]
+    assert run.status == "stopped", run.error
+    assert [(g["first_step"], g["settings"]["strategy"]) for g in run.segments] == [(0, "ddp"), (step, "fsdp")]
+    assert 0 < step < run.steps[-1].step < 400
+    assert [s.step for s in run.steps] == list(range(len(run.steps)))
+    made = min(len(run.steps), 40)
+    assert relative_gap(run.steps[:made], reference.steps[:made]) < 1e-4
+    with pytest.raises(RuntimeError, match="no run that can switch"):
+        session.switch(precision="bf16")  # nothing is going
+
+
+def test_switches_that_cannot_be_made_are_refused_before_any_engine_is_touched(session):
+    runs = len(list(session.runs_dir.glob("*.json")))
+    bad = [
+        ({8: {"batch_size": 16}}, "batch_size cannot be switched"),
+        ({30: {"strategy": "fsdp"}}, "between 1 and 23"),
+        ({8: {"strategy": "pipeline"}}, "cannot save or load its state"),
+        ({8: {"precision": "fp16"}}, "fp16"),  # not on a CPU, as for a fresh run
+        ([8], "switch must be a dict"),
+    ]
+    for switch, message in bad:
+        with pytest.raises(ValueError, match=message):
+            session.run(strategy="ddp", workers=2, steps=24, switch=switch, **GPT)
+    with pytest.raises(ValueError, match="zero shards"):
+        session.run(strategy="ddp", workers=2, steps=24, zero=1, save_state=True, **GPT)
+    assert len(list(session.runs_dir.glob("*.json"))) == runs
+
+
+def test_a_damaged_or_unfitting_state_is_refused_in_one_line(session):
+    saved = session.run(strategy="single", workers=1, steps=4, save_state=True, **GPT)
+    with pytest.raises(ValueError, match="seed must be its 0"):
+        session.run(strategy="single", workers=1, steps=4, resume=saved.run_id, **{**GPT, "seed": 1})
+    (state_folder(session.runs_dir, saved.run_id) / ".metadata").unlink()
+    with pytest.raises(ValueError, match="damaged or incomplete") as e:
+        session.run(strategy="single", workers=1, steps=4, resume=saved.run_id, **GPT)
+    assert "\n" not in str(e.value)
+
+
+def test_switch_options_parse_and_apply_as_the_cli_writes_them():
+    assert parse_switch("8:strategy=fsdp,precision=bf16") == (8, {"strategy": "fsdp", "precision": "bf16"})
+    assert parse_switch("4:sync=streaming-diloco:8,2") == (4, {"sync": "streaming-diloco:8,2"})
+    with pytest.raises(ValueError, match="STEP:key=value"):
+        parse_switch("fsdp")
+    # one worker means single; more again means ddp; the layout's own settings go with it
+    assert with_switch({"strategy": "fsdp", "workers": 2}, {"workers": 1})["strategy"] == "single"
+    assert with_switch({"strategy": "single", "workers": 1}, {"workers": 2})["strategy"] == "ddp"
+    assert "tp_plan" not in with_switch({"strategy": "tensor", "workers": 2, "tp_plan": {"a": "colwise"}},
+                                        {"strategy": "ddp"})
