@@ -5,6 +5,8 @@ Inspector example: a plain class that holds standard widgets, shows itself throu
 Every change of a control checks the settings with ``Session.config`` (no engine is touched)
 and explains in one line what does not fit. A run goes in a background thread, so the kernel
 stays free; its figures update while it runs, at most ``1 / DRAW_EVERY_S`` times a second.
+Moving a toggle or the workers slider while it runs asks the run to switch to it
+(``Session.switch``): training goes on from the step the ranks agree on, and says which.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ipywidgets as widgets
 from parakit.config.run import RunConfig, Workload
 from parakit.config.layouts import Strategy
 from parakit.config.levers import Compression, CompressionKind, Precision
+from parakit.config.switch import change_text
 from parakit.frontends.panel_figures import PanelFigures
 from parakit.records.result import OK, STOPPED, RunResult, headline, run_label
 from parakit.session.session import Session
@@ -29,6 +32,7 @@ from parakit.session.session import Session
 DRAW_EVERY_S = 0.25  # each redraw is a message to the browser: 4 a second reads as live
 STOP_WAIT_S = 15.0  # close() waits this long for a stopped run to end
 ONE_WORKER_STRATEGIES = {"single", "ddp", "fsdp"}  # a missing baseline of these keeps its strategy
+LIVE_SWITCHES = ("strategy", "precision", "compression", "workers")  # moved during a run: the run switches
 # The compressions that take a number, and which field of Compression it fills.
 COMPRESSION_VALUE = {CompressionKind.POWERSGD: "rank", CompressionKind.TOPK: "ratio",
                      CompressionKind.RANDOMK: "ratio"}
@@ -85,6 +89,8 @@ class Panel:
         self._live_y: list[float] = []
         self._last_draw = 0.0
         self._partial: dict[str, tuple[list[int], list[float]]] = {}  # stopped runs: the loss seen live
+        self._switched_to: dict[str, Any] = {}  # what the run going on was last asked to train with
+        self.switches: list[tuple[int, dict[str, Any]]] = []  # the run going on: (step, settings) switched to
         self._build_controls()
         self._build_figures()
         self.widget = self._layout()
@@ -180,7 +186,32 @@ class Panel:
         field = COMPRESSION_VALUE.get(CompressionKind(self.compression.value))
         self.compression_rank.layout.display = None if field == "rank" else "none"
         self.compression_ratio.layout.display = None if field == "ratio" else "none"
+        if self._running and change is not None:
+            self._ask_switch()  # a toggle moved while the run goes: the run switches to it
+            return
         self._check()
+
+    def _ask_switch(self) -> None:
+        """Ask the run going on to switch to what the toggles and the workers slider now say;
+        in a thread, as the ranks take a step or two to agree on where."""
+        now = {k: v for k, v in self.settings().items() if k in LIVE_SWITCHES}
+        change = {k: v for k, v in now.items() if v != self._switched_to.get(k)}
+        if not change:
+            return
+        self._switched_to = now
+        self.status.value = f"switching to {html.escape(change_text(change))} ..."
+        threading.Thread(target=self._switch_in_background, args=(change,), name="parakit-panel-switch",
+                         daemon=True).start()
+
+    def _switch_in_background(self, change: dict[str, Any]) -> None:
+        try:
+            step = self.session.switch(**change)
+        except (ValueError, RuntimeError) as e:  # does not fit, or the run ended first: say so
+            self.problem.value = f"<span style='color:#b00020'>cannot switch: {html.escape(str(e))}</span>"
+            return
+        self.problem.value = ""
+        self.status.value = f"switching to {html.escape(change_text(change))} at step {step}"
+        self.switches.append((step, change))  # last: a reader that sees it sees the status too
 
     def _check(self) -> RunConfig | None:
         """Check the settings without touching an engine; explain and disable Run if they do
@@ -208,6 +239,7 @@ class Panel:
             return
         settings = self.settings()
         self._running, self._stop_requested = True, False
+        self._switched_to, self.switches = {k: settings[k] for k in LIVE_SWITCHES}, []
         self._latest, self._live_x, self._live_y, self._last_draw = {}, [], [], 0.0
         self._live_power: list[tuple[float, float]] = []
         with self.run_button.hold_sync(), self.stop_button.hold_sync():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from parakit.plots.base import HOVER_RUN, Figure, finish, measured_runs, run_axis, skip_note
 from parakit.records.result import CommBenchResult, RunResult, run_label
+from parakit.records.segments import segment_results
 
 # Stacked in this order, bottom up: compute, then what communication adds, then waiting.
 BREAKDOWN_PARTS = {
@@ -28,6 +29,7 @@ def breakdown(results: list[RunResult]) -> Figure:
     Returns:
         A stacked bar figure, one bar per run, with the measured step time as a marker.
     """
+    results = segment_results(results)  # a switched run: a bar per segment
     runs = measured_runs(results, "compute_time_s")
     fig = Figure()
     custom = [[r.run_id, r.config.get("strategy"), r.world_size,
@@ -63,6 +65,7 @@ def wire_bytes(results: list[RunResult]) -> Figure:
     Returns:
         A grouped bar figure; the compression ratio is in the hover.
     """
+    results = segment_results(results)  # a switched run: a pair of bars per segment
     runs = measured_runs(results, "comm_bytes_per_step")
     fig = Figure()
     custom = [[r.run_id, r.config.get("strategy"), r.world_size, r.config.get("compression"),
@@ -90,6 +93,7 @@ def power(results: list[RunResult]) -> Figure:
     Returns:
         A line figure, time (s) since the loop began against watts.
     """
+    results = segment_results(results)  # a switched run: a line per segment, on the run's clock
     fig = Figure()
     drawn, scopes = 0, set()
     for run in results:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from parakit.plots.base import MIB, Figure, count, finish, run_ticks, skip_note
 from parakit.records.memory import PARTS
+from parakit.records.segments import segment_results
 from parakit.records.result import RankInfo, RunResult
 
 # Each part's name and colour, bottom up in records.memory.PARTS's order (parameters,
@@ -29,6 +30,7 @@ def memory(results: list[RunResult]) -> Figure:
     Returns:
         A stacked bar figure on a two-level axis (run, rank).
     """
+    results = segment_results(results)  # a switched run: a group of bars per segment
     ok = [r for r in results if r.ok]
     runs = [r for r in ok if any(_measured(k) for k in r.ranks)]
     drawn = [(run, tick, k) for run, tick in zip(runs, run_ticks(runs)) for k in run.ranks if _measured(k)]

@@ -27,7 +27,9 @@ from parakit.plots.base import (
     run_axis,
     skip_note,
 )
+from parakit.plots.switching import mark_switches, switch_cost
 from parakit.records.result import RunResult, StepRecord, run_label
+from parakit.records.segments import segment_results
 from parakit.records.store import runs_frame
 
 TABLE_COLUMNS = ["run_id", "label", "model", "strategy", "workers", "samples_per_s", "step_time_ms",
@@ -134,6 +136,7 @@ def throughput(results: list[RunResult]) -> Figure:
     Returns:
         A bar figure, one bar per run.
     """
+    results = segment_results(results)  # a switched run: a bar per segment
     runs = measured_runs(results, "samples_per_s")
     fig = Figure(go.Bar(
         x=[r.run_id for r in runs], y=[r.summary["samples_per_s"] for r in runs],
@@ -149,8 +152,10 @@ def throughput(results: list[RunResult]) -> Figure:
 
 def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | None],
               title: str, y_title: str, unit: str) -> Figure:
-    """One line per run over steps; warm-up points faded and open, and their span shaded."""
-    runs = [r for r in results if r.ok and r.steps]
+    """One line per run over steps (a switched run: one per segment, with a marker at each
+    switch); warm-up points faded and open, and the first warm-up's span shaded."""
+    whole = [r for r in results if r.ok and r.steps]
+    runs = [r for r in segment_results(whole) if r.steps]  # a switched run: each segment a line
     fig = Figure()
     for run in runs:
         warm = [s.warmup for s in run.steps]
@@ -165,13 +170,16 @@ def _per_step(results: list[RunResult], value: Callable[[StepRecord], float | No
             hovertemplate=HOVER_RUN + f"<br>step %{{x}} (%{{customdata[3]}})<br>%{{y:.4g}} {unit}"
             "<extra></extra>",
         )
-    last_warm = max((s.step for r in runs for s in r.steps if s.warmup), default=None)
+    mark_switches(fig, whole)
+    # the runs' own warm-up; a segment's warm-up (after its switch) shows in its faded points
+    last_warm = max((s.step for r in whole for s in r.steps[:1 + r.config.get("warmup_steps", 0)] if s.warmup),
+                    default=None)
     if last_warm is not None:
         # Warm-up is recorded but left out of the summaries: shade it so the eye does too.
         fig.add_vrect(x0=-0.5, x1=last_warm + 0.5, fillcolor="gray", opacity=0.12, line_width=0,
                       annotation_text="warm-up", annotation_position="top left")
     return finish(fig, title, "step", y_title,
-                   [skip_note(results, len(runs), "failed, stopped or no steps")])
+                   [skip_note(results, len(whole), "failed, stopped or no steps")])
 
 
 def loss(results: list[RunResult]) -> Figure:
@@ -210,4 +218,5 @@ PLOTS: dict[str, Callable[[list[RunResult]], Figure]] = {
     "bytes": wire_bytes,
     "power": power_figure,
     "loss-time": loss_time,
+    "switches": switch_cost,
 }

@@ -5,7 +5,9 @@ in a loss-per-step figure."""
 from __future__ import annotations
 
 from parakit.plots.base import HOVER_RUN, Figure, finish, run_axis, skip_note
+from parakit.plots.switching import mark_switches
 from parakit.records.result import RunResult, run_label
+from parakit.records.segments import segment_results
 from parakit.records.timeline import loss_against_time, time_to_loss, why_no_time
 
 
@@ -21,7 +23,7 @@ def loss_time(results: list[RunResult]) -> Figure:
     """
     fig = Figure()
     drawn = 0
-    for run in results:
+    for run in segment_results(results):  # a switched run: a line per segment
         times, losses = loss_against_time(run)
         if not times:
             continue
@@ -31,6 +33,8 @@ def loss_time(results: list[RunResult]) -> Figure:
             customdata=[[run.run_id, run.config.get("strategy"), run.world_size]] * len(times),
             hovertemplate=HOVER_RUN + "<br>%{x:.2f} s: loss %{y:.4g}<extra></extra>",
         )
+    mark_switches(fig, results, axis="time")
+    drawn = len({r.run_id for r in results if loss_against_time(r)[0]})
     return finish(fig, "Loss against time", "seconds since the first step", "loss",
                   [skip_note(results, drawn, "no step times")])
 

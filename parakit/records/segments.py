@@ -19,7 +19,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from parakit.config.switch import change_text, changed
-from parakit.records.result import OK, RunResult, StepRecord
+from parakit.records.result import OK, RankInfo, RunResult, StepRecord
 
 if TYPE_CHECKING:
     import pandas
@@ -104,6 +104,47 @@ def run_summary(steps: list[StepRecord], parts: list[RunResult], records: list[d
         "params_in_sync": parts[-1].summary.get("params_in_sync"),
         "diverged_at_step": next((s.step for s in steps if s.loss is not None and s.loss != s.loss), None),
     }
+
+
+def segment_results(results: list[RunResult]) -> list[RunResult]:
+    """Each switched run as one RunResult per segment (its id ``RUN/k``, its settings, summary,
+    ranks and steps; power samples moved onto the run's time axis), other runs as they are:
+    what the per-run figures (breakdown, bytes, memory, power, throughput) draw, so a
+    segment is a bar or line of its own."""
+    out = []
+    for run in results:
+        if not run.segments:
+            out.append(run)
+            continue
+        for seg in run.segments:
+            steps = [s for s in run.steps if seg["first_step"] <= s.step <= seg["last_step"]]
+            start = steps[0].time_s - steps[0].step_time_s if steps and steps[0].time_s is not None else 0.0
+            ranks = [_shifted(RankInfo(**r), start) for r in seg["ranks"]]
+            out.append(RunResult(
+                run_id=f"{run.run_id}/{seg['index']}", status=seg["status"], config=seg["settings"],
+                world_size=seg["world_size"], backend=run.backend, device=[r.device_name for r in ranks],
+                steps=steps, summary=dict(seg["summary"]), ranks=ranks, unmeasured=dict(seg.get("unmeasured", {})),
+                started_at=run.started_at, ended_at=run.ended_at, network=run.network))
+    return out
+
+
+def _shifted(rank: RankInfo, start_s: float) -> RankInfo:
+    """A segment's rank with its power samples on the whole run's clock."""
+    if not rank.power or not rank.power.get("samples"):
+        return rank
+    samples = [[t + start_s, *rest] for t, *rest in rank.power["samples"]]
+    return replace(rank, power={**rank.power, "samples": samples})
+
+
+def switch_times(run: RunResult) -> list[tuple[int, float | None, str]]:
+    """Where each switch of a run happened: (first step, seconds since the run's first step,
+    label); the seconds are None without step times."""
+    marks = []
+    for seg in run.segments[1:]:
+        first = next((s for s in run.steps if s.step == seg["first_step"]), None)
+        at = first.time_s - first.step_time_s if first is not None and first.time_s is not None else None
+        marks.append((seg["first_step"], at, seg["label"]))
+    return marks
 
 
 def segment_rows(runs: list[RunResult]) -> list[dict[str, Any]]:

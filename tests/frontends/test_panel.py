@@ -136,6 +136,21 @@ def test_stop_ends_the_run_within_5_s_saves_it_and_engines_stay_usable(panel, se
     assert session._engines.pids() == pids
 
 
+def test_a_toggle_moved_during_a_run_switches_it_and_says_at_which_step(panel, session):
+    panel.steps.value = 5000
+    panel.run_button.click()
+    wait_for(lambda: panel._latest.get("step", 0) >= 2)
+    panel.precision.value = "bf16"  # the run goes on, in bf16
+    wait_for(lambda: panel.switches)
+    step, change = panel.switches[0]
+    assert change == {"precision": "bf16"} and f"at step {step}" in panel.status.value
+    wait_for(lambda: panel._latest.get("step", 0) > step + 2)
+    panel.stop_button.click()
+    result = panel.wait(30)
+    assert [(g["first_step"], g["settings"]["precision"]) for g in result.segments] == [(0, "fp32"), (step, "bf16")]
+    assert not panel.running and panel.problem.value == ""
+
+
 def test_callback_errors_go_to_the_panel_log(panel, session, monkeypatch):
     def broken(**settings):
         raise RuntimeError("boom")

@@ -9,9 +9,14 @@ import pytest
 
 import parakit
 from parakit.config.switch import parse_switch, with_switch
+from parakit.plots.runs import PLOTS
 from parakit.records.store import state_folder
 
 GPT = dict(model="gpt", batch_size=8, seed=0, profile_every=0, warmup_steps=1)
+
+
+def _run_ids(figure) -> list[str]:
+    return [row[0] for d in figure.data if d.customdata is not None for row in d.customdata]
 
 
 def relative_gap(a, b) -> float:
@@ -47,6 +52,16 @@ def test_ddp_to_fsdp_to_tensor_trains_as_one_single_run(session, reference):
     assert run.summary["switches"] == 2
     # the state moved through temporary folders, gone with the run
     assert not [p for p in session.runs_dir.iterdir() if p.name.startswith(".")]
+    # the figures colour each segment and mark each switch, labelled with what changed
+    for kind in ("loss", "step_times", "loss-time"):
+        figure = PLOTS[kind]([run])
+        assert [d.name.split(" · ")[0] for d in figure.data] == ["ddp x2 gpt", "fsdp x2 gpt", "tensor x2 gpt"]
+        assert [a.text for a in figure.layout.annotations if a.text.startswith("→")] == ["→ fsdp", "→ tensor"]
+    for kind in ("memory", "throughput"):  # a bar (or a group of them) per segment
+        assert {f"{run.run_id}/{k}" for k in range(3)} == set(_run_ids(PLOTS[kind]([run])))
+    cost = PLOTS["switches"]([run])
+    totals = [sum(bar.y[i] for bar in cost.data) for i in range(2)]
+    assert totals == pytest.approx([g["switch_s"] for g in segments[1:]])
 
 
 def test_ddp_x2_to_single_to_ddp_x2_switches_workers(session, reference):
