@@ -171,6 +171,8 @@ class Steps:
     comm_bytes: list[int] = field(default_factory=list)
     uncompressed_bytes: list[int] = field(default_factory=list)
     error: str | None = None
+    loop_s: tuple[float, float] = (0.0, 0.0)
+    """The loop's start and end, epoch seconds: where a switched run's pause between segments is."""
 
 
 def _train(config: RunConfig, stop: StopRequest | None = None, segment: Segment | None = None) -> RankReport:
@@ -190,7 +192,8 @@ def _train(config: RunConfig, stop: StopRequest | None = None, segment: Segment 
         except Exception as e:  # noqa: BLE001 - the steps made are kept; the state is what failed
             made.error = "saving the state failed: " + failure_text(e, run.device)
     return dataclasses.replace(report(run, made, stop), state_save_s=save_s, state_load_s=run.state_load_s,
-                               switching=stop.switching)
+                               switching=stop.switching, loop_started_at=made.loop_s[0],
+                               loop_ended_at=made.loop_s[1])
 
 
 def set_up(config: RunConfig, segment: Segment | None = None) -> Run:
@@ -253,6 +256,7 @@ def train_steps(run: Run, stop: StopRequest) -> Steps:
     """The loop: one global batch per step, until the last step or a stop agreed by every
     rank. A failed step ends it; the steps made so far are kept, with the error."""
     config, made = run.config, Steps()
+    started = time.time()
     last_publish = -math.inf  # the first step is always published
     publish_every_s = PUBLISH_EVERY_S if config.live else HEARTBEAT_EVERY_S
     try:
@@ -283,6 +287,7 @@ def train_steps(run: Run, stop: StopRequest) -> Steps:
         # A failed step (this rank's code, or a collective a peer broke) ends the run here;
         # what the completed steps measured goes back with the error instead of being lost.
         made.error = failure_text(e, run.device)
+    made.loop_s = (started, time.time())
     return made
 
 

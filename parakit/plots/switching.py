@@ -9,7 +9,7 @@ from parakit.records.segments import switch_times
 
 SWITCH_PARTS = {
     "state_save_s": ("save the state (DCP)", "#4c78a8"),
-    "launch_s": ("launch on the engines", "#bab0ac"),
+    "launch_s": ("results back, next launch, model built", "#bab0ac"),
     "state_load_s": ("load it and lay the model out", "#f58518"),
 }
 
@@ -28,9 +28,9 @@ def mark_switches(fig: Figure, results: list[RunResult], axis: str = "step") -> 
 
 
 def switch_cost(results: list[RunResult]) -> Figure:
-    """The time each switch took, one stacked bar per switch: saving the state at the end of a
-    segment, launching the next one, loading the state and laying the model out again (the
-    slowest rank's, timed on the engines; the launch timed by the session).
+    """The time each switch paused training, one stacked bar per switch: saving the state at the
+    end of a segment, loading it and laying the model out again (the slowest rank's, timed on the
+    engines), and the rest of the pause (results back, the next launch, the model built).
 
     Args:
         results: Runs of any status; runs that never switched are skipped, counted in the subtitle.

@@ -145,6 +145,11 @@ class RankReport:
     loaded (None: the run started from its seed)."""
     switching: bool = False
     """The run was ended for a switch of settings (SIGUSR2), not stopped: it goes on."""
+    loop_started_at: float | None = None
+    """When the training loop began, epoch seconds (this host's clock)."""
+    loop_ended_at: float | None = None
+    """When it ended, before any state was saved, epoch seconds: between one segment's end and
+    the next one's start training paused (``records.segments``)."""
 
     def profiled(self, step: int) -> bool:
         """The profiler recorded this step on this rank."""

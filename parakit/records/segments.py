@@ -7,9 +7,12 @@ then), its medians cover its own measured steps. The run's summary is taken over
 segment's measured steps together; the figures that only mean something for one layout
 (memory per rank, the breakdown, bytes per step) are each segment's.
 
-The time a switch took (``switch_s``) is the previous segment's state save, the new segment's
-load and re-layout (both the slowest rank's, timed on the engines), and the launch between
-them (timed here). It sits between the segments on the time axis, in no step's time.
+The time a switch took (``switch_s``) is the pause in training: from the end of the previous
+segment's loop to the start of the next one's, the slowest rank's each (engine clocks, epoch
+seconds). Inside it: the state save and the load and re-layout (each the slowest rank's, timed
+on the engines), and the rest (results back, the next launch, the model built, the process
+group formed where the workers changed). It sits between the segments on the time axis, in no
+step's time.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from parakit.cluster import launchers
 from parakit.cluster.engines import EngineSet
 from parakit.config.hosts import Launcher
 from parakit.config.prices import Prices, check_prices
-from parakit.config.run import Device, RunConfig, Strategy
+from parakit.config.run import Device, RunConfig
 from parakit.records.result import OK, RunResult
 from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame
 from parakit.session.preflight import Engines, check_run, engines_here

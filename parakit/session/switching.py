@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,7 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
     printer = ProgressPrinter(config) if session.progress and on_progress is None else None
     ends = [first + step for step, _ in plan] + [first + config.steps]
     parts, records, temps = [], [], []
-    step, previous, save_s, gap_started = first, None, None, None
+    step, previous, save_s, ended = first, None, None, None
     try:
         while step < ends[-1]:
             end = next(e for e in ends if e > step)
@@ -99,15 +98,15 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
             segment = Segment(first_step=step, state_in=state_in, state_out=out if live else None,
                               save_at_end=not last or bool(final), save_on_stop=bool(final))
             progress = _offset(on_progress or printer, step - first, config.steps)
-            gap = time.perf_counter() - gap_started if gap_started else 0.0
             part, reports = launch_segment(session, seg_config, segment, progress, prices,
                                            live.event if live else None)
-            gap_started = time.perf_counter()
             load_s = _slowest(reports, "state_load_s")
-            switch_s = None if not parts else sum(x for x in (save_s, gap, load_s) if x is not None)
+            # Training paused from the last rank's last step to the last rank's first step again.
+            began = _slowest(reports, "loop_started_at")
+            switch_s = began - ended if parts and began is not None and ended is not None else None
             records.append(segment_record(len(parts), part, step, previous, switch_s, save_s, load_s))
             parts.append(part)
-            previous, save_s = part.config, _slowest(reports, "state_save_s")
+            previous, save_s, ended = part.config, _slowest(reports, "state_save_s"), _slowest(reports, "loop_ended_at")
             step += len(part.steps)
             state_in = out
             asked = live.take() if live else None
