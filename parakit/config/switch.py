@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 SWITCHABLE = ("strategy", "workers", "precision", "compression", "error_feedback", "sync",
-              "outer_lr", "outer_momentum", "tp_plan", "mesh", "hybrid", "bucket_mb")
+              "outer_lr", "outer_momentum", "schedule", "microbatches", "split", "tp_plan", "mesh", "hybrid",
+              "bucket_mb")
 """Settings a switch may change. The model, data, batch, lr and seed define the training
 itself: changing them would not be the same run going on."""
 
@@ -34,17 +35,23 @@ STATE_FACTS = "parakit-state.json"
 """Written by rank 0 beside DCP's files once a save is complete: the steps done and the
 settings. A state folder without it did not finish saving."""
 
-MOVABLE = ("single", "ddp", "fsdp", "tensor")
+MOVABLE = ("single", "ddp", "fsdp", "tensor", "pipeline")
 """Layouts whose state DCP moves here: every parameter keeps its name from the model. A
-pipeline's traced stages rename them, and hybrid meshes and ZeRO's optimizer are not mapped yet."""
+pipeline's stages, traced by torch.distributed.pipelining, keep the model's names too
+("blocks.1.attn.q.weight" on the stage that holds block 1), so each rank saves and loads its
+stage's share by name, as long as it holds one stage. Hybrid meshes and ZeRO's optimizer are
+not mapped yet."""
 
 
 def why_not_movable(settings: Mapping[str, Any]) -> str | None:
     """Why a run with these (checked) settings cannot save or load its state, or None."""
     strategy = str(settings.get("strategy"))
     if strategy not in MOVABLE:
-        return (f"strategy {strategy} cannot save or load its state yet (its parameters are not the "
-                f"model's by name); switches and resume work with {', '.join(MOVABLE)}")
+        return (f"strategy {strategy} cannot save or load its state yet (its layout is not mapped to the "
+                f"model's parameter names); switches and resume work with {', '.join(MOVABLE)}")
+    if strategy == "pipeline" and settings.get("schedule") == "interleaved":
+        return ("an interleaved pipeline holds two stages per rank, which cannot save or load their "
+                "state yet; use schedule gpipe or 1f1b to switch or resume")
     if settings.get("zero") is not None:
         return "zero shards the optimizer state in a form DCP does not read; drop zero to switch or resume"
     return None
@@ -77,12 +84,14 @@ def _typed(key: str, text: str) -> Any:
     """A switch's value as the setting takes it: text from a command line made a number or a
     flag where the setting is one (RunConfig checks the value itself)."""
     try:
-        if key == "workers":
+        if key in ("workers", "microbatches"):
             return int(text)
         if key in ("outer_lr", "outer_momentum", "bucket_mb"):
             return float(text)
     except ValueError:
         raise ValueError(f"{key} in a switch must be a number (got {text!r})") from None
+    if key == "split":  # split points: the commas separate modules here
+        return tuple(part.strip() for part in text.split(","))
     if key == "error_feedback":
         if text.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
             raise ValueError(f"error_feedback in a switch is true or false (got {text!r})")
@@ -130,6 +139,9 @@ def with_switch(settings: dict[str, Any], change: Mapping[str, Any]) -> dict[str
     strategy = str(new.get("strategy"))
     if strategy != "hybrid":
         new.pop("mesh", None), new.pop("hybrid", None)
+    if strategy not in ("pipeline", "hybrid"):
+        for key in ("schedule", "microbatches", "split"):
+            new.pop(key, None)
     if strategy != "tensor" and strategy != "hybrid":
         new.pop("tp_plan", None)
     if strategy != "ddp":

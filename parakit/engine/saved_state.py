@@ -43,7 +43,9 @@ FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
 
 
 def _model(parallel) -> torch.nn.Module:
-    return parallel.modules[0]  # one module outside pipelines (config.switch.MOVABLE)
+    # One module per rank (config.switch.MOVABLE): the model, or a pipeline rank's one stage,
+    # whose traced graph keeps the model's parameter names.
+    return parallel.modules[0]
 
 
 def save(parallel, optimizer, path: str, *, step: int, settings: dict, rank: int, alone: bool) -> float:

@@ -119,7 +119,7 @@ def test_switches_that_cannot_be_made_are_refused_before_any_engine_is_touched(s
     bad = [
         ({8: {"batch_size": 16}}, "batch_size cannot be switched"),
         ({30: {"strategy": "fsdp"}}, "between 1 and 23"),
-        ({8: {"strategy": "pipeline"}}, "cannot save or load its state"),
+        ({8: {"strategy": "hybrid", "workers": 4, "mesh": "2x2"}}, "cannot save or load its state"),
         ({8: {"precision": "fp16"}}, "fp16"),  # not on a CPU, as for a fresh run
         ([8], "switch must be a dict"),
     ]
@@ -129,6 +129,17 @@ def test_switches_that_cannot_be_made_are_refused_before_any_engine_is_touched(s
     with pytest.raises(ValueError, match="zero shards"):
         session.run(strategy="ddp", workers=2, steps=24, zero=1, save_state=True, **GPT)
     assert len(list(session.runs_dir.glob("*.json"))) == runs
+
+
+def test_a_pipeline_takes_the_state_by_its_stages_parameter_names(session, reference):
+    run = session.run(strategy="ddp", workers=2, steps=16, switch={8: {"strategy": "pipeline", "schedule": "1f1b"}},
+                      **GPT)
+    assert run.ok, run.error
+    assert [g["settings"]["strategy"] for g in run.segments] == ["ddp", "pipeline"]
+    assert relative_gap(run.steps, reference.steps[:16]) < 1e-4
+    with pytest.raises(ValueError, match="interleaved pipeline holds two stages"):
+        session.run(strategy="ddp", workers=2, steps=16, model_options={"depth": 4},
+                    switch={8: {"strategy": "pipeline", "schedule": "interleaved"}}, **GPT)
 
 
 def test_a_damaged_or_unfitting_state_is_refused_in_one_line(session):
@@ -144,6 +155,8 @@ def test_a_damaged_or_unfitting_state_is_refused_in_one_line(session):
 def test_switch_options_parse_and_apply_as_the_cli_writes_them():
     assert parse_switch("8:strategy=fsdp,precision=bf16") == (8, {"strategy": "fsdp", "precision": "bf16"})
     assert parse_switch("4:sync=streaming-diloco:8,2") == (4, {"sync": "streaming-diloco:8,2"})
+    assert parse_switch("4:strategy=pipeline,split=blocks.1,blocks.3,microbatches=4") == (
+        4, {"strategy": "pipeline", "split": ("blocks.1", "blocks.3"), "microbatches": 4})
     with pytest.raises(ValueError, match="STEP:key=value"):
         parse_switch("fsdp")
     # one worker means single; more again means ddp; the layout's own settings go with it
