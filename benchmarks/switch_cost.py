@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import parakit  # noqa: E402
 
 TARGETS = {"fsdp x2": {"strategy": "fsdp"}, "tensor x2": {"strategy": "tensor"}, "single x1": {"workers": 1}}
+# One GPU: one engine (NCCL refuses two ranks on one GPU), so the switch there is a precision one.
+GPU_TARGETS = {"bf16 x1": {"precision": "bf16"}}
 ADAM_COPIES = 3  # the parameters and AdamW's two moments, all fp32
 
 
@@ -38,16 +40,18 @@ def state_mb(width: int, depth: int) -> float:
     return sum(p.numel() for p in model.parameters()) * 4 * ADAM_COPIES / 1e6
 
 
-def measure(widths: list[int], depth: int, repeats: int, steps: int) -> list[dict]:
+def measure(widths: list[int], depth: int, repeats: int, steps: int, device: str = "cpu") -> list[dict]:
     samples: dict[tuple[int, str], list[dict]] = {}
-    with tempfile.TemporaryDirectory() as runs, parakit.Session(2, device="cpu", runs_dir=runs,
+    gpu = device != "cpu"
+    start = {"strategy": "single", "workers": 1} if gpu else {"strategy": "ddp", "workers": 2}
+    with tempfile.TemporaryDirectory() as runs, parakit.Session(1 if gpu else 2, device=device, runs_dir=runs,
                                                                 progress=False) as session:
         for _ in range(repeats):
             for width in widths:
-                for target, change in TARGETS.items():  # alternated: every case sees the same noise
+                for target, change in (GPU_TARGETS if gpu else TARGETS).items():  # alternated: same noise
                     run = session.run(model="gpt", model_options={"width": width, "depth": depth}, batch_size=8,
-                                      strategy="ddp", workers=2, steps=steps, warmup_steps=1, profile_every=0,
-                                      switch={steps // 2: change})
+                                      steps=steps, warmup_steps=1, profile_every=0, switch={steps // 2: change},
+                                      **start)
                     if not run.ok:
                         raise SystemExit(f"width {width} -> {target} failed: {run.error}")
                     seg = run.segments[1]
@@ -69,15 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--device", default="cpu", help="cpu (ddp x2 to fsdp, tensor, single) or cuda (single, to bf16)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    rows = measure([int(w) for w in args.widths.split(",")], args.depth, args.repeats, args.steps)
+    rows = measure([int(w) for w in args.widths.split(",")], args.depth, args.repeats, args.steps, args.device)
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
            "torch": __import__("torch").__version__, "rows": rows}
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
-    print(f"{'width':>6}{'state MB':>10}  {'ddp x2 ->':<11}{'save s':>8}{'rest s':>10}{'load s':>8}"
+    print(f"{'width':>6}{'state MB':>10}  {'switch to':<11}{'save s':>8}{'rest s':>10}{'load s':>8}"
           f"{'switch s':>10}{'s / MB':>9}")
     for r in rows:
         print(f"{r['width']:>6}{r['state_mb']:>10.1f}  {r['target']:<11}{r['state_save_s']:>8.3f}{r['launch_s']:>10.3f}"
