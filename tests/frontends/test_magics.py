@@ -72,6 +72,10 @@ def parakit(shell, line):
     ("bench disk", "invalid choice: 'disk'"),
     ("fit --vary height", "vary must be one of depth, width, batch_size (got 'height')"),
     ("fit --strategies fsdp:zero=1", "zero=1 applies to ddp, not fsdp"),
+    ("run --switch 3:lr=1", "lr cannot be switched during a run"),
+    ("run --resume 20990101-000000-abcdef", "has no saved state"),
+    ("switch", "say what to switch, e.g. %parakit switch --precision bf16"),
+    ("switch --precision bf16", "no run is going to switch"),
 ])
 def test_bad_input_is_one_line_with_the_fix_and_starts_nothing(shell, tmp_path, line, says):
     fresh = magics.ParakitMagics(shell)  # no engines yet: a mistake must not start them
@@ -145,11 +149,13 @@ def test_run_while_another_goes_is_refused_and_stop_ends_it(started, shell):
     time.sleep(0.5)
     with pytest.raises(UsageError, match="a run is going on these engines"):
         parakit(shell, f"run {SMALL}")
+    step = parakit(shell, "switch --strategy fsdp")  # the run going on switches, and says where
     asked = time.monotonic()
     assert session.stop() is True
     worker.join(15)
     assert time.monotonic() - asked < 5
     assert outcome["result"].status == "stopped"
+    assert [(g["first_step"], g["settings"]["strategy"]) for g in outcome["result"].segments] == [(0, "ddp"), (step, "fsdp")]
     assert outcome["result"].error.startswith("stopped on request")
     assert session.stop() is False  # nothing runs now
 
