@@ -39,8 +39,8 @@ MOVABLE = ("single", "ddp", "fsdp", "tensor", "pipeline")
 """Layouts whose state DCP moves here: every parameter keeps its name from the model. A
 pipeline's stages, traced by torch.distributed.pipelining, keep the model's names too
 ("blocks.1.attn.q.weight" on the stage that holds block 1), so each rank saves and loads its
-stage's share by name, as long as it holds one stage. Hybrid meshes and ZeRO's optimizer are
-not mapped yet."""
+stages' share by name (an interleaved rank's two stages as one: engine/saved_state.py). Hybrid
+meshes and ZeRO's optimizer are not mapped yet."""
 
 
 def why_not_movable(settings: Mapping[str, Any]) -> str | None:
@@ -49,9 +49,6 @@ def why_not_movable(settings: Mapping[str, Any]) -> str | None:
     if strategy not in MOVABLE:
         return (f"strategy {strategy} cannot save or load its state yet (its layout is not mapped to the "
                 f"model's parameter names); switches and resume work with {', '.join(MOVABLE)}")
-    if strategy == "pipeline" and settings.get("schedule") == "interleaved":
-        return ("an interleaved pipeline holds two stages per rank, which cannot save or load their "
-                "state yet; use schedule gpipe or 1f1b to switch or resume")
     if settings.get("zero") is not None:
         return "zero shards the optimizer state in a form DCP does not read; drop zero to switch or resume"
     return None

@@ -43,9 +43,25 @@ FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
 
 
 def _model(parallel) -> torch.nn.Module:
-    # One module per rank (config.switch.MOVABLE): the model, or a pipeline rank's one stage,
-    # whose traced graph keeps the model's parameter names.
-    return parallel.modules[0]
+    """What this rank holds, as one module whose parameters carry the model's names: the model
+    (its layout's wrapper), or a pipeline rank's stages. A traced stage keeps the model's
+    names ("blocks.1.attn.q.weight"), so an interleaved rank's two stages merge into one."""
+    modules = parallel.modules
+    return modules[0] if len(modules) == 1 else merged(modules)
+
+
+def merged(modules: list[torch.nn.Module]) -> torch.nn.Module:
+    """One container holding these modules' children under their own names, merging children
+    of the same name ("blocks" of stage 0 holds block 0, of stage 2 block 2). The modules are
+    shared, not copied: loading into the container loads into them."""
+    whole = torch.nn.Module()
+    for module in modules:
+        if next(module.named_parameters(recurse=False), None) or next(module.named_buffers(recurse=False), None):
+            raise ValueError(f"{type(module).__name__} holds tensors of its own; its stages cannot be merged by name")
+        for name, child in module.named_children():
+            known = whole._modules.get(name)
+            whole._modules[name] = child if known is None else merged([known, child])
+    return whole
 
 
 def save(parallel, optimizer, path: str, *, step: int, settings: dict, rank: int, alone: bool) -> float:

@@ -198,15 +198,16 @@ class Panel:
         change = {k: v for k, v in now.items() if v != self._switched_to.get(k)}
         if not change:
             return
-        self._switched_to = now
+        before, self._switched_to = self._switched_to, now
         self.status.value = f"switching to {html.escape(change_text(change))} ..."
-        threading.Thread(target=self._switch_in_background, args=(change,), name="parakit-panel-switch",
+        threading.Thread(target=self._switch_in_background, args=(change, before), name="parakit-panel-switch",
                          daemon=True).start()
 
-    def _switch_in_background(self, change: dict[str, Any]) -> None:
+    def _switch_in_background(self, change: dict[str, Any], before: dict[str, Any]) -> None:
         try:
             step = self.session.switch(**change)
         except (ValueError, RuntimeError) as e:  # does not fit, or the run ended first: say so
+            self._switched_to = before  # the run still trains as before
             self.problem.value = f"<span style='color:#b00020'>cannot switch: {html.escape(str(e))}</span>"
             return
         self.problem.value = ""

@@ -137,9 +137,13 @@ def test_a_pipeline_takes_the_state_by_its_stages_parameter_names(session, refer
     assert run.ok, run.error
     assert [g["settings"]["strategy"] for g in run.segments] == ["ddp", "pipeline"]
     assert relative_gap(run.steps, reference.steps[:16]) < 1e-4
-    with pytest.raises(ValueError, match="interleaved pipeline holds two stages"):
-        session.run(strategy="ddp", workers=2, steps=16, model_options={"depth": 4},
-                    switch={8: {"strategy": "pipeline", "schedule": "interleaved"}}, **GPT)
+    # interleaved: each rank holds two stages (blocks 0 and 2, or 1 and 3), saved and loaded as one
+    deeper = {**GPT, "model_options": {"depth": 4}}
+    alone = session.run(strategy="single", workers=1, steps=12, **deeper)
+    interleaved = session.run(strategy="ddp", workers=2, steps=12, **deeper,
+                              switch={4: {"strategy": "pipeline", "schedule": "interleaved"}, 8: {"strategy": "fsdp"}})
+    assert interleaved.ok, interleaved.error
+    assert relative_gap(interleaved.steps, alone.steps) < 1e-4
 
 
 def test_a_damaged_or_unfitting_state_is_refused_in_one_line(session):
