@@ -134,6 +134,11 @@ def with_switch(settings: dict[str, Any], change: Mapping[str, Any]) -> dict[str
         elif str(new.get("strategy")) == "single" and (new.get("workers") or 1) > 1:
             new["strategy"] = "ddp"
     strategy = str(new.get("strategy"))
+    if strategy == "single":  # one worker sends nothing: what synchronised workers goes, unless asked for
+        if "compression" not in change:
+            new.pop("compression", None), new.pop("error_feedback", None)
+        if "sync" not in change and not str(new.get("sync", "every-step")).startswith("accumulate"):
+            new.pop("sync", None), new.pop("outer_lr", None), new.pop("outer_momentum", None)
     if strategy != "hybrid":
         new.pop("mesh", None), new.pop("hybrid", None)
     if strategy not in ("pipeline", "hybrid"):
@@ -146,9 +151,15 @@ def with_switch(settings: dict[str, Any], change: Mapping[str, Any]) -> dict[str
     return new
 
 
+PRIMARY = ("strategy", "workers", "precision", "compression", "error_feedback", "sync")
+"""What a switch's label always names when it changes; a layout's own settings (a diloco's
+outer lr, a pipeline's micro-batches) only where they changed from a value set before."""
+
+
 def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     """The described settings a switch changed: what a marker on a figure is labelled with."""
-    keys = [k for k in after if k not in ("steps", "warmup_steps") and before.get(k) != after.get(k)]
+    keys = [k for k in after if k not in ("steps", "warmup_steps") and before.get(k) != after.get(k)
+            and (k in PRIMARY or k in before)]
     return {k: after[k] for k in keys}
 
 

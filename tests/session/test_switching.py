@@ -8,7 +8,7 @@ import time
 import pytest
 
 import parakit
-from parakit.config.switch import parse_switch, with_switch
+from parakit.config.switch import changed, parse_switch, with_switch
 from parakit.plots.runs import PLOTS
 from parakit.records.store import state_folder
 
@@ -166,5 +166,10 @@ def test_switch_options_parse_and_apply_as_the_cli_writes_them():
     # one worker means single; more again means ddp; the layout's own settings go with it
     assert with_switch({"strategy": "fsdp", "workers": 2}, {"workers": 1})["strategy"] == "single"
     assert with_switch({"strategy": "single", "workers": 1}, {"workers": 2})["strategy"] == "ddp"
+    # one worker sends nothing: the way workers synchronised goes with them, unless asked for
+    alone = with_switch({"strategy": "ddp", "workers": 2, "compression": "powersgd:4", "sync": "local-sgd:3"},
+                        {"workers": 1})
+    assert "compression" not in alone and "sync" not in alone
+    assert changed({"sync": "every-step"}, {"sync": "diloco:4", "outer_lr": 0.7}) == {"sync": "diloco:4"}
     assert "tp_plan" not in with_switch({"strategy": "tensor", "workers": 2, "tp_plan": {"a": "colwise"}},
                                         {"strategy": "ddp"})
