@@ -35,22 +35,18 @@ STATE_FACTS = "parakit-state.json"
 """Written by rank 0 beside DCP's files once a save is complete: the steps done and the
 settings. A state folder without it did not finish saving."""
 
-MOVABLE = ("single", "ddp", "fsdp", "tensor", "pipeline")
-"""Layouts whose state DCP moves here: every parameter keeps its name from the model. A
-pipeline's stages, traced by torch.distributed.pipelining, keep the model's names too
-("blocks.1.attn.q.weight" on the stage that holds block 1), so each rank saves and loads its
-stages' share by name (an interleaved rank's two stages as one: engine/saved_state.py). Hybrid
-meshes and ZeRO's optimizer are not mapped yet."""
+# Every layout's parameters keep the model's names: a pipeline's stages, traced by
+# torch.distributed.pipelining, too ("blocks.1.attn.q.weight" on the stage that holds block 1),
+# so each rank saves and loads its share by name (an interleaved rank's two stages as one:
+# engine/saved_state.py); the hybrids hold DTensors on a 2-D mesh, or pipeline stages
+# replicated, under the same names. ZeRO-1's optimizer is the one exception.
 
 
 def why_not_movable(settings: Mapping[str, Any]) -> str | None:
     """Why a run with these (checked) settings cannot save or load its state, or None."""
-    strategy = str(settings.get("strategy"))
-    if strategy not in MOVABLE:
-        return (f"strategy {strategy} cannot save or load its state yet (its layout is not mapped to the "
-                f"model's parameter names); switches and resume work with {', '.join(MOVABLE)}")
     if settings.get("zero") is not None:
-        return "zero shards the optimizer state in a form DCP does not read; drop zero to switch or resume"
+        return ("zero shards the optimizer state in ZeroRedundancyOptimizer, which has no state dict DCP "
+                "reads; drop zero to switch or resume")
     return None
 
 

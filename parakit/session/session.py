@@ -247,7 +247,7 @@ class Session(SessionTools):
         live = self._live
         if live is None:
             raise RuntimeError("no run that can switch is going on this session (start one with run(); "
-                               "pipeline, hybrid and zero runs cannot switch)")
+                               "a run with zero cannot switch)")
         return live.ask(settings)
 
     def sweep(

@@ -119,7 +119,6 @@ def test_switches_that_cannot_be_made_are_refused_before_any_engine_is_touched(s
     bad = [
         ({8: {"batch_size": 16}}, "batch_size cannot be switched"),
         ({30: {"strategy": "fsdp"}}, "between 1 and 23"),
-        ({8: {"strategy": "hybrid", "workers": 4, "mesh": "2x2"}}, "cannot save or load its state"),
         ({8: {"precision": "fp16"}}, "fp16"),  # not on a CPU, as for a fresh run
         ([8], "switch must be a dict"),
     ]
@@ -144,6 +143,18 @@ def test_a_pipeline_takes_the_state_by_its_stages_parameter_names(session, refer
                               switch={4: {"strategy": "pipeline", "schedule": "interleaved"}, 8: {"strategy": "fsdp"}})
     assert interleaved.ok, interleaved.error
     assert relative_gap(interleaved.steps, alone.steps) < 1e-4
+
+
+def test_the_hybrids_take_the_state_on_their_2d_meshes(session, reference):
+    """2 workers, so each mesh has a dimension of 1: the 2-D code paths (DTensors on a 2-D mesh,
+    a pipeline replicated) without 4 engines on 2 cores."""
+    run = session.run(strategy="ddp", workers=2, steps=24, **GPT, switch={
+        6: {"strategy": "hybrid", "hybrid": "fsdp+tensor", "mesh": "1x2"},
+        12: {"hybrid": "pipeline+ddp", "mesh": "2x1"},
+        18: {"hybrid": "ddp+tensor", "mesh": "2x1"}})
+    assert run.ok, run.error
+    assert [g["settings"].get("hybrid") for g in run.segments] == [None, "fsdp+tensor", "pipeline+ddp", "ddp+tensor"]
+    assert relative_gap(run.steps, reference.steps[:24]) < 1e-4
 
 
 def test_a_damaged_or_unfitting_state_is_refused_in_one_line(session):
