@@ -263,6 +263,11 @@ def test_runs_and_plots_read_the_store(started, shell):
         parakit(shell, f"plot speedup --runs {two.run_id}")
     with pytest.raises(UsageError, match="no run 'nosuch' in .*; see the ids with %parakit runs"):
         parakit(shell, "plot memory --runs nosuch")
+    segments = parakit(shell, "runs --segments")  # a run that never switched is one segment
+    assert set(segments["run_id"]) == {r.run_id for r in stored} and len(segments) > len(stored)  # one switched
+    with pytest.raises(UsageError, match="no run nosuch in"):
+        parakit(shell, f"runs --delete {stored[-1].run_id} nosuch")
+    assert len(read_runs(m.session.runs_dir)) == len(stored)  # every id is checked before any goes
 
 
 def test_plots_in_terminal_ipython_are_html_files_not_a_browser(started, capsys):
