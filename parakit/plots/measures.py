@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from parakit.plots.base import HOVER_RUN, Figure, finish, measured_runs, run_axis, skip_note
 from parakit.records.result import CommBenchResult, RunResult, run_label
+from parakit.plots.switching import mark_switches
 from parakit.records.segments import segment_results
 
 # Stacked in this order, bottom up: compute, then what communication adds, then waiting.
@@ -93,10 +94,10 @@ def power(results: list[RunResult]) -> Figure:
     Returns:
         A line figure, time (s) since the loop began against watts.
     """
-    results = segment_results(results)  # a switched run: a line per segment, on the run's clock
     fig = Figure()
-    drawn, scopes = 0, set()
-    for run in results:
+    drawn, scopes = set(), set()
+    mark_switches(fig, results, axis="time")
+    for run in segment_results(results):  # a switched run: a line per segment, on the run's clock
         seen: set[str] = set()
         lines = 0
         for rank in run.ranks:
@@ -113,8 +114,9 @@ def power(results: list[RunResult]) -> Figure:
                 hovertemplate="%{x:.2f} s: %{y:.0f} W<extra>run " + run.run_id + "</extra>",
             )
             lines += 1
-        drawn += bool(lines)
-    notes = [skip_note(results, drawn, "no power samples"),
+        if lines:
+            drawn.add(run.run_id.split("/")[0])  # a switched run's segments count as the run
+    notes = [skip_note(results, len(drawn), "no power samples"),
              "; ".join(sorted(scopes))]
     return finish(fig, "Power during training", "time since the training loop began (s)", "power (W)", notes)
 

@@ -314,3 +314,37 @@ def test_power_draws_each_device_once_with_its_counter_energy():
     assert list(fig.data[0].y) == [300.0, 310.0] and list(fig.data[0].x) == [0.0, 0.05]
     assert fig.data[0].name == "ddp x2 mlp · H100 · 120.0 J"
     assert "1 run skipped (no power samples)" in fig.layout.title.subtitle.text
+
+
+# -- switched runs ----------------------------------------------------------------------------
+def switched_run():
+    """A run of 4 steps that switched ddp -> fsdp before step 2, each segment with its own rank
+    power samples (on its own loop's clock, as the engines record them)."""
+    def rank(watts):
+        return RankInfo(rank=0, engine_id=0, pid=1, host="h", device="cuda:0", device_name="GPU",
+                        power={"samples": [[0.0, watts, 0, 0], [0.1, watts, 0, 0]], "scope": "GPU", "energy_j": 1.0},
+                        power_device="gpu-0")
+    steps = [StepRecord(step=i, loss=4.0 - i, step_time_s=0.1, rank_step_time_s=[0.1], warmup=i in (0, 2),
+                        time_s=t) for i, t in enumerate([0.1, 0.2, 0.8, 0.9])]  # the switch paused 0.5 s
+    segments = [{"index": k, "first_step": 2 * k, "last_step": 2 * k + 1, "status": OK,
+                 "settings": {"strategy": s, "model": "gpt", "workers": 2}, "label": "start" if k == 0 else s,
+                 "world_size": 2, "switch_s": None if k == 0 else 0.5, "state_save_s": None if k == 0 else 0.2,
+                 "state_load_s": None if k == 0 else 0.2, "summary": {"samples_per_s": 100.0 * (k + 1)},
+                 "ranks": [vars(rank(100 + 50 * k))]} for k, s in enumerate(("ddp", "fsdp"))]
+    return RunResult(run_id="r1", status=OK, config={"strategy": "ddp", "model": "gpt", "workers": 2},
+                     world_size=2, backend="gloo", device=["GPU"], steps=steps, segments=segments)
+
+
+def test_a_switched_run_draws_a_line_per_segment_and_marks_the_switch():
+    run = switched_run()
+    loss = plots.loss([run])
+    assert [list(d.x) for d in loss.data] == [[0, 1], [2, 3]]
+    assert [a.text for a in loss.layout.annotations if a.text.startswith("→")] == ["→ fsdp"]
+    assert [s.x0 for s in loss.layout.shapes if s.line.dash == "dash"] == [1.5]
+    power = plots.PLOTS["power"]([run])
+    # each segment's samples moved onto the run's clock: the second began at 0.8 - 0.1 s
+    assert [list(d.x) for d in power.data] == [[0.0, 0.1], pytest.approx([0.7, 0.8])]
+    assert [s.x0 for s in power.layout.shapes if s.line.dash == "dash"] == [pytest.approx(0.7)]
+    assert list(plots.throughput([run]).data[0].y) == [100.0, 200.0]
+    cost = plots.PLOTS["switches"]([run])
+    assert [d.y[0] for d in cost.data] == pytest.approx([0.2, 0.1, 0.2])  # save, the rest, load
