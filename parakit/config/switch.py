@@ -24,7 +24,7 @@ from typing import Any
 
 SWITCHABLE = ("strategy", "workers", "precision", "compression", "error_feedback", "sync",
               "outer_lr", "outer_momentum", "schedule", "microbatches", "split", "tp_plan", "mesh", "hybrid",
-              "bucket_mb")
+              "bucket_mb", "zero", "activation_checkpointing")
 """Settings a switch may change. The model, data, batch, lr and seed define the training
 itself: changing them would not be the same run going on."""
 
@@ -39,15 +39,8 @@ settings. A state folder without it did not finish saving."""
 # torch.distributed.pipelining, too ("blocks.1.attn.q.weight" on the stage that holds block 1),
 # so each rank saves and loads its share by name (an interleaved rank's two stages as one:
 # engine/saved_state.py); the hybrids hold DTensors on a 2-D mesh, or pipeline stages
-# replicated, under the same names. ZeRO-1's optimizer is the one exception.
-
-
-def why_not_movable(settings: Mapping[str, Any]) -> str | None:
-    """Why a run with these (checked) settings cannot save or load its state, or None."""
-    if settings.get("zero") is not None:
-        return ("zero shards the optimizer state in ZeroRedundancyOptimizer, which has no state dict DCP "
-                "reads; drop zero to switch or resume")
-    return None
+# replicated, under the same names; ZeRO-1's ranks each write their share of the optimizer
+# state under those names too (engine/zero_state.py).
 
 
 def parse_switch(text: str) -> tuple[int, dict[str, str]]:
@@ -77,7 +70,7 @@ def _typed(key: str, text: str) -> Any:
     """A switch's value as the setting takes it: text from a command line made a number or a
     flag where the setting is one (RunConfig checks the value itself)."""
     try:
-        if key in ("workers", "microbatches"):
+        if key in ("workers", "microbatches", "zero"):
             return int(text)
         if key in ("outer_lr", "outer_momentum", "bucket_mb"):
             return float(text)
@@ -144,6 +137,8 @@ def with_switch(settings: dict[str, Any], change: Mapping[str, Any]) -> dict[str
         new.pop("tp_plan", None)
     if strategy != "ddp":
         new.pop("bucket_mb", None)
+        if new.get("zero") == 1 and "zero" not in change:  # ZeRO-1 is ddp's; fsdp shards by itself
+            new.pop("zero")
     return new
 
 

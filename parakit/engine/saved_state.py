@@ -33,6 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from parakit.config.switch import STATE_FACTS as FACTS  # its presence says a save finished
+from parakit.engine.zero_state import flat_state, is_zero, load_flat_state
 
 
 # Flattened, the optimizer's state and its groups' settings are keyed by parameter name
@@ -67,7 +68,11 @@ def merged(modules: list[torch.nn.Module]) -> torch.nn.Module:
 def save(parallel, optimizer, path: str, *, step: int, settings: dict, rank: int, alone: bool) -> float:
     """Save model, optimizer and RNG state after ``step`` steps to ``path``. Returns seconds."""
     started = time.perf_counter()
-    model_sd, optim_sd = get_state_dict(_model(parallel), optimizer, options=FLAT)
+    model = _model(parallel)
+    if is_zero(optimizer):  # ZeRO-1: each rank its share, under the same flattened names
+        model_sd, optim_sd = get_model_state_dict(model), flat_state(model, optimizer)
+    else:
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=FLAT)
     dcp.save({"model": model_sd, "optim": optim_sd, "rng": torch.get_rng_state()},
              checkpoint_id=path, no_dist=alone)  # note: collectives with every rank (plans, barrier)
     if rank == 0:
@@ -94,7 +99,12 @@ def load_optimizer(parallel, optimizer, path: str, *, alone: bool) -> None:
     first makes the state exist (a step with zero gradients and lr 0), so DCP has tensors of
     the right shapes and shardings to read into."""
     model = _model(parallel)
-    state = {"optim": get_optimizer_state_dict(model, optimizer, options=FLAT)}
-    dcp.load(state, checkpoint_id=path, no_dist=alone)
-    set_optimizer_state_dict(model, optimizer, state["optim"], options=FLAT)
+    if is_zero(optimizer):
+        state = {"optim": flat_state(model, optimizer)}
+        dcp.load(state, checkpoint_id=path, no_dist=alone)
+        load_flat_state(model, optimizer, state["optim"])
+    else:
+        state = {"optim": get_optimizer_state_dict(model, optimizer, options=FLAT)}
+        dcp.load(state, checkpoint_id=path, no_dist=alone)
+        set_optimizer_state_dict(model, optimizer, state["optim"], options=FLAT)
     optimizer.zero_grad(set_to_none=True)  # the zero gradients of that step are not the run's

@@ -246,8 +246,7 @@ class Session(SessionTools):
             time.sleep(0.05)  # a run just started is checking its settings: its switch comes next
         live = self._live
         if live is None:
-            raise RuntimeError("no run that can switch is going on this session (start one with run(); "
-                               "a run with zero cannot switch)")
+            raise RuntimeError("no run that can switch is going on this session (start one with run())")
         return live.ask(settings)
 
     def sweep(

@@ -18,7 +18,7 @@ from typing import Any
 
 from parakit.cluster.launch import launch
 from parakit.config.run import RunConfig, Strategy
-from parakit.config.switch import STATE_FACTS, Segment, check_settings, why_not_movable, with_switch
+from parakit.config.switch import STATE_FACTS, Segment, check_settings, with_switch
 from parakit.records.rank import rank_info
 from parakit.records.result import FAILED, RunResult, headline, new_run_id, now_iso, run_label
 from parakit.records.run_cost import record_costs
@@ -48,10 +48,7 @@ class LiveSwitch:
             if self._asked is not None:
                 raise RuntimeError("a switch is already on its way; wait for it before asking another")
             settings = with_switch(self.settings, check_settings(change))
-            config = self.session.config(**settings)  # the checks of a fresh run, before any signal
-            refusal = why_not_movable(config.describe())
-            if refusal:
-                raise ValueError(refusal)
+            self.session.config(**settings)  # the checks of a fresh run, before any signal
             self._asked, self._answer = (settings, change), None
             self._answered.clear()
             self.event.set()
@@ -82,7 +79,7 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
     plan, state_in, first, settings = go_on.plan, go_on.state_in, go_on.first_step, go_on.settings
     run_id = new_run_id()
     final = state_folder(session.runs_dir, run_id) if save_state else None
-    live = LiveSwitch(session, settings, config.steps) if go_on.movable else None
+    live = LiveSwitch(session, settings, config.steps)
     session._live = live
     printer = ProgressPrinter(config) if session.progress and on_progress is None else None
     ends = [first + step for step, _ in plan] + [first + config.steps]
@@ -95,11 +92,11 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
             seg_config = session.config(**{**settings, "steps": n, "warmup_steps": min(config.warmup_steps, n - 1)})
             last = end == ends[-1]
             out = str(final) if last and final else str(_temp(session.runs_dir, run_id, len(parts), temps))
-            segment = Segment(first_step=step, state_in=state_in, state_out=out if live else None,
+            segment = Segment(first_step=step, state_in=state_in, state_out=out,
                               save_at_end=not last or bool(final), save_on_stop=bool(final))
             progress = _offset(on_progress or printer, step - first, config.steps)
             part, reports = launch_segment(session, seg_config, segment, progress, prices,
-                                           live.event if live else None)
+                                           live.event)
             load_s = _slowest(reports, "state_load_s")
             # Training paused from the last rank's last step to the last rank's first step again.
             began = _slowest(reports, "loop_started_at")
@@ -109,7 +106,7 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
             previous, save_s, ended = part.config, _slowest(reports, "state_save_s"), _slowest(reports, "loop_ended_at")
             step += len(part.steps)
             state_in = out
-            asked = live.take() if live else None
+            asked = live.take()
             switched = any(r is not None and r.switching for r in reports)
             if not part.ok or (len(part.steps) < n and not switched) or step >= ends[-1]:
                 if asked:
@@ -119,13 +116,12 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
                 settings = with_switch(settings, plan[ends.index(end)][1])
             if asked:
                 settings = _asked_on_top(session, settings, asked[1], live, step)
-            if live:
-                live.settings = settings
+            live.settings = settings
             if printer:
                 printer.label = run_label(session.config(**settings).describe())
     finally:
         session._live = None
-        if live and live.take():
+        if live.take():
             live.answer("the run ended before the switch could take effect")
         for folder in temps:
             shutil.rmtree(folder, ignore_errors=True)

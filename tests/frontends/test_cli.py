@@ -39,7 +39,7 @@ def parakit(*args, cwd=None, timeout=300):
         (["--precision", "fp16", "--device", "cpu"], "fp16 with loss scaling needs a GPU"),
         (["--switch", "4:batch_size=8"], "batch_size cannot be switched"),
         (["--switch", "4:workers=two"], "workers in a switch must be a number"),
-        (["--zero", "1", "--save-state"], "zero shards the optimizer state"),
+        (["--strategy", "fsdp", "--switch", "4:zero=1"], "zero=1 applies to ddp, not fsdp"),
         (["--resume", "20990101-000000-abcdef"], "has no saved state"),
         (["--compression", "topk:2"], "ratio must be in (0, 1]"),
         (["--strategy", "pipeline", "--compression", "powersgd:4"], "does not apply to pipeline"),

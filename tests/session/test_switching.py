@@ -125,8 +125,6 @@ def test_switches_that_cannot_be_made_are_refused_before_any_engine_is_touched(s
     for switch, message in bad:
         with pytest.raises(ValueError, match=message):
             session.run(strategy="ddp", workers=2, steps=24, switch=switch, **GPT)
-    with pytest.raises(ValueError, match="zero shards"):
-        session.run(strategy="ddp", workers=2, steps=24, zero=1, save_state=True, **GPT)
     assert len(list(session.runs_dir.glob("*.json"))) == runs
 
 
@@ -154,6 +152,15 @@ def test_the_hybrids_take_the_state_on_their_2d_meshes(session, reference):
         18: {"hybrid": "ddp+tensor", "mesh": "2x1"}})
     assert run.ok, run.error
     assert [g["settings"].get("hybrid") for g in run.segments] == [None, "fsdp+tensor", "pipeline+ddp", "ddp+tensor"]
+    assert relative_gap(run.steps, reference.steps[:24]) < 1e-4
+
+
+def test_zero_1_shares_of_the_optimizer_state_move_by_name(session, reference):
+    run = session.run(strategy="ddp", workers=2, steps=24, zero=1, **GPT,
+                      switch={8: {"strategy": "fsdp"}, 16: {"strategy": "ddp", "zero": 1}})
+    assert run.ok, run.error
+    assert [(g["settings"]["strategy"], g["settings"].get("zero")) for g in run.segments] == [
+        ("ddp", 1), ("fsdp", None), ("ddp", 1)]  # zero=1 is ddp's: it goes with ddp, and comes back when asked
     assert relative_gap(run.steps, reference.steps[:24]) < 1e-4
 
 
