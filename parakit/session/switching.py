@@ -35,8 +35,8 @@ class LiveSwitch:
     """The run going on, as ``Session.switch`` (another thread) sees it: asks are checked
     against its current settings and answered with the step they took effect at."""
 
-    def __init__(self, session: Any, settings: dict[str, Any], steps: int):
-        self.session, self.settings, self.steps = session, settings, steps
+    def __init__(self, session: Any, settings: dict[str, Any]):
+        self.session, self.settings = session, settings
         self.event = threading.Event()  # set: the watch signals the ranks (cluster/launch.py)
         self._lock = threading.Lock()
         self._asked: tuple[dict[str, Any], dict[str, Any]] | None = None
@@ -79,7 +79,7 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
     plan, state_in, first, settings = go_on.plan, go_on.state_in, go_on.first_step, go_on.settings
     run_id = new_run_id()
     final = state_folder(session.runs_dir, run_id) if save_state else None
-    live = LiveSwitch(session, settings, config.steps)
+    live = LiveSwitch(session, settings)
     session._live = live
     printer = ProgressPrinter(config) if session.progress and on_progress is None else None
     ends = [first + step for step, _ in plan] + [first + config.steps]
@@ -95,8 +95,7 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
             segment = Segment(first_step=step, state_in=state_in, state_out=out,
                               save_at_end=not last or bool(final), save_on_stop=bool(final))
             progress = _offset(on_progress or printer, step - first, config.steps)
-            part, reports = launch_segment(session, seg_config, segment, progress, prices,
-                                           live.event)
+            part, reports = launch_segment(session, seg_config, segment, progress, prices, live.event)
             load_s = _slowest(reports, "state_load_s")
             # Training paused from the last rank's last step to the last rank's first step again.
             began = _slowest(reports, "loop_started_at")
