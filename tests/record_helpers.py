@@ -1,8 +1,13 @@
-"""Hand-built records for tests that need a rank's report without running one."""
+"""Hand-built records for tests that need a rank's report without running one, and the store read
+strictly."""
 
 from __future__ import annotations
 
+import warnings
+
 from parakit.records.rank import RankReport
+from parakit.records.result import RunResult
+from parakit.records.store import read_runs
 
 
 def report(**figures) -> RankReport:
@@ -14,3 +19,10 @@ def report(**figures) -> RankReport:
                  measured_wall_s=None, power=None, power_device="cpu@h", profiler_cost_s=0.0, progress_cost_s=0.0,
                  profiler_on_steps=[], progress_messages=0, gc_collections=None)
     return RankReport(**{**plain, **figures})
+
+
+def quietly_read(folder) -> list[RunResult]:
+    """read_runs, failing on any warning: a half-written or damaged file would show as one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return read_runs(folder)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from parakit.config.switch import change_text, changed
 from parakit.records.result import OK, RankInfo, RunResult, StepRecord
+from parakit.records.summary import diverged_at_step
 
 if TYPE_CHECKING:
     import pandas
@@ -105,7 +106,7 @@ def run_summary(steps: list[StepRecord], parts: list[RunResult], records: list[d
         "switches": len(records) - 1,
         "switch_s": sum(r["switch_s"] or 0.0 for r in records),
         "params_in_sync": parts[-1].summary.get("params_in_sync"),
-        "diverged_at_step": next((s.step for s in steps if s.loss is not None and s.loss != s.loss), None),
+        "diverged_at_step": diverged_at_step(steps),
     }
 
 

@@ -9,13 +9,14 @@ import os
 import pickle
 import subprocess
 import sys
-import warnings
 
 import pytest
 
 import parakit
 from parakit.records.result import CommBenchResult, RankInfo, RunResult, StepRecord
 from parakit.records.store import read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
+
+from record_helpers import quietly_read
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
@@ -32,13 +33,6 @@ def a_run(run_id: str = "20261123-000000-aaaaaa", **changes) -> RunResult:
     for key, value in changes.items():
         setattr(run, key, value)
     return run
-
-
-def quietly_read(folder) -> list[RunResult]:
-    """read_runs, failing on any warning: a half-written or damaged file would show as one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return read_runs(folder)
 
 
 # -- nothing lost: the store -------------------------------------------------------------------

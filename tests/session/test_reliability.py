@@ -13,25 +13,16 @@ import stat
 import subprocess
 import sys
 import time
-import warnings
 
 import psutil
 import pytest
 import torch
 from torch import nn
 
-from parakit.records.result import RunResult
-from parakit.records.store import read_runs
+from record_helpers import quietly_read
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 LOOPBACK = "127.0.0.1"
-
-
-def quietly_read(folder) -> list[RunResult]:
-    """read_runs, failing on any warning: a half-written or damaged file would show as one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return read_runs(folder)
 
 
 # -- nothing lost: a client killed in the middle of a run ---------------------------------------
