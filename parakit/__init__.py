@@ -16,6 +16,7 @@ _PUBLIC = {
     "RunConfig": "parakit.config.run",
     "RunResult": "parakit.records.result",
     "advise": "parakit.advisor.advice",
+    "compare": "parakit.records.intervals",
     "Session": "parakit.session.session",
     "load_runs": "parakit.records.store",
     "delete_run": "parakit.records.store",

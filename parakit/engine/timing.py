@@ -86,12 +86,15 @@ class MeasuredWindow:
         makes garbage would add to the steps, counted."""
         self._start: float | None = None
         self._gc0: list[int] = []
+        self.load = MachineLoad()
+        """How busy the host was during the window: what others' processes could add to the steps."""
 
     def begin(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()  # note: one sync, at the warm-up's end: its work stays out
         self.meter.begin()
         self._gc0 = [g["collections"] for g in gc.get_stats()]
+        self.load.begin()
         self._start = time.perf_counter()
 
     def end(self, failed: bool = False):
@@ -102,5 +105,46 @@ class MeasuredWindow:
         if self.cuda and not failed:
             torch.cuda.synchronize()  # note: the window ends when the GPU's work does
         wall_s = time.perf_counter() - self._start
+        self.load.end(wall_s)
         self.gc_collections = [g["collections"] - c for g, c in zip(gc.get_stats(), self._gc0)]
         return wall_s, self.meter.end()
+
+
+class MachineLoad:
+    """The host's busy CPU time and this process's own over a window (psutil), so the summary
+    can tell how much CPU other processes took from the run (records.machine_load). Two reads
+    of /proc at the window's ends, ~0.1 ms each; nothing during the steps."""
+
+    def __init__(self):
+        self.figures: dict | None = None
+        self._begin: tuple[float, float] | None = None
+
+    @staticmethod
+    def _read() -> tuple[float, float]:
+        import psutil  # a dependency of ipyparallel's engines
+
+        host = psutil.cpu_times()
+        busy = sum(host) - host.idle - getattr(host, "iowait", 0.0)
+        own = psutil.Process().cpu_times()  # every thread of this engine: gloo's, the profiler's
+        return busy, own.user + own.system
+
+    def begin(self) -> None:
+        try:
+            self._begin = self._read()
+        except Exception:  # noqa: BLE001 - an unreadable counter leaves the figure None, the run goes on
+            self._begin = None
+
+    def end(self, window_s: float) -> None:
+        if self._begin is None:
+            return
+        try:
+            import socket
+
+            import psutil
+
+            busy, own = self._read()
+            self.figures = {"host": socket.gethostname(), "cpus": psutil.cpu_count() or 1,
+                            "busy_cpu_s": busy - self._begin[0], "own_cpu_s": own - self._begin[1],
+                            "window_s": window_s}
+        except Exception:  # noqa: BLE001
+            self.figures = None

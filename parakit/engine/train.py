@@ -346,6 +346,7 @@ def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
         # parakit's own instruments outside the steps' timers (profiler, progress messages)
         profiler_cost_s=run.profiler.cost_s, progress_cost_s=run.window.cost_s,
         profiler_on_steps=run.profiler.enabled_steps, progress_messages=run.window.messages,
+        machine_load=run.window.load.figures,
         progress_failures=run.publisher.failures, gc_collections=run.window.gc_collections,
         traces=run.profiler.traces or None,
         **pipeline_figures(parallel.stats(), step_times, config.warmup_steps),

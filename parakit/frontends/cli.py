@@ -14,7 +14,7 @@ from pathlib import Path
 
 from parakit.records.store import delete_run, read_runs
 from parakit.session.preflight import check_bench, check_continuation, check_run, check_runs, engines_here
-from parakit.session.sweep import combinations
+from parakit.session.sweep import combinations, repeated
 from parakit.frontends import names, options, text
 from parakit.frontends.advisor_cli import add_advise_parser, advise_command
 from parakit.frontends.demo import demo_command
@@ -113,8 +113,9 @@ def sweep_command(args: argparse.Namespace) -> int:
         lists = names.resolve(lists)
         most = max(lists["workers"]) if lists["workers"] else None
         configs = check_runs(engines_here(workers=most, **where), combinations(**lists))
+        repeated([], args.repeats)
     with Session(max(c.workers for c in configs), **where, prices=options.price_settings(args)) as session:
-        results = session.sweep(on_run=text.sweep_progress, **lists)
+        results = session.sweep(on_run=text.sweep_progress, repeats=args.repeats, **lists)
     print()
     print(text.runs_table(results))
     if args.report:

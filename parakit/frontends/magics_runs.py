@@ -20,7 +20,7 @@ from parakit.plots.runs import loss, speedup
 from parakit.records.result import RunResult
 from parakit.config.switch import SWITCHABLE
 from parakit.session.preflight import check_continuation, check_count, check_run
-from parakit.session.sweep import combinations
+from parakit.session.sweep import combinations, repeated
 
 if TYPE_CHECKING:
     from parakit.frontends.panel import Panel
@@ -138,15 +138,18 @@ class RunMagics(EngineMagics):
         one runs. Returns the runs.
 
         In [1]: %parakit sweep --workers 1,2 --strategy ddp --precision fp32,bf16 --compression none,powersgd:4
+        In [2]: %parakit sweep --workers 1,2 --repeats 3   # each alternated 3 times: narrower intervals
         """
         args = self._parse(self._sweep, rest)
         with checked:
             lists = names.resolve(options.sweep_settings(args), self._namespace())
+            repeated([], args.repeats)  # checked before any engine starts
         session = self._idle(self._session(args, combinations(**lists)))
 
         with checked:
             results = session.sweep(on_run=text.sweep_progress if session.progress else None,
-                                    prices=options.price_settings(args, session.prices), **lists)
+                                    prices=options.price_settings(args, session.prices), repeats=args.repeats,
+                                    **lists)
         if results and results[-1].status == "stopped":
             print(f"[parakit] sweep stopped after {len(results)} runs")
         display(comparison_table(results))

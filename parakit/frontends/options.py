@@ -12,13 +12,13 @@ import contextlib
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from parakit.config.hosts import Launcher
 from parakit.config.prices import Prices
 from parakit.config.switch import parse_switch
-from parakit.config.run import Hybrid, Precision, Schedule, Strategy
+from parakit.config.run import Hybrid, Precision, Schedule, Strategy, Workload
 from parakit.records.store import DEFAULT_RUNS_DIR
 
 
@@ -241,6 +241,9 @@ def add_sweep_options(p: argparse.ArgumentParser) -> None:
     for name, kind, default, example in SWEEP_LISTS:
         p.add_argument(f"--{name}", type=comma_list(kind), default=default, metavar=example,
                        help="worker counts (default: every engine)" if name == "workers" else f"{name}s to try")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="run every combination N times, alternating (A B A B); the 95 %% intervals then "
+                        "come from the repeats' own spread (default 1)")
 
 
 def sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -350,3 +353,16 @@ def checked_calibration(data: dict[str, Any] | None):
     from parakit.advisor.inputs import Calibration
 
     return None if data is None else Calibration.from_dict(data)
+
+
+def own_models(models: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``Panel(models=...)`` as run settings per name; one line naming a wrong entry."""
+    out = {}
+    for name, given in (models or {}).items():
+        parts = given if isinstance(given, tuple) else (given,)
+        if not isinstance(name, str) or name in {w.value for w in Workload} or not 1 <= len(parts) <= 3 \
+                or not callable(parts[0]):
+            raise ValueError(f"models[{name!r}] must be a model (a zero-argument callable) or a tuple "
+                             "(model, data[, loss]), under a name that is not a built-in's")
+        out[name] = {k: v for k, v in zip(("model", "data", "loss"), parts) if v is not None}
+    return out

@@ -25,9 +25,12 @@ from parakit.config.run import RunConfig, Workload
 from parakit.config.layouts import Strategy
 from parakit.config.levers import Compression, CompressionKind, Precision
 from parakit.config.switch import change_text
+from parakit.frontends.options import own_models
 from parakit.frontends.panel_figures import PanelFigures
+from parakit.plots.runs import speedup_table
 from parakit.records.result import OK, STOPPED, RunResult, headline, run_label
 from parakit.session.session import Session
+from parakit.session.sweep import MAX_REPEATS
 
 DRAW_EVERY_S = 0.25  # each redraw is a message to the browser: 4 a second reads as live
 STOP_WAIT_S = 15.0  # close() waits this long for a stopped run to end
@@ -76,7 +79,7 @@ class Panel:
     """
 
     def __init__(self, session: Session | None = None, models: Mapping[str, Any] | None = None):
-        self.models = _own_models(models)
+        self.models = own_models(models)
         self._own_session = session is None
         self.session = session if session is not None else Session(progress=False)
         self.results: list[RunResult] = []
@@ -130,6 +133,9 @@ class Panel:
         # Shown when the speed-up has no baseline: runs the missing 1-worker run.
         self.baseline_button = widgets.Button(description="Run the 1-worker baseline", icon="play",
                                               layout=widgets.Layout(display="none", width="auto"))
+        # Not a live control: how many times Run runs these settings (intervals from their spread)
+        self.repeats = widgets.BoundedIntText(value=1, min=1, max=MAX_REPEATS, description="repeats",
+                                              layout=widgets.Layout(width="160px"))
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger",
                                           disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=defaults.steps, description="0 steps")
@@ -151,7 +157,7 @@ class Panel:
         controls = widgets.VBox([
             self.strategy, self.precision,
             row(self.compression, self.compression_rank, self.compression_ratio),
-            self.model, row(self.workers, self.steps, self.batch_size),
+            self.model, row(self.workers, self.steps, self.batch_size, self.repeats),
             row(self.run_button, self.stop_button, self.progress, self.baseline_button),
             self.problem, self.status,
         ])
@@ -270,15 +276,23 @@ class Panel:
             self.workers.value, self.strategy.value = workers, strategy
 
     def _run_in_background(self, settings: dict[str, Any]) -> None:
-        result = None
+        result, shown = None, None
         try:
-            if not self._stop_requested:
+            for _ in range(self.repeats.value):
+                if self._stop_requested:
+                    break
+                if result is not None:  # the repeat before: shown as done, this one starts
+                    self._finish(shown := result)
+                    self._live_x, self._live_y = [], []
                 result = self.session.run(on_progress=self._on_progress, **settings)
+                if not result.ok:
+                    break
         except Exception:  # noqa: BLE001 - shown in the panel; the thread must not die silently
             self.log.append_stderr(traceback.format_exc())
         finally:
             try:
-                self._finish(result)
+                if result is not shown or result is None:  # not shown already as a repeat
+                    self._finish(result)
             except Exception:  # noqa: BLE001
                 self.log.append_stderr(traceback.format_exc())
             finally:
@@ -340,7 +354,7 @@ class Panel:
             self.progress.bar_style = {OK: "success", STOPPED: "warning"}.get(result.status, "danger")
             if result.summary.get("diverged_at_step") is not None:
                 self.progress.bar_style = "warning"
-        self.status.value = html.escape(_outcome(result))
+        self.status.value = html.escape(_outcome(result, self.results))
         self._draw_runs()
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
@@ -374,18 +388,13 @@ class Panel:
             self.session.close()
 
 
-def _own_models(models: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """``Panel(models=...)`` as run settings per name; one line naming a wrong entry."""
-    out = {}
-    for name, given in (models or {}).items():
-        parts = given if isinstance(given, tuple) else (given,)
-        if not isinstance(name, str) or name in {w.value for w in Workload} or not 1 <= len(parts) <= 3 \
-                or not callable(parts[0]):
-            raise ValueError(f"models[{name!r}] must be a model (a zero-argument callable) or a tuple "
-                             "(model, data[, loss]), under a name that is not a built-in's")
-        out[name] = {k: v for k, v in zip(("model", "data", "loss"), parts) if v is not None}
-    return out
-
-
-def _outcome(result: RunResult) -> str:
-    return f"{headline(result)} ({result.run_id})"
+def _outcome(result: RunResult, results: list[RunResult]) -> str:
+    """The run's headline, and its speed-up in words where the runs so far hold its baseline:
+    '...; 2 workers: 1.54x (1.31-1.81)' (records/intervals.py, as the tables say it)."""
+    text = f"{headline(result)} ({result.run_id})"
+    if result.ok and result.summary:
+        table = speedup_table(results).set_index("run_id")
+        said = table.at[result.run_id, "said"] if result.run_id in table.index else None
+        if isinstance(said, str):
+            text += f"; {said}"
+    return text

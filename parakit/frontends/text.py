@@ -9,6 +9,7 @@ from typing import Any
 from parakit.advisor.candidates import label
 from parakit.config.prices import usd_text
 from parakit.records.explain import power_note, where_time_went
+from parakit.records.intervals import SAME, interval_text
 from parakit.records.result import headline, run_label
 from parakit.records.run_cost import cost_note
 from parakit.session.progress import size_text
@@ -78,13 +79,30 @@ def advice_table(advice) -> str:
 TABLE_COLUMNS = ["run_id", "label", "samples_per_s", "step_time_ms", "speedup", "efficiency"]
 
 
+def speedup_cell(row: Any) -> str:
+    """A table row's speed-up with its 95 % interval ('1.54x (1.31-1.81)'), 'same (0.93-1.08)'
+    where the interval holds 1, '1.00x' for the baseline itself, '-' without a baseline."""
+    speed = row["speedup"]
+    if speed != speed:
+        return "-"
+    if not isinstance(row.get("verdict"), str):
+        return f"{speed:.2f}x"
+    if row["verdict"] == SAME:
+        return f"same ({row['speedup_low']:.2f}-{row['speedup_high']:.2f})"
+    return interval_text(speed, row["speedup_low"], row["speedup_high"])
+
+
 def runs_table(results: list[Any]) -> str:
-    """Completed runs with samples/s, step time and speed-up, then the baseline runs that are
-    missing (as the demo and ``parakit sweep`` print them)."""
+    """Completed runs with samples/s, step time and speed-up with its 95 % interval, then the
+    verdicts in words and the baseline runs that are missing (as the demo and ``parakit
+    sweep`` print them)."""
     from parakit.plots.runs import speedup_table  # pandas and plotly, only for this table
 
     table = speedup_table(results)
-    lines = [table[TABLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.2f}")]
+    shown = table[TABLE_COLUMNS].assign(speedup=[speedup_cell(row) for _, row in table.iterrows()])
+    lines = [shown.rename(columns={"speedup": "speedup (95 %)"}).to_string(
+        index=False, float_format=lambda v: f"{v:.2f}")]
+    lines += [f"{row['label']}: {row['said']}" for _, row in table.iterrows() if isinstance(row["said"], str)]
     lines += [f"no speed-up without {m}" for m in sorted(set(table["missing_baseline"].dropna()))]
     return "\n".join(lines)
 
@@ -101,7 +119,7 @@ def explained_table(results: list[Any]) -> str:
     ok = [r for r in results if r.ok and r.summary]
     against = runs_frame(ok).set_index("run_id")["baseline"] if ok else {}
     by_id = {r.run_id: r for r in results}
-    head = (f"{'run':<23}{'configuration':<24}{'batch':>6}{'samples/s':>11}{'step ms':>9}{'speed-up':>9}"
+    head = (f"{'run':<23}{'configuration':<24}{'batch':>6}{'samples/s':>11}{'step ms':>9}{'speed-up (95 %)':>24}"
             f"{'compute':>9}{'comm':>8}{'idle':>7}{'cost':>11}")
     lines, why = [head], []
     for r in results:
@@ -111,15 +129,17 @@ def explained_table(results: list[Any]) -> str:
             continue
         row, s = table.loc[r.run_id], r.summary
         ms = lambda key: f"{s[key] * 1e3:.1f}" if s.get(key) is not None else "-"  # noqa: E731
-        speed = "-" if row["speedup"] != row["speedup"] else f"{row['speedup']:.2f}x"
         lines.append(f"{r.run_id:<23}{row['label']:<24.24}{r.config.get('batch_size', ''):>6}"
-                     f"{row['samples_per_s']:>11.1f}{row['step_time_ms']:>9.1f}{speed:>9}"
+                     f"{row['samples_per_s']:>11.1f}{row['step_time_ms']:>9.1f}{speedup_cell(row):>24}"
                      f"{ms('compute_time_s'):>9}{ms('exposed_comm_time_s'):>8}{ms('idle_time_s'):>7}"
                      f"{usd_text(r.cost_usd) if r.cost_usd is not None else '-':>11}")
         ids = against.get(r.run_id)
         first = ids.split(",")[0] if isinstance(ids, str) else None  # repeated baselines: the first
-        why.append(f"  {r.run_id}: {where_time_went(r, by_id.get(first))}")
-    lines += ["(compute, comm and idle: ms of a step, from the profiler; comm is the part not "
+        said = f"{row['said']}; " if isinstance(row["said"], str) else ""
+        why.append(f"  {r.run_id}: {said}{where_time_went(r, by_id.get(first))}")
+    lines += ["(speed-up: against the 1-worker run, with its 95 % interval; 'same' where the interval holds 1: "
+              "no measurable difference)",
+              "(compute, comm and idle: ms of a step, from the profiler; comm is the part not "
               "hidden behind compute)",
               "(cost: the whole run's wall clock x the devices it held x a price per device-hour; "
               "each run's cost_method names the price and its source)", "", "Where the time went:", *why]

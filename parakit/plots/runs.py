@@ -28,13 +28,15 @@ from parakit.plots.base import (
     skip_note,
 )
 from parakit.plots.switching import mark_switches, switch_cost
+from parakit.records.intervals import SAME, Comparison, compare, speedup_text
 from parakit.records.result import RunResult, StepRecord, run_label
 from parakit.records.segments import segment_results
 from parakit.records.store import runs_frame
 
 TABLE_COLUMNS = ["run_id", "label", "model", "strategy", "workers", "samples_per_s", "step_time_ms",
-                 "speedup", "efficiency", "scaling_group", "missing_baseline"]
-_NUMBERS = TABLE_COLUMNS[5:9]
+                 "speedup", "efficiency", "samples_per_s_low", "samples_per_s_high", "speedup_low",
+                 "speedup_high", "verdict", "said", "scaling_group", "missing_baseline"]
+_NUMBERS = TABLE_COLUMNS[5:13]
 
 
 # -- speed-up ------------------------------------------------------------------------------
@@ -50,7 +52,10 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
     Returns:
         One row per run, columns ``TABLE_COLUMNS``. ``speedup`` and ``efficiency``
         (speed-up / workers) are NaN where no baseline exists, never a made-up number;
-        ``missing_baseline`` then says which run would give one.
+        ``missing_baseline`` then says which run would give one. ``speedup_low`` /
+        ``speedup_high``, ``samples_per_s_low`` / ``_high`` are their 95 % intervals,
+        ``verdict`` the words against the baseline and ``said`` the speed-up as every front end
+        says it ("2 workers: 1.54x (1.31-1.81)"), all from records/intervals.py.
 
     Raises:
         ValueError: If ``baseline`` is given but has no measured samples/s.
@@ -64,18 +69,28 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
     for run in runs:
         rate = run.summary["samples_per_s"]
         if baseline is not None:
-            speed, group, missing = rate / baseline.summary["samples_per_s"], None, None
+            found = compare(run, baseline) if run is not baseline else Comparison(1.0, 1.0, 1.0, SAME)
+            speed, low, high, verdict, group, missing = (found.ratio, found.low, found.high,
+                                                         found.verdict if run is not baseline else None, None, None)
         else:
-            speed, group, missing = (frame.at[run.run_id, c] for c in ("speedup", "scaling_group", "missing_baseline"))
+            speed, low, high, verdict, group, missing = (frame.at[run.run_id, c] for c in (
+                "speedup", "speedup_low", "speedup_high", "verdict", "scaling_group", "missing_baseline"))
+        said = speedup_text(run.world_size, speed, low, high) if _known(speed) and isinstance(verdict, str) else None
         step_s = run.summary.get("step_time_s")
         rows.append([run.run_id, run_label(run.config, run.world_size), model_label(run),
                      run.config.get("strategy"), run.world_size,
                      rate, step_s * 1e3 if step_s is not None else None,
-                     speed, speed / run.world_size if speed is not None else None, group, missing])
+                     speed, speed / run.world_size if _known(speed) else None,
+                     run.summary.get("samples_per_s_low"), run.summary.get("samples_per_s_high"),
+                     low, high, verdict, said, group, missing])
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     # None -> NaN in float columns (not an object column); NaN is "no number", never 0.
     table = table.astype({col: float for col in _NUMBERS})
     return table.sort_values(["model", "workers", "strategy"], kind="stable", ignore_index=True)
+
+
+def _known(value) -> bool:
+    return value is not None and value == value  # NaN is not equal to itself
 
 
 def speedup(results: list[RunResult], baseline: RunResult | None = None) -> Figure:
@@ -105,13 +120,21 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> Figu
     fig = Figure()
     for line, group in drawn.groupby("line", sort=True):
         group = group.sort_values("workers")
+        # Error bars from the same 95 % intervals the table and the verdicts use.
         fig.add_scatter(
             x=group["workers"], y=group["speedup"], mode="lines+markers",
             name=line.removeprefix("strong: ").removeprefix("weak: ") if baseline is None else line,
-            customdata=group[["run_id", "strategy", "workers", "samples_per_s", "efficiency"]],
-            hovertemplate=HOVER_RUN + "<br>speed-up %{y:.2f}x, efficiency %{customdata[4]:.0%}"
-            "<br>%{customdata[3]:.1f} samples/s<extra></extra>",
+            error_y={"type": "data", "array": (group["speedup_high"] - group["speedup"]).tolist(),
+                     "arrayminus": (group["speedup"] - group["speedup_low"]).tolist(), "thickness": 1.5},
+            customdata=group[["run_id", "strategy", "workers", "samples_per_s", "efficiency",
+                              "speedup_low", "speedup_high"]].assign(verdict=group["verdict"].fillna("the baseline")),
+            hovertemplate=HOVER_RUN + "<br>speed-up %{y:.2f}x (95 %: %{customdata[5]:.2f}-%{customdata[6]:.2f}), "
+            "%{customdata[7]}<br>efficiency %{customdata[4]:.0%}, %{customdata[3]:.1f} samples/s<extra></extra>",
         )
+    beyond = drawn[drawn["speedup_low"] > drawn["workers"]]
+    if not beyond.empty:
+        fig.add_scatter(x=beyond["workers"], y=beyond["speedup"], mode="markers", name="beyond the ideal",
+                        marker={"symbol": "star-open", "size": 16, "color": "crimson"}, hoverinfo="skip")
     top = int(drawn["workers"].max())
     fig.add_scatter(
         x=[1, top], y=[1, top], mode="lines", name="ideal (linear)",
@@ -122,8 +145,14 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> Figu
     notes = [skip_note(results, len(table), "failed, stopped or unmeasured"),
              f"{count(no_base, 'run')} without a 1-worker baseline" if no_base else ""]
     notes += [f"missing: {m}" for m in missing]
-    return finish(fig, "Speed-up vs 1 worker (samples/s)", "workers (ranks)",
+    if not beyond.empty:
+        notes.append(SUPERLINEAR)
+    return finish(fig, "Speed-up vs 1 worker (samples/s), 95 % intervals", "workers (ranks)",
                    "speed-up (x)", notes)
+
+
+SUPERLINEAR = ("starred: faster than the ideal beyond its interval; each worker's smaller share may fit a "
+               "faster cache, or the 1-worker baseline ran slow (repeat both: repeats=3)")
 
 
 # -- per run -------------------------------------------------------------------------------
@@ -138,15 +167,19 @@ def throughput(results: list[RunResult]) -> Figure:
     """
     results = segment_results(results)  # a switched run: a bar per segment
     runs = measured_runs(results, "samples_per_s")
+    rates = [r.summary["samples_per_s"] for r in runs]
     fig = Figure(go.Bar(
-        x=[r.run_id for r in runs], y=[r.summary["samples_per_s"] for r in runs],
+        x=[r.run_id for r in runs], y=rates,
+        # 95 % intervals (records/intervals.py); a record from before they existed has none
+        error_y={"type": "data", "array": [(r.summary.get("samples_per_s_high") or v) - v for r, v in zip(runs, rates)],
+                 "arrayminus": [v - (r.summary.get("samples_per_s_low") or v) for r, v in zip(runs, rates)]},
         customdata=[[r.run_id, r.config.get("strategy"), r.world_size, model_label(r)]
                     for r in runs],
         texttemplate="%{y:.0f}", textposition="outside",
         hovertemplate=HOVER_RUN + "<br>%{customdata[3]}<br>%{y:.1f} samples/s<extra></extra>",
     ))
     run_axis(fig, runs)
-    return finish(fig, "Throughput per run (median step)", "run", "samples/s",
+    return finish(fig, "Throughput per run (median step, 95 % intervals)", "run", "samples/s",
                    [skip_note(results, len(runs), "failed, stopped or unmeasured")])
 
 

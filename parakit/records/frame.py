@@ -21,8 +21,12 @@ Every other setting that changes the work or its speed must match: model, its op
 and loss, batch, precision, sync, compile, the device kind and the number of hosts, so a bf16
 run is never compared with an fp32 baseline. How long a run ran, its seed and learning rate
 and parakit's instruments (``_NOT_COMPARED``) do not split groups.
-Repeated baseline runs count by their median throughput. Where a group has no baseline the
-speed-up is NaN and ``missing_baseline`` says which run would give it one.
+Runs of the same settings and worker count are repeats of one configuration: its throughput
+is their median, and every figure carries a 95 % interval from records/intervals.py (each
+run's own noise and the run-to-run spread, or the repeats' own): ``speedup_low`` /
+``speedup_high``, the same for both efficiencies, and a ``verdict`` against the baseline
+("faster", "slower", "no measurable difference"). Where a group has no baseline the speed-up
+is NaN and ``missing_baseline`` says which run would give it one.
 
 Standard library and pandas over the records layer's frame; no plotting here.
 """
@@ -32,18 +36,20 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import statistics
 from collections import defaultdict
 from typing import Any
 
 import pandas
 
 from parakit.config.run import RunConfig, Strategy
+from parakit.records.intervals import Estimate, combine, ratio
 from parakit.records.result import OK
 
 THROUGHPUT = "samples_per_s"
-NEW_COLUMNS = ("speedup", "strong_efficiency", "weak_efficiency", "scaling_group", "baseline", "missing_baseline")
-_TEXT_COLUMNS = ("scaling_group", "baseline", "missing_baseline")
+NEW_COLUMNS = ("speedup", "speedup_low", "speedup_high", "strong_efficiency", "strong_efficiency_low",
+               "strong_efficiency_high", "weak_efficiency", "weak_efficiency_low", "weak_efficiency_high",
+               "verdict", "repeats", "scaling_group", "baseline", "missing_baseline")
+_TEXT_COLUMNS = ("verdict", "scaling_group", "baseline", "missing_baseline")
 # Settings parakit derives from the worker count unless told otherwise (a hybrid's mesh, a
 # pipeline's micro-batches, twice its ranks): compared, they would split every group apart.
 _FOLLOW_WORKERS = {"workers", "mesh", "microbatches"}
@@ -76,6 +82,9 @@ def add_scaling(frame: pandas.DataFrame) -> pandas.DataFrame:
         A copy with ``speedup``, ``strong_efficiency``, ``weak_efficiency`` (NaN where the run
         is not ok or its group has no 1-worker baseline) and ``scaling_group`` (a label such as
         ``"strong: ddp, gpt, bf16, batch 64"``; missing for runs that are not ok),
+        ``speedup_low`` / ``speedup_high`` and the same for both efficiencies (the 95 %
+        interval), ``verdict`` (against the baseline; None for the baseline's own runs),
+        ``repeats`` (how many runs of the same configuration the figures come from),
         ``baseline`` (the run id(s) the speed-up is taken against) and ``missing_baseline``
         (for an ok run of more than one worker without a baseline: the run that is missing).
     """
@@ -88,25 +97,59 @@ def add_scaling(frame: pandas.DataFrame) -> pandas.DataFrame:
     runs = _ok_runs(out)
     baselines = _Baselines(runs)
     varying = _varying_settings(runs)
+    configurations = _repeats(runs)
     figures = {column: list(out[column]) for column in NEW_COLUMNS}
     for run in runs:
-        strong, weak = baselines.throughput(run, "strong"), baselines.throughput(run, "weak")
+        strong, weak = baselines.estimate(run, "strong"), baselines.estimate(run, "weak")
         kind = "weak" if baselines.spans(run, "weak") and not baselines.spans(run, "strong") else "strong"
         base = weak if kind == "weak" else strong
-        at = run["position"]
+        at, workers = run["position"], run["workers"]
+        own = configurations[_configuration(run)]
+        figures["repeats"][at] = own.repeats
         if base is not None:
-            figures["speedup"][at] = run["throughput"] / base
+            _put(figures, "speedup", at, _against(own, base, run, baselines.ids(run, kind)))
             figures["baseline"][at] = ",".join(baselines.ids(run, kind))
-        elif run["workers"] > 1:
+            if run["run_id"] not in baselines.ids(run, kind):
+                figures["verdict"][at] = ratio(own, base).verdict
+        elif workers > 1:
             figures["missing_baseline"][at] = _missing(run)
         if strong is not None:
-            figures["strong_efficiency"][at] = run["throughput"] / strong / run["workers"]
+            _put(figures, "strong_efficiency", at, _against(own, strong, run, baselines.ids(run, "strong")), workers)
         if weak is not None:
-            figures["weak_efficiency"][at] = run["throughput"] / run["workers"] / weak
+            _put(figures, "weak_efficiency", at, _against(own, weak, run, baselines.ids(run, "weak")), workers)
         figures["scaling_group"][at] = _label(run, kind, varying)
     for column, values in figures.items():
         out[column] = values
     return out
+
+
+def _configuration(run: dict[str, Any]) -> tuple:
+    """Runs of the same settings, batch and worker count: repeats of one configuration."""
+    return tuple(run["settings"].items()), run["batch_size"], run["workers"]
+
+
+def _repeats(runs: list[dict[str, Any]]) -> dict[tuple, Estimate]:
+    """Each configuration's throughput from its repeats, with its noise (records/intervals.py)."""
+    found: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        found[_configuration(run)].append(run)
+    return {key: combine([r["throughput"] for r in same], [r["within_sd"] for r in same])
+            for key, same in found.items()}
+
+
+def _against(own: Estimate, base: Estimate, run: dict[str, Any], base_ids: list[str]) -> tuple[float, float, float]:
+    """The throughput ratio against the baseline with its interval; a baseline run against
+    itself is exactly 1."""
+    if run["run_id"] in base_ids:
+        return 1.0, 1.0, 1.0
+    found = ratio(own, base)
+    return found.ratio, found.low, found.high
+
+
+def _put(figures: dict[str, list], name: str, at: int, value: tuple[float, float, float], workers: int = 1) -> None:
+    """A figure and its interval; efficiencies are ratios per worker (``workers`` divides them)."""
+    for suffix, v in zip(("", "_low", "_high"), value):
+        figures[name + suffix][at] = v / workers
 
 
 def _ok_runs(frame: pandas.DataFrame) -> list[dict[str, Any]]:
@@ -128,7 +171,8 @@ def _ok_runs(frame: pandas.DataFrame) -> list[dict[str, Any]]:
         hosts = row.get("hosts")
         settings["hosts"] = hosts if isinstance(hosts, (int, float)) and not math.isnan(hosts) else None
         runs.append({"position": position, "run_id": row.get("run_id"), "settings": settings, "workers": int(row["workers"]),
-                     "batch_size": int(row["batch_size"]), "throughput": throughput})
+                     "batch_size": int(row["batch_size"]), "throughput": throughput,
+                     "within_sd": _number(row.get("within_run_sd"))})
     return runs
 
 
@@ -137,8 +181,8 @@ class _Baselines:
     the worker counts it holds."""
 
     def __init__(self, runs: list[dict[str, Any]]):
-        self.own: dict[tuple, list[float]] = defaultdict(list)
-        self.single: dict[tuple, list[float]] = defaultdict(list)
+        self.own: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+        self.single: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
         self.own_ids: dict[tuple, list[str]] = defaultdict(list)
         self.single_ids: dict[tuple, list[str]] = defaultdict(list)
         self.counts: dict[tuple, set[int]] = defaultdict(set)
@@ -148,11 +192,11 @@ class _Baselines:
                 continue
             self.counts[key].add(run["workers"])
             if run["workers"] == 1:
-                self.own[key].append(run["throughput"])
+                self.own[key].append(run)
                 self.own_ids[key].append(run["run_id"])
                 if run["settings"].get("strategy") == Strategy.SINGLE.value:
                     stand_in = self.key(run, kind, LAYOUT_COLUMNS)
-                    self.single[stand_in].append(run["throughput"])
+                    self.single[stand_in].append(run)
                     self.single_ids[stand_in].append(run["run_id"])
 
     @staticmethod
@@ -167,13 +211,14 @@ class _Baselines:
         settings = tuple((c, v) for c, v in run["settings"].items() if c != "batch_size" and c not in drop)
         return kind, settings, batch
 
-    def throughput(self, run: dict[str, Any], kind: str) -> float | None:
-        """The baseline's samples_per_s (median of repeats), or None where there is none."""
+    def estimate(self, run: dict[str, Any], kind: str) -> Estimate | None:
+        """The baseline's samples_per_s (the median of its repeats) with its noise, or None
+        where there is none."""
         key = self.key(run, kind)
         if key is None:
             return None
         found = self.own.get(key) or self.single.get(self.key(run, kind, LAYOUT_COLUMNS))
-        return statistics.median(found) if found else None
+        return combine([r["throughput"] for r in found], [r["within_sd"] for r in found]) if found else None
 
     def ids(self, run: dict[str, Any], kind: str) -> list[str]:
         """The run ids the baseline's throughput is the median of."""
@@ -186,7 +231,7 @@ class _Baselines:
         key = self.key(run, kind)
         if key is None:
             return False
-        counts = self.counts[key] | ({1} if self.throughput(run, kind) is not None else set())
+        counts = self.counts[key] | ({1} if self.estimate(run, kind) is not None else set())
         return len(counts) > 1
 
 

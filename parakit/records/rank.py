@@ -124,6 +124,10 @@ class RankReport:
     did not."""
     gc_collections: list[int] | None
     """Cyclic-GC collections per generation during the measured steps; None when none began."""
+    machine_load: dict[str, Any] | None = None
+    """How busy this rank's host was during the measured steps (engine.timing.MachineLoad as a
+    dict: host, cpus, busy_cpu_s, own_cpu_s, window_s); None when psutil could not read it or
+    no measured step began."""
     traces: list[tuple[list[int], str]] | None = None
     """With ``trace=True``: (steps, Chrome-trace JSON) per profiler window; else None."""
     step_end_s: list[float] | None = None

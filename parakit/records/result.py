@@ -205,6 +205,8 @@ def headline(result: RunResult) -> str:
         first = result.error.splitlines()[0] if result.error else ""
         return f"{label} {result.status}: {first}"
     text = f"{label}: {s['samples_per_s']:.1f} samples/s"
+    if s.get("samples_per_s_low") is not None:  # the 95 % interval (records/intervals.py)
+        text += f" (95 %: {s['samples_per_s_low']:.1f}-{s['samples_per_s_high']:.1f})"
     if s.get("wall_samples_per_s") is not None:
         text += f" ({s['wall_samples_per_s']:.1f} by the wall clock)"
     text += f", step {s['step_time_s'] * 1e3:.1f} ms"
@@ -262,3 +264,17 @@ class CommBenchResult:
             return f"{head}, error={self.error!r})"
         peak = max((r["busbw_gbps"] for r in self.rows), default=None)
         return f"{head}, {len(self.rows)} rows" + (f", peak busbw {peak:.2f} GB/s)" if peak else ")")
+
+
+def bench_result(outcome, world: int, backend: str | None, devices: list[str], started: str) -> CommBenchResult:
+    """The record of a benchmark: rank 0's figures (every rank returns the same, the slowest
+    rank's), or the error of a failed or stopped one."""
+    result = CommBenchResult(
+        bench_id=f"comm-{new_run_id()}", status=outcome.status, world_size=world,
+        backend=backend, device=devices, error=outcome.error, started_at=started, ended_at=now_iso(),
+    )
+    if outcome.status == OK and outcome.rank_results:
+        figures = outcome.rank_results[0]
+        result.dtype, result.rows = figures["dtype"], figures["rows"]
+        result.fits, result.skipped = figures["fits"], figures["skipped"]
+    return result

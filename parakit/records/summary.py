@@ -10,9 +10,11 @@ from typing import Any
 
 from parakit.config.formulas import TERA, achieved_flops_per_s, mfu, per_joule
 from parakit.config.run import RunConfig, Strategy
+from parakit.records.intervals import METHOD as INTERVAL_METHOD, run_estimate, still_settling, within_run_sd
+from parakit.records.machine_load import BUSY_SHARE, busy_warning, machine_load
 from parakit.records.memory import memory_methods, memory_summary, memory_unmeasured
 from parakit.records.rank import RankReport
-from parakit.records.result import OK, CommBenchResult, RankInfo, RunResult, StepRecord, new_run_id, now_iso
+from parakit.records.result import RankInfo, RunResult, StepRecord
 
 
 def measure(result: RunResult, config: RunConfig, reports: list[RankReport | None]) -> None:
@@ -53,6 +55,14 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
     summary["diverged_at_step"] = diverged_at_step(result.steps)
     if summary["diverged_at_step"] is not None:
         result.warnings.append(divergence_warning(summary["diverged_at_step"], result.steps, config))
+    settling = still_settling([s.step_time_s for s in result.steps if not s.warmup])
+    if settling and settling not in result.warnings:
+        result.warnings.append(settling)
+    summary.update(machine_load(returned, wall_s))
+    if summary["other_cpu_share"] is not None and summary["other_cpu_share"] > BUSY_SHARE:
+        busy = busy_warning(summary)
+        if busy not in result.warnings:
+            result.warnings.append(busy)
     # The meter's window is the measured steps': per-sample figures cover what the throughput does.
     trained = config.batch_size * summary["measured_steps"]
     power, reason = power_summary(ranks, trained)
@@ -189,6 +199,9 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
     measured = [s for s in steps if not s.warmup] or steps
     times = [s.step_time_s for s in measured]
     step_time = statistics.median(times)
+    # How sure the median is: records/intervals.py, the one rule for every interval.
+    noise = within_run_sd(times)
+    interval = run_estimate(step_time, noise)
     losses = [s.loss for s in steps if s.loss is not None]
     peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
     digests = [r.params_digest for r in ranks if r.params_digest]
@@ -197,8 +210,13 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
         "step_time_s": step_time,
         "step_time_min_s": min(times),
         "step_time_max_s": max(times),
+        "step_time_s_low": interval.low,
+        "step_time_s_high": interval.high,
         # At the median step, so one slow step on a noisy machine does not move it.
         "samples_per_s": config.batch_size / step_time,
+        "samples_per_s_low": config.batch_size / interval.high,
+        "samples_per_s_high": config.batch_size / interval.low,
+        "within_run_sd": noise,
         "measured_steps": len(measured),
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
@@ -273,6 +291,11 @@ def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
         "step_time_s": f"slowest rank per step, {window} (min {summary['step_time_min_s']:.4g} s, "
                        f"max {summary['step_time_max_s']:.4g} s); CUDA events on GPU, wall clock on CPU",
         "samples_per_s": "global batch size / step_time_s",
+        "samples_per_s_low": INTERVAL_METHOD,
+        "step_time_s_low": INTERVAL_METHOD,
+        "other_cpu_share": ("CPU time other processes used during the measured steps (psutil: the host's busy "
+                            "CPU time less this run's engines' own), over the host's CPU capacity in that window; "
+                            "the busiest host"),
         "wall_samples_per_s": (f"global batch size x {n} measured steps / their wall clock, from the first "
                                "measured step's start to the last one's end, everything between steps "
                                "included; slowest rank"),
@@ -360,17 +383,3 @@ def flops_summary(rank0: RankReport | None, step_time_s: float,
     elif out["mfu"] is None:
         why["mfu"] = no_peak
     return out, why
-
-
-def bench_result(outcome, world: int, backend: str | None, devices: list[str], started: str) -> CommBenchResult:
-    """The record of a benchmark: rank 0's figures (every rank returns the same, the slowest
-    rank's), or the error of a failed or stopped one."""
-    result = CommBenchResult(
-        bench_id=f"comm-{new_run_id()}", status=outcome.status, world_size=world,
-        backend=backend, device=devices, error=outcome.error, started_at=started, ended_at=now_iso(),
-    )
-    if outcome.status == OK and outcome.rank_results:
-        figures = outcome.rank_results[0]
-        result.dtype, result.rows = figures["dtype"], figures["rows"]
-        result.fits, result.skipped = figures["fits"], figures["skipped"]
-    return result

@@ -22,7 +22,7 @@ from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame
 from parakit.session.preflight import Engines, check_run, engines_here
 from parakit.session.fit import FitResult, run_fit
 from parakit.session.progress import StatusLine, note
-from parakit.session.sweep import combinations, run_sweep, said_in_a_terminal
+from parakit.session.sweep import combinations, repeated, run_sweep, said_in_a_terminal
 from parakit.session.switching import LiveSwitch, run_segments
 from parakit.session.tools import SessionTools
 
@@ -255,6 +255,7 @@ class Session(SessionTools):
         *,
         on_run: Callable[[int, int, str, RunResult | None], None] | None = None,
         prices: Prices | None = None,
+        repeats: int = 1,
         **settings: Any,
     ) -> list[RunResult]:
         """Run every combination of lists of settings, one after another, each saved like a run.
@@ -268,6 +269,8 @@ class Session(SessionTools):
             on_run: called before each run with (i, n, label, None) and after it with
                 (i, n, label, result) instead of a printed line per run.
             prices: the prices to cost these runs with, instead of the session's.
+            repeats: run every combination this many times, alternating (A B A B, not A A B B);
+                the intervals then come from the repeats' own spread (records/intervals.py).
             **settings: any RunConfig field; for model, batch_size, strategy, precision,
                 compression and sync a list means each of them (``sweep.SWEEPABLE``).
 
@@ -279,7 +282,7 @@ class Session(SessionTools):
                 touched then).
         """
         said = said_in_a_terminal if self.progress else None
-        return run_sweep(self, combinations(workers, **settings), on_run or said, prices)
+        return run_sweep(self, repeated(combinations(workers, **settings), repeats), on_run or said, prices)
 
     def fit(self, model: Any = "gpt", vary: str = "depth", memory_limit: int | str = "1GB",
             strategies: Any = ("ddp", "fsdp"), workers: int | None = None, *, start: int | None = None,

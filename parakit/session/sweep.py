@@ -38,6 +38,21 @@ def combinations(workers: Any = None, **settings: Any) -> list[dict[str, Any]]:
             for values in itertools.product(*lists.values())]
 
 
+def repeated(combos: list[dict[str, Any]], repeats: Any) -> list[dict[str, Any]]:
+    """The combinations ``repeats`` times over, alternating: A B A B, so a drift of the machine
+    (the other core's load, a warming cache) falls on every configuration alike.
+
+    Raises:
+        ValueError: ``repeats`` is not a whole number from 1 to 20.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        raise ValueError(f"repeats must be a whole number from 1 to {MAX_REPEATS} (got {repeats!r})")
+    return [dict(combo) for _ in range(repeats) for combo in combos]
+
+
+MAX_REPEATS = 20
+
+
 def run_sweep(session: Any, combos: list[dict[str, Any]],
           on_run: Callable[[int, int, str, RunResult | None], None] | None = None,
           prices: Any = None) -> list[RunResult]:

@@ -12,7 +12,7 @@ from parakit.cluster.launch import run_code, run_on_ranks
 from parakit.engine.commbench import bench_on_engine
 from parakit.records.result import CommBenchResult, now_iso
 from parakit.records.store import read_comm_benches, save_comm_bench
-from parakit.records.summary import bench_result
+from parakit.records.result import bench_result
 from parakit.session.preflight import check_bench, check_count
 from parakit.session.progress import ProgressPrinter
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from parakit.frontends.text import speedup_cell
 from parakit import load_runs
 
 
@@ -97,9 +98,9 @@ def test_sweep_runs_the_product_and_prints_one_speedup_per_run(tmp_path):
     ends = [line for line in out.stdout.splitlines() if line.startswith("[")]  # a line per run, as it ends
     assert len(ends) == 4 and any(ends[-1].startswith(f"[4/4] {i} ddp x2 mlp bf16: ") for i in frame.index), ends
     assert len(frame) == 4
-    for run_id, row in frame.iterrows():  # the table's speed-up is the runs frame's
+    for run_id, row in frame.iterrows():  # the table's speed-up, interval and all, is the runs frame's
         line = next(line for line in out.stdout.splitlines() if line.startswith(run_id))
-        assert line.split()[-2] == f"{row['speedup']:.2f}"
+        assert speedup_cell(row) in line and line.split()[-1] == f"{row['strong_efficiency']:.2f}"
 
 
 def test_sweep_refuses_a_combination_that_does_not_fit_before_any_engine(tmp_path):
