@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 LEVEL = 0.95
 Z = 1.959964  # the normal quantile of a two-sided 95 % interval
-RUN_TO_RUN_SD = 0.07
+RUN_TO_RUN_SD = 0.10
 """Standard deviation of log(median step time) between fresh identical runs, beyond what each
 run's own steps show: measured on 2 CPU cores by benchmarks/interval_coverage.py
 (docs/benchmarks.md). Used where a configuration has fewer than 3 repeats to measure its own."""

@@ -17,13 +17,12 @@ step's time.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from parakit.config.switch import change_text, changed
 from parakit.records.result import OK, RankInfo, RunResult, StepRecord
-from parakit.records.summary import diverged_at_step
+from parakit.records.summary import diverged_at_step, step_figures, timed_steps
 
 if TYPE_CHECKING:
     import pandas
@@ -84,18 +83,15 @@ def run_summary(steps: list[StepRecord], parts: list[RunResult], records: list[d
                 batch_size: int) -> dict[str, Any]:
     """The whole run's figures: throughput and step time over every segment's measured steps;
     energy and the switches' time summed; the rest is per segment (``segments``)."""
-    measured = [s.step_time_s for s in steps if not s.warmup] or [s.step_time_s for s in steps]
+    measured = [s for s in steps if not s.warmup] or steps
     losses = [s.loss for s in steps if s.loss is not None]
     walls = [(p.summary.get("wall_samples_per_s"), p.summary.get("measured_steps")) for p in parts]
     wall_s = sum(batch_size * n / w for w, n in walls if w and n) if all(w for w, _ in walls) else None
     energies = [p.summary.get("energy_j") for p in parts]
     peaks = [p.summary.get("peak_mem_bytes") for p in parts if p.summary.get("peak_mem_bytes") is not None]
-    step_time = statistics.median(measured) if measured else None
     return {
-        "step_time_s": step_time,
-        "step_time_min_s": min(measured, default=None),
-        "step_time_max_s": max(measured, default=None),
-        "samples_per_s": batch_size / step_time if step_time else None,
+        # one rule with a run's own: the median step with its interval (records/summary.py)
+        **(step_figures(timed_steps(measured), batch_size) if measured else {}),
         "measured_steps": sum(p.summary.get("measured_steps") or 0 for p in parts),
         "wall_samples_per_s": batch_size * sum(p.summary.get("measured_steps") or 0 for p in parts) / wall_s
         if wall_s else None,

@@ -197,26 +197,12 @@ BREAKDOWN = ("compute_time_s", "comm_time_s", "exposed_comm_time_s", "idle_time_
 def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo]) -> dict[str, Any]:
     """Summary figures over the measured (non-warm-up) steps."""
     measured = [s for s in steps if not s.warmup] or steps
-    times = [s.step_time_s for s in measured]
-    step_time = statistics.median(times)
-    # How sure the median is: records/intervals.py, the one rule for every interval.
-    noise = within_run_sd(times)
-    interval = run_estimate(step_time, noise)
     losses = [s.loss for s in steps if s.loss is not None]
     peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
     digests = [r.params_digest for r in ranks if r.params_digest]
     bubbles = [r.bubble for r in ranks if r.bubble is not None]
     return {
-        "step_time_s": step_time,
-        "step_time_min_s": min(times),
-        "step_time_max_s": max(times),
-        "step_time_s_low": interval.low,
-        "step_time_s_high": interval.high,
-        # At the median step, so one slow step on a noisy machine does not move it.
-        "samples_per_s": config.batch_size / step_time,
-        "samples_per_s_low": config.batch_size / interval.high,
-        "samples_per_s_high": config.batch_size / interval.low,
-        "within_run_sd": noise,
+        **step_figures(timed_steps(measured), config.batch_size),
         "measured_steps": len(measured),
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
@@ -229,6 +215,30 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
         **wire_summary(measured),
         "bubble_ideal": next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
         **breakdown_summary(measured),
+    }
+
+
+def timed_steps(measured: list[StepRecord]) -> list[float]:
+    """The step times the step-time figures are taken over: the measured steps the profiler did
+    not record, where at least 3 are left. Recorded steps run slower (``recorded_step_slowdown``;
+    the first window in a fresh engine process pays the profiler's start-up, 1.2 s outside the
+    steps and up to 2x inside them), so counting them let the instrument move the figure."""
+    plain = [s.step_time_s for s in measured if s.rank_compute_time_s is None]
+    return plain if len(plain) >= 3 else [s.step_time_s for s in measured]
+
+
+def step_figures(times: list[float], batch_size: int) -> dict[str, Any]:
+    """Step time and samples/s at the median step, with their 95 % intervals (records/intervals.py)
+    and the within-run noise they came with. At the median, so one slow step does not move it."""
+    step_time = statistics.median(times)
+    noise = within_run_sd(times)
+    interval = run_estimate(step_time, noise)
+    return {
+        "step_time_s": step_time, "step_time_min_s": min(times), "step_time_max_s": max(times),
+        "step_time_s_low": interval.low, "step_time_s_high": interval.high,
+        "samples_per_s": batch_size / step_time,
+        "samples_per_s_low": batch_size / interval.high, "samples_per_s_high": batch_size / interval.low,
+        "within_run_sd": noise, "timed_steps": len(times),
     }
 
 
@@ -284,7 +294,9 @@ def unrecorded_breakdown(config: RunConfig) -> str:
 def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
     """How each summary figure was obtained, in words, kept in the record beside it."""
     n, w = summary["measured_steps"], config.warmup_steps
-    window = f"median over {n} steps after {w} warm-up steps"
+    window = f"median over {summary['timed_steps']} of the {n} steps after {w} warm-up steps"
+    if summary["timed_steps"] < n:
+        window += " (the profiler's recorded steps left out: they run slower)"
     if config.compile:
         window += " (torch.compile compiles in the first, a warm-up step)"
     out = {

@@ -2,6 +2,7 @@
 2-engine CPU session (conftest's): settings are checked as they change, a run updates the
 figures while it goes, finished runs stay, and Stop ends a run within 5 s."""
 
+import re
 import time
 
 import pytest
@@ -113,6 +114,16 @@ def test_a_run_updates_the_figures_while_it_goes_and_stays_to_compare(panel, ses
     assert list(ddp.x) == [2]
     assert ddp.y[0] == pytest.approx(first.summary["samples_per_s"] / second.summary["samples_per_s"])
     assert any(t.name == "ideal (linear)" for t in panel.speedup_figure.data)
+
+    # repeats: Run runs the settings that many times; the status says the speed-up with its interval
+    panel.strategy.value, panel.workers.value, panel.repeats.value = "ddp", 2, 2
+    panel.run_button.click()
+    last = panel.wait(60)
+    assert [r.world_size for r in panel.results[-2:]] == [2, 2] and all(r.ok for r in panel.results[-2:])
+    assert last is panel.results[-1] and len(panel.results) == 4
+    assert re.search(r"; 2 workers: (\d+\.\d\dx \(|no measurable difference from 1 \()", panel.status.value), \
+        panel.status.value
+    panel.repeats.value = 1
 
 
 def test_stop_ends_the_run_within_5_s_saves_it_and_engines_stay_usable(panel, session):

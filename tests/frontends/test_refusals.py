@@ -85,6 +85,7 @@ CLI = [
     (["demo", "--link", "fast"], "is not RATE[,DELAY]"),
     (["bench", "comm", "--engines", "mpi", "--link", "1gbit"], "drop link, or use engines='local'"),
     (["run", "--cluster-id", "x"], "use engines='attach'"),
+    (["sweep", "--device", "cpu", "--repeats", "21"], "repeats must be a whole number from 1 to 20 (got 21)"),
     pytest.param(["run", "--device", "cuda"], "use device cpu or auto", marks=cpu_only),
     pytest.param(["run", "--gpus", "0"], "gpus=[0] was given, but no GPU is visible", marks=cpu_only),
 ]
@@ -123,6 +124,7 @@ MAGIC = [
     ("sweep --cpu --strategy ddp,nosuch", "1 of 2 combinations do not fit"),
     ("sweep --cpu --workers 0,1", "workers must be >= 1 (got 0); drop them from the lists"),
     ("sweep --cpu --compression powersgd:0", "powersgd rank must be >= 1 (got 0)"),
+    ("sweep --cpu --repeats 0", "repeats must be a whole number from 1 to 20 (got 0)"),
     ("start -n 0", "-n must be >= 1 (got 0)"),
     ("start -n 999 --cpu", "use workers <="),
     ("start --gpus x", "expected a comma-separated list of int, e.g. 1,2 (got 'x')"),

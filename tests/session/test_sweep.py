@@ -7,6 +7,7 @@ import pytest
 
 import parakit
 from parakit.plots.runs import speedup, speedup_table
+from parakit.records.store import runs_frame
 from parakit.session.sweep import combinations
 
 
@@ -46,3 +47,23 @@ def test_a_sweep_runs_every_combination_and_every_view_gives_one_speedup(session
     expected = bf16_two.summary["samples_per_s"] / bf16_one.summary["samples_per_s"]
     assert table.at[bf16_two.run_id, "speedup"] == pytest.approx(expected)
     assert drawn[(2, "ddp, mlp, bf16, batch 16")] == pytest.approx(expected)
+
+
+def test_repeats_alternate_and_give_the_intervals_and_verdicts_of_the_one_rule(session):
+    # batch 16 on 2 CPU workers: the all-reduce costs more than halving the compute saves
+    results = session.sweep([1, 2], model="mlp", batch_size=16, steps=8, repeats=2)
+    assert [r.world_size for r in results] == [1, 2, 1, 2]  # A B A B, not A A B B
+    rows = runs_frame(results)  # the store also counts the earlier test's identical runs as repeats
+    assert list(rows["repeats"]) == [2, 2, 2, 2]
+    two = rows.iloc[1]
+    assert two["verdict"] == "slower" and two["speedup_high"] < 1, two[["speedup", "speedup_low", "speedup_high"]]
+    assert rows.iloc[1]["speedup"] == rows.iloc[3]["speedup"]  # one figure per configuration, from its repeats
+    # identical settings: no measurable difference; the clearly faster one: faster
+    assert parakit.compare(results[2], results[0]).verdict == "no measurable difference"
+    assert parakit.compare(results[0], results[1]).verdict == "faster"
+    for r in results:
+        s = r.summary
+        assert s["samples_per_s_low"] < s["samples_per_s"] < s["samples_per_s_high"]
+        assert s["other_cpu_share"] is not None and 0 <= s["other_cpu_share"] <= 1
+    with pytest.raises(ValueError, match="repeats must be a whole number from 1 to 20"):
+        session.sweep([1], model="mlp", repeats=0)
