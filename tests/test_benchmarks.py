@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cpu_scaling
 import gpu_profile
 import gpu_suite
+import interval_coverage
 import run_all
 import startup
 
@@ -134,3 +135,20 @@ def test_the_first_step_is_the_engine_stamp_or_the_fallback():
     first({"step": 1, "steps": 1, "wall_time_s": 12.5})
     first({"step": 2, "steps": 2, "wall_time_s": 13.0})  # later messages do not replace it
     assert first.end(99.0) == (12.5, True)
+
+
+def test_interval_coverage_counts_the_pairs_whose_interval_holds_the_long_reference():
+    from types import SimpleNamespace
+
+    def run(samples_per_s, within=0.02):
+        return SimpleNamespace(summary={"samples_per_s": samples_per_s, "within_run_sd": within})
+
+    # long runs: 100 and 150 samples/s, a 1.5x reference; short pairs at 1.5x, 1.45x and 3x
+    sessions = [{"long": {1: [run(100)], 2: [run(150)]}, "short": {1: [run(100), run(100)], 2: [run(150), run(145)]}},
+                {"long": {1: [run(100)], 2: [run(150)]}, "short": {1: [run(50)], 2: [run(150)]}}]
+    out = interval_coverage.figures(sessions)
+    assert out["reference_speedup"] == pytest.approx(1.5)
+    assert out["comparisons"] == 3 and out["coverage"] == pytest.approx(2 / 3)
+    assert [r["covers"] for r in out["rows"]] == [True, True, False]
+    assert out["first_run_coverage"] == pytest.approx(0.5) and out["median_relative_width"] > 0
+    assert out["sessions_overlap"] is False  # 1.48x against 3x: the sessions disagree

@@ -135,8 +135,7 @@ def explained_table(results: list[Any]) -> str:
                      f"{usd_text(r.cost_usd) if r.cost_usd is not None else '-':>11}")
         ids = against.get(r.run_id)
         first = ids.split(",")[0] if isinstance(ids, str) else None  # repeated baselines: the first
-        said = f"{row['said']}; " if isinstance(row["said"], str) else ""
-        why.append(f"  {r.run_id}: {said}{where_time_went(r, by_id.get(first))}")
+        why.append(f"  {r.run_id}: {where_time_went(r, by_id.get(first))}")
     lines += ["(speed-up: against the 1-worker run, with its 95 % interval; 'same' where the interval holds 1: "
               "no measurable difference)",
               "(compute, comm and idle: ms of a step, from the profiler; comm is the part not "

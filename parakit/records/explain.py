@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parakit.records.intervals import compare, speedup_text
 from parakit.records.result import RunResult
 
 # The part of the step that is largest names what bounds the run.
@@ -35,7 +36,24 @@ def where_time_went(result: RunResult, baseline: RunResult | None = None) -> str
     its power. A failed run says so; a run without a breakdown says why there is none.
 
     ``baseline``, the 1-worker run its speed-up is taken against (records.frame's rule), adds
-    how compute changed and what communication added: the reason a speed-up is what it is."""
+    the speed-up with its 95 % interval and verdict (records.intervals), how compute changed
+    and what communication added: the reason a speed-up is what it is."""
+    said = against(result, baseline)
+    return f"{said}; {_where(result, baseline)}" if said else _where(result, baseline)
+
+
+def against(result: RunResult, baseline: RunResult | None) -> str | None:
+    """'2 workers: 1.54x (1.31-1.81)' against the 1-worker baseline, or '2 workers: no
+    measurable difference from 1 (0.93-1.08)'; None without a measured pair, or for the
+    baseline itself."""
+    measured = [r for r in (result, baseline) if r is not None and r.ok and (r.summary or {}).get("samples_per_s")]
+    if baseline is None or baseline is result or len(measured) < 2:
+        return None
+    found = compare(result, baseline)
+    return speedup_text(result.world_size, found.ratio, found.low, found.high, baseline.world_size)
+
+
+def _where(result: RunResult, baseline: RunResult | None) -> str:
     s = result.summary
     if not result.ok or not s:
         return f"{result.status}: no measured steps to explain"

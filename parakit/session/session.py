@@ -282,7 +282,8 @@ class Session(SessionTools):
                 touched then).
         """
         said = said_in_a_terminal if self.progress else None
-        return run_sweep(self, repeated(combinations(workers, **settings), repeats), on_run or said, prices)
+        repeated([], repeats)  # checked before anything else
+        return run_sweep(self, combinations(workers, **settings), on_run or said, prices, repeats)
 
     def fit(self, model: Any = "gpt", vary: str = "depth", memory_limit: int | str = "1GB",
             strategies: Any = ("ddp", "fsdp"), workers: int | None = None, *, start: int | None = None,

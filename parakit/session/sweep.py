@@ -5,6 +5,7 @@ magic, ``parakit sweep`` and the demo call it."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,7 @@ def combinations(workers: Any = None, **settings: Any) -> list[dict[str, Any]]:
             for values in itertools.product(*lists.values())]
 
 
-def repeated(combos: list[dict[str, Any]], repeats: Any) -> list[dict[str, Any]]:
+def repeated(combos: list[Any], repeats: Any) -> list[Any]:
     """The combinations ``repeats`` times over, alternating: A B A B, so a drift of the machine
     (the other core's load, a warming cache) falls on every configuration alike.
 
@@ -47,7 +48,7 @@ def repeated(combos: list[dict[str, Any]], repeats: Any) -> list[dict[str, Any]]
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
         raise ValueError(f"repeats must be a whole number from 1 to {MAX_REPEATS} (got {repeats!r})")
-    return [dict(combo) for _ in range(repeats) for combo in combos]
+    return [combo for _ in range(repeats) for combo in combos]
 
 
 MAX_REPEATS = 20
@@ -55,8 +56,9 @@ MAX_REPEATS = 20
 
 def run_sweep(session: Any, combos: list[dict[str, Any]],
           on_run: Callable[[int, int, str, RunResult | None], None] | None = None,
-          prices: Any = None) -> list[RunResult]:
-    """Check every combination against the session's engines, then run them in order.
+          prices: Any = None, repeats: int = 1) -> list[RunResult]:
+    """Check every combination against the session's engines, then run them in order,
+    ``repeats`` times over, alternating (``repeated``); with repeats, say what they cost.
 
     Args:
         session: where they run (a Session: its ``preflight()`` and ``run()``).
@@ -64,6 +66,7 @@ def run_sweep(session: Any, combos: list[dict[str, Any]],
         on_run: called before each run with (i, n, label, None) and after it with
             (i, n, label, result): a front end's progress.
         prices: what to cost every run with (None: the session's; see ``Session.run``).
+        repeats: how many times to run each combination.
 
     Returns:
         The RunResults in run order; a stopped run ends the sweep (it is the last one).
@@ -73,6 +76,8 @@ def run_sweep(session: Any, combos: list[dict[str, Any]],
             first of them).
     """
     configs = check_runs(session.preflight(), combos)
+    combos, configs = repeated(combos, repeats), repeated(configs, repeats)
+    started = time.monotonic()
     results = []
     for i, (settings, config) in enumerate(zip(combos, configs), start=1):
         label = run_label(config.describe(), config.workers)
@@ -84,6 +89,10 @@ def run_sweep(session: Any, combos: list[dict[str, Any]],
             on_run(i, len(combos), label, result)
         if result.status == STOPPED:
             break
+    if repeats > 1 and getattr(session, "progress", False):
+        spent = time.monotonic() - started
+        note(f"{repeats} repeats of {len(combos) // repeats} configuration(s): {spent:.0f} s in all, "
+             f"{spent / repeats:.0f} s a repeat; the intervals come from their spread")
     return results
 
 

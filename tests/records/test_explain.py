@@ -1,6 +1,8 @@
 """The sentence that says where a run's time went: from the run's own breakdown, bytes and
 power; a missing figure is said with its reason."""
 
+import re
+
 import pytest
 
 from parakit.records.explain import bound_by, power_note, where_time_went
@@ -56,3 +58,7 @@ def test_against_its_baseline_it_says_how_compute_changed_and_what_communication
     text = where_time_went(run(2, 22.7, 14.1, 1.6, comm_ms=18.6), baseline=run(1, 12.2, 0, 1.1))
     assert text.endswith("; against 1 worker, compute went 12.2 -> 22.7 ms a step (ideal 6.1) and "
                          "communication added 14.1 ms not hidden")
+    # with throughputs measured, it opens with the speed-up and its interval (records.intervals)
+    two, one = run(2, 22.7, 14.1, 1.6, comm_ms=18.6), run(1, 12.2, 0, 1.1)
+    two.summary["samples_per_s"], one.summary["samples_per_s"] = 100.0, 400.0
+    assert re.match(r"2 workers: 0\.25x \(0\.\d\d-0\.\d\d\); compute-bound: ", where_time_went(two, one))
