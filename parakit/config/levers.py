@@ -61,20 +61,34 @@ class Compression:
     DEFAULT_RANK = 4
     DEFAULT_RATIO = 0.01
 
+    def __post_init__(self):
+        # The checks live here, so a Compression built directly is checked as parsed text is.
+        kind = CompressionKind.parse(self.kind, "compression")
+        object.__setattr__(self, "kind", kind)
+        if kind is CompressionKind.POWERSGD:
+            rank = self.DEFAULT_RANK if self.rank is None else self.rank
+            check_int("powersgd rank", rank, 1)
+            object.__setattr__(self, "rank", rank)
+        elif kind in (CompressionKind.TOPK, CompressionKind.RANDOMK):
+            ratio = self.DEFAULT_RATIO if self.ratio is None else self.ratio
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+                raise ValueError(f"{kind} ratio must be in (0, 1], e.g. {kind}:0.01 (got {ratio})")
+            object.__setattr__(self, "ratio", float(ratio))
+        if (self.rank is not None and kind is not CompressionKind.POWERSGD) or \
+                (self.ratio is not None and kind not in (CompressionKind.TOPK, CompressionKind.RANDOMK)):
+            given = self.rank if self.rank is not None else self.ratio
+            raise ValueError(f"compression {kind} takes no {'rank' if self.rank is not None else 'ratio'} "
+                             f"(got {given})")
+
     @classmethod
     def parse(cls, value: Any) -> "Compression":
         if isinstance(value, cls):
             return value
         kind, arg, text = _kind_and_value(value, CompressionKind, "compression")
         if kind is CompressionKind.POWERSGD:
-            rank = cls.DEFAULT_RANK if not arg else _number(arg, int, "powersgd rank", "powersgd:4")
-            check_int("powersgd rank", rank, 1)
-            return cls(kind, rank=rank)
+            return cls(kind, rank=_number(arg, int, "powersgd rank", "powersgd:4") if arg else None)
         if kind in (CompressionKind.TOPK, CompressionKind.RANDOMK):
-            ratio = cls.DEFAULT_RATIO if not arg else _number(arg, float, f"{kind} ratio", f"{kind}:0.01")
-            if not 0 < ratio <= 1:
-                raise ValueError(f"{kind} ratio must be in (0, 1], e.g. {kind}:0.01 (got {ratio})")
-            return cls(kind, ratio=ratio)
+            return cls(kind, ratio=_number(arg, float, f"{kind} ratio", f"{kind}:0.01") if arg else None)
         if arg:
             raise ValueError(f"compression {kind} takes no value (got {text!r})")
         return cls(kind)
@@ -113,6 +127,29 @@ class Sync:
     fragments: int | None = None
     """F for streaming-diloco: parameter fragments, each synced every H steps, H/F apart."""
 
+    def __post_init__(self):
+        # The checks live here, so a Sync built directly is checked as parsed text is.
+        kind = SyncKind.parse(self.kind, "sync")
+        object.__setattr__(self, "kind", kind)
+        if kind is SyncKind.EVERY_STEP:
+            if self.every != 1 or self.fragments is not None:
+                raise ValueError(f"sync every-step takes no value (got every={self.every}, fragments={self.fragments})")
+            return
+        letter = SYNC_LETTER[kind]
+        check_int(f"{kind} {letter}", self.every, 1)
+        if kind is not SyncKind.STREAMING_DILOCO:
+            if self.fragments is not None:
+                raise ValueError(f"sync {kind} takes no fragments (got {self.fragments})")
+            return
+        example = "streaming-diloco:8,2"
+        if self.fragments is None:
+            raise ValueError(f"sync {kind} needs H and F, e.g. {example} (H steps between a fragment's "
+                             "syncs, F fragments)")
+        check_int(f"{kind} F", self.fragments, 1)
+        if self.every % self.fragments:
+            raise ValueError(f"{kind} H ({self.every}) must be a multiple of F ({self.fragments}): fragments sync "
+                             f"H/F steps apart, e.g. {example}")
+
     @classmethod
     def parse(cls, value: Any) -> "Sync":
         if isinstance(value, cls):
@@ -127,9 +164,7 @@ class Sync:
         letter = SYNC_LETTER[kind]
         if not arg:
             raise ValueError(f"sync {kind} needs a count, e.g. {kind}:4 ({letter} >= 1)")
-        every = _number(arg, int, f"{kind} {letter}", f"{kind}:4")
-        check_int(f"{kind} {letter}", every, 1)
-        return cls(kind, every)
+        return cls(kind, _number(arg, int, f"{kind} {letter}", f"{kind}:4"))
 
     @classmethod
     def _streaming(cls, arg: str) -> "Sync":
@@ -140,11 +175,6 @@ class Sync:
                              "syncs, F fragments)")
         every = _number(every_text.strip(), int, f"{kind} H", example)
         fragments = _number(fragments_text.strip(), int, f"{kind} F", example)
-        check_int(f"{kind} H", every, 1)
-        check_int(f"{kind} F", fragments, 1)
-        if every % fragments:
-            raise ValueError(f"{kind} H ({every}) must be a multiple of F ({fragments}): fragments sync "
-                             f"H/F steps apart, e.g. {example}")
         return cls(kind, every, fragments)
 
     def __str__(self) -> str:

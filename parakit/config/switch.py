@@ -112,6 +112,14 @@ def check_settings(settings: Any) -> dict[str, Any]:
     return dict(settings)
 
 
+def segment_settings(settings: dict[str, Any], steps: int, warmup_steps: int) -> dict[str, Any]:
+    """A segment's run settings: its own step count, and the run's warm-up where the segment
+    has room for it (one step fewer than the segment at most). The one rule the preflight
+    checks every segment with and ``run_segments`` launches it with, so a segment that would
+    be refused is refused before the first step, never after training."""
+    return {**settings, "steps": steps, "warmup_steps": min(warmup_steps, steps - 1)}
+
+
 def with_switch(settings: dict[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
     """A segment's settings: the previous segment's with the switch applied. Going to one
     worker means strategy single unless the switch names one; leaving single for more workers

@@ -13,6 +13,15 @@ from parakit.records.rank import RankReport
 BUSY_SHARE = 0.10
 """Above this share of a host's CPU capacity used by others, the figures may move: warn. On 2
 cores the kernel and controller polling a run take 1-3 %; a compile or a browser tab 10-50 %."""
+BUSY_MIN_CPU_S = 0.1
+"""...and only above this many CPU-seconds: the kernel counts CPU time in 10 ms ticks, so a
+window of a few steps of a tiny model reads a tick or two of polling as a busy machine."""
+
+
+def is_busy(summary: dict[str, Any]) -> bool:
+    """Whether others took enough of the machine during the measured steps to say so."""
+    share, spent = summary.get("other_cpu_share"), summary.get("other_cpu_s")
+    return share is not None and share > BUSY_SHARE and spent >= BUSY_MIN_CPU_S
 
 
 def machine_load(reports: list[RankReport], wall_s: float | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from parakit.config.formulas import TERA, achieved_flops_per_s, mfu, per_joule
 from parakit.config.run import RunConfig, Strategy
 from parakit.records.intervals import METHOD as INTERVAL_METHOD, run_estimate, still_settling, within_run_sd
-from parakit.records.machine_load import BUSY_SHARE, busy_warning, machine_load
+from parakit.records.machine_load import busy_warning, is_busy, machine_load
 from parakit.records.memory import memory_methods, memory_summary, memory_unmeasured
 from parakit.records.rank import RankReport
 from parakit.records.result import RankInfo, RunResult, StepRecord
@@ -59,7 +59,7 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
     if settling and settling not in result.warnings:
         result.warnings.append(settling)
     summary.update(machine_load(returned, wall_s))
-    if summary["other_cpu_share"] is not None and summary["other_cpu_share"] > BUSY_SHARE:
+    if is_busy(summary):
         busy = busy_warning(summary)
         if busy not in result.warnings:
             result.warnings.append(busy)

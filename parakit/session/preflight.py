@@ -22,7 +22,7 @@ from parakit.config.levers import (
     FP8_NEEDS_TORCHAO, Precision, check_cpu_precision, check_fp8_capability, default_workers,
 )
 from parakit.config.run import Device, RunConfig, Strategy
-from parakit.config.switch import CARRIED, STATE_FACTS, check_switches, with_switch
+from parakit.config.switch import CARRIED, STATE_FACTS, check_switches, segment_settings, with_switch
 from parakit.records.result import run_label
 from parakit.records.store import state_folder
 
@@ -251,8 +251,16 @@ def check_continuation(engines: Engines, config: RunConfig, settings: dict[str, 
     chain = [settings]
     for _, change in plan:
         chain.append(with_switch(chain[-1], change))
-    for segment in chain[1:]:  # every layout moves its state by name: what can fail is the settings
-        check_run(engines, **segment)
+    starts = [0] + [step for step, _ in plan]
+    ends = starts[1:] + [config.steps]
+    for segment, start, end in zip(chain, starts, ends):
+        if not plan:
+            break  # one segment: the run itself, checked as a run
+        # every layout moves its state by name: what can fail is the settings, as run_segments makes them
+        try:
+            check_run(engines, **segment_settings(segment, end - start, config.warmup_steps))
+        except ValueError as e:
+            raise ValueError(f"the segment from step {start} ({end - start} step(s)): {e}") from None
     state_in, first = check_resume(runs_dir, resume, config) if resume is not None else (None, 0)
     return Continuation(plan, settings, state_in, first)
 

@@ -22,7 +22,7 @@ from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame
 from parakit.session.preflight import Engines, check_run, engines_here
 from parakit.session.fit import FitResult, run_fit
 from parakit.session.progress import StatusLine, note
-from parakit.session.sweep import combinations, repeated, run_sweep, said_in_a_terminal
+from parakit.session.sweep import combinations, run_sweep, said_in_a_terminal
 from parakit.session.switching import LiveSwitch, run_segments
 from parakit.session.tools import SessionTools
 
@@ -223,8 +223,11 @@ class Session(SessionTools):
         config = self.config(model=model, **settings)
         prices = self.prices if prices is None else check_prices(prices)
         with self._one_at_a_time():
-            return run_segments(self, config, {"model": model, **settings}, switch=switch, save_state=save_state,
-                                resume=resume, on_progress=on_progress, prices=prices)
+            result = run_segments(self, config, {"model": model, **settings}, switch=switch, save_state=save_state,
+                                  resume=resume, on_progress=on_progress, prices=prices)
+        for warning in result.warnings:  # a busy machine, a run still settling ...: one line each, on stderr
+            warnings.warn(f"parakit: {result.run_id}: {warning}", stacklevel=2)
+        return result
 
     def switch(self, **settings: Any) -> int:
         """Switch settings of the run going on, from another thread (a panel's toggle): every
@@ -282,7 +285,6 @@ class Session(SessionTools):
                 touched then).
         """
         said = said_in_a_terminal if self.progress else None
-        repeated([], repeats)  # checked before anything else
         return run_sweep(self, combinations(workers, **settings), on_run or said, prices, repeats)
 
     def fit(self, model: Any = "gpt", vary: str = "depth", memory_limit: int | str = "1GB",

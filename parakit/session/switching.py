@@ -18,7 +18,7 @@ from typing import Any
 
 from parakit.cluster.launch import launch
 from parakit.config.run import RunConfig, Strategy
-from parakit.config.switch import STATE_FACTS, Segment, check_settings, with_switch
+from parakit.config.switch import STATE_FACTS, Segment, check_settings, segment_settings, with_switch
 from parakit.records.rank import rank_info
 from parakit.records.result import FAILED, RunResult, headline, new_run_id, now_iso, run_label
 from parakit.records.run_cost import record_costs
@@ -84,12 +84,20 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
     printer = ProgressPrinter(config) if session.progress and on_progress is None else None
     ends = [first + step for step, _ in plan] + [first + config.steps]
     parts, records, temps = [], [], []
-    step, previous, save_s, ended = first, None, None, None
+    step, previous, save_s, ended, cannot = first, None, None, None, None
     try:
         while step < ends[-1]:
             end = next(e for e in ends if e > step)
             n = end - step
-            seg_config = session.config(**{**settings, "steps": n, "warmup_steps": min(config.warmup_steps, n - 1)})
+            try:
+                seg_config = session.config(**segment_settings(settings, n, config.warmup_steps))
+            except ValueError as e:
+                if not parts:
+                    raise
+                # A later segment that cannot start (a live switch the preflight never saw):
+                # the steps trained so far are kept and saved, with the reason.
+                cannot = f"the segment from step {step} could not start: {e}"
+                break
             last = end == ends[-1]
             out = str(final) if last and final else str(_temp(session.runs_dir, run_id, len(parts), temps))
             segment = Segment(first_step=step, state_in=state_in, state_out=out,
@@ -126,6 +134,9 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
             shutil.rmtree(folder, ignore_errors=True)
     result = parts[0] if len(parts) == 1 else join(parts, records, run_id, _run_config(parts, config, plan))
     result.run_id = run_id
+    if cannot:
+        result.status, result.error = FAILED, cannot
+        result.warnings.append(cannot)
     if len(parts) == 1 and first:  # a resumed run's steps are numbered on from the run it continues
         result.steps = [replace(s, step=first + s.step) for s in result.steps]
     if len(parts) > 1 or plan:

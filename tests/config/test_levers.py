@@ -1,9 +1,12 @@
 """Precision, compression and sync modes inside real runs on 2 CPU engines: what each sends,
 what it costs in loss, and that the run records what was set."""
 
+import re
+
 import pytest
 import torch
 
+from parakit.config.levers import Compression, CompressionKind, Sync, SyncKind
 from parakit.config.run import RunConfig
 from parakit.engine.train import _train
 
@@ -83,3 +86,23 @@ def test_fp16_loop_scales_the_loss_and_trains():
     assert out.losses[-1] < out.losses[0]
     assert all(torch.isfinite(torch.tensor(out.losses)))
     assert out.math_flags == {"matmul_tf32": False, "cudnn_tf32": False}
+
+
+@pytest.mark.parametrize("build, fix", [
+    (lambda: Compression(CompressionKind.TOPK, ratio=7.0), "topk ratio must be in (0, 1]"),
+    (lambda: Compression(CompressionKind.POWERSGD, rank=0), "powersgd rank must be >= 1 (got 0)"),
+    (lambda: Compression(CompressionKind.FP16, rank=3), "compression fp16 takes no rank"),
+    (lambda: Sync(SyncKind.LOCAL_SGD, -3), "local-sgd H must be >= 1 (got -3)"),
+    (lambda: Sync(SyncKind.ACCUMULATE, 0), "accumulate K must be >= 1 (got 0)"),
+    (lambda: Sync(SyncKind.STREAMING_DILOCO, 8, 3), "must be a multiple of F (3)"),
+    (lambda: Sync(SyncKind.EVERY_STEP, 2), "sync every-step takes no value"),
+])
+def test_settings_built_directly_are_checked_as_text_is(build, fix):
+    with pytest.raises(ValueError, match=re.escape(fix)):
+        build()
+
+
+def test_a_run_with_a_bad_sync_built_directly_is_one_value_error_not_a_zero_division():
+    with pytest.raises(ValueError, match=re.escape("accumulate K must be >= 1 (got 0)")):
+        RunConfig(workers=2, sync=Sync(SyncKind.ACCUMULATE, 0))
+    assert Compression(CompressionKind.POWERSGD) == Compression.parse("powersgd:4")  # the default rank

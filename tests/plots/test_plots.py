@@ -105,6 +105,10 @@ def test_a_bf16_run_is_never_compared_with_an_fp32_baseline():
 def test_explicit_baseline(runs):
     table = plots.speedup_table(runs, baseline=runs[1])
     assert row(table, "r4")["speedup"] == pytest.approx(320 / 180)
+    # efficiency per worker added: r4 has 4 workers, its baseline r2 has 2
+    assert row(table, "r4")["efficiency"] == pytest.approx(320 / 180 * 2 / 4)
+    assert row(table, "r4")["verdict"] in ("faster", "no measurable difference")
+    assert row(table, "r4")["speedup_low"] < row(table, "r4")["speedup"] < row(table, "r4")["speedup_high"]
     with pytest.raises(ValueError, match="completed run"):
         plots.speedup_table(runs, baseline=runs[3])
 

@@ -11,7 +11,7 @@ import pytest
 import parakit
 from parakit.records import intervals
 from parakit.records.intervals import FASTER, SAME, SLOWER, combine, ratio, still_settling, within_run_sd
-from parakit.records.machine_load import busy_warning, machine_load
+from parakit.records.machine_load import busy_warning, is_busy, machine_load
 from parakit.records.result import RunResult
 from parakit.records.store import runs_frame
 from tests.records.test_frame import result
@@ -108,7 +108,10 @@ def test_the_machine_load_is_what_others_used_on_the_busiest_host():
     assert quiet["other_cpu_s"] == pytest.approx(0.05) and quiet["other_cpu_share"] == pytest.approx(0.025)
     busy = machine_load([_load("a", 2.0, 1.0), _load("b", 1.9, 0.5)], 1.0)
     assert busy["busiest_host"] == "b" and busy["other_cpu_share"] == pytest.approx(0.7)
-    assert "other processes used 70% of b's CPU" in busy_warning(busy)
+    assert "other processes used 70% of b's CPU" in busy_warning(busy) and is_busy(busy)
+    assert not is_busy(quiet)
+    # a tick or two of others' CPU in a window of a few ms is no busy machine
+    assert not is_busy(machine_load([_load("a", 0.03, 0.01, window=0.02)], 0.02))
     assert machine_load([_load("a", 1, 1), type("R", (), {"machine_load": None})()], 1.0)["other_cpu_share"] is None
 
 

@@ -67,3 +67,22 @@ def test_repeats_alternate_and_give_the_intervals_and_verdicts_of_the_one_rule(s
         assert s["other_cpu_share"] is not None and 0 <= s["other_cpu_share"] <= 1
     with pytest.raises(ValueError, match="repeats must be a whole number from 1 to 20"):
         session.sweep([1], model="mlp", repeats=0)
+
+
+def test_a_busy_machine_is_measured_and_said_in_one_line(session):
+    import subprocess
+    import sys
+    import warnings
+
+    quiet = session.run("mlp", workers=1, steps=30, batch_size=256)
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process on a core
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            busy = session.run("mlp", workers=1, steps=30, batch_size=256)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert busy.summary["other_cpu_share"] > 0.3 > quiet.summary["other_cpu_share"]
+    assert any("the machine was busy" in w for w in busy.warnings)
+    assert any("the machine was busy" in str(w.message) for w in said)

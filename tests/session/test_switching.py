@@ -2,6 +2,7 @@
 the losses of a switched run are the losses of one unswitched run with the same seed and global
 batch, because parameters, optimizer state, data position and RNG all carry over (DCP)."""
 
+import re
 import threading
 import time
 
@@ -125,6 +126,10 @@ def test_switches_that_cannot_be_made_are_refused_before_any_engine_is_touched(s
     for switch, message in bad:
         with pytest.raises(ValueError, match=message):
             session.run(strategy="ddp", workers=2, steps=24, switch=switch, **GPT)
+    # a last segment of one step has no room for compile's warm-up: refused before the first step,
+    # not after nine trained ones (the preflight checks each segment as run_segments launches it)
+    with pytest.raises(ValueError, match=re.escape("the segment from step 9 (1 step(s)): compile needs warmup_steps >= 1")):
+        session.run("mlp", compile=True, steps=10, switch={9: {"precision": "bf16"}})
     assert len(list(session.runs_dir.glob("*.json"))) == runs
 
 
