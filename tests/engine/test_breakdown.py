@@ -83,7 +83,10 @@ def test_ddp_breakdown_accounts_for_the_step_time(session):
     assert s["breakdown_check"] == pytest.approx(1, abs=0.10)
     assert s["comm_time_s"] > 0 and s["profiler_overhead"] is not None
     assert "torch.profiler on 5 steps" in s["method"]["compute_time_s"]
-    assert "median over 10 steps after 2 warm-up steps" in s["method"]["step_time_s"]
+    # the 5 recorded steps run slower: the step time is the median of the other 5
+    assert "median over 5 of the 10 steps after 2 warm-up steps (the profiler's recorded steps left out" \
+        in s["method"]["step_time_s"]
+    assert s["timed_steps"] == 5
 
 
 def test_small_buckets_hide_communication_behind_backward(session):
@@ -178,7 +181,7 @@ def test_a_diverged_run_says_so_and_every_rank_stops_at_the_same_step(session, s
 def test_without_stop_on_divergence_the_run_goes_on_and_still_says_so(session):
     r = session.run(steps=24, lr=1e6, stop_on_divergence=False, **SMALL)
     assert r.ok and len(r.steps) == 24
-    assert r.summary["diverged_at_step"] is not None and "ran all 24 steps" in r.warnings[-1]
+    assert r.summary["diverged_at_step"] is not None and any("ran all 24 steps" in w for w in r.warnings), r.warnings
 
 
 def test_traces_open_as_chrome_traces_with_the_distributed_metadata(session):
