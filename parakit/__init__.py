@@ -19,14 +19,19 @@ _PUBLIC = {
     "compare": "parakit.records.intervals",
     "Session": "parakit.session.session",
     "load_runs": "parakit.records.store",
+    "read_runs": "parakit.records.store",
     "delete_run": "parakit.records.store",
 }
-__all__ = list(_PUBLIC)
+# Subpackages a user reaches as attributes (``parakit.plots.speedup(runs)``), imported on first use.
+_SUBPACKAGES = ("plots",)
+__all__ = list(_PUBLIC) + list(_SUBPACKAGES)
 
 
 def __getattr__(name: str):
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"parakit.{name}")
     raise AttributeError(f"module 'parakit' has no attribute {name!r}")
 
 

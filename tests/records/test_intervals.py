@@ -119,3 +119,12 @@ def test_a_record_from_before_intervals_still_compares():
     old = RunResult(run_id="old", status="ok", config=result(100.0).config, world_size=1, backend="gloo",
                     device=["cpu"], summary={"samples_per_s": 100.0, "step_time_s": 0.64}, started_at="x")
     assert parakit.compare(result(300.0, workers=2), old).verdict == FASTER
+
+
+def test_the_public_api_reads_runs_back_and_reaches_the_plots(tmp_path):
+    from parakit.records.store import save_run
+
+    run = result(120.0)
+    save_run(run, tmp_path)
+    assert [r.run_id for r in parakit.read_runs(tmp_path)] == [run.run_id]
+    assert parakit.plots.speedup is not None and "plots" in dir(parakit) and "compare" in parakit.__all__
