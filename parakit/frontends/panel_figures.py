@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 
 from parakit.plots.base import TEMPLATE
 from parakit.plots.measures import BREAKDOWN_PARTS, breakdown, power
-from parakit.plots.runs import loss, speedup
+from parakit.plots.runs import SPEEDUP_TITLE, loss, speedup
 from parakit.records.result import RunResult, run_label
 
 # Two figures side by side fit a 1280-px notebook (its cells are ~1180 px wide).
@@ -47,7 +47,7 @@ class PanelFigures:
                                name="ideal (linear)", line={"dash": "dash", "color": "gray"})
             figure.update_layout(template=TEMPLATE, xaxis_title="workers (ranks)",
                                  yaxis_title="speed-up (x)",
-                                 title={"text": "Speed-up vs 1 worker (samples/s)",
+                                 title={"text": SPEEDUP_TITLE,
                                         "subtitle": {"text": str(e)}})
         _replace(self.figures["speedup"], figure)
         figure = breakdown(results)

@@ -91,6 +91,9 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
     return table.sort_values(["model", "workers", "strategy"], kind="stable", ignore_index=True)
 
 
+SPEEDUP_TITLE = "Speed-up vs 1 worker (samples/s), 95 % intervals"
+
+
 def _known(value) -> bool:
     return value is not None and value == value  # NaN is not equal to itself
 
@@ -149,7 +152,7 @@ def speedup(results: list[RunResult], baseline: RunResult | None = None) -> Figu
     notes += [f"missing: {m}" for m in missing]
     if not beyond.empty:
         notes.append(SUPERLINEAR)
-    return finish(fig, "Speed-up vs 1 worker (samples/s), 95 % intervals", "workers (ranks)",
+    return finish(fig, SPEEDUP_TITLE, "workers (ranks)",
                    "speed-up (x)", notes)
 
 

@@ -30,9 +30,11 @@ from browser_helpers import (
     jupyter_lab,
 )
 
+from parakit.plots.runs import SPEEDUP_TITLE
+
 NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "01-quickstart.ipynb"
 # Figures the notebook draws: the speed-up and loss plots, and the panel's four live figures.
-STATIC_FIGURES = {"Speed-up vs 1 worker (samples/s)", "Loss per step"}
+STATIC_FIGURES = {SPEEDUP_TITLE, "Loss per step"}
 PANEL_FIGURES = 4
 # What JupyterLab shows where a widget or an output did not render.
 RENDER_FAILURES = ("Error displaying widget", "No renderer could be found", "Javascript Error",
