@@ -39,12 +39,16 @@ Z = 1.959964  # the normal quantile of a two-sided 95 % interval
 RUN_TO_RUN_SD = 0.10
 """Standard deviation of log(median step time) between fresh identical runs, beyond what each
 run's own steps show: measured on 2 CPU cores by benchmarks/interval_coverage.py
-(docs/benchmarks.md). Used where a configuration has fewer than 3 repeats to measure its own."""
+(docs/benchmarks.md). The floor of the between-run term: a configuration with 3 or more
+repeats uses its own spread where that is larger."""
 RESAMPLES = 1000
+BOOTSTRAP_WORK = 50_000
+"""At most this many resampled steps per bootstrap (pure Python): a run stopped after thousands
+of steps takes 100 resamples, ~0.05 s, not 1000 (0.8 s at 5000 steps, paid at every summary)."""
 FASTER, SLOWER, SAME = "faster", "slower", "no measurable difference"
 METHOD = ("95 % interval: moving-block bootstrap of the median over the measured steps (within the run), "
           f"with a run-to-run spread of {RUN_TO_RUN_SD:.0%} (log sd, measured between fresh identical runs) "
-          "added in quadrature; with repeats, their geometric mean and their own spread (records/intervals.py)")
+          "added in quadrature; with repeats, their median and their own spread (records/intervals.py)")
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Estimate:
     """A measured figure (a throughput, a step time) with its noise on the log scale."""
 
     value: float
-    """The figure: one run's median-step figure, or the geometric mean of a configuration's repeats."""
+    """The figure: one run's median-step figure, or the median of a configuration's repeats."""
     log_sd: float
     """Standard error of log(value): within-run and run-to-run noise together."""
     repeats: int = 1
@@ -107,7 +111,7 @@ def within_run_sd(step_times_s: Sequence[float], resamples: int = RESAMPLES) -> 
     starts = range(n - block + 1)
     rng = random.Random(n)
     logs = []
-    for _ in range(resamples):
+    for _ in range(min(resamples, max(100, BOOTSTRAP_WORK // n))):
         sample: list[float] = []
         while len(sample) < n:
             i = rng.choice(starts)

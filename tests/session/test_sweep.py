@@ -58,15 +58,23 @@ def test_repeats_alternate_and_give_the_intervals_and_verdicts_of_the_one_rule(s
     two = rows.iloc[1]
     assert two["verdict"] == "slower" and two["speedup_high"] < 1, two[["speedup", "speedup_low", "speedup_high"]]
     assert rows.iloc[1]["speedup"] == rows.iloc[3]["speedup"]  # one figure per configuration, from its repeats
-    # identical settings: no measurable difference; the clearly faster one: faster
-    assert parakit.compare(results[2], results[0]).verdict == "no measurable difference"
-    assert parakit.compare(results[0::2], results[1::2]).verdict == "faster"  # 1 worker, from its repeats
+    # the clearly faster one: faster (1 worker, from its repeats)
+    assert parakit.compare(results[0::2], results[1::2]).verdict == "faster"
     for r in results:
         s = r.summary
         assert s["samples_per_s_low"] < s["samples_per_s"] < s["samples_per_s_high"]
         assert s["other_cpu_share"] is not None and 0 <= s["other_cpu_share"] <= 1
     with pytest.raises(ValueError, match="repeats must be a whole number from 1 to 20"):
         session.sweep([1], model="mlp", repeats=0)
+
+
+def test_identical_settings_show_no_measurable_difference(session):
+    # 3 repeats a side, alternated: a single 8-step pair of a 12-ms step differs by 30 % often
+    # enough on 2 cores to fail a test at the nominal 5 %; repeats make the check a robust one
+    runs = session.sweep([1], model="mlp", batch_size=64, steps=12, repeats=6)
+    found = parakit.compare(runs[0::2], runs[1::2])
+    assert found.verdict == "no measurable difference", found
+    assert found.repeats == (3, 3) and found.low < 1 < found.high
 
 
 def test_a_busy_machine_is_measured_and_said_in_one_line(session):
