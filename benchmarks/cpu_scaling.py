@@ -80,20 +80,27 @@ def row_of(model: str, mode: str, layout: dict[str, Any], workers: int, result) 
         return {**row, "reason": (result.error or "").strip().splitlines()[-1][:300]}
     s = result.summary
     return {**row, "threads": result.ranks[0].threads, "step_time_s": s["step_time_s"],
-            "samples_per_s": s["samples_per_s"], "wall_samples_per_s": s.get("wall_samples_per_s"),
+            "samples_per_s": s["samples_per_s"], "within_run_sd": s.get("within_run_sd"), "wall_samples_per_s": s.get("wall_samples_per_s"),
             **{k: s.get(k) for k in BREAKDOWN}, "energy_j": s.get("energy_j"), "samples_per_j": s.get("samples_per_j"),
             "energy_unmeasured": result.unmeasured.get("energy_j")}
 
 
 def speedups(rows: list[dict[str, Any]]) -> None:
-    """Each row's speed-up over single on one worker at the same mode (samples/s over samples/s),
-    the ideal (the workers) and the efficiency (speed-up / ideal), in place."""
-    base = {(r["model"], r["mode"]): r["samples_per_s"] for r in rows
-            if r["strategy"] == "single" and r["status"] == "ok"}
+    """Each row's speed-up over single on one worker at the same mode, with its interval and
+    verdict, by parakit's one rule (records/intervals.py: samples/s over samples/s, each with
+    its run's noise), the ideal (the workers) and the efficiency (speed-up / ideal), in place."""
+    from parakit.records.intervals import ratio, run_estimate
+
+    def estimate(row: dict[str, Any]):
+        return run_estimate(row["samples_per_s"], row.get("within_run_sd"))
+
+    base = {(r["model"], r["mode"]): estimate(r) for r in rows if r["strategy"] == "single" and r["status"] == "ok"}
     for r in rows:
         single = base.get((r["model"], r["mode"]))
         r["ideal"] = r["workers"]
-        r["speedup"] = r["samples_per_s"] / single if single and r["status"] == "ok" else None
+        found = ratio(estimate(r), single) if single and r["status"] == "ok" else None
+        r["speedup"], r["speedup_low"], r["speedup_high"], r["verdict"] = (
+            (found.ratio, found.low, found.high, found.verdict) if found else (None, None, None, None))
         r["efficiency"] = r["speedup"] / r["ideal"] if r["speedup"] is not None else None
 
 

@@ -7,6 +7,7 @@ import datetime
 import os
 import platform
 
+from parakit.config.hosts import usable_cores
 from parakit.engine.devices import cpu_name
 
 
@@ -18,7 +19,7 @@ def describe() -> str:
     """E.g. '2-core AMD EPYC, no GPU, Python 3.11, torch 2.13.0+cpu'."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     gpu = (f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
            if torch.cuda.is_available() else "no GPU")
     return (f"{cores}-core {cpu_model()}, {gpu}, Python {platform.python_version()}, "

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from parakit.config.hosts import usable_cores
 from parakit.engine.train import cross_entropy, params_digest
 from parakit.engine.workloads import build_model, built_in_data
 
@@ -44,8 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def cores() -> int:
-    """The cores this process may use, counted as parakit's EngineSet counts them."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may use, counted as parakit's engines count them."""
+    return usable_cores()
 
 
 def train(args: argparse.Namespace, rank: int, world: int) -> dict:

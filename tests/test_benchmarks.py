@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # The benchmark scripts, found through the line above.
 import cpu_scaling
+from parakit.records import intervals
 import gpu_profile
 import gpu_suite
 import interval_coverage
@@ -114,9 +115,15 @@ def test_cpu_scaling_speedups_are_against_single_at_the_same_mode():
     rows = [{"model": "gpt", "mode": m, "strategy": st, "workers": n, "status": "ok", "samples_per_s": v}
             for m, st, n, v in [("strong", "single", 1, 100.0), ("strong", "ddp", 4, 300.0),
                                 ("weak", "single", 1, 50.0), ("weak", "ddp", 4, 100.0)]]
+    rows[1]["within_run_sd"] = 0.05
     cpu_scaling.speedups(rows)
-    assert [(r["speedup"], r["ideal"], r["efficiency"]) for r in rows] == [
-        (1.0, 1, 1.0), (3.0, 4, 0.75), (1.0, 1, 1.0), (2.0, 4, 0.5)]
+    assert [x for r in rows for x in (r["speedup"], r["ideal"], r["efficiency"])] == pytest.approx(
+        [1.0, 1, 1.0, 3.0, 4, 0.75, 1.0, 1, 1.0, 2.0, 4, 0.5])
+    # the interval is parakit's one rule: the two runs' noise in quadrature, run-to-run included
+    found = intervals.ratio(intervals.run_estimate(300.0, 0.05),
+                                            intervals.run_estimate(100.0, None))
+    assert (rows[1]["speedup_low"], rows[1]["speedup_high"], rows[1]["verdict"]) == (found.low, found.high, "faster")
+    assert rows[0]["verdict"] == "no measurable difference"
 
 
 def test_the_cpu_scaling_figure_has_a_panel_per_model_and_mode_and_the_ideal():

@@ -12,37 +12,23 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from parakit.advisor.calibrate import (
-    STATISTICS,
-    Plan,
-    calibrate,
-    engines_hardware,
-    model_text,
-    plan_for,
-)
-from parakit.advisor.candidates import (
-    COMPRESSIONS,
-    PRECISIONS,
-    STRATEGIES,
-    candidates,
-    label,
-    projection,
-    rank,
-    worker_counts,
-)
-from parakit.advisor.costs import estimate, ratio_error
+from parakit.advisor.calibrate import STATISTICS, Plan, calibrate, engines_hardware, model_text, plan_for
+from parakit.advisor.candidates import COMPRESSIONS, PRECISIONS, STRATEGIES, candidates, rank, worker_counts
+from parakit.advisor.costs import estimate
 from parakit.advisor.hardware import Hardware, hardware_from
 from parakit.advisor.inputs import Calibration
+from parakit.advisor.method import method_text
 from parakit.advisor.pricing import priced
-from parakit.advisor.record import Advice, save_advice
-from parakit.engine.shape import model_shape
+from parakit.advisor.verify import projections, verify
 from parakit.config.choices import check_int
 from parakit.config.prices import Prices, check_prices
 from parakit.config.run import RunConfig, Strategy
 from parakit.config.levers import Compression, Precision, check_cpu_precision
+from parakit.records.advice import Advice, save_advice
 from parakit.records.result import new_run_id, now_iso
 from parakit.records.store import DEFAULT_RUNS_DIR
 from parakit.session.preflight import RUN_SETTINGS, Engines, check_config, engines_here
+from parakit.config.hosts import usable_cores
 
 ENGINES = ("engines", "current", "current engines")
 # What the advisor varies itself: given as settings, they would fix what it is asked to choose.
@@ -125,10 +111,10 @@ def check_request(model: Any = "mlp", *, workers: Any = 2, hardware: Any = "engi
 
 def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", session=None,
            verify: bool = False, top: int = 3, project_to: int = 64, precisions=None, compressions=None,
-           strategies=None, device: str = "auto", gpus: list[int] | None = None,
-           runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
-           steps: int = 10, statistic: str = "median", progress: bool = True,
-           calibration: Calibration | dict | None = None, engines: str = "local", profile: str | None = None,
+           strategies=None, device: str | None = None, gpus: list[int] | None = None,
+           runs_dir: str | os.PathLike | None = None,
+           steps: int = 10, statistic: str = "median", progress: bool | None = None,
+           calibration: Calibration | dict | None = None, engines: str | None = None, profile: str | None = None,
            cluster_id: str | None = None, ifname: str | None = None, link: str | None = None,
            rank_by: str = "time", prices: Prices | None = None, **settings: Any) -> Advice:
     """Rank every configuration of ``model`` on ``workers`` workers by predicted step time, or
@@ -145,23 +131,29 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
         hardware: "engines" (the current engines, measured), a preset ("h100-nvlink", "h100-ib",
             "a100-pcie", "cpu-ethernet") or a dict: peak_tflops, memory_gib, alpha_s,
             beta_bytes_per_s (and ranks_per_node, network_alpha_s, network_beta_bytes_per_s).
-        session: the Session whose engines calibrate (and verify); default: one started for
-            this call (``workers`` engines for "engines", else 1) and stopped after it.
+        session: the Session whose engines calibrate (and verify), and whose run store keeps
+            the runs and the advice; default: one started for this call (``workers`` engines
+            for "engines", else 1) and stopped after it. With a session, the arguments that
+            say how engines start (device, gpus, engines, profile, cluster_id, ifname, link,
+            progress) are the session's: giving one is refused (ValueError), not ignored, and
+            so is a ``runs_dir`` other than the session's own.
         verify: run the ``top`` configurations the engines can run and compare.
         top: configurations verified, and projected.
         project_to: the largest worker count of the projection (powers of 2 up to it).
         precisions, compressions, strategies: what to try (default: all the device has).
-        device, gpus: the engines' device and GPUs when this call starts them (as Session).
-        runs_dir: the run store; calibration and verification runs and the advice go there.
+        device, gpus: the engines' device and GPUs when this call starts them (as Session;
+            default "auto" and every GPU).
+        runs_dir: the run store; calibration and verification runs and the advice go there
+            (default ./parakit-runs; with a session, its own).
         steps: steps of every calibration and verification run (2 are warm-up).
         statistic: which step time of a run counts, in calibration and verification alike:
             "median" (the runs' step_time_s) or "min" (their fastest step: on a machine shared
             with other work, the step no other process slowed down).
-        progress: print each run's progress (when this call starts the engines).
+        progress: print each run's progress (when this call starts the engines; default True).
         calibration: a Calibration (or its dict, from a saved advice) to predict from instead
             of calibrating again; then no engine is needed unless ``verify``.
         engines, profile, cluster_id, ifname, link: how the engines start when this call starts
-            them, as Session takes them (mpi, slurm, ssh, attach; a simulated link).
+            them, as Session takes them (default "local"; mpi, slurm, ssh, attach; a simulated link).
         rank_by: "time" (fastest first) or "cost" (cheapest per 1000 samples first: the
             devices a configuration holds for that long, at a price per device-hour). By cost
             it weighs 1, 2, 4 ... up to ``workers`` workers: on one count every configuration
@@ -171,25 +163,32 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
         **settings: what every run shares: model_options, batch_size, data, loss, lr, seed, ...
 
     Returns:
-        The Advice (also saved in ``runs_dir/advice/``).
+        The Advice (also saved in ``runs_dir/advice/``); its ``method`` names every constant
+        the cost model assumed for these predictions.
 
     Raises:
-        ValueError: if an input is wrong (before any engine is touched).
+        ValueError: if an input is wrong, or an engine argument is given with ``session``
+            (before any engine is touched).
     """
     request = check_request(model, workers=workers, hardware=hardware, verify=verify, top=top,
                             project_to=project_to, precisions=precisions, compressions=compressions,
                             strategies=strategies, steps=steps, statistic=statistic, rank_by=rank_by,
                             prices=prices, **settings)
+    where = _engine_arguments(session, device=device, gpus=gpus, runs_dir=runs_dir, engines=engines,
+                              profile=profile, cluster_id=cluster_id, ifname=ifname, link=link, progress=progress)
     calibration = _checked_calibration(calibration, request)
     own = session is None and (calibration is None or request.verify)
-    where = dict(device=device, gpus=gpus, runs_dir=runs_dir, engines=engines, profile=profile,
-                 cluster_id=cluster_id, ifname=ifname, link=link)
+    progress = where.pop("progress", True)
     size = request.workers if request.hardware is None else 1
     # Without engines of its own (a saved calibration) the advice needs only this machine's devices.
     here = session.preflight() if session is not None else engines_here(workers=size if own else 1, **where)
     # Engines started elsewhere (mpi, slurm, ssh, attach) say which device they have only once
     # they are up; local ones are known from this machine, so their checks come first.
     remote = own and not here.local
+    # Only now, and only here: building the model's shape needs torch, which the checks above
+    # (and ``import parakit.advisor``) do not.
+    from parakit.engine.shape import model_shape
+
     shape = model_shape(RunConfig(**request.base, strategy="single", workers=1))
     if not remote:
         precisions, found, refused = _candidates(request, calibration, here)
@@ -200,10 +199,29 @@ def advise(model: Any = "mlp", *, workers: int = 2, hardware: Any = "engines", s
     try:
         if remote:
             precisions, found, refused = _candidates(request, calibration, session.preflight())
-        return _advise(request, session, shape, found, refused, precisions, calibration, runs_dir)
+        return _advise(request, session, shape, found, refused, precisions, calibration, where["runs_dir"])
     finally:
         if own:
             session.close()
+
+
+def _engine_arguments(session, **given: Any) -> dict[str, Any]:
+    """The engine arguments to start engines with (those left out at Session's defaults, the
+    run store at ./parakit-runs). With a session they are the session's: one given anyway would
+    be ignored, so it is refused in one line (a ``runs_dir`` that is the session's own is not).
+
+    Raises:
+        ValueError: naming the arguments the session makes moot.
+    """
+    given = {name: value for name, value in given.items() if value is not None}
+    if session is None:
+        return {"runs_dir": DEFAULT_RUNS_DIR, **given}
+    if "runs_dir" in given and os.path.abspath(given["runs_dir"]) == os.path.abspath(session.runs_dir):
+        given.pop("runs_dir")
+    if given:
+        raise ValueError(f"session= brings its own engines and run store, so {', '.join(sorted(given))} would be "
+                         "ignored; give them to the Session, or leave session out")
+    return {"runs_dir": session.runs_dir}
 
 
 def _candidates(request: Request, calibration, engines: Engines):
@@ -239,17 +257,22 @@ def _advise(request: Request, session, shape, found, refused, precisions, cal, r
         plan = plan_for([c.config for c in found]) if engines else \
             Plan(precisions=["fp32"] if not session.gpus else precisions)
         cal = calibrate(session, request.base, shape, plan, measure_links=engines, statistic=request.statistic)
-    hw = engines_hardware(cal, _cores()) if engines else request.hardware
+    hw = engines_hardware(cal, usable_cores()) if engines else request.hardware
     prices = request.prices or (session.prices if session is not None else Prices())
-    estimates, cost_method = priced([estimate(c.config, shape, cal, hw, c.settings) for c in found], hw, cal, prices)
+    # On the engines, ranks share their GPUs as the engines do (engine i on GPU i % G).
+    gpus = len(session.gpus) if engines and session is not None and session.gpus else None
+    estimates, cost_method = priced([estimate(c.config, shape, cal, hw, c.settings) for c in found], hw, cal,
+                                    prices, gpus)
     estimates = rank(estimates, request.rank_by)
     advice = Advice(advice_id=f"advice-{new_run_id()}", created_at=now_iso(), workers=request.workers,
                     hardware=hw, shape=shape, calibration=cal, estimates=estimates, refused=refused,
-                    rank_by=request.rank_by, cost_method=cost_method)
+                    rank_by=request.rank_by, cost_method=cost_method,
+                    method=method_text(cal, hw, [c.config for c in found]))
     if request.verify:
-        advice.verified = _verify(session, request, estimates, prices)
-    advice.projections = _projections(request, shape, cal, hw, estimates, advice.verified)
-    save_advice(advice, session.runs_dir if session is not None else runs_dir)
+        advice.verified = verify(session, request.base, estimates, request.top, request.statistic, prices)
+    advice.projections = projections(request.base, request.top, request.project_to, shape, cal, hw, estimates,
+                                     advice.verified)
+    save_advice(advice, runs_dir)
     return advice
 
 
@@ -286,53 +309,6 @@ def _precisions(request: Request, calibration, engines: Engines) -> list[str]:
         for q in precisions:
             check_cpu_precision(Precision(q))
     return precisions
-
-
-def _verify(session, request: Request, estimates, prices: Prices) -> list[dict[str, Any]]:
-    """Run the top configurations the engines can run (in the ranking's order); predicted
-    against measured step time."""
-    runnable = [e for e in estimates if e.fits and e.step_time_s is not None and e.settings["workers"] <= session.workers]
-    out = []
-    for e in runnable[: request.top]:
-        result = session.run(**request.base, **e.settings, prices=prices)
-        measured = result.summary.get(STATISTICS[request.statistic]) if result.ok else None
-        out.append({"label": label(e.settings), "settings": e.settings, "predicted_step_time_s": e.step_time_s,
-                    "measured_step_time_s": measured, "statistic": request.statistic, "run_id": result.run_id,
-                    "status": result.status, "error": ratio_error(e.step_time_s, measured) if measured else None})
-    return out
-
-
-def _projections(request: Request, shape, cal, hw, estimates, verified) -> list[dict[str, Any]]:
-    """Predicted speed-up curves of the top configurations (distinct layouts), with the points
-    measured on the engines: one worker (single, calibration) and the verified runs."""
-    seen, out = set(), []
-    measured = {v["label"]: v for v in verified if v["measured_step_time_s"]}
-
-    def predict(settings, config):
-        return estimate(config, shape, cal, hw, settings)
-
-    for e in estimates:
-        if len(out) == request.top or not e.fits or e.step_time_s is None:
-            continue
-        family = label({**e.settings, "workers": 0})
-        if family in seen:
-            continue
-        seen.add(family)
-        points, stopped = projection(e.settings, request.base, request.project_to, predict)
-        one = cal.single_step_s.get(e.settings["precision"])
-        dots = [{"workers": 1, "speedup": 1.0, "step_time_s": one}] if one and hw.calibrated else []
-        if label(e.settings) in measured and one and hw.calibrated:
-            t = measured[label(e.settings)]["measured_step_time_s"]
-            dots.append({"workers": e.settings["workers"], "speedup": one / t, "step_time_s": t,
-                         "run_id": measured[label(e.settings)]["run_id"]})
-        out.append({"label": family.replace(" x0", ""), "settings": e.settings, "points": points,
-                    "stopped": stopped, "measured": dots})
-    return out
-
-
-def _cores() -> int:
-    """The cores the engines share out (as cluster/engines.py counts them)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _list(value: Any) -> list:

@@ -130,9 +130,10 @@ def measure(session, base: dict[str, Any], plan: Plan, measure_links: bool) -> M
     fits, bench_id = {}, None
     if measure_links and session.workers >= 2:
         fits, bench_id = _bench(session, session.workers)
-    device = "cpu" if session.engines[0]["device"] == "cpu" else "gpu"
-    return Measured(results, fits, bench_id, dict(session.engines[0]), session.workers,
-                    _memory_per_rank(session, device))
+    first = session.engines[0]  # an EngineInfo, read by attribute
+    device = "cpu" if first.device == "cpu" else "gpu"
+    engine = {"device": first.device, "device_name": first.device_name, "threads": first.threads}
+    return Measured(results, fits, bench_id, engine, session.workers, _memory_per_rank(session, device))
 
 
 def derive(measured: Measured, base: dict[str, Any], shape: ModelShape, statistic: str = "median") -> Calibration:
@@ -216,7 +217,7 @@ def _micro_steps(result) -> int:
 
 
 def _bench(session, engines: int) -> tuple[dict[str, dict[str, float]], str]:
-    device = "cpu" if session.engines[0]["device"] == "cpu" else "gpu"
+    device = "cpu" if session.engines[0].device == "cpu" else "gpu"
     bench = session.bench_comm(engines, sizes=BENCH_SIZES[device], collectives=BENCH_COLLECTIVES,
                                repeats=10, warmup=2)
     fits = {name: {"alpha_s": fit["alpha_s"], "beta_bytes_per_s": fit["beta_bytes_per_s"]}

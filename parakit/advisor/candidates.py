@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parakit.advisor.costs import Estimate
+from parakit.config.layouts import mesh_sizes
 from parakit.config.run import Hybrid, RunConfig, Schedule
 
 PRECISIONS = {
@@ -100,20 +101,6 @@ def rank(estimates: list[Estimate], by: str = "time") -> list[Estimate]:
     return sorted(estimates, key=lambda e: (not e.fits, *order(e)))
 
 
-def label(settings: dict[str, Any]) -> str:
-    """'ddp x2 fp32 powersgd:4 grads', 'pipeline x2 fp32 1f1b m8', 'hybrid fsdp+tensor 2x2 bf16'."""
-    s = settings
-    head = f"{s['strategy']} x{s['workers']}"
-    if s["strategy"] == "hybrid":
-        head = f"hybrid {s['hybrid']} {s['mesh']}"
-    parts = [head, s["precision"]]
-    if s.get("compression", "none") != "none":
-        parts.append(f"{s['compression']} grads")  # not to be read as the precision
-    if s["strategy"] == "pipeline":
-        parts.append(f"{s['schedule']} m{s['microbatches']}")
-    return " ".join(parts)
-
-
 def scaled(settings: dict[str, Any], workers: int) -> dict[str, Any]:
     """The same configuration on ``workers`` ranks: micro-batches per pipeline rank and a
     mesh's inner size kept; 1 worker is ``single`` at the same precision, and ``single`` on
@@ -129,7 +116,7 @@ def scaled(settings: dict[str, Any], workers: int) -> dict[str, Any]:
     if s["strategy"] == "pipeline":
         s["microbatches"] = settings["microbatches"] // settings["workers"] * workers
     if s["strategy"] == "hybrid":
-        inner = int(settings["mesh"].split("x")[1])
+        inner = mesh_sizes(settings["mesh"])[1]
         s["mesh"] = f"{max(1, workers // inner)}x{inner}"
     return s
 

@@ -57,7 +57,8 @@ def rates(cal: Calibration, shape: ModelShape, hw: Hardware, precision: Precisio
     to a preset by the ratio of peaks (by FLOPs at PRESET_EFFICIENCY of its peak where the
     engines have no peak, as CPUs)."""
     q = precision.value
-    if hw.calibrated:
+    source = compute_source(cal, hw)
+    if source == "engines":
         scale = _measured_scale(cal, q)
         return Rates(cal.pass_fixed_s, cal.per_row_s * scale * _thread_share(cal, hw, ranks),
                      cal.step_fixed_s, 0.0, _contention(cal, ranks))
@@ -66,7 +67,7 @@ def rates(cal: Calibration, shape: ModelShape, hw: Hardware, precision: Precisio
         raise Unpredictable(f"{hw.name} has no peak FLOP/s for {q}")
     layers = sum(p.layers for p in shape.parts)
     optimizer = ADAMW_BYTES_PER_VALUE * state_bytes(precision) / hw.memory_bandwidth_bytes_per_s
-    if cal.device == "gpu" and cal.peak_tflops.get("fp32"):
+    if source == "peaks":
         measured = q in cal.precision_scale
         base = cal.peak_tflops[q if measured else "fp32"] * 1e12
         scale = cal.precision_scale[q] if measured else 1.0
@@ -74,6 +75,18 @@ def rates(cal: Calibration, shape: ModelShape, hw: Hardware, precision: Precisio
     per_row = shape.flops_per_sample / (peak * PRESET_EFFICIENCY)
     fixed = layers * GPU_LAYER_PASS_S if hw.device == "gpu" else cal.pass_fixed_s
     return Rates(fixed, per_row, PRESET_LOOP_S, optimizer, 1.0)
+
+
+def compute_source(cal: Calibration, hw: Hardware) -> str:
+    """Where ``rates`` takes compute from (advisor/method.py names what each assumes):
+    "engines" (their calibration, as measured), "peaks" (a GPU's calibration scaled to another
+    GPU by the ratio of dense peaks) or "flops" (the model's FLOPs at PRESET_EFFICIENCY of the
+    preset's peak: CPU engines have no peak to scale by)."""
+    if hw.calibrated:
+        return "engines"
+    if cal.device == "gpu" and cal.peak_tflops.get("fp32"):
+        return "peaks"
+    return "flops"
 
 
 def _measured_scale(cal: Calibration, q: str) -> float:

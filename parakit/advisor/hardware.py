@@ -9,12 +9,12 @@ bus-bandwidth convention: a collective of S bytes on n ranks takes
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from parakit.config.formulas import TERA, peak_tflops_by_precision
+from parakit.config.choices import is_number
 
 GIB = 2**30
 # The share of a preset GPU's dense peak that a model's matmuls reach when compute time is
@@ -25,9 +25,7 @@ PRESET_EFFICIENCY = 0.5
 
 
 def _check_positive(name: str, value: Any, zero_ok: bool = False) -> None:
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value >= 0 if zero_ok else value > 0))
-    if not ok:
+    if not (is_number(value, low=0) if zero_ok else is_number(value, above=0)):
         raise ValueError(f"hardware {name} must be a {'non-negative' if zero_ok else 'positive'} number (got {value!r})")
 
 

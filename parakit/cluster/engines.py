@@ -154,8 +154,8 @@ class EngineSet:
         launchers.wait_for_engines(self._cluster, self.client, n, retired=self._retired)
         known = {e.engine_id for e in self.engines} | self._retired
         new_ids = [i for i in sorted(self.client.ids) if i not in known][: n - self.size]
-        found = [EngineInfo(engine_id=engine_id, **facts)
-                 for engine_id, facts in zip(new_ids, self.client[new_ids].apply_sync(network.identify))]
+        found = [EngineInfo.identified(engine_id, me)
+                 for engine_id, me in zip(new_ids, self.client[new_ids].apply_sync(network.identify))]
         # Engines already here may move (a host's engines are counted anew): all are placed again.
         everyone = self._share_cores(placement.place_on_hosts(self.engines + found, _own_host()))
         placed, new = everyone[: self.size], self._pin(everyone[self.size:], first_position=self.size)
@@ -182,18 +182,15 @@ class EngineSet:
         pending = []
         for position, e in enumerate(engines, start=first_position):
             if self.launch.engines is Launcher.LOCAL:  # one machine: GPUs round robin over all
-                gpu = gpu_for_engine(position, self.gpus)
-                e = replace(e, gpu_index=gpu and gpu.index)
-                call = (devices.pin, gpu and gpu.uuid, e.threads)
+                call = (devices.pin, gpu_for_engine(position, self.gpus), e.threads)
             else:  # each host pins by local rank to its own GPUs, and says which
                 call = (devices.pin_on_host, self.device, self.gpu_indices, e.local_index, e.threads)
             pending.append((e, self.client[e.engine_id].apply_async(*call)))
         pinned = []
         for e, ar in pending:
-            answer = ar.get(timeout=START_TIMEOUT_S)  # its host too, which place_on_hosts named
-            pinned.append(replace(e, gpu_uuid=answer["gpu_uuid"], device=answer["device"],
-                                  device_name=answer["device_name"],
-                                  gpu_index=answer.get("gpu_index", e.gpu_index)))
+            got = ar.get(timeout=START_TIMEOUT_S)  # a PinnedDevice; its host place_on_hosts named
+            pinned.append(replace(e, gpu_uuid=got.gpu_uuid, device=got.device, device_name=got.device_name,
+                                  gpu_index=got.gpu_index))
         return pinned
 
     def interrupt(self, engine_id: int, sig: int = signal.SIGINT) -> None:
@@ -333,8 +330,7 @@ def _set_threads(threads: int) -> None:
 
 
 def _own_host() -> str:
-    me = network.identify()
-    return f"{me['hostname']}|{me['netns']}"
+    return network.identify().host_key
 
 
 def _close_ref(ref):

@@ -22,6 +22,7 @@ from parakit.config.switch import Segment
 from parakit.engine import process_group
 from parakit.engine.payload import pack
 from parakit.engine.train import train
+from parakit.records.commbench import CommBenchFigures
 from parakit.records.rank import RankReport
 from parakit.records.result import FAILED, OK, STOPPED
 
@@ -172,11 +173,11 @@ def _failed(ar) -> bool:
 
 
 def _returned(ar) -> Any:
-    """What a finished rank returned (a RankReport, a benchmark's figures), or None."""
+    """What a finished rank returned (a RankReport, a benchmark's CommBenchFigures), or None."""
     if not (ar.ready() and ar.successful()):
         return None
     result = ar.get(0)
-    return result if isinstance(result, (RankReport, dict)) else None
+    return result if isinstance(result, (RankReport, CommBenchFigures)) else None
 
 
 def _error_of(result: Any) -> str | None:

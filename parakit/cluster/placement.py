@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 
 from parakit.config.run import Device, RunConfig
 from parakit.engine.gpus import Gpu, filter_visible, visible_gpus
+from parakit.records.engine_facts import EngineIdentity
+from parakit.config.hosts import usable_cores
 
 __all__ = ["ENGINES_PER_CORE", "ENGINE_MEMORY_BYTES", "EngineInfo", "Gpu", "HostFacts", "check_gpu_sharing",
            "check_workers", "choose_backend", "choose_gpus", "filter_visible", "gpu_for_engine", "host_facts",
@@ -31,7 +33,7 @@ class HostFacts:
 def host_facts() -> HostFacts:
     gpus, reason = visible_gpus()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return HostFacts(os.cpu_count() or 1, memory, gpus, reason)
+    return HostFacts(usable_cores(), memory, gpus, reason)
 
 
 def max_workers(facts: HostFacts) -> int:
@@ -148,6 +150,12 @@ class EngineInfo:
     """The device's model name, e.g. 'NVIDIA H100 80GB HBM3' or the CPU's."""
     stack_file: str = ""
     """Where the engine writes its thread stacks on SIGUSR1 (the hang watch reads them)."""
+
+    @classmethod
+    def identified(cls, engine_id: int, me: EngineIdentity) -> EngineInfo:
+        """A new engine as it identified itself (``engine.network.identify``), not yet placed."""
+        return cls(engine_id=engine_id, pid=me.pid, hostname=me.hostname, netns=me.netns,
+                   netns_name=me.netns_name, local_hint=me.local_hint, cpu_count=me.cpu_count)
 
     @property
     def gpu(self) -> Gpu | None:

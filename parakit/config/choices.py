@@ -4,6 +4,7 @@ and integer checks. Standard library only."""
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any
 
 
@@ -32,3 +33,11 @@ def check_int(name: str, value: Any, low: int) -> None:
         raise ValueError(f"{name} must be an integer (got {value!r})")
     if value < low:
         raise ValueError(f"{name} must be >= {low} (got {value})")
+
+
+def is_number(value: Any, *, low: float | None = None, above: float | None = None) -> bool:
+    """The one check for a setting that is a finite real number (True/False are not numbers,
+    nor are NaN and inf), at least ``low`` and more than ``above`` where they are given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return (low is None or value >= low) and (above is None or value > above)

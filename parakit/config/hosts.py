@@ -7,10 +7,18 @@ the fix, before anything starts.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 from parakit.config.choices import Choice
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity set where the OS has one (a container
+    or a taskset pins fewer than the machine has), else the machine's count. The one count the
+    placement, the engines' facts and the advisor share."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Launcher(Choice):

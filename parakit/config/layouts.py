@@ -41,6 +41,23 @@ class TensorStyle(Choice):
     ROWWISE = "rowwise"  # input features split: partial sums all-reduced
 
 
+def mesh_sizes(value: Any) -> tuple[int, int] | None:
+    """``"2x2"``, ``"2×2"`` or ``(2, 2)`` -> (outer, inner); None where it is not two whole
+    numbers. The one reading of a mesh; parse_mesh checks it against the run."""
+    if isinstance(value, str):
+        parts = value.lower().replace("×", "x").split("x")
+    elif isinstance(value, (tuple, list)):
+        parts = list(value)
+    else:
+        return None
+    try:
+        # whole numbers only: int(2.5) would quietly make a 2.5x2 mesh a 2x2 one
+        outer, inner = (int(p) if isinstance(p, str) or float(p).is_integer() else None for p in parts)
+    except (TypeError, ValueError):
+        return None
+    return None if outer is None or inner is None else (outer, inner)
+
+
 def parse_mesh(value: Any, workers: int, hybrid: Hybrid) -> tuple[int, int]:
     """``"2x2"`` or ``(2, 2)`` -> (outer, inner); None -> (workers // 2, 2)."""
     outer_name, inner_name = hybrid.value.split("+")
@@ -50,19 +67,10 @@ def parse_mesh(value: Any, workers: int, hybrid: Hybrid) -> tuple[int, int]:
                 f"hybrid needs an even number of workers >= 4 (got {workers}), or mesh='AxB'"
             )
         return workers // 2, 2
-    if isinstance(value, str):
-        parts = value.lower().replace("×", "x").split("x")
-    elif isinstance(value, (tuple, list)):
-        parts = list(value)
-    else:
-        parts = []
-    try:
-        # whole numbers only: int(2.5) would quietly make a 2.5x2 mesh a 2x2 one
-        outer, inner = (int(p) if isinstance(p, str) or float(p).is_integer() else None for p in parts)
-        if outer is None or inner is None:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"mesh must look like 2x2 ({outer_name} x {inner_name}), got {value!r}") from None
+    sizes = mesh_sizes(value)
+    if sizes is None:
+        raise ValueError(f"mesh must look like 2x2 ({outer_name} x {inner_name}), got {value!r}")
+    outer, inner = sizes
     if outer < 1 or inner < 1:
         raise ValueError(f"mesh sizes must be >= 1 (got {outer}x{inner})")
     if outer * inner != workers:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parakit.config.choices import Choice, check_int
+from parakit.config.layouts import mesh_sizes
 
 
 class Precision(Choice):
@@ -248,16 +249,6 @@ def default_workers(strategy: str, mesh: Any, engines: int) -> int:
     if strategy == "single":
         return 1
     if strategy == "hybrid":
-        if isinstance(mesh, str) and "x" in mesh.lower():
-            try:
-                a, b = (int(p) for p in mesh.lower().split("x"))
-                return a * b
-            except ValueError:
-                return 4  # RunConfig reports the malformed mesh
-        if isinstance(mesh, (tuple, list)) and len(mesh) == 2:
-            try:
-                return int(mesh[0]) * int(mesh[1])
-            except (TypeError, ValueError):
-                return 4  # RunConfig reports the malformed mesh
-        return 4
+        sizes = mesh_sizes(mesh)  # a malformed mesh gets 4 here; RunConfig then says what is wrong
+        return sizes[0] * sizes[1] if sizes else 4
     return engines

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, NamedTuple
 
+from parakit.config.choices import is_number
+
 PRICE_TABLE = "prices.json"  # in parakit/data/
 
 
@@ -121,7 +123,7 @@ def usd_text(usd: float) -> str:
 def _check_price(name: str, value: Any) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_number(value, low=0):
         raise ValueError(f"{name} must be a number >= 0, or None for the price table's (got {value!r})")
 
 

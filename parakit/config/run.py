@@ -7,13 +7,12 @@ vocabularies live in layouts.py and levers.py; this module checks how they combi
 
 from __future__ import annotations
 
-import math
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from parakit.config.choices import Choice, check_int
+from parakit.config.choices import Choice, check_int, is_number
 from parakit.config.models import MODEL_OPTIONS, Workload, check_model_options
 from parakit.config.degrees import ParallelDims
 from parakit.config.layouts import (
@@ -110,8 +109,9 @@ class RunConfig:
     """DDP gradient bucket size in MB (torch's default, 25, when None): smaller buckets start
     communicating earlier in backward, so more of it hides behind compute."""
     compile: bool = False
-    """torch.compile the model, each repeated block on its own, before the strategy wraps it:
-    fewer, fused kernels on a GPU. The first step compiles (seconds to a minute), so it must be
+    """torch.compile the model, each repeated block on its own, after tensor parallelism and
+    activation checkpointing and before fsdp/ddp wrap it (engine/compose.py says why): fewer,
+    fused kernels on a GPU. The first step compiles (seconds to a minute), so it must be
     a warm-up step; not with pipelines (their stages run what torch.export traced, uncompiled)."""
     stop_on_divergence: bool = True
     """End the run on every rank soon after a loss becomes NaN or infinite (within 2 x 8 steps:
@@ -194,7 +194,7 @@ class RunConfig:
         check_int("seed", self.seed, 0)
         if self.profile_every is not None:
             check_int("profile_every", self.profile_every, 0)
-        if self.bucket_mb is not None and not _positive_finite(self.bucket_mb):
+        if self.bucket_mb is not None and not is_number(self.bucket_mb, above=0):
             raise ValueError(f"bucket_mb must be a positive number of MB (got {self.bucket_mb!r})")
         if self.microbatches is not None:
             check_int("microbatches", self.microbatches, 1)
@@ -202,7 +202,7 @@ class RunConfig:
             raise ValueError(
                 f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})"
             )
-        if not _positive_finite(self.lr):
+        if not is_number(self.lr, above=0):
             raise ValueError(f"lr must be a positive number (got {self.lr!r})")
         for name in ("error_feedback", "compile", "live", "stop_on_divergence", "trace"):
             if not isinstance(getattr(self, name), bool):
@@ -232,7 +232,7 @@ class RunConfig:
             raise ValueError(f"split applies to pipelines only (strategy is {s})")
         elif self.microbatches is not None:
             raise ValueError(f"microbatches apply to pipelines only (strategy is {s})")
-        if self.tensor_degree > 1 or s is Strategy.TENSOR:
+        if self.dims.tensor_enabled or s is Strategy.TENSOR:
             check_tensor(self.model, self.options, self.tensor_degree, self.tp_plan)
         elif self.tp_plan is not None:
             raise ValueError(f"tp_plan applies to tensor parallelism only (strategy is {s})")
@@ -350,11 +350,6 @@ class RunConfig:
 
 
 MAPPING_EXAMPLES = {"model_options": "{'width': 256}", "tp_plan": "{'fc1': 'colwise', 'fc2': 'rowwise'}"}
-
-
-def _positive_finite(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float))
-            and math.isfinite(value) and value > 0)
 
 
 def _is_dataset(data: Any) -> bool:

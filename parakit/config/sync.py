@@ -15,9 +15,9 @@ before any engine is touched, in one line that says why.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from parakit.config.choices import is_number
 from parakit.config.layouts import Strategy
 from parakit.config.levers import CompressionKind, Precision, SyncKind
 
@@ -89,7 +89,7 @@ def _check_outer(config: Any) -> None:
             continue
         if config.sync.kind not in DILOCO_KINDS:
             raise ValueError(f"{name} applies to sync diloco and streaming-diloco (sync is {config.sync})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_number(value):
             raise ValueError(f"{name} must be a number (got {value!r})")
     if config.outer_lr is not None and config.outer_lr <= 0:
         raise ValueError(f"outer_lr must be a positive number, e.g. {OUTER_LR} (got {config.outer_lr!r})")

@@ -1,5 +1,6 @@
 """Activation checkpointing for a run, applied as torchtitan applies it: to each repeated block
-(the units FSDP shards), after tensor parallelism and before FSDP or DDP wrap the model.
+(the units FSDP shards), after tensor parallelism and before compile, FSDP or DDP (the order
+is compose's, engine/compose.py).
 
 - ``full``: a block keeps only its input; backward runs the block's forward again to rebuild
   what its gradients need. Activations held fall to the blocks' inputs plus one block's worth
@@ -8,11 +9,16 @@
   attention, collectives) are kept; the cheap element-wise ops around them (layer norm, GELU,
   adds, views) are recomputed. Less memory saved than ``full``, almost no extra compute.
 
-The composable ``checkpoint`` (forward hooks, not a wrapper module) is used rather than
-``torch.utils.checkpoint`` around a wrapper: no module is renamed, so tensor parallel plans,
-the optimizer's parameters and a saved state dict see the names they see without it. It is
-the non-reentrant form, torch's recommended one, which composes with DDP's and FSDP2's hooks
-(the reentrant form needs DDP's static_graph=True).
+Each block's ``forward`` is replaced, on the instance, by one that runs the original inside
+``torch.utils.checkpoint``: what torchtitan's checkpoint wrapper module does, without the
+wrapper, so no module is renamed and tensor parallel plans, the optimizer's parameters and a
+saved state dict see the names they see without it. The checkpoint is inside ``forward``, not
+in hooks around it (torch's composable ``checkpoint``), so that compile, applied next to the
+same ``forward``, takes it into the graph: the compiler then plans the recomputation, and
+selective checkpointing's policy sees the ops it picks from, not one opaque compiled call.
+Module hooks stay outside: FSDP2 gathers a block's weights in its pre-backward hook before the
+recomputation needs them. It is the non-reentrant form, torch's recommended one, which
+composes with DDP's and FSDP2's hooks (the reentrant form needs DDP's static_graph=True).
 """
 
 from __future__ import annotations
@@ -21,8 +27,7 @@ import functools
 
 import torch
 from torch import nn
-from torch.distributed._composable import checkpoint
-from torch.utils.checkpoint import create_selective_checkpoint_contexts
+from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 
 from parakit.config.memory import Checkpointing
 from parakit.engine.strategies.base import repeated_blocks
@@ -64,7 +69,7 @@ def apply_checkpointing(model: nn.Module, mode: Checkpointing) -> int:
     forward and backward but not at backward's peak.
 
     Args:
-        model: the model, after tensor parallelism and before FSDP or DDP wrap it.
+        model: the model, after tensor parallelism and before compile, FSDP or DDP.
         mode: none, full or selective.
 
     Returns:
@@ -78,5 +83,17 @@ def apply_checkpointing(model: nn.Module, mode: Checkpointing) -> int:
         options["context_fn"] = functools.partial(create_selective_checkpoint_contexts, saved_ops())
     units = repeated_blocks(model) or [model]
     for unit in units:
-        checkpoint(unit, **options)
+        # An instance attribute shadows the class's forward; nn.Module.__call__ still runs the
+        # hooks around it.
+        unit.forward = checkpointed(unit.forward, options)
     return len(units)
+
+
+def checkpointed(forward, options: dict):
+    """``forward``, its activations recomputed in backward instead of kept."""
+
+    @functools.wraps(forward)
+    def forward_checkpointed(*args, **kwargs):
+        return checkpoint(forward, *args, use_reentrant=False, **options, **kwargs)
+
+    return forward_checkpointed

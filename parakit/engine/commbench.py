@@ -2,7 +2,7 @@
 group, with the nccl-tests definitions of algorithm and bus bandwidth.
 
 Runs on every rank of a group the caller has already initialised; every rank returns the same
-numbers (the slowest rank's), as plain JSON-able data.
+numbers (the slowest rank's), as records.commbench.CommBenchFigures.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.distributed as dist
 from parakit.config.bench import COLLECTIVES, DEFAULT_SIZES_BYTES
 # busbw = algbw * bus_factor: the advisor predicts with the same factor, so it lives in formulas.
 from parakit.config.formulas import bus_factor
+from parakit.records.commbench import CollectiveFit, CommBenchFigures, CommBenchRow
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -115,7 +116,7 @@ def fit_alpha_beta(points: list[tuple[int, float]]) -> tuple[float | None, float
 def run_comm_bench(sizes_bytes: list[int] | None = None, collectives: list[str] | None = None,
                    repeats: int = 10, warmup: int = 3, max_bytes: int | None = None,
                    on_progress: Callable[[dict], None] | None = None, dtype: str = "float32",
-                   device: str | None = None) -> dict:
+                   device: str | None = None) -> CommBenchFigures:
     """Time each collective at each message size on the default process group.
 
     Every timed repeat starts after a barrier, so ranks start together. A size's time is the
@@ -138,9 +139,9 @@ def run_comm_bench(sizes_bytes: list[int] | None = None, collectives: list[str] 
         device: where the buffers live; default cuda:0 if CUDA is available, else cpu.
 
     Returns:
-        {"world_size", "backend", "device", "dtype", "rows", "fits", "skipped"}; a row per
-        measured (collective, size), a fit per measured collective, and for each collective
-        this backend and device cannot measure honestly, the reason (``CANNOT_MEASURE``).
+        CommBenchFigures: a row per measured (collective, size), a fit per measured collective,
+        and for each collective this backend and device cannot measure honestly, the reason
+        (``CANNOT_MEASURE``).
     """
     collectives = list(BUILDERS) if collectives is None else list(collectives)
     sizes = _checked_sizes(collectives, sizes_bytes, max_bytes, repeats, warmup, dtype)
@@ -153,11 +154,11 @@ def run_comm_bench(sizes_bytes: list[int] | None = None, collectives: list[str] 
         for size in sizes:
             rows.append(bench.measure(name, size))
             if on_progress:
-                on_progress({"collective": name, "bytes": rows[-1]["bytes"], "done": len(rows),
+                on_progress({"collective": name, "bytes": rows[-1].bytes, "done": len(rows),
                              "total": total})
         fits[name] = _fit(rows, name)
-    return {"world_size": bench.world_size, "backend": bench.backend, "device": str(bench.where),
-            "dtype": dtype, "rows": rows, "fits": fits, "skipped": skipped}
+    return CommBenchFigures(world_size=bench.world_size, backend=bench.backend, device=str(bench.where),
+                            dtype=dtype, rows=rows, fits=fits, skipped=skipped)
 
 
 def _checked_sizes(collectives: list[str], sizes_bytes: list[int] | None, max_bytes: int | None,
@@ -205,7 +206,7 @@ class _Bench:
                    zeros=partial(torch.zeros, dtype=DTYPES[dtype], device=where),
                    repeats=repeats, warmup=warmup)
 
-    def measure(self, name: str, size: int) -> dict:
+    def measure(self, name: str, size: int) -> CommBenchRow:
         """One collective at one message size: its row, the same on every rank."""
         op, nbytes = BUILDERS[name](max(1, size // self.itemsize), self.world_size, self.rank, self.zeros)
         times = _timed(op, self.warmup, self.repeats, self.where)
@@ -215,10 +216,10 @@ class _Bench:
         return _row(name, nbytes, times, self.world_size, self.repeats, self.warmup, self.where)
 
 
-def _fit(rows: list[dict], name: str) -> dict:
+def _fit(rows: list[CommBenchRow], name: str) -> CollectiveFit:
     """Latency and bandwidth of one collective from its rows, or the reason there are none."""
-    alpha, beta, why = fit_alpha_beta([(r["bytes"], r["time_s"]) for r in rows if r["collective"] == name])
-    return {"alpha_s": alpha, "beta_bytes_per_s": beta, "reason": why}
+    alpha, beta, why = fit_alpha_beta([(r.bytes, r.time_s) for r in rows if r.collective == name])
+    return CollectiveFit(alpha_s=alpha, beta_bytes_per_s=beta, reason=why)
 
 
 def _check_collectives(names: list[str]) -> None:
@@ -251,18 +252,18 @@ def _timed(op, warmup: int, repeats: int, where: torch.device) -> list[float]:
 
 
 def _row(name: str, nbytes: int, times: list[float], n: int, repeats: int, warmup: int,
-         where: torch.device) -> dict:
+         where: torch.device) -> CommBenchRow:
     stats = torch.tensor([statistics.median(times), min(times), max(times)],
                          dtype=torch.float64, device=where)
     dist.all_reduce(stats, op=dist.ReduceOp.MAX)  # the slowest rank's figures, on every rank
     median, fastest, slowest = stats.tolist()  # note: a host-device sync on a GPU
     algbw_gbps = nbytes / median / 1e9
-    return {"collective": name, "bytes": nbytes, "time_s": median, "time_min_s": fastest,
-            "time_max_s": slowest, "algbw_gbps": algbw_gbps,
-            "busbw_gbps": algbw_gbps * bus_factor(name, n), "repeats": repeats, "warmup": warmup}
+    return CommBenchRow(collective=name, bytes=nbytes, time_s=median, time_min_s=fastest, time_max_s=slowest,
+                        algbw_gbps=algbw_gbps, busbw_gbps=algbw_gbps * bus_factor(name, n), repeats=repeats,
+                        warmup=warmup)
 
 
-def bench_on_engine(options: dict) -> dict:
+def bench_on_engine(options: dict) -> CommBenchFigures:
     """``run_comm_bench(**options)`` as the engines run it for ``Session.bench_comm``: rank 0
     publishes its progress to the notebook."""
     from parakit.engine.publish import publish

@@ -11,48 +11,38 @@ import platform
 import socket
 import sys
 
+from parakit.engine.gpus import Gpu, visible_gpus
 from parakit.engine.state import STATE
+from parakit.records.engine_facts import PinnedDevice
 
 
-def pin(gpu_uuid: str | None, threads: int) -> dict:
-    """Pin this engine to one GPU, named by UUID (or to the CPU), and set its thread count.
-
-    Returns a description of the engine: pid, host, torch device and device name.
-    """
+def pin(gpu: Gpu | None, threads: int) -> PinnedDevice:
+    """Pin this engine to one GPU, named by UUID (or to the CPU with None), and set its thread
+    count. Returns what it was pinned to."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError("CUDA was initialised in this engine before parakit could pin it")
+    gpu_uuid = gpu.uuid if gpu is not None else None
     # A CPU engine hides every GPU, so nothing in it can start a CUDA context by accident.
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu_uuid or ""
     import torch
 
     torch.set_num_threads(threads)
     STATE.gpu_uuid, STATE.pinned = gpu_uuid, True
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "gpu_uuid": gpu_uuid,
-        "device": str(device()),
-        "device_name": device_name(),
-        "threads": threads,
-    }
+    return PinnedDevice(pid=os.getpid(), host=socket.gethostname(), gpu_index=gpu.index if gpu is not None else None,
+                        gpu_uuid=gpu_uuid, device=str(device()), device_name=device_name(), threads=threads)
 
 
-def pin_on_host(device: str, gpu_indices: list[int] | None, local_index: int, threads: int) -> dict:
+def pin_on_host(device: str, gpu_indices: list[int] | None, local_index: int, threads: int) -> PinnedDevice:
     """Pin this engine to the GPU of its local rank among its own host's GPUs (engines on
     other hosts: the notebook cannot see their GPUs). ``device`` and ``gpu_indices`` mean what
     they mean to a Session: "cpu", "cuda" or "auto"; physical GPU indices, or all."""
-    from parakit.engine.gpus import visible_gpus
-
     gpus, reason = ([], "device cpu was asked for") if device == "cpu" else visible_gpus()
     if gpu_indices is not None and device != "cpu":
         gpus = [g for g in gpus if g.index in gpu_indices]
     if device == "cuda" and not gpus:
         raise RuntimeError(f"device cuda was asked for, but on {socket.gethostname()} {reason or 'gpus= names none'}")
-    gpu = gpus[local_index % len(gpus)] if gpus else None
-    info = pin(gpu and gpu.uuid, threads)
-    info["gpu_index"] = gpu and gpu.index
-    return info
+    return pin(gpus[local_index % len(gpus)] if gpus else None, threads)
 
 
 def device():

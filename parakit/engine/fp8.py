@@ -3,9 +3,9 @@
 ``apply_fp8`` swaps each qualifying ``nn.Linear`` for torchao's ``Float8Linear``, whose three
 matmuls (output, input gradient, weight gradient) cast their operands to float8 with dynamic
 scales and run on the float8 tensor cores; everything else runs under bf16 autocast
-(engine/precision.py). Weights stay fp32 for the optimizer. The strategy calls it first, before
-checkpointing and sharding, as torchtitan converts before it parallelises; torch.compile, which
-train.py set up earlier, is lazy, so the first step compiles the converted model.
+(engine/precision.py). Weights stay fp32 for the optimizer. It is the first of compose's steps
+(engine/compose.py), before checkpointing, compile and sharding, as torchtitan converts before
+it parallelises: the blocks compiled later are the converted ones.
 
 Which layers qualify (``converts``) is a pure function of a layer's name and shape, so it is
 checked without torchao and without a GPU:
@@ -86,7 +86,7 @@ def apply_fp8(model: nn.Module, device: torch.device, *, fsdp_float8_all_gather:
     """Swap the qualifying linear layers of ``model`` for torchao's float8 ones, in place.
 
     Args:
-        model: the built model, on its device, before checkpointing, sharding or DDP.
+        model: the built model, on its device, before checkpointing, compile, sharding or DDP.
         device: the device this rank trains on (checked: a GPU of compute capability 8.9+).
         fsdp_float8_all_gather: FSDP2 will shard the model: keep the float8 weights in a
             tensor subclass that FSDP all-gathers in float8, half of bf16's bytes (tensorwise

@@ -12,22 +12,25 @@ import os
 import socket
 import struct
 
+from parakit.records.engine_facts import EngineIdentity
+from parakit.config.hosts import usable_cores
+
 SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
 
 
-def identify() -> dict:
+def identify() -> EngineIdentity:
     """This engine's host and the hints launchers give about its place on it."""
     netns = _netns_inode()
     local = next((os.environ[v] for v in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")
                   if os.environ.get(v, "").isdigit()), None)
-    return {
-        "hostname": socket.gethostname(),
-        "netns": netns,
-        "netns_name": _netns_name(netns),
-        "local_hint": int(local) if local is not None else None,
-        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-        "pid": os.getpid(),
-    }
+    return EngineIdentity(
+        hostname=socket.gethostname(),
+        netns=netns,
+        netns_name=_netns_name(netns),
+        local_hint=int(local) if local is not None else None,
+        cpu_count=usable_cores(),
+        pid=os.getpid(),
+    )
 
 
 def address_toward(ip: str) -> str:

@@ -23,7 +23,7 @@ from parakit.config.switch import Segment
 from parakit.engine import devices, precision, process_group, saved_state
 from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.breakdown import StepProfiler, per_step
-from parakit.engine.compiling import apply_compile
+from parakit.engine.compose import Setup, compose
 from parakit.engine.divergence import DivergenceWatch, is_check_step
 from parakit.config.formulas import peak_flops
 from parakit.engine.flops import step_flops
@@ -34,8 +34,8 @@ from parakit.engine.payload import unpack
 from parakit.engine.publish import Publisher, progress
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
-from parakit.engine.strategies import APPLY, Context, Parallel
-from parakit.engine.strategies.pipeline import pipeline_figures
+from parakit.engine.strategies.base import Parallel, unscaled
+from parakit.engine.strategies.bubble import pipeline_figures
 from parakit.engine.timing import MeasuredWindow, StepTimer
 from parakit.engine.workloads import build_model
 from parakit.config.levers import SyncKind
@@ -198,7 +198,7 @@ def _train(config: RunConfig, stop: StopRequest | None = None, segment: Segment 
 
 def set_up(config: RunConfig, segment: Segment | None = None) -> Run:
     """Build the model (the same on every rank), lay it out over the ranks with the run's
-    strategy, and make its optimizer, its data and the instruments."""
+    strategy (engine/compose.py), and make its optimizer, its data and the instruments."""
     single = config.strategy is Strategy.SINGLE
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()
@@ -221,11 +221,8 @@ def set_up(config: RunConfig, segment: Segment | None = None) -> Run:
         first = make_batches(config, 0, config.data_parallel_size)
         # on the model's device: torch.export refuses a trace that mixes devices
         sample = to_device(first.rows(0, config.batch_size, 0, config.per_rank_batch_size)[0], device)
-    if config.compile:
-        apply_compile(model)  # lazy: the first (warm-up) step compiles, inside its timing
-    ctx = Context(config, device, rank, world, loss_fn, sample_inputs=sample,
-                  scale_loss=scaler.scale if scaler else (lambda loss: loss))
-    parallel = APPLY[config.strategy](model, ctx)
+    parallel = compose(model, Setup(config=config, device=device, rank=rank, loss_fn=loss_fn, sample_inputs=sample,
+                                    scale_loss=scaler.scale if scaler else unscaled))
     optimizer = make_optimizer(parallel.parameters(), config.lr, device, zero=config.zero)
     if segment.state_in:  # the optimizer's state, resharded for this layout
         saved_state.load_optimizer(parallel, optimizer, segment.state_in, alone=single)
@@ -339,7 +336,7 @@ def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
         flops_per_step=run.flops[0], flops_method=run.flops[1], peak_flops_per_s=peak, no_peak_reason=no_peak,
         # The measured steps' wall clock, everything between them included: what a user waits.
         measured_wall_s=measured_wall_s,
-        power=power.to_dict() if power is not None else None,
+        power=power,
         # Ranks that share a device (engines on one GPU, every CPU rank on a host) measure the
         # same counter: the session counts each device once.
         power_device=STATE.gpu_uuid or f"cpu@{platform.node()}",

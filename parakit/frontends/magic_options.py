@@ -17,6 +17,14 @@ class run_options(ArgDecorator):
         options.add_run_options(parser)
 
 
+class switch_options(ArgDecorator):
+    """Every setting a live switch may change (options.add_switch_options)."""
+
+    def add_to_parser(self, parser, group):
+        options.add_switch_options(parser)
+        return None
+
+
 class continue_options(ArgDecorator):
     """Switches while a run trains, its state saved, or resumed, as ``parakit run`` takes them."""
 

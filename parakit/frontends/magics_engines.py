@@ -4,6 +4,7 @@ the running session, or one started with the defaults after the request is check
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, fields
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -12,6 +13,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from parakit.frontends import options
 from parakit.frontends.magic_options import checked, engine_options
+from parakit.records.engine_facts import EngineStatus
 from parakit.records.store import DEFAULT_RUNS_DIR
 from parakit.session.preflight import Engines, check_runs, engines_here
 from parakit.session.session import Session
@@ -108,7 +110,7 @@ class EngineMagics(Magics):
 
     @magic_arguments("parakit status")
     def _status(self, rest: str, start: bool = False):
-        """The engines: rank, engine id, pid, device, threads, process group, memory (MiB).
+        """The engines: rank, engine id, pid, device, threads, process group, memory (MiB, or why not).
 
         In [1]: %parakit status
         """
@@ -118,7 +120,9 @@ class EngineMagics(Magics):
             return None
         import pandas as pd
 
-        frame = pd.DataFrame(self._session().status())
+        # A table is what a notebook shows; the columns are EngineStatus's, even with no engines.
+        frame = pd.DataFrame([asdict(row) for row in self._session().status()],
+                             columns=[f.name for f in fields(EngineStatus)])
         for column in ("rss_bytes", "peak_rss_bytes"):
             frame[column.replace("_bytes", "_mib")] = pd.to_numeric(frame.pop(column)) / 2**20
         return frame

@@ -12,13 +12,12 @@ from IPython.display import display
 
 from parakit.frontends import names, options, text
 from parakit.frontends.magic_options import (checked, continue_options, engine_options, price_options, run_options,
-                                             sweep_options)
+                                             sweep_options, switch_options)
 from parakit.frontends.magics_engines import EngineMagics
 from parakit.frontends.magics_store import comparison_table
 from parakit.frontends.terminal import for_this_frontend
 from parakit.plots.runs import loss, speedup
 from parakit.records.result import RunResult
-from parakit.config.switch import SWITCHABLE
 from parakit.session.preflight import check_continuation, check_count, check_run
 from parakit.session.sweep import combinations, repeated
 
@@ -77,17 +76,7 @@ class RunMagics(EngineMagics):
         return result
 
     @magic_arguments("parakit switch")
-    @argument("--strategy", default=None)
-    @argument("--workers", type=int, default=None)
-    @argument("--precision", default=None)
-    @argument("--compression", default=None)
-    @argument("--no-error-feedback", dest="error_feedback", action="store_const", const=False, default=None)
-    @argument("--sync", default=None)
-    @argument("--outer-lr", type=float, default=None)
-    @argument("--outer-momentum", type=float, default=None)
-    @argument("--mesh", default=None)
-    @argument("--hybrid", default=None)
-    @argument("--bucket-mb", type=float, default=None)
+    @switch_options()
     def _switch(self, rest: str) -> int:
         """Switch the settings of the run going on (a panel's, in the background): every rank
         agrees on a step, saves the state there and trains on with the new settings. Returns
@@ -97,7 +86,7 @@ class RunMagics(EngineMagics):
         In [2]: %parakit switch --strategy fsdp --workers 2
         """
         args = self._parse(self._switch, rest)
-        change = {k: v for k, v in vars(args).items() if k in SWITCHABLE and v is not None}
+        change = options.switch_settings(args)
         if not change:
             raise UsageError("say what to switch, e.g. %parakit switch --precision bf16")
         if self.session is None or not self.session.busy:

@@ -8,6 +8,7 @@ groups, so an option means the same in both. Imports no front end.
 from __future__ import annotations
 
 import argparse
+import copy
 import contextlib
 import dataclasses
 import json
@@ -15,9 +16,10 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from parakit.config.choices import is_number
 from parakit.config.hosts import Launcher
 from parakit.config.prices import Prices
-from parakit.config.switch import parse_switch
+from parakit.config.switch import SWITCHABLE, parse_switch
 from parakit.config.run import Hybrid, Precision, Schedule, Strategy, Workload
 from parakit.records.store import DEFAULT_RUNS_DIR
 
@@ -145,6 +147,27 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="GPU: write a torch.cuda.memory snapshot beside the run (pytorch.org/memory_viz)")
 
 
+def add_switch_options(p: argparse.ArgumentParser) -> None:
+    """The run options a live switch may change: made from add_run_options for the names in
+    config/switch.SWITCHABLE, so the two cannot drift. Each defaults to None: only the options
+    given are switched."""
+    runs = argparse.ArgumentParser(add_help=False)
+    add_run_options(runs)
+    for action in runs._actions:  # argparse's own list: copying keeps each option's type and help
+        if action.dest in SWITCHABLE:
+            switched = copy.copy(action)
+            switched.default = None
+            p._add_action(switched)
+
+
+def switch_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a ``switch`` was given (those left out stay as they are)."""
+    change = {k: v for k, v in vars(args).items() if k in SWITCHABLE and v is not None}
+    if "tp_plan" in change:
+        change["tp_plan"] = dict(change["tp_plan"])
+    return change
+
+
 def switch_option(text: str) -> tuple[int, dict[str, str]]:
     """An argparse type: one ``--switch STEP:key=value[,key=value]``."""
     try:
@@ -197,7 +220,7 @@ def non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0:
+    if not is_number(value, low=0):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 2.5 (got {text!r})")
     return value
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from parakit.session.progress import in_notebook
+from parakit.config.shell import in_notebook
 
 
 class FigureFile(go.Figure):

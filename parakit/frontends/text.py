@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from parakit.advisor.candidates import label
 from parakit.config.prices import usd_text
 from parakit.records.explain import power_note, where_time_went
 from parakit.records.intervals import SAME, interval_text
@@ -57,18 +56,17 @@ def advice_table(advice) -> str:
     lines = [advice.summary(), "",
              (f"{'rank':>4} {'configuration':<36}{'step ms':>9}{'samples/s':>11}{'MiB/rank':>10}"
              f"{'MiB sent':>10}{'$/1k samples':>13}{'measured':>10}")]
-    measured = {v["label"]: v for v in advice.verified}
     fitting = [e for e in advice.estimates if e.fits]
     for i, e in enumerate(fitting[:TABLE_ROWS], start=1):
-        seen = measured.get(label(e.settings), {}).get("measured_step_time_s")
+        seen = (advice.verification_of(e.settings) or {}).get("measured_step_time_s")
         cost = e.cost_per_1k_samples_usd
-        lines.append(f"{i:>4} {label(e.settings):<36}{e.step_time_s * 1e3:>9.2f}{e.samples_per_s:>11.1f}"
+        lines.append(f"{i:>4} {run_label(e.settings):<36}{e.step_time_s * 1e3:>9.2f}{e.samples_per_s:>11.1f}"
                      f"{e.memory_bytes / 2**20:>10.0f}{e.collective_bytes_per_step / 2**20:>10.3f}"
                      f"{usd_text(cost) if cost is not None else '-':>13}"
                      + (f"{seen * 1e3:>10.2f}" if seen else f"{'':>10}"))
     if len(fitting) > TABLE_ROWS:
         lines.append(f"     ... {len(fitting) - TABLE_ROWS} more that fit (--json for all)")
-    lines += [f"   - {label(e.settings):<36}{e.reason}" for e in advice.estimates if not e.fits]
+    lines += [f"   - {run_label(e.settings):<36}{e.reason}" for e in advice.estimates if not e.fits]
     for p in advice.projections:
         curve = ", ".join(f"{q['workers']}: {q['speedup']:.2f}x" for q in p["points"])
         lines.append(f"projection {p['label']}: {curve}" + (f" ({p['stopped']})" if p["stopped"] else ""))
@@ -151,7 +149,7 @@ def sweep_progress(i: int, n: int, label: str, result: Any) -> None:
     """``Session.sweep``'s on_run: one line per run, when it ends (while it goes, its own
     progress line shows it). In a notebook that progress line already ends as the run's
     summary, so nothing is added there."""
-    from parakit.session.progress import in_notebook
+    from parakit.config.shell import in_notebook
 
     if result is not None and not in_notebook():
         print(f"[{i}/{n}] {summary_line(result)}", flush=True)

@@ -1,13 +1,14 @@
 """Figures of an Advice: the projected speed-up and efficiency from 1 to N workers with the
-points measured on the engines over them, and predicted against measured step time. Pure
-functions ``Advice -> plotly Figure``, in the style of ``plots``."""
+points measured on the engines over them (each with its 95 % interval), and predicted against
+measured step time. Pure functions ``Advice -> plotly Figure``, in the style of ``plots``; the
+Advice is a record (records/advice.py), so nothing here imports the cost model."""
 
 from __future__ import annotations
 
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from parakit.advisor.record import Advice
+from parakit.records.advice import Advice
 from parakit.plots.base import TEMPLATE, Figure
 
 COLOURS = qualitative.Plotly
@@ -48,11 +49,14 @@ def projection(advice: Advice) -> Figure:
                             line={"color": colour}, legendgroup=p["label"], showlegend=col == 1,
                             customdata=custom, hovertemplate=hover, row=1, col=col)
             dots = [q for q in p["measured"] if q.get("step_time_s")]
-            fig.add_scatter(x=[q["workers"] for q in dots],
-                            y=[q["speedup"] / (q["workers"] if key == "efficiency" else 1) for q in dots],
+            per = [q["workers"] if key == "efficiency" else 1 for q in dots]
+            # A measured speed-up carries its 95 % interval and verdict (the runs frame's rule).
+            fig.add_scatter(x=[q["workers"] for q in dots], y=[q["speedup"] / n for q, n in zip(dots, per)],
+                            error_y=_interval(dots, per), customdata=[[q.get("verdict") or ""] for q in dots],
                             mode="markers", name=f"{p['label']} (measured)", legendgroup=p["label"],
                             marker={"color": colour, "size": 10, "symbol": "diamond"}, showlegend=col == 1 and bool(dots),
-                            hovertemplate="%{x} workers: %{y:.3g} measured<extra></extra>", row=1, col=col)
+                            hovertemplate="%{x} workers: %{y:.3g} measured %{customdata[0]}<extra></extra>",
+                            row=1, col=col)
         if p["stopped"]:
             notes.append(f"{p['label']} {p['stopped']}")
     fig.add_scatter(x=[1, top], y=[1, top], mode="lines", name="ideal (linear)",
@@ -66,6 +70,15 @@ def projection(advice: Advice) -> Figure:
     fig.update_layout(template=TEMPLATE, title={"text": title, "subtitle": {"text": "; ".join(notes)}},
                       legend_title_text="")
     return fig
+
+
+def _interval(dots: list[dict], per: list[int]) -> dict:
+    """Error bars from each measured point's 95 % interval (none for a baseline at 1)."""
+    def gap(q, n, side):
+        return abs(q.get(f"speedup_{side}", q["speedup"]) - q["speedup"]) / n
+
+    return {"type": "data", "symmetric": False, "array": [gap(q, n, "high") for q, n in zip(dots, per)],
+            "arrayminus": [gap(q, n, "low") for q, n in zip(dots, per)], "visible": any("speedup_low" in q for q in dots)}
 
 
 def verification(advice: Advice) -> Figure:

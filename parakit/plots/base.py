@@ -11,7 +11,7 @@ from plotly.io.base_renderers import MimetypeRenderer
 
 from parakit.plots import static
 from parakit.records.result import RunResult, run_label
-from parakit.session.progress import in_notebook
+from parakit.config.shell import in_notebook
 
 TEMPLATE = "plotly_white"
 MIB = 2**20

@@ -28,7 +28,8 @@ from parakit.plots.base import (
     skip_note,
 )
 from parakit.plots.switching import mark_switches, switch_cost
-from parakit.records.intervals import SAME, Comparison, compare, speedup_text
+from parakit.records.frame import speedup_against
+from parakit.records.intervals import speedup_text
 from parakit.records.result import RunResult, StepRecord, run_label
 from parakit.records.segments import segment_results
 from parakit.records.store import runs_frame
@@ -69,7 +70,7 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
     for run in runs:
         rate = run.summary["samples_per_s"]
         if baseline is not None:
-            found = compare(run, baseline) if run is not baseline else Comparison(1.0, 1.0, 1.0, SAME)
+            found, efficiency = speedup_against(run, baseline)
             speed, low, high, verdict, group, missing = (found.ratio, found.low, found.high,
                                                          found.verdict if run is not baseline else None, None, None)
         else:
@@ -80,8 +81,7 @@ def speedup_table(results: list[RunResult], baseline: RunResult | None = None) -
         rows.append([run.run_id, run_label(run.config, run.world_size), model_label(run),
                      run.config.get("strategy"), run.world_size,
                      rate, step_s * 1e3 if step_s is not None else None,
-                     # efficiency per worker added: against a 2-worker baseline, 4 workers at 1.8x is 90 %
-                     speed, speed * (baseline.world_size if baseline is not None else 1) / run.world_size
+                     speed, (efficiency if baseline is not None else speed / run.world_size)
                      if _known(speed) else None,
                      run.summary.get("samples_per_s_low"), run.summary.get("samples_per_s_high"),
                      low, high, verdict, said, group, missing])

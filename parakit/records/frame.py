@@ -42,7 +42,7 @@ from typing import Any
 import pandas
 
 from parakit.config.run import RunConfig, Strategy
-from parakit.records.intervals import Estimate, combine, ratio
+from parakit.records.intervals import SAME, Comparison, Estimate, combine, compare, ratio
 from parakit.records.result import OK
 
 THROUGHPUT = "samples_per_s"
@@ -63,6 +63,11 @@ LAYOUT_COLUMNS = {
 # how long they ran, their seed and learning rate, and parakit's own instruments.
 _NOT_COMPARED = {"steps", "warmup_steps", "lr", "seed", "profile_every", "trace", "live", "stop_on_divergence",
                  "memory_limit", "memory_snapshot"}  # instruments and caps: they do not change the work
+# What a switched run gets instead of a speed-up: it has no one layout to scale.
+SWITCHED = ("a run that keeps one layout (a switched run's segments compare by themselves: "
+            "load_runs(segments=True))")
+# What a chosen baseline must share with the runs it is compared with: the training itself.
+SAME_TRAINING = ("model", "model_options", "data", "loss")
 # Always named in a group's label; other settings only where they differ between groups.
 _NAMED = ("strategy", "model", "precision")
 
@@ -118,9 +123,30 @@ def add_scaling(frame: pandas.DataFrame) -> pandas.DataFrame:
         if weak is not None:
             _put(figures, "weak_efficiency", at, _against(own, weak, run, baselines.ids(run, "weak")), workers)
         figures["scaling_group"][at] = _label(run, kind, varying)
+    for at, row in enumerate(out.itertuples(index=False)):
+        if row.status == OK and (_number(getattr(row, "switches", None)) or 0) > 0:
+            figures["missing_baseline"][at] = SWITCHED
     for column, values in figures.items():
         out[column] = values
     return out
+
+
+def speedup_against(run: Any, baseline: Any) -> tuple[Comparison, float]:
+    """A run against a baseline the user chose (``speedup_table(runs, baseline=...)``): the
+    speed-up with its interval and verdict, and the efficiency per worker added (against a
+    2-worker baseline, 4 workers at 1.8x is 90 %). The same rule as the frame's, for a pair.
+
+    Raises:
+        ValueError: If the baseline trains something else (another model, its options, data
+            or loss): a ratio of different work is not a speed-up.
+    """
+    differs = [k for k in SAME_TRAINING if _canonical(run.config.get(k)) != _canonical(baseline.config.get(k))]
+    if differs:
+        k = differs[0]
+        raise ValueError(f"baseline run {baseline.run_id} trains another {k} ({_shown(baseline.config.get(k))}) "
+                         f"than run {run.run_id} ({_shown(run.config.get(k))}): a speed-up compares the same training")
+    found = compare(run, baseline) if run is not baseline else Comparison(1.0, 1.0, 1.0, SAME)
+    return found, found.ratio * baseline.world_size / run.world_size
 
 
 def _configuration(run: dict[str, Any]) -> tuple:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 LEVEL = 0.95
@@ -216,7 +216,7 @@ def _side(runs, name: str) -> Estimate:
     values, noise = [], []
     for run in runs:
         summary = getattr(run, "summary", None)
-        if not isinstance(summary, dict) or not summary.get("samples_per_s"):
+        if not isinstance(summary, Mapping) or not summary.get("samples_per_s"):
             what = getattr(run, "run_id", type(run).__name__)
             status = getattr(run, "status", "not a RunResult")
             raise ValueError(f"compare: {name} holds {what} ({status}) with no measured samples_per_s")

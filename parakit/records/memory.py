@@ -21,6 +21,23 @@ def memory_summary(ranks: list[RankInfo]) -> dict[str, Any]:
     return {key: _largest(getattr(r, key) for r in ranks) for key in (*PARTS, *ALLOCATOR)}
 
 
+def measured_memory_per_rank(ranks: list[RankInfo]) -> tuple[int | None, dict[str, int | None]]:
+    """The one rule for "memory per rank", which the fit compares with its limit: on a GPU the
+    allocator's peak (``max_memory_allocated``) of the largest rank; on a CPU the tensors the
+    rank holding the most measured (parameters + gradients + optimizer state + activations;
+    not the RSS, which holds the interpreter and torch, which no layout changes). Also that
+    rank's parts. (None, {}) where there are no ranks; None where a part was not measured."""
+    if not ranks:
+        return None, {}
+    parts = [{k: getattr(r, k, None) for k in PARTS} for r in ranks]
+    fullest = max(parts, key=lambda p: sum(v or 0 for v in p.values()))
+    if ranks[0].peak_mem_kind == "cuda_max_allocated":
+        return _largest(r.peak_mem_bytes for r in ranks), fullest
+    if any(v is None for p in parts for v in p.values()):
+        return None, fullest
+    return max(sum(p.values()) for p in parts), fullest
+
+
 def _largest(values) -> int | float | None:
     known = [v for v in values if v is not None]
     return max(known) if known else None

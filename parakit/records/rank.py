@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from parakit.records.power import PowerMeasurement
 from parakit.records.result import RankInfo
 
 
@@ -103,9 +104,9 @@ class RankReport:
     measured_wall_s: float | None
     """The wall clock from the first measured step's start to the last step's end, everything
     between steps included; None when no step after the warm-up began."""
-    power: dict[str, Any] | None
-    """The power meter over the measured steps (engine.power.PowerMeasurement as a dict);
-    None when no measured step began."""
+    power: PowerMeasurement | None
+    """The power meter over the measured steps; None when no measured step began. (Given as
+    ``PowerMeasurement.to_dict()``'s dict, it is read back into the measurement.)"""
     power_device: str
     """What the meter read: the GPU's UUID, or 'cpu@host' for a host's RAPL counters. Ranks
     sharing it share one counter, so the summary counts each device once."""
@@ -155,16 +156,22 @@ class RankReport:
     """When it ended, before any state was saved, epoch seconds: between one segment's end and
     the next one's start training paused (``records.segments``)."""
 
+    def __post_init__(self) -> None:
+        # A report rebuilt from JSON (a test's, or an old pickle) may hold the measurement as
+        # its dict; the report carries the measurement itself, read by attribute downstream.
+        if isinstance(self.power, dict):
+            object.__setattr__(self, "power", PowerMeasurement.from_dict(self.power))
+
     def profiled(self, step: int) -> bool:
         """The profiler recorded this step on this rank."""
         return self.compute_time_s is not None and self.compute_time_s[step] is not None
 
 
-
 def rank_info(report: RankReport | None, **where: Any) -> RankInfo:
     """One rank's entry in the run record: where it ran (``where``: RankInfo's rank, engine_id,
     pid, host, device, device_name, gpu_index, threads) and what its report measured of its
-    memory, its share of the model and its power; those are None where no report came back."""
+    memory, its share of the model and its power (the PowerMeasurement itself, read by
+    attribute); those are None where no report came back."""
     if report is None:
         return RankInfo(**where)
     return RankInfo(

@@ -1,7 +1,8 @@
 """What a run produced: step records, the per-rank results they come from, and RunResult.
 
-Records are plain data (JSON in, JSON out). A figure that could not be measured is None,
-and its reason is kept beside it in ``unmeasured``; it is never a made-up 0.
+Records are plain data read by attribute, with dicts only at the JSON boundary (``to_dict`` /
+``from_dict``). A figure that could not be measured is None, and its reason is kept beside it in
+``unmeasured``; it is never a made-up 0.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from parakit.config.layouts import mesh_sizes
 from parakit.config.prices import usd_text
+from parakit.records.power import PowerMeasurement
+from parakit.records.record_view import RecordView
+from parakit.records.summary_fields import Summary
 
 if TYPE_CHECKING:
     import pandas
@@ -95,11 +100,56 @@ class RankInfo:
     """Pipeline: the schedule's ideal bubble, (p-1)/(v*m+p-1)."""
     stages: list[int] | None = None
     """Pipeline: the stage indices this rank held."""
-    power: dict[str, Any] | None = None
-    """This rank's power meter over the training loop (engine.power.PowerMeasurement as a dict:
-    energy_j, avg_power_w, samples [t_s, watts, util %, memory bytes], scope, reason, ...)."""
+    power: PowerMeasurement | None = None
+    """This rank's power meter over the training loop (records/power.py: energy_j, avg_power_w,
+    samples [t_s, watts, util %, memory bytes], scope, reason, ...)."""
     power_device: str | None = None
     """What the meter read: the GPU's UUID, or 'cpu@host' for a host's RAPL package counters."""
+
+
+def ranks_from_dicts(rows: list[dict[str, Any]]) -> list[RankInfo]:
+    """A record's ranks from their JSON: the run's own, and each segment's."""
+    return [RankInfo(**{**r, "power": PowerMeasurement.from_dict(r["power"])})
+            if isinstance(r.get("power"), dict) else RankInfo(**r) for r in rows]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class SegmentRecord(RecordView):
+    """One stretch of a switched run's steps with the same settings (records/segments.py). Read
+    by attribute; also a read-only Mapping of its fields (``g["first_step"]``,
+    ``g["settings"]["strategy"]``), as the dict it used to be."""
+
+    READERS = {"summary": Summary.from_dict, "ranks": ranks_from_dicts}
+
+    index: int
+    """Its place in the run, from 0."""
+    first_step: int
+    """The run's step it starts at."""
+    last_step: int | None
+    """The run's step it ends at; None for a run with no step (``segment_rows``)."""
+    status: str
+    """'ok', 'failed' or 'stopped': how this segment's launch ended."""
+    settings: dict[str, Any]
+    """Its RunConfig, described (the run's ``config`` for the first segment)."""
+    changed: dict[str, Any] = field(default_factory=dict)
+    """The settings that differ from the previous segment's; empty for the first."""
+    label: str
+    """What changed in a few words ('fsdp', 'workers 1'); 'start' for the first."""
+    world_size: int
+    """Its workers."""
+    switch_s: float | None = None
+    """The pause in training before it (the previous segment's last step to its first, slowest
+    rank's each); None for the first."""
+    state_save_s: float | None = None
+    """Of that pause: saving the state at the previous segment's end, slowest rank."""
+    state_load_s: float | None = None
+    """Of that pause: loading the state and laying the model out again, slowest rank."""
+    summary: Summary = field(default_factory=Summary)
+    """Its figures over its own measured steps (no ``method``: the run's says it)."""
+    unmeasured: dict[str, str] = field(default_factory=dict)
+    """Figure name -> why it is None, for this segment."""
+    ranks: list[RankInfo] = field(default_factory=list)
+    """Where its ranks ran."""
 
 
 @dataclass
@@ -113,7 +163,9 @@ class RunResult:
     backend: str | None
     device: list[str]
     steps: list[StepRecord] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: Summary = field(default_factory=Summary)
+    """The figures over the measured steps, frozen (records/summary_fields.py); also a read-only
+    Mapping, so ``r.summary["samples_per_s"]`` reads as it did. Empty for a run with no step."""
     ranks: list[RankInfo] = field(default_factory=list)
     error: str | None = None
     started_at: str = ""
@@ -137,7 +189,7 @@ class RunResult:
     """The measured energy x the grid's grams of CO2 per kWh; None where energy was not measured."""
     cost_method: dict[str, str] = field(default_factory=dict)
     """How each of cost_usd, energy_cost_usd and co2_g was obtained: the prices and their sources."""
-    segments: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[SegmentRecord] = field(default_factory=list)
     """A switched run's stretches of steps with the same settings (records/segments.py): each
     with its settings, what changed, first_step and last_step, its own summary and ranks, and
     switch_s, the time the switch into it took. Empty for a run that never switched."""
@@ -146,18 +198,32 @@ class RunResult:
     state_dir: str | None = None
     """Where this run's final state is saved with DCP (``save_state=True``), or None."""
 
+    def __post_init__(self) -> None:
+        # A dict here would save and read back, but fail every reader by attribute later.
+        if not isinstance(self.summary, Summary):
+            raise TypeError(f"RunResult.summary is a Summary, not {type(self.summary).__name__} "
+                            "(Summary.from_dict reads one from a dict)")
+        if not all(isinstance(g, SegmentRecord) for g in self.segments):
+            raise TypeError("RunResult.segments holds SegmentRecords (SegmentRecord.from_dict reads one from a dict)")
+
     @property
     def ok(self) -> bool:
         return self.status == OK
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The run as plain JSON data; the summary and segments under their stored names."""
+        d = asdict(self)
+        d["summary"] = self.summary.to_dict()
+        d["segments"] = [g.to_dict() for g in self.segments]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
         d = dict(d)
         d["steps"] = [StepRecord(**s) for s in d.get("steps", [])]
-        d["ranks"] = [RankInfo(**r) for r in d.get("ranks", [])]
+        d["ranks"] = ranks_from_dicts(d.get("ranks", []))
+        d["summary"] = Summary.from_dict(d.get("summary", {}))
+        d["segments"] = [SegmentRecord.from_dict(g) for g in d.get("segments", [])]
         return cls(**d)
 
     def __repr__(self) -> str:
@@ -173,15 +239,29 @@ class RunResult:
 
 
 def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
-    """A run in a few words, the one label every front end and figure uses: 'ddp x2 mlp', plus
-    the levers that are not the plain ones: 'ddp x2 gpt bf16 topk:0.01 diloco:8 no EF compiled zero-1 ac:full'."""
+    """A run in a few words, the one label every front end, figure and the advisor use: 'ddp x2
+    mlp', plus the levers that are not the plain ones: 'ddp x2 gpt bf16 topk:0.01 diloco:8 no EF
+    compiled zero-1 ac:full', 'pipeline x2 gpt 1f1b m8', 'hybrid x8 gpt ddp+tensor 2x4', and a
+    16-bit compression as 'bf16 grads' (not to be read as the precision). Settings without a
+    model (the advisor's candidates, which share one) name none."""
     workers = workers if workers is not None else settings.get("workers")
     size = f" x{workers}" if workers is not None else ""  # not chosen yet: the engines decide
     model = settings.get("model")
     model = getattr(model, "__name__", model)  # your own model by its name, as describe() has it
-    parts = [f"{settings.get('strategy')}{size} {model}"]
-    parts += [v for v in (settings.get("precision"), settings.get("compression"), settings.get("sync"))
-              if v not in (None, "fp32", "none", "every-step")]
+    strategy, hybrid, mesh = settings.get("strategy"), settings.get("hybrid"), settings.get("mesh")
+    parts = [f"{strategy}{size}" + (f" {model}" if model is not None else "")]
+    mesh = "x".join(map(str, mesh)) if isinstance(mesh, (list, tuple)) else mesh
+    if strategy == "hybrid":  # the default is fsdp+tensor on a workers/2 x 2 mesh
+        parts += [v for v in (hybrid, mesh) if v not in (None, "fsdp+tensor", workers and f"{workers // 2}x2")]
+    if strategy == "pipeline" or (strategy == "hybrid" and hybrid == "pipeline+ddp"):
+        ranks = workers if strategy == "pipeline" else (mesh_sizes(mesh) or (None,))[0] if mesh else None
+        if settings.get("schedule") not in (None, "gpipe"):
+            parts.append(settings["schedule"])
+        if settings.get("microbatches") not in (None, ranks and 2 * ranks):  # the default: 2 per stage rank
+            parts.append(f"m{settings['microbatches']}")
+    compression = settings.get("compression")
+    parts += [v for v in (settings.get("precision"), f"{compression} grads" if compression in ("fp16", "bf16")
+                          else compression, settings.get("sync")) if v not in (None, "fp32", "none", "every-step")]
     if settings.get("compression") not in (None, "none") and settings.get("error_feedback") is False:
         parts.append("no EF")
     if settings.get("compile"):
@@ -200,7 +280,7 @@ def headline(result: RunResult) -> str:
     s = result.summary
     label = run_label(result.config, result.world_size)
     for segment in result.segments[1:]:  # a switched run: where it went, in order
-        label += f" -> {segment['label']}"
+        label += f" -> {segment.label}"
     if not result.ok or not s:
         first = result.error.splitlines()[0] if result.error else ""
         return f"{label} {result.status}: {first}"

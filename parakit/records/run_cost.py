@@ -1,6 +1,7 @@
 """What a run cost: its devices' hours in dollars, its energy in dollars, and that energy's CO2.
 THE cost rule: the session calls ``record_costs`` when a run ends, the advisor prices its
-predictions with ``device_hours_usd``, and every front end shows the figures recorded here.
+predictions with ``devices_held`` and ``device_hours_usd`` (so a prediction and the run that
+verifies it count the same devices), and every front end shows the figures recorded here.
 
 - ``cost_usd``: the whole run's wall clock (``started_at`` to ``ended_at``: start-up on the
   engines, warm-up and measured steps; what a device is held, and paid, for) x the devices
@@ -16,6 +17,8 @@ Where a figure cannot be had it is None, and ``unmeasured`` says why. Standard l
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from parakit.config.prices import Prices, Quote, usd_text
@@ -83,22 +86,50 @@ def run_wall_s(result: RunResult) -> float | None:
     return max((ended - started).total_seconds(), 0.0)
 
 
-def held_devices(ranks: list[RankInfo]) -> tuple[dict[tuple[str, bool], int], str | None]:
-    """What a run held: {(device name, is a GPU): how many}, each GPU once (engines sharing one
-    count it once), and on CPU engines the cores the ranks computed on (their threads). A GPU's
-    host cores are in its price, as cloud GPU instances include them. Or ({}, why not)."""
-    if not ranks:
-        return {}, "the run recorded no ranks"
-    gpus: dict[tuple, str] = {}
+@dataclass(frozen=True)
+class RankDevice:
+    """What one rank computes on, as the cost rule counts it: a run's rank as recorded, or a
+    predicted configuration's rank as the advisor places it."""
+
+    device_name: str
+    gpu: Hashable | None = None
+    """The GPU it is pinned to, by any key that names one GPU (host and index): ranks with the
+    same key share that GPU, which is counted once. None on CPU."""
+    threads: int | None = None
+    """CPU: the threads it computes with, each a core it holds; None where not recorded."""
+    rank: int = 0
+
+
+def devices_held(ranks: Iterable[RankDevice]) -> tuple[dict[tuple[str, bool], int], str | None]:
+    """THE device count of the cost rule, for a run (``held_devices``) and for a prediction
+    (advisor/pricing.py) alike, so the two are priced alike: {(device name, is a GPU): how
+    many}, each GPU once (ranks sharing one count it once), and on CPU the cores the ranks
+    compute on (their threads, summed: a run does not record its host's cores, so ranks that
+    share cores count their threads each). A GPU's host cores are in its price, as cloud GPU
+    instances include them. Or ({}, why not)."""
+    gpus: dict[Hashable, str] = {}
     cores: Counter = Counter()
     for r in ranks:
-        if r.device.startswith("cuda"):
-            gpus.setdefault((r.host, r.gpu_index if r.gpu_index is not None else f"rank {r.rank}"), r.device_name)
+        if r.gpu is not None:
+            gpus.setdefault(r.gpu, r.device_name)
         elif r.threads is None:
             return {}, f"rank {r.rank}'s threads were not recorded, so the cores it held are unknown"
         else:
             cores[(r.device_name, False)] += r.threads
-    return {**Counter((name, True) for name in gpus.values()), **cores}, None
+    found = {**Counter((name, True) for name in gpus.values()), **cores}
+    return found, None if found else "the run recorded no ranks"
+
+
+def held_devices(ranks: list[RankInfo]) -> tuple[dict[tuple[str, bool], int], str | None]:
+    """What a run held, by ``devices_held``: each rank's GPU is its host's GPU index (the rank
+    itself where none was recorded), and on CPU engines its threads."""
+    return devices_held(RankDevice(r.device_name, _gpu_of(r), r.threads, r.rank) for r in ranks)
+
+
+def _gpu_of(rank: RankInfo) -> Hashable | None:
+    if not rank.device.startswith("cuda"):
+        return None
+    return rank.host, rank.gpu_index if rank.gpu_index is not None else f"rank {rank.rank}"
 
 
 def _device_cost(result: RunResult, prices: Prices) -> tuple[float | None, str]:

@@ -17,12 +17,13 @@ step's time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from parakit.config.switch import change_text, changed
-from parakit.records.result import OK, RankInfo, RunResult, StepRecord
+from parakit.records.result import OK, RankInfo, RunResult, SegmentRecord, StepRecord
 from parakit.records.summary import diverged_at_step, step_figures, timed_steps
+from parakit.records.summary_fields import Summary
 
 if TYPE_CHECKING:
     import pandas
@@ -33,36 +34,36 @@ SEGMENT_FIGURES = ("samples_per_s", "step_time_s", "wall_samples_per_s", "comm_b
 
 
 def segment_record(index: int, part: RunResult, first_step: int, previous: dict[str, Any] | None,
-                   switch_s: float | None, save_s: float | None, load_s: float | None) -> dict[str, Any]:
-    """One segment as the run's record keeps it (JSON-ready)."""
-    return {
-        "index": index,
-        "first_step": first_step,
-        "last_step": first_step + len(part.steps) - 1,
-        "status": part.status,
-        "settings": part.config,
-        "changed": changed(previous, part.config) if previous is not None else {},
-        "label": change_text(changed(previous, part.config)) if previous is not None else "start",
-        "world_size": part.world_size,
-        "switch_s": switch_s,
-        "state_save_s": save_s,
-        "state_load_s": load_s,
-        "summary": {k: v for k, v in part.summary.items() if k != "method"},
-        "unmeasured": dict(part.unmeasured),
-        "ranks": [asdict(r) for r in part.ranks],
-    }
+                   switch_s: float | None, save_s: float | None, load_s: float | None) -> SegmentRecord:
+    """One segment as the run's record keeps it."""
+    return SegmentRecord(
+        index=index,
+        first_step=first_step,
+        last_step=first_step + len(part.steps) - 1,
+        status=part.status,
+        settings=part.config,
+        changed=changed(previous, part.config) if previous is not None else {},
+        label=change_text(changed(previous, part.config)) if previous is not None else "start",
+        world_size=part.world_size,
+        switch_s=switch_s,
+        state_save_s=save_s,
+        state_load_s=load_s,
+        summary=replace(part.summary, method=None),  # the words are the run's, said once
+        unmeasured=dict(part.unmeasured),
+        ranks=[replace(r) for r in part.ranks],  # copies, as the JSON was: the run's last ranks are these too
+    )
 
 
-def join(parts: list[RunResult], records: list[dict[str, Any]], run_id: str, config: dict[str, Any]) -> RunResult:
+def join(parts: list[RunResult], records: list[SegmentRecord], run_id: str, config: dict[str, Any]) -> RunResult:
     """The switched run as one RunResult: the segments' steps on one global step and time axis,
     the run's summary over all measured steps; its config and world size are the first
     segment's (where it started), its ranks the last one's (where it ended)."""
     steps: list[StepRecord] = []
     offset = 0.0
     for part, record in zip(parts, records):
-        offset += record["switch_s"] or 0.0
+        offset += record.switch_s or 0.0
         for s in part.steps:
-            steps.append(replace(s, step=record["first_step"] + s.step,
+            steps.append(replace(s, step=record.first_step + s.step,
                                  time_s=None if s.time_s is None else offset + s.time_s))
         ends = [s.time_s for s in part.steps if s.time_s is not None]
         offset += ends[-1] if ends else 0.0
@@ -79,31 +80,31 @@ def join(parts: list[RunResult], records: list[dict[str, Any]], run_id: str, con
     return result
 
 
-def run_summary(steps: list[StepRecord], parts: list[RunResult], records: list[dict[str, Any]],
-                batch_size: int) -> dict[str, Any]:
+def run_summary(steps: list[StepRecord], parts: list[RunResult], records: list[SegmentRecord],
+                batch_size: int) -> Summary:
     """The whole run's figures: throughput and step time over every segment's measured steps;
     energy and the switches' time summed; the rest is per segment (``segments``)."""
     measured = [s for s in steps if not s.warmup] or steps
     losses = [s.loss for s in steps if s.loss is not None]
-    walls = [(p.summary.get("wall_samples_per_s"), p.summary.get("measured_steps")) for p in parts]
+    counts = [p.summary.measured_steps or 0 for p in parts]
+    walls = [(p.summary.wall_samples_per_s, n) for p, n in zip(parts, counts)]
     wall_s = sum(batch_size * n / w for w, n in walls if w and n) if all(w for w, _ in walls) else None
-    energies = [p.summary.get("energy_j") for p in parts]
-    peaks = [p.summary.get("peak_mem_bytes") for p in parts if p.summary.get("peak_mem_bytes") is not None]
-    return {
+    energies = [p.summary.energy_j for p in parts]
+    peaks = [p.summary.peak_mem_bytes for p in parts if p.summary.peak_mem_bytes is not None]
+    return Summary(
         # one rule with a run's own: the median step with its interval (records/summary.py)
         **(step_figures(timed_steps(measured), batch_size) if measured else {}),
-        "measured_steps": sum(p.summary.get("measured_steps") or 0 for p in parts),
-        "wall_samples_per_s": batch_size * sum(p.summary.get("measured_steps") or 0 for p in parts) / wall_s
-        if wall_s else None,
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-        "peak_mem_bytes": max(peaks) if peaks else None,
-        "energy_j": sum(energies) if energies and all(e is not None for e in energies) else None,
-        "switches": len(records) - 1,
-        "switch_s": sum(r["switch_s"] or 0.0 for r in records),
-        "params_in_sync": parts[-1].summary.get("params_in_sync"),
-        "diverged_at_step": diverged_at_step(steps),
-    }
+        measured_steps=sum(counts),
+        wall_samples_per_s=batch_size * sum(counts) / wall_s if wall_s else None,
+        loss_first=losses[0] if losses else None,
+        loss_last=losses[-1] if losses else None,
+        peak_mem_bytes=max(peaks) if peaks else None,
+        energy_j=sum(energies) if energies and all(e is not None for e in energies) else None,
+        switches=len(records) - 1,
+        switch_s=sum(r.switch_s or 0.0 for r in records),
+        params_in_sync=parts[-1].summary.params_in_sync,
+        diverged_at_step=diverged_at_step(steps),
+    )
 
 
 def segment_results(results: list[RunResult]) -> list[RunResult]:
@@ -117,13 +118,13 @@ def segment_results(results: list[RunResult]) -> list[RunResult]:
             out.append(run)
             continue
         for seg in run.segments:
-            steps = [s for s in run.steps if seg["first_step"] <= s.step <= seg["last_step"]]
+            steps = [s for s in run.steps if seg.first_step <= s.step <= seg.last_step]
             start = steps[0].time_s - steps[0].step_time_s if steps and steps[0].time_s is not None else 0.0
-            ranks = [_shifted(RankInfo(**r), start) for r in seg["ranks"]]
+            ranks = [_shifted(r, start) for r in seg.ranks]
             out.append(RunResult(
-                run_id=f"{run.run_id}/{seg['index']}", status=seg["status"], config=seg["settings"],
-                world_size=seg["world_size"], backend=run.backend, device=[r.device_name for r in ranks],
-                steps=steps, summary=dict(seg["summary"]), ranks=ranks, unmeasured=dict(seg.get("unmeasured", {})),
+                run_id=f"{run.run_id}/{seg.index}", status=seg.status, config=seg.settings,
+                world_size=seg.world_size, backend=run.backend, device=[r.device_name for r in ranks],
+                steps=steps, summary=seg.summary, ranks=ranks, unmeasured=dict(seg.unmeasured),
                 started_at=run.started_at, ended_at=run.ended_at, network=run.network))
     return out
 
@@ -141,9 +142,9 @@ def switch_times(run: RunResult) -> list[tuple[int, float | None, str]]:
     label); the seconds are None without step times."""
     marks = []
     for seg in run.segments[1:]:
-        first = next((s for s in run.steps if s.step == seg["first_step"]), None)
+        first = next((s for s in run.steps if s.step == seg.first_step), None)
         at = first.time_s - first.step_time_s if first is not None and first.time_s is not None else None
-        marks.append((seg["first_step"], at, seg["label"]))
+        marks.append((seg.first_step, at, seg.label))
     return marks
 
 
@@ -152,16 +153,15 @@ def segment_rows(runs: list[RunResult]) -> list[dict[str, Any]]:
     ``load_runs(segments=True)``: the run's id, the segment's settings and its figures."""
     rows = []
     for r in runs:
-        records = r.segments or [{"index": 0, "first_step": r.steps[0].step if r.steps else 0,
-                                  "last_step": r.steps[-1].step if r.steps else None, "status": r.status,
-                                  "settings": r.config, "label": "start", "world_size": r.world_size,
-                                  "switch_s": None, "summary": r.summary}]
+        records = r.segments or [SegmentRecord(
+            index=0, first_step=r.steps[0].step if r.steps else 0, last_step=r.steps[-1].step if r.steps else None,
+            status=r.status, settings=r.config, label="start", world_size=r.world_size, summary=r.summary)]
         for seg in records:
-            row = {"run_id": r.run_id, "segment": seg["index"], "first_step": seg["first_step"],
-                   "last_step": seg["last_step"], "status": seg["status"], "world_size": seg["world_size"],
-                   "switched_to": seg["label"], "switch_s": seg["switch_s"]}
-            row.update({k: v for k, v in seg["settings"].items() if k not in ("model_options",)})
-            row.update({k: seg["summary"].get(k) for k in SEGMENT_FIGURES})
+            row = {"run_id": r.run_id, "segment": seg.index, "first_step": seg.first_step,
+                   "last_step": seg.last_step, "status": seg.status, "world_size": seg.world_size,
+                   "switched_to": seg.label, "switch_s": seg.switch_s}
+            row.update({k: v for k, v in seg.settings.items() if k not in ("model_options",)})
+            row.update({k: seg.summary.get(k) for k in SEGMENT_FIGURES})  # the stored names: the frame's columns
             rows.append(row)
     return rows
 

@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from parakit.records.record_view import RecordView
 from parakit.records.result import CommBenchResult, RunResult
 
 if TYPE_CHECKING:
@@ -198,8 +199,9 @@ _JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a num
 def _check_record(data: Any, record: type, where: str = "") -> None:
     """Raise ValueError, naming the field, unless ``data`` (parsed JSON) has the fields of the
     dataclass ``record`` with values of their JSON types; list fields of dataclasses (a run's
-    steps and ranks) are checked item by item. What the fields hold inside (a config's settings,
-    a summary's figures) is the record's own business."""
+    steps, ranks and segments) are checked item by item. What the fields hold inside (a config's
+    settings, a summary's figures) is the record's own business: a Summary keeps a figure it does
+    not know, so a record from an older or newer parakit still reads."""
     if not isinstance(data, dict):
         raise ValueError(f"{where or 'the file'} is {_json_name(data)}, not an object")
     fields = _fields(record)
@@ -240,6 +242,8 @@ def _fields(record: type) -> dict[str, tuple[tuple[type, ...] | None, type | Non
                 allowed = None
                 break
             origin = typing.get_origin(option) or option
+            if isinstance(origin, type) and issubclass(origin, RecordView):
+                origin = dict  # a record that reads itself from a JSON object (a run's summary)
             # A float field may hold a whole number: 1 written by hand, or a count-like figure.
             allowed += [int, float] if origin is float else [origin]
             args = typing.get_args(option)
@@ -271,7 +275,7 @@ def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
         row.update(r.config)
         # As text, so a column of them compares and groups (two sizes of a model never mix).
         row["model_options"] = _options_text(r.config.get("model_options"))
-        row.update({k: v for k, v in r.summary.items() if k != "method"})
+        row.update({k: v for k, v in r.summary.items() if k != "method"})  # its Mapping view: stored names
         row.update(cost_usd=r.cost_usd, energy_cost_usd=r.energy_cost_usd, co2_g=r.co2_g)
         row["error"] = r.error
         rows.append(row)

@@ -1,20 +1,24 @@
 """Summary figures of a run, from what its ranks measured: medians over the measured steps,
-the time breakdown, energy, FLOPs and MFU, and in words how each was obtained. A figure that
-could not be measured is None, with its reason in ``RunResult.unmeasured``."""
+the time breakdown, energy, FLOPs and MFU, as a frozen ``Summary`` (records/summary_fields.py).
+A figure that could not be measured is None, with its reason in ``RunResult.unmeasured``; the
+words (how each figure was obtained, why one is missing) are records/summary_words.py's."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 from typing import Any
 
 from parakit.config.formulas import TERA, achieved_flops_per_s, mfu, per_joule
-from parakit.config.run import RunConfig, Strategy
-from parakit.records.intervals import METHOD as INTERVAL_METHOD, run_estimate, still_settling, within_run_sd
+from parakit.config.run import RunConfig
+from parakit.records.intervals import run_estimate, still_settling, within_run_sd
 from parakit.records.machine_load import busy_warning, is_busy, machine_load
-from parakit.records.memory import memory_methods, memory_summary, memory_unmeasured
+from parakit.records.memory import memory_methods, memory_summary
 from parakit.records.rank import RankReport
 from parakit.records.result import RankInfo, RunResult, StepRecord
+from parakit.records.summary_fields import InstrumentOverhead, Summary
+from parakit.records.summary_words import divergence_warning, methods, progress_warning, unmeasured_reasons
 
 
 def measure(result: RunResult, config: RunConfig, reports: list[RankReport | None]) -> None:
@@ -32,58 +36,29 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
     result.steps = steps_from_ranks(returned, config.warmup_steps)
     if not result.steps:
         return
-    ranks = result.ranks
-    summary = result.summary = summarize(result.steps, config, ranks)
-    unmeasured = result.unmeasured
-    reason = returned[0].peak_mem_reason
-    if summary["peak_mem_bytes"] is None and reason:
-        unmeasured["peak_mem_bytes"] = reason
-    unmeasured.update(memory_unmeasured(summary, returned))
-    summary["math_flags"] = returned[0].math_flags
-    if returned[0].fp8_layers is not None:  # only under fp8, so other runs' records compare equal
-        summary["fp8_layers"] = returned[0].fp8_layers
-    if summary["comm_bytes_per_step"] is None:
-        unmeasured["comm_bytes_per_step"] = unmeasured_wire(config)
-    if summary["compute_time_s"] is None:
-        unmeasured["compute_time_s"] = unrecorded_breakdown(config)
     wall_s = measured_wall_s(returned)
-    summary["wall_samples_per_s"] = config.batch_size * summary["measured_steps"] / wall_s if wall_s else None
-    if wall_s is None:
-        unmeasured["wall_samples_per_s"] = "no step after the warm-up was timed by the wall clock"
-    summary["instrument_overhead"] = instrument_overhead(result.steps, returned, wall_s)
-    summary["profiler_overhead"] = summary["instrument_overhead"]["recorded_step_slowdown"]
-    summary["diverged_at_step"] = diverged_at_step(result.steps)
-    if summary["diverged_at_step"] is not None:
-        result.warnings.append(divergence_warning(summary["diverged_at_step"], result.steps, config))
-    settling = still_settling([s.step_time_s for s in result.steps if not s.warmup])
-    if settling and settling not in result.warnings:
-        result.warnings.append(settling)
-    summary.update(machine_load(returned, wall_s))
-    if is_busy(summary):
-        busy = busy_warning(summary)
-        if busy not in result.warnings:
-            result.warnings.append(busy)
+    base = summarize(result.steps, config, result.ranks)
     # The meter's window is the measured steps': per-sample figures cover what the throughput does.
-    trained = config.batch_size * summary["measured_steps"]
-    power, reason = power_summary(ranks, trained)
-    summary.update(power)
-    if reason:
-        unmeasured["energy_j"] = reason
+    power, no_energy = power_summary(result.ranks, config.batch_size * base.measured_steps)
     first = reports[0]  # rank 0 counts the FLOPs; None if its engine died
-    flops, why = flops_summary(first, summary["step_time_s"], config.workers)
-    summary.update(flops, flops_method=first.flops_method if first else None)
-    unmeasured.update(why)
-    summary["method"] = methods(config, summary) | memory_methods(summary, returned)
-
-
-def progress_warning(reports: list[RankReport]) -> str | None:
-    """One warning for the progress messages that could not be sent, on any rank, or None."""
-    failed = [r for r in reports if r.progress_failures]
-    if not failed:
-        return None
-    times = sum(r.progress_failures for r in failed)
-    return (f"progress messages failed {times} time(s) on rank(s) {', '.join(str(r.rank) for r in failed)}; "
-            "the live progress missed them, the run itself is unaffected")
+    flops, no_flops = flops_summary(first, base.step_time_s, config.workers)
+    overhead = instrument_overhead(result.steps, returned, wall_s)
+    summary = replace(
+        base, **power, **flops, **machine_load(returned, wall_s), flops_method=first.flops_method if first else None,
+        math_flags=returned[0].math_flags,
+        fp8_layers=returned[0].fp8_layers,  # None but under fp8: no key then, so other runs' records compare equal
+        wall_samples_per_s=config.batch_size * base.measured_steps / wall_s if wall_s else None,
+        instrument_overhead=overhead, profiler_overhead=overhead.recorded_step_slowdown,
+        diverged_at_step=diverged_at_step(result.steps),
+    )
+    summary = result.summary = replace(summary, method=methods(config, summary) | memory_methods(summary, returned))
+    result.unmeasured.update(unmeasured_reasons(summary, config, returned, no_energy, no_flops))
+    if summary.diverged_at_step is not None:
+        result.warnings.append(divergence_warning(summary.diverged_at_step, result.steps, config))
+    settling = still_settling([s.step_time_s for s in result.steps if not s.warmup])
+    for warning in (settling, busy_warning(summary) if is_busy(summary) else None):
+        if warning and warning not in result.warnings:
+            result.warnings.append(warning)
 
 
 def measured_wall_s(reports: list[RankReport]) -> float | None:
@@ -94,19 +69,9 @@ def measured_wall_s(reports: list[RankReport]) -> float | None:
 
 
 def instrument_overhead(steps: list[StepRecord], reports: list[RankReport],
-                        wall_s: float | None) -> dict[str, Any]:
-    """What parakit's own instruments cost this run, measured on it.
-
-    - ``recorded_step_slowdown``: the recorded steps' median time over the others', minus 1
-      (the profiler's price inside the steps it records);
-    - ``after_recorded_slowdown``: the same for the 3 steps after each profiler window against
-      the rest, which would show work the profiler left behind (None with too few steps);
-    - ``between_steps_s``: time the instruments took between steps (starting, stopping and
-      reading the profiler; progress messages), largest rank, counted directly;
-    - ``wall_share``: all of the above as a share of the measured steps' wall clock;
-    - counted: ``profiler_on_steps`` (the steps the profiler was on, on any rank),
-      ``progress_messages`` and ``gc_collections`` (per generation, during the measured steps).
-    """
+                        wall_s: float | None) -> InstrumentOverhead:
+    """What parakit's own instruments cost this run, measured on it (each figure is described
+    on ``InstrumentOverhead``)."""
     measured = [s for s in steps if not s.warmup]
     recorded = {s.step for s in measured if s.rank_compute_time_s is not None}
     after = {s + k for s in recorded for k in (1, 2, 3) if s + 1 not in recorded} - recorded
@@ -123,46 +88,31 @@ def instrument_overhead(steps: list[StepRecord], reports: list[RankReport],
     collections = [r.gc_collections for r in reports if r.gc_collections]
     between = max(costs) if costs else None
     extra = sum(t - statistics.median(others) for t in inside) if inside and len(others) >= 3 else 0.0
-    return {
-        "recorded_steps": len(recorded),
-        "recorded_step_slowdown": slowdown(inside, 1, others),
-        "after_recorded_slowdown": slowdown(near, 3, plain),
-        "between_steps_s": between,
-        "wall_share": (between + max(extra, 0.0)) / wall_s if between is not None and wall_s else None,
+    return InstrumentOverhead(
+        recorded_steps=len(recorded),
+        recorded_step_slowdown=slowdown(inside, 1, others),
+        after_recorded_slowdown=slowdown(near, 3, plain),
+        between_steps_s=between,
+        wall_share=(between + max(extra, 0.0)) / wall_s if between is not None and wall_s else None,
         # Counted, not timed: when the profiler was on, and what else ran between the steps.
-        "profiler_on_steps": sorted({s for r in reports for s in r.profiler_on_steps}),
-        "progress_messages": max((r.progress_messages for r in reports), default=0),
-        "gc_collections": [max(c) for c in zip(*collections)] if collections else None,
-        # the saved-tensor hooks' time inside the one step they count (engine.memory), largest rank
-        "activation_count_s": max((r.activation_count_s for r in reports if r.activation_count_s is not None),
-                                  default=None),
-        "method": ("recorded_step_slowdown: median recorded step against the median of the others; "
-                   "after_recorded_slowdown: the 3 steps after each mid-run window against the steps "
-                   "neither recorded nor after one; between_steps_s: perf_counter around "
-                   "the profiler's start, stop and reading and the progress messages, largest rank; "
-                   "wall_share: between_steps_s plus the recorded steps' time above the others' median, "
-                   "over the measured steps' wall clock"),
-    }
+        profiler_on_steps=sorted({s for r in reports for s in r.profiler_on_steps}),
+        progress_messages=max((r.progress_messages for r in reports), default=0),
+        gc_collections=[max(c) for c in zip(*collections)] if collections else None,
+        activation_count_s=max((r.activation_count_s for r in reports if r.activation_count_s is not None),
+                               default=None),
+        method=("recorded_step_slowdown: median recorded step against the median of the others; "
+                "after_recorded_slowdown: the 3 steps after each mid-run window against the steps "
+                "neither recorded nor after one; between_steps_s: perf_counter around "
+                "the profiler's start, stop and reading and the progress messages, largest rank; "
+                "wall_share: between_steps_s plus the recorded steps' time above the others' median, "
+                "over the measured steps' wall clock"),
+    )
 
 
 def diverged_at_step(steps: list[StepRecord]) -> int | None:
     """The first step whose loss is NaN or infinite, or None."""
     return next((s.step for s in steps if s.loss is not None and not math.isfinite(s.loss)), None)
 
-
-def divergence_warning(step: int, steps: list[StepRecord], config: RunConfig) -> str:
-    last = steps[-1].step + 1
-    ended = (f"the run stopped after step {last} of {config.steps} (stop_on_divergence)"
-             if last < config.steps and config.stop_on_divergence else f"it ran all {last} steps")
-    return (f"the loss diverged at step {step} (NaN or infinite); {ended}. "
-            f"Try a smaller lr (it was {config.lr:g}), precision='fp32' or bf16 instead of fp16.")
-
-
-def unmeasured_wire(config: RunConfig) -> str:
-    if config.strategy is Strategy.SINGLE:
-        return "a single worker sends nothing"
-    return (f"bytes are counted in DDP's communication hooks; {config.strategy}'s collectives "
-            "(all-gather, reduce-scatter, send/recv) are not counted yet")
 
 def steps_from_ranks(reports: list[RankReport], warmup_steps: int) -> list[StepRecord]:
     """Merge per-rank step lists (same length on every rank) into one record per step."""
@@ -192,30 +142,33 @@ def steps_from_ranks(reports: list[RankReport], warmup_steps: int) -> list[StepR
 
 
 BREAKDOWN = ("compute_time_s", "comm_time_s", "exposed_comm_time_s", "idle_time_s")
+# The helpers below each return some of Summary's fields as keyword arguments, by attribute
+# (``Summary(**step_figures(...))``): a bundle for the one constructor, never a record read by key.
 
 
-def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo]) -> dict[str, Any]:
-    """Summary figures over the measured (non-warm-up) steps."""
+def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo]) -> Summary:
+    """The figures the steps and the ranks' placement give, over the measured (non-warm-up)
+    steps; ``measure`` adds what the ranks' reports give (power, FLOPs, the machine's load)."""
     measured = [s for s in steps if not s.warmup] or steps
     losses = [s.loss for s in steps if s.loss is not None]
     peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
     digests = [r.params_digest for r in ranks if r.params_digest]
     bubbles = [r.bubble for r in ranks if r.bubble is not None]
-    return {
+    return Summary(
         **step_figures(timed_steps(measured), config.batch_size),
-        "measured_steps": len(measured),
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-        "peak_mem_bytes": max(peaks) if peaks else None,
+        measured_steps=len(measured),
+        loss_first=losses[0] if losses else None,
+        loss_last=losses[-1] if losses else None,
+        peak_mem_bytes=max(peaks) if peaks else None,
         # Bit-identical replicas at the end; None where ranks do not each hold a full replica.
-        "params_in_sync": len(set(digests)) == 1 if digests and len(digests) == len(ranks) else None,
+        params_in_sync=len(set(digests)) == 1 if digests and len(digests) == len(ranks) else None,
         # The largest rank's share of each part: what decides whether a model fits.
         **memory_summary(ranks),
-        "bubble": statistics.mean(bubbles) if bubbles else None,
+        bubble=statistics.mean(bubbles) if bubbles else None,
         **wire_summary(measured),
-        "bubble_ideal": next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
+        bubble_ideal=next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
         **breakdown_summary(measured),
-    }
+    )
 
 
 def timed_steps(measured: list[StepRecord]) -> list[float]:
@@ -284,64 +237,13 @@ def breakdown_summary(measured: list[StepRecord]) -> dict[str, Any]:
     return out
 
 
-def unrecorded_breakdown(config: RunConfig) -> str:
-    if config.profile_every == 0:
-        return "the profiler was off (profile_every=0)"
-    return (f"no step after the {config.warmup_steps} warm-up steps was recorded "
-            f"(steps={config.steps}, profile_every={config.profile_every})")
-
-
-def methods(config: RunConfig, summary: dict[str, Any]) -> dict[str, str]:
-    """How each summary figure was obtained, in words, kept in the record beside it."""
-    n, w = summary["measured_steps"], config.warmup_steps
-    window = f"median over {summary['timed_steps']} of the {n} steps after {w} warm-up steps"
-    if summary["timed_steps"] < n:
-        window += " (the profiler's recorded steps left out: they run slower)"
-    if config.compile:
-        window += " (torch.compile compiles in the first, a warm-up step)"
-    out = {
-        "step_time_s": f"slowest rank per step, {window} (min {summary['step_time_min_s']:.4g} s, "
-                       f"max {summary['step_time_max_s']:.4g} s); CUDA events on GPU, wall clock on CPU",
-        "samples_per_s": "global batch size / step_time_s",
-        "samples_per_s_low": INTERVAL_METHOD,
-        "step_time_s_low": INTERVAL_METHOD,
-        "other_cpu_share": ("CPU time other processes used during the measured steps (psutil: the host's busy "
-                            "CPU time less this run's engines' own), over the host's CPU capacity in that window; "
-                            "the busiest host"),
-        "wall_samples_per_s": (f"global batch size x {n} measured steps / their wall clock, from the first "
-                               "measured step's start to the last one's end, everything between steps "
-                               "included; slowest rank"),
-        "peak_mem_bytes": "largest rank: torch.cuda.max_memory_allocated on GPU, peak resident set on CPU",
-    }
-    if summary.get("compute_time_s") is not None:
-        which = (f"every {config.profile_every}th after the warm-up" if config.profile_every
-                 else "one window right after the warm-up")
-        out["compute_time_s"] = (
-            f"torch.profiler on {summary['breakdown_steps']} steps ({which}): union of compute intervals (GPU kernels; CPU operators of the training "
-            "thread), mean over ranks, median over recorded steps; comm_time_s the same for "
-            "collectives (gloo threads, NCCL kernels), exposed_comm_time_s the part with no compute, "
-            "idle_time_s the rest of the step"
-        )
-    if summary.get("energy_j") is not None:
-        out["energy_j"] = ("energy counter read at the start and end of the measured steps "
-                           "(NVML nvmlDeviceGetTotalEnergyConsumption on GPU, RAPL package counters on CPU), "
-                           "each device once, summed, over the measured steps' window (warm-up left out, as in "
-                           "wall_samples_per_s); samples_per_j = samples of the measured steps / energy_j")
-    if summary.get("flops_per_step") is not None:
-        out["flops_per_step"] = summary.get("flops_method") or ""
-        out["mfu"] = "flops_per_step / step_time_s / workers / the device's dense peak at this precision"
-    if summary.get("comm_bytes_per_step") is not None:
-        out["comm_bytes_per_step"] = "counted in DDP's communication hooks, largest sender, mean over measured steps"
-    return out
-
-
 def power_summary(ranks: list[RankInfo], samples_trained: int) -> tuple[dict[str, Any], str | None]:
     """Energy of the run: each device once (engines sharing a GPU, or the CPU ranks of a host,
     read one counter), summed over devices.
 
     Returns:
-        The summary figures (energy_j, avg_power_w, samples_per_j, power_scope,
-        power_sampler_overhead) and, when energy is None, the reason.
+        The summary figures by attribute (energy_j, avg_power_w, samples_per_j, power_scope,
+        power_sampler_cpu_share) and, when energy is None, the reason.
     """
     devices: dict[str, dict[str, Any]] = {}
     for r in ranks:
@@ -353,7 +255,7 @@ def power_summary(ranks: list[RankInfo], samples_trained: int) -> tuple[dict[str
         "energy_j": None, "avg_power_w": None, "samples_per_j": None,
         "power_scope": next((p["scope"] for p in devices.values()), None),
         # CPU time of the sampler thread over the window: what looking cost the engine.
-        "power_sampler_overhead": max(overheads) if overheads else None,
+        "power_sampler_cpu_share": max(overheads) if overheads else None,
     }
     if not devices or any(e is None for e in energies):
         reasons = sorted({p["reason"] for p in devices.values() if p["energy_j"] is None and p["reason"]})

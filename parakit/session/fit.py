@@ -21,7 +21,7 @@ from typing import Any
 
 from parakit.config.fit import FIT_STEPS, MAX_TRIES, FitRequest, check_fit
 from parakit.config.run import RunConfig
-from parakit.records.memory import PARTS
+from parakit.records.memory import PARTS, measured_memory_per_rank
 from parakit.records.result import RunResult, run_label
 from parakit.session.progress import StatusLine, size_text
 
@@ -149,7 +149,7 @@ def _search(session, request: FitRequest, model, workers, layout, settings, foun
 def _try(session, request: FitRequest, model, workers, layout, value: int, settings) -> FitTry:
     run = _settings(request, model, workers, layout, value, settings)
     result = session.run(on_progress=_quiet, **run)
-    measured, parts = rank_bytes(result)
+    measured, parts = measured_memory_per_rank(result.ranks or [])
     predicted = predicted_bytes(session.config(**run))
     fits = result.ok and measured is not None and measured <= request.memory_limit
     error = None if result.ok else (result.error or result.status)
@@ -166,22 +166,6 @@ def _settings(request: FitRequest, model, workers, layout, value: int, settings)
     else:
         out["model_options"] = {**settings.get("model_options", {}), request.vary: value}
     return out
-
-
-def rank_bytes(result: RunResult) -> tuple[int | None, dict[str, int | None]]:
-    """Memory per rank of ``result`` (the module's doc), and the parts of the rank that holds
-    the most tensors. (None, {}) where a part was not measured."""
-    ranks = result.ranks or []
-    if not ranks:
-        return None, {}
-    parts = [{k: getattr(r, k, None) for k in PARTS} for r in ranks]
-    fullest = max(parts, key=lambda p: sum(v or 0 for v in p.values()))
-    if ranks[0].peak_mem_kind == "cuda_max_allocated":
-        peaks = [r.peak_mem_bytes for r in ranks if r.peak_mem_bytes is not None]
-        return (max(peaks) if peaks else None), fullest
-    if any(v is None for p in parts for v in p.values()):
-        return None, fullest
-    return max(sum(p.values()) for p in parts), fullest
 
 
 def predicted_bytes(config: RunConfig) -> int | None:

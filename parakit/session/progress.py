@@ -16,15 +16,10 @@ import sys
 import time
 
 from parakit.config.run import RunConfig
+from parakit.config.shell import in_notebook
+from parakit.records.result import run_label
 
 REDRAW_S = 0.25  # at most four redraws a second: a display update is a message to the front end
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (not merely when ipykernel is imported, as ipyparallel does)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython else None
-    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def size_text(nbytes: float) -> str:
@@ -104,11 +99,8 @@ class ProgressPrinter:
     def __init__(self, config: RunConfig | str, stream=None):
         self.line = StatusLine(stream)
         self.batch_size = None if isinstance(config, str) else config.batch_size
-        if isinstance(config, str):
-            self.label = config
-        else:
-            model = config.model if isinstance(config.model, str) else "own model"
-            self.label = f"{config.strategy.value} x{config.workers} {model}"
+        # The run's one label (records.result.run_label), as its summary and every figure name it.
+        self.label = config if isinstance(config, str) else run_label(config.describe(), config.workers)
         self.started = time.monotonic()
         self._bar = None
         self._first: tuple[int, float] | None = None  # (step, time) of the first progress seen

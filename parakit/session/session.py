@@ -9,11 +9,11 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from typing import Any
 
 from parakit.cluster import launchers
 from parakit.cluster.engines import EngineSet
+from parakit.cluster.placement import EngineInfo
 from parakit.config.hosts import Launcher
 from parakit.config.prices import Prices, check_prices
 from parakit.config.run import Device, RunConfig
@@ -127,10 +127,9 @@ class Session(SessionTools):
         return self._engines.size
 
     @property
-    def engines(self) -> list[dict[str, Any]]:
-        """One description per engine (a dict of ``cluster.placement.EngineInfo``'s fields):
-        engine id, pid, host, device, threads."""
-        return [asdict(e) for e in self._engines.engines]
+    def engines(self) -> list[EngineInfo]:
+        """One ``cluster.placement.EngineInfo`` per engine, in start order: engine id, pid, host, device, threads."""
+        return list(self._engines.engines)
 
     @property
     def hosts(self) -> list[str]:

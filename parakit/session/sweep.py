@@ -11,7 +11,8 @@ from typing import Any
 
 from parakit.records.result import STOPPED, RunResult, headline, run_label
 from parakit.session.preflight import check_runs
-from parakit.session.progress import in_notebook, note
+from parakit.config.shell import in_notebook
+from parakit.session.progress import note
 
 # The settings a list may be given for, in the order the product runs them: workers last, so
 # each configuration's speed-up curve fills in one go.

@@ -1,15 +1,16 @@
 """What a Session does beside training: the communication benchmark, code on every rank (the
-``%%parakit`` cell), and the engines' status. A mixin of Session, which owns the engines, the
+``%%parakit`` cell), the engines' status, and the advisor on these engines. A mixin of Session, which owns the engines, the
 one-at-a-time lock and the recovery after a failure that these use."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from parakit.cluster.launch import run_code, run_on_ranks
-from parakit.engine.commbench import bench_on_engine
+from parakit.cluster.launch import Outcome, run_code, run_on_ranks
+from parakit.records.engine_facts import EngineStatus
 from parakit.records.result import CommBenchResult, now_iso
 from parakit.records.store import read_comm_benches, save_comm_bench
 from parakit.records.result import bench_result
@@ -62,6 +63,8 @@ class SessionTools:
         kwargs = check_bench(self.preflight(), workers, sizes=sizes, collectives=collectives, repeats=repeats,
                              warmup=warmup, max_size=max_size, dtype=dtype)
         world = kwargs.pop("workers")
+        from parakit.engine.commbench import bench_on_engine  # the code the engines run
+
         started = now_iso()
         printer = ProgressPrinter(f"comm bench x{world}") if self.progress and on_progress is None else None
         with self._one_at_a_time():
@@ -72,7 +75,7 @@ class SessionTools:
                                    on_progress or printer, self._stop, self.hang_timeout_s)
         self._after(outcome)
         devices = [e.device_name for e in self._engines.ranks(world)]
-        result = bench_result(outcome, world, backend, devices, started)
+        result = bench_result(_as_stored(outcome), world, backend, devices, started)
         if printer:
             printer.done(f"{result.bench_id}: {result.status}" + (f" ({result.error.splitlines()[0]})" if result.error else ""))
         save_comm_bench(result, self.runs_dir)
@@ -112,34 +115,76 @@ class SessionTools:
         self._after(outcome)
         return outcome.rank_results
 
-    def status(self) -> list[dict[str, Any]]:
-        """One dict per engine: rank (its position), engine id, pid, alive, device, device name,
-        threads, whether it is in the process group and its backend, and memory (resident and
-        peak resident bytes of the process, read from /proc; None where that cannot be read).
-        Asks no engine anything, so it answers during a run too."""
+    def advise(self, model: Any = "mlp", **settings: Any):
+        """Rank every configuration of ``model`` on these engines by predicted step time (or
+        cost), calibrated here: ``parakit.advise(model, session=self, ...)``.
+
+        Example:
+            >>> advice = s.advise("gpt", workers=2, verify=True)
+
+        Args:
+            model: "mlp", "cnn", "gpt" or a zero-argument callable returning an nn.Module.
+            **settings: ``parakit.advise``'s other arguments (``workers``, ``hardware``,
+                ``verify``, ``top``, ``prices``, ...); not the engine arguments, which are this
+                session's.
+
+        Returns:
+            An Advice, saved in this session's run store.
+
+        Raises:
+            ValueError: If a setting is wrong, or an engine argument is given (before any run).
+        """
+        # The advisor is built on the session, so this forward is the one import up a layer:
+        # made here, when advice is asked for (tests/test_layers.py lists it).
+        from parakit.advisor.advice import advise
+
+        return advise(model, session=self, **settings)
+
+    def status(self) -> list[EngineStatus]:
+        """One EngineStatus per engine, in rank order: engine id, host, local rank, pid, alive,
+        device, device name, threads, whether it is in the process group and its backend, and
+        the memory of its process (resident and peak resident bytes, read from /proc; None with
+        the reason where that cannot be read). Asks no engine anything, so it answers during a
+        run too.
+
+        Example:
+            >>> [(e.rank, e.device, e.alive) for e in s.status()]
+            [(0, 'cpu', True), (1, 'cpu', True)]
+        """
         ids, backend = self._engines.group or ((), None)
         rows = []
         for rank, e in enumerate(self._engines.ranks(self._engines.size)):
-            here = e.hostname == socket.gethostname()  # a pid means nothing on another host
-            rss, peak = _process_memory(e.pid) if here else (None, None)
-            rows.append({
-                "rank": rank, "engine_id": e.engine_id, "host": e.host, "local_rank": e.local_index,
-                "pid": e.pid, "alive": not self._engines.dead_ids([e.engine_id]),
-                "device": e.device, "device_name": e.device_name, "threads": e.threads,
-                "in_group": e.engine_id in ids, "backend": backend if e.engine_id in ids else None,
-                "rss_bytes": rss, "peak_rss_bytes": peak,
-            })
+            if e.hostname == socket.gethostname():
+                rss, peak, why = _process_memory(e.pid)
+            else:  # a pid means nothing on another host
+                rss, peak, why = None, None, f"the engine runs on {e.host}, whose /proc is not readable from here"
+            rows.append(EngineStatus(
+                rank=rank, engine_id=e.engine_id, host=e.host, local_rank=e.local_index, pid=e.pid,
+                alive=not self._engines.dead_ids([e.engine_id]), device=e.device, device_name=e.device_name,
+                threads=e.threads, in_group=e.engine_id in ids, backend=backend if e.engine_id in ids else None,
+                rss_bytes=rss, peak_rss_bytes=peak, memory_reason=why,
+            ))
         return rows
 
 
-def _process_memory(pid: int) -> tuple[int | None, int | None]:
-    """(resident, peak resident) bytes of a local process, from /proc; (None, None) elsewhere."""
+def _as_stored(outcome: Outcome) -> Outcome:
+    """The outcome as records.result.bench_result reads it: each rank's CommBenchFigures as
+    the JSON the store keeps. The figures come back typed; they turn to JSON only here, where
+    they become the stored record."""
+    return replace(outcome, rank_results=[None if f is None else f.to_dict() for f in outcome.rank_results])
+
+
+def _process_memory(pid: int) -> tuple[int | None, int | None, str | None]:
+    """(resident, peak resident) bytes of a local process from /proc, and None; or None, None
+    and the reason they cannot be read."""
     found = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith(("VmRSS:", "VmHWM:")):
                     found[line[:5]] = int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None, None
-    return found.get("VmRSS"), found.get("VmHWM")
+    except (OSError, ValueError) as e:
+        return None, None, f"cannot read /proc/{pid}/status ({type(e).__name__}: {e})"
+    rss, peak = found.get("VmRSS"), found.get("VmHWM")
+    missing = None if rss is not None and peak is not None else f"/proc/{pid}/status has no VmRSS or VmHWM line"
+    return rss, peak, missing

@@ -9,7 +9,7 @@ import pytest
 
 from parakit.advisor.advice import advise, check_request
 from parakit.advisor.calibrate import engines_hardware
-from parakit.advisor.candidates import candidates, label, projection, rank
+from parakit.advisor.candidates import candidates, projection, rank
 from parakit.advisor.comm import collective_time, gradient_wire, overlapped_exposure
 from parakit.advisor.costs import Estimate, estimate
 from parakit.advisor.hardware import PRESETS, Hardware, Link, hardware_from
@@ -17,6 +17,7 @@ from parakit.advisor.inputs import Calibration
 from parakit.config.shape import ModelShape, Part
 from parakit.config.run import RunConfig
 from parakit.config.levers import Compression
+from parakit.records.result import run_label
 
 GIB = 2**30
 
@@ -134,10 +135,12 @@ def test_projection_gains_less_and_less_as_communication_grows():
 def test_candidates_cover_the_layouts_and_refuse_what_cannot_run():
     base = {"model": "gpt", "model_options": {"depth": 4}, "batch_size": 32}
     found, refused = candidates(2, base, ["fp32", "fp16"])
-    labels = {label(c.settings) for c in found}
-    assert {"ddp x2 fp32 powersgd:4 grads", "fsdp x2 fp32", "tensor x2 fp32", "pipeline x2 fp32 interleaved m4"} <= labels
+    labels = [run_label(c.settings) for c in found]  # the one run label, as the verifying runs have it
+    assert {"ddp x2 powersgd:4", "ddp x2 fp16 grads", "ddp x2 fp16", "fsdp x2", "tensor x2",
+            "pipeline x2 interleaved", "pipeline x2 1f1b m8"} <= set(labels)
+    assert len(labels) == len(set(labels))  # every candidate reads differently
     assert any("fp16 needs loss scaling" in why for s, why in refused if s["strategy"] == "pipeline")
-    assert {label(c.settings) for c in candidates(1, base, ["fp32"])[0]} == {"single x1 fp32"}
+    assert {run_label(c.settings) for c in candidates(1, base, ["fp32"])[0]} == {"single x1"}
 
 
 def test_model_shape_and_calibration_round_trip_through_json():
@@ -202,15 +205,22 @@ def test_calibrate_verify_and_project_on_two_cpu_engines(session, advice):
     assert advice.best is not None and advice.best.settings["workers"] == 2
     stored = set(session.runs()["run_id"])
     assert len(advice.verified) == 2
+    frame = session.runs().set_index("run_id")
     for v in advice.verified:  # each verification is a run in the store, measured and compared
         assert v["run_id"] in stored and v["measured_step_time_s"] > 0
         assert v["error"] == pytest.approx(abs(v["predicted_step_time_s"] / v["measured_step_time_s"] - 1))
+        # its measured speed-up is the runs frame's, against the frame's baseline, with its interval
+        assert v["speedup"] == pytest.approx(frame.loc[v["run_id"], "speedup"])
+        assert v["speedup_low"] < v["speedup"] < v["speedup_high"] and v["verdict"] == frame.loc[v["run_id"], "verdict"]
+        assert v["baseline"] == frame.loc[v["run_id"], "baseline"].split(",")
     assert set(cal.runs.values()) <= stored and {"single", "half", "accumulate", "contention"} <= set(cal.runs)
     assert cal.bench_id and not cal.failed
     assert (session.runs_dir / "advice" / f"{advice.advice_id}.json").is_file()
     curve = advice.projections[0]
     assert curve["points"][0]["workers"] == 1 and math.isclose(curve["points"][0]["speedup"], 1.0)
-    assert any(p["workers"] == 2 for p in curve["measured"])
+    two = next(p for p in curve["measured"] if p["workers"] == 2)
+    assert two["speedup"] == pytest.approx(advice.verification_of(curve["settings"])["speedup"])
+    assert "speedup_low" in two and "verdict" in two
 
     from parakit.frontends.text import advice_table
     from parakit.plots.advisor import projection as projection_figure

@@ -31,8 +31,9 @@ def test_cpu_engines_cost_the_cores_their_ranks_compute_on():
     hw = engines_hardware(cal, cores=4)
     guesses = [Estimate(settings={"workers": n}, step_time_s=0.1, samples_per_s=1000.0) for n in (1, 2, 4, 8)]
     costed, how = priced(guesses, hw, cal, Prices(cpu_core_hour_usd=3.6))
-    # 1 s for 1000 samples at $0.001 per core-second: 2 threads a rank, then cores // ranks, at most the 4 cores
-    assert [e.cost_per_1k_samples_usd for e in costed] == pytest.approx([0.002, 0.004, 0.004, 0.004])
+    # 1 s for 1000 samples at $0.001 per core-second: 2 threads a rank, then cores // ranks (at
+    # least 1): 8 ranks on 4 cores count a thread each, as a run of 8 engines on them is costed
+    assert [e.cost_per_1k_samples_usd for e in costed] == pytest.approx([0.002, 0.004, 0.004, 0.008])
     assert "$3.6 per core-hour (given)" in how
 
 

@@ -185,7 +185,7 @@ def test_engines_through_mpiexec_train_like_local_ones(tmp_path, monkeypatch, lo
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         with parakit.Session(workers=2, engines="mpi", runs_dir=tmp_path, progress=False) as s:
-            assert [row["local_rank"] for row in s.status()] == [0, 1]
+            assert [row.local_rank for row in s.status()] == [0, 1]
             r = s.run(**RUN)
     as_root = [w for w in said if "running as root: the engines' mpiexec gets" in str(w.message)]
     assert len(as_root) == (1 if os.geteuid() == 0 else 0)

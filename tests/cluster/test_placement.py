@@ -6,8 +6,9 @@ import pynvml
 import pytest
 
 from parakit.cluster import placement
-from parakit.cluster.placement import Gpu, HostFacts
+from parakit.cluster.placement import EngineInfo, Gpu, HostFacts
 from parakit.engine import gpus
+from parakit.records.engine_facts import EngineIdentity
 
 GPUS = [Gpu(0, "GPU-aaaa"), Gpu(1, "GPU-bbbb"), Gpu(2, "GPU-cccc")]
 
@@ -134,3 +135,14 @@ def test_cpu_build_of_torch_means_no_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
     assert placement.visible_gpus() == ([], "this torch is a CPU build")
+
+
+def test_an_engine_identified_by_attribute_is_placed_on_its_host():
+    # Two namespaces of one machine ("m"): two hosts, told apart by the namespace's name.
+    me = [EngineIdentity(hostname="m", netns=netns, netns_name=name, local_hint=None, cpu_count=4, pid=10 + i)
+          for i, (netns, name) in enumerate([("1", None), ("2", "parakit-b"), ("1", None)])]
+    placed = placement.place_on_hosts([EngineInfo.identified(i, e) for i, e in enumerate(me)], own_host="m|1")
+    assert [(e.engine_id, e.pid, e.cpu_count, e.host_key) for e in placed] == [
+        (0, 10, 4, me[0].host_key), (1, 11, 4, "m|2"), (2, 12, 4, "m|1")]
+    assert [(e.host, e.host_index, e.local_index) for e in placed] == [
+        ("m", 0, 0), ("m/parakit-b", 1, 0), ("m", 0, 1)]

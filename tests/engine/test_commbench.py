@@ -10,6 +10,7 @@ from parakit.cluster.placement import visible_gpus
 from parakit.config.formulas import bus_factor
 from parakit.engine import commbench
 from parakit.engine.commbench import fit_alpha_beta, run_comm_bench
+from parakit.records.commbench import CollectiveFit, CommBenchFigures, CommBenchRow
 from dist_helpers import comm_bench, run_ranks
 
 KB, MB = 1024, 1024 * 1024
@@ -80,22 +81,31 @@ def two_ranks():
 
 def test_two_ranks_measure_every_collective_at_every_size(two_ranks):
     result = two_ranks[0]["result"]
-    assert (result["world_size"], result["backend"], result["device"], result["dtype"]) == (
-        2, "gloo", "cpu", "float32")
-    assert [(r["collective"], r["bytes"]) for r in result["rows"]] == [
-        (c, b) for c in ON_GLOO_CPU for b in SMALL_SIZES]
-    for row in result["rows"]:
-        assert 0 < row["time_min_s"] <= row["time_s"] <= row["time_max_s"]
-        assert row["algbw_gbps"] == pytest.approx(row["bytes"] / row["time_s"] / 1e9)
-        assert row["busbw_gbps"] == pytest.approx(row["algbw_gbps"] * bus_factor(row["collective"], 2))
-        assert (row["repeats"], row["warmup"]) == (3, 2)
-    assert json.loads(json.dumps(result)) == result  # plain data
+    assert isinstance(result, CommBenchFigures)  # read by attribute, not by key
+    assert (result.world_size, result.backend, result.device, result.dtype) == (2, "gloo", "cpu", "float32")
+    assert [(r.collective, r.bytes) for r in result.rows] == [(c, b) for c in ON_GLOO_CPU for b in SMALL_SIZES]
+    for row in result.rows:
+        assert isinstance(row, CommBenchRow)
+        assert 0 < row.time_min_s <= row.time_s <= row.time_max_s
+        assert row.algbw_gbps == pytest.approx(row.bytes / row.time_s / 1e9)
+        assert row.busbw_gbps == pytest.approx(row.algbw_gbps * bus_factor(row.collective, 2))
+        assert (row.repeats, row.warmup) == (3, 2)
+
+
+def test_the_figures_turn_into_the_json_the_store_keeps(two_ranks):
+    result = two_ranks[0]["result"]
+    stored = json.loads(json.dumps(result.to_dict()))  # what CommBenchResult keeps: plain data
+    assert [CommBenchRow(**row) for row in stored["rows"]] == result.rows
+    assert (stored["rows"][0]["collective"], stored["rows"][0]["bytes"]) == ("all_reduce", KB)
+    assert set(stored["fits"]) == set(ON_GLOO_CPU) and set(stored["fits"]["all_reduce"]) == {
+        "alpha_s", "beta_bytes_per_s", "reason"}
+    assert stored["skipped"] == result.skipped and stored["world_size"] == 2
 
 
 def test_gloo_reduce_scatter_is_skipped_because_gloo_runs_it_as_an_all_reduce(two_ranks):
-    assert two_ranks[0]["result"]["skipped"] == {
+    assert two_ranks[0]["result"].skipped == {
         "reduce_scatter": commbench.CANNOT_MEASURE["gloo", "cpu", "reduce_scatter"]}
-    assert "all_reduce" in two_ranks[0]["result"]["skipped"]["reduce_scatter"]
+    assert "all_reduce" in two_ranks[0]["result"].skipped["reduce_scatter"]
 
 
 def test_ranks_return_the_same_numbers(two_ranks):
@@ -103,19 +113,20 @@ def test_ranks_return_the_same_numbers(two_ranks):
 
 
 def test_bandwidth_grows_with_message_size(two_ranks):
-    algbw = {(r["collective"], r["bytes"]): r["algbw_gbps"] for r in two_ranks[0]["result"]["rows"]}
+    algbw = {(r.collective, r.bytes): r.algbw_gbps for r in two_ranks[0]["result"].rows}
     for collective in ON_GLOO_CPU:  # 1024x the bytes in a few times the time
         assert algbw[collective, MB] > algbw[collective, KB], collective
 
 
 def test_fit_gives_latency_and_bandwidth_or_a_reason(two_ranks):
-    fits = two_ranks[0]["result"]["fits"]
+    fits = two_ranks[0]["result"].fits
     assert set(fits) == set(ON_GLOO_CPU)
     for fit in fits.values():
-        if fit["reason"] is None:
-            assert 0 < fit["alpha_s"] < 1 and 0 < fit["beta_bytes_per_s"] < math.inf
+        assert isinstance(fit, CollectiveFit)
+        if fit.reason is None:
+            assert 0 < fit.alpha_s < 1 and 0 < fit.beta_bytes_per_s < math.inf
         else:
-            assert fit["alpha_s"] is None and fit["beta_bytes_per_s"] is None
+            assert fit.alpha_s is None and fit.beta_bytes_per_s is None
 
 
 def test_progress_counts_every_collective_and_size(two_ranks):
@@ -125,7 +136,7 @@ def test_progress_counts_every_collective_and_size(two_ranks):
         assert [p["done"] for p in progress] == list(range(1, total + 1))
         assert {p["total"] for p in progress} == {total}
         assert [(p["collective"], p["bytes"]) for p in progress] == [
-            (r["collective"], r["bytes"]) for r in rank["result"]["rows"]]
+            (r.collective, r.bytes) for r in rank["result"].rows]
 
 
 @pytest.mark.gpu
@@ -134,9 +145,9 @@ def test_cuda_buffers_are_timed_with_events_and_gloo_skips_what_it_cannot_measur
     # Two ranks on one GPU share it through gloo, as parakit does when engines outnumber GPUs.
     ranks = run_ranks(comm_bench, dict(sizes_bytes=[KB, MB], repeats=3, warmup=1), timeout_s=120)
     result = ranks[0]["result"]
-    assert (result["device"], result["backend"]) == ("cuda:0", "gloo")
+    assert (result.device, result.backend) == ("cuda:0", "gloo")
     assert result == ranks[1]["result"]
-    assert set(result["skipped"]) == {"reduce_scatter", "send_recv"}
-    algbw = {(r["collective"], r["bytes"]): r["algbw_gbps"] for r in result["rows"]}
+    assert set(result.skipped) == {"reduce_scatter", "send_recv"}
+    algbw = {(r.collective, r.bytes): r.algbw_gbps for r in result.rows}
     for collective in ("all_reduce", "all_gather", "broadcast"):
         assert algbw[collective, MB] > algbw[collective, KB] > 0, collective

@@ -17,7 +17,7 @@ from parakit.config.levers import FP8_NEEDS_COMPILE, FP8_NEEDS_TORCHAO, GPU_ONLY
 from parakit.config.run import RunConfig
 from parakit.engine import fp8, precision
 from parakit.engine.gpus import Gpu
-from parakit.engine.strategies.base import Context, convert_fp8
+from parakit.engine.compose import Setup, compose, float8_all_gather
 from parakit.engine.workloads import build_model
 from parakit.session import preflight
 from record_helpers import report
@@ -189,28 +189,32 @@ def test_torchao_converts_exactly_the_filtered_layers_and_they_train():
 
 # -- how the strategies, the precision and the records carry it ------------------------------
 
-def context(precision_name: str) -> Context:
+def setup(precision_name: str) -> Setup:
     config = RunConfig(model="mlp", strategy="single", precision=precision_name,
                        compile=precision_name == "fp8")
-    return Context(config, torch.device("cpu"), 0, 1, loss_fn=lambda out, y: out.sum())
+    return Setup(config=config, device=torch.device("cpu"), loss_fn=lambda out, y: out.sum())
 
 
-@pytest.mark.parametrize("fsdp", [False, True])
-def test_the_strategies_convert_under_fp8_only(monkeypatch, fsdp):
+def test_compose_converts_under_fp8_only_and_first(monkeypatch):
     calls = []
-    monkeypatch.setattr(fp8, "apply_fp8", lambda model, device, **kw: calls.append(kw) or ["blocks.0.0"])
-    model = build_model("mlp", {})
-    assert convert_fp8(model, context("bf16"), fsdp=fsdp) is None and calls == []
-    assert convert_fp8(model, context("fp8"), fsdp=fsdp) == ["blocks.0.0"]
-    assert calls == [{"fsdp_float8_all_gather": fsdp}]
+    monkeypatch.setattr(fp8, "apply_fp8", lambda model, device, **kw: calls.append(kw) or fp8.fp8_layer_names(model))
+    parallel = compose(build_model("mlp", {}), setup("fp8"))
+    assert parallel.fp8_layers == ["blocks.0.0", "blocks.1.0", "blocks.2.0"]
+    assert parallel.composed == ("convert", "compile")
+    assert calls == [{"fsdp_float8_all_gather": False}]  # single: no FSDP to gather
+    bf16 = compose(build_model("mlp", {}), setup("bf16"))
+    assert bf16.fp8_layers is None and bf16.composed == () and len(calls) == 1
 
 
-def test_a_single_run_under_fp8_holds_its_converted_layers(monkeypatch):
-    from parakit.engine.strategies.single import apply_single
-
-    monkeypatch.setattr(fp8, "apply_fp8", lambda model, device, **kw: fp8.fp8_layer_names(model))
-    assert apply_single(build_model("mlp", {}), context("fp8")).fp8_layers == ["blocks.0.0", "blocks.1.0", "blocks.2.0"]
-    assert apply_single(build_model("mlp", {}), context("bf16")).fp8_layers is None
+@pytest.mark.parametrize("layout, gathers", [
+    (dict(strategy="fsdp", workers=2), True),
+    (dict(strategy="fsdp", workers=1), True),  # so that one GPU tests the float8 gather's code
+    (dict(strategy="ddp", workers=2), False),
+    (dict(strategy="single"), False),
+])
+def test_fsdp_and_only_fsdp_gathers_float8_weights_in_float8(layout, gathers):
+    assert float8_all_gather(RunConfig(model="mlp", precision="fp8", compile=True, **layout)) is gathers
+    assert float8_all_gather(RunConfig(model="mlp", precision="bf16", **layout)) is False
 
 
 def test_fp8_autocasts_the_rest_to_bf16_and_fsdp_gathers_the_rest_in_bf16():

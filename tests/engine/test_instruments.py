@@ -54,16 +54,18 @@ def test_the_energy_window_is_the_measured_steps(monkeypatch):
     # data for step s is fetched inside step s: the window opens between the warm-up's last
     # step and the first measured one, and closes after the last step
     assert order == [0, 0, 1, "begin", 2, 3, 4, 5, "end"]  # (the first 0: FLOPs counted on a sample)
-    assert out.measured_wall_s > 0 and out.power["energy_j"] == 10.0
+    assert out.measured_wall_s > 0 and out.power.energy_j == 10.0
 
 
-def test_per_sample_energy_counts_the_measured_steps_only():
+# A fresh run's ranks hold the measurement; a run read back from the store, its JSON dict.
+@pytest.mark.parametrize("kept", [PowerMeasurement.from_dict, dict], ids=["fresh", "read-back"])
+def test_per_sample_energy_counts_the_measured_steps_only(kept):
     config = RunConfig(model="mlp", strategy="ddp", workers=2, steps=6, warmup_steps=2, batch_size=8)
     power = {"energy_j": 4.0, "avg_power_w": 2.0, "duration_s": 2.0, "samples": [], "scope": "package",
              "reason": None, "overhead_s": 0.0, "power_source": None, "sample_hz_achieved": None,
              "sampled_energy_j": None}
     rank = report(losses=[1.0] * 6, step_time_s=[0.1] * 6, measured_wall_s=0.5, power=power)
-    ranks = [RankInfo(rank=k, engine_id=k, pid=k, host="h", device="cpu", device_name="cpu", power=power,
+    ranks = [RankInfo(rank=k, engine_id=k, pid=k, host="h", device="cpu", device_name="cpu", power=kept(power),
                       power_device="cpu@h") for k in range(2)]
     result = RunResult(run_id="r", status="ok", config=config.describe(), world_size=2, backend="gloo",
                        device=["cpu", "cpu"], ranks=ranks)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
@@ -26,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 from parakit.config.memory import Checkpointing
 from parakit.config.run import RunConfig
 from parakit.engine.checkpointing import apply_checkpointing
-from parakit.engine.strategies import APPLY, Context
+from parakit.engine.compose import Setup, compose
 from parakit.engine.workloads import build_model
 
 GPT_SIZE = {"width": 32, "depth": 2, "heads": 2, "seq_len": 16}
@@ -40,18 +39,9 @@ def sequence_loss(outputs, targets):
 
 
 # -- in this process: how each strategy applies the levers ----------------------------------
-@pytest.fixture(scope="module")
-def group_of_one():
-    """A real gloo process group of one rank, so ddp, fsdp and tensor lay a model out here."""
-    assert not dist.is_initialized()
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
 def laid_out(model: nn.Module, **settings):
     config = RunConfig(model="gpt", model_options=GPT_SIZE, workers=1, **settings)
-    return APPLY[config.strategy](model, Context(config, torch.device("cpu"), 0, 1, sequence_loss))
+    return compose(model, Setup(config=config, device=torch.device("cpu"), loss_fn=sequence_loss))
 
 
 def tiny_gpt() -> nn.Module:
@@ -71,8 +61,9 @@ LAYOUTS = [
     dict(strategy="hybrid", hybrid="fsdp+tensor", mesh="1x1"),
     dict(strategy="hybrid", hybrid="ddp+tensor", mesh="1x1"),
 ]
-# Times a block's forward starts in one forward and backward. Recomputation enters the block
-# again (its forward hooks may not all run: recomputation stops once it has what backward needs).
+# Times a block's first layer runs in one forward and backward. Recomputation runs the block's
+# forward again, inside it (the block's own hooks run once; its layers' hooks may not all run
+# again: recomputation stops once it has what backward needs).
 BLOCK_RUNS = {"none": 1, "full": 2, "selective": 2}
 
 
@@ -82,12 +73,12 @@ def test_every_strategy_recomputes_its_blocks_when_asked(group_of_one, layout, c
     model = tiny_gpt()
     parallel = laid_out(model, activation_checkpointing=checkpointing, **layout)
     starts = []
-    model.blocks[0].register_forward_pre_hook(lambda *_: starts.append(1))
+    model.blocks[0].ln1.register_forward_pre_hook(lambda *_: starts.append(1))
     x = gpt_batch()
     loss = parallel.forward_backward(x, x)
     assert len(starts) == BLOCK_RUNS[checkpointing]
     assert loss.item() == pytest.approx(sequence_loss(tiny_gpt()(x), x).item(), rel=REL)
-    # The composable checkpoint renames nothing: tensor parallel plans and saved states hold.
+    # Checkpointing wraps no module, so it renames nothing: tensor parallel plans and saved states hold.
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in tiny_gpt().named_parameters()]
 
 
@@ -111,7 +102,7 @@ def test_a_model_without_blocks_is_checkpointed_whole(group_of_one, strategy):
         model = NoBlocks()
         config = RunConfig(model=NoBlocks, data=lambda step, n: (x, y), strategy=strategy, workers=1,
                            activation_checkpointing=mode)
-        parallel = APPLY[config.strategy](model, Context(config, torch.device("cpu"), 0, 1, F.cross_entropy))
+        parallel = compose(model, Setup(config=config, device=torch.device("cpu"), loss_fn=F.cross_entropy))
         starts[mode] = []
         model.act.register_forward_pre_hook(lambda *_, m=mode: starts[m].append(1))
         losses[mode] = parallel.forward_backward(x, y).item()

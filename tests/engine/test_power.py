@@ -17,6 +17,9 @@ import pytest
 from parakit.engine import gpus, power
 from parakit.engine.power import PowerMeter
 from parakit.engine.state import STATE
+from parakit.records.power import PowerMeasurement
+from parakit.records.rank import rank_info
+from record_helpers import report
 
 WATTS = {"handle0": 100.0, "handle1": 300.0}  # two GPUs told apart by their power
 UUIDS = {"handle0": b"GPU-aaaa", "handle1": "GPU-bbbb"}  # NVML may answer bytes or str
@@ -294,6 +297,26 @@ def test_measurement_is_plain_json(nvml):
     assert d["samples"][0][1:] == [100.0, 87.0, 5 * 2**30]
     assert set(d) >= {"energy_j", "avg_power_w", "duration_s", "sample_hz_achieved", "power_source",
                       "scope", "reason", "overhead_s", "sampled_energy_j"}
+
+
+def test_the_run_record_keeps_the_measurement_itself_read_by_attribute(nvml):
+    m = measure(PowerMeter("cuda:0", uuid="GPU-aaaa"), 0.06)
+    assert PowerMeasurement.from_dict(json.loads(json.dumps(m.to_dict()))) == m  # back from the store's JSON
+    # engine/train.py hands the report the measurement's dict; the report and the run record hold it typed
+    sent = report(power=m.to_dict(), power_device="GPU-aaaa")
+    info = rank_info(sent, rank=0, engine_id=0, pid=1, host="h", device="cuda:0", device_name="H100")
+    assert info.power == sent.power == m
+    assert info.power.samples[0][1:] == (100.0, 87.0, 5 * 2**30) and info.power.sampled_energy_j > 0
+    assert info.power.scope == power.SCOPE_GPU and info.power.reason is None
+
+
+def test_the_measurement_reads_as_a_mapping_for_readers_not_yet_typed(nvml):
+    # records/summary.py, records/segments.py and plots/measures.py still read power by key
+    m = measure(PowerMeter("cuda:0", uuid="GPU-aaaa"), 0.06)
+    assert m["energy_j"] == m.energy_j and m.get("scope") == power.SCOPE_GPU and m.get("nothing") is None
+    assert {**m, "samples": []}["avg_power_w"] == m.avg_power_w and "nothing" not in m
+    with pytest.raises(KeyError):
+        m["to_dict"]  # methods are not keys
 
 
 def test_misuse_is_an_error(tmp_path):

@@ -177,7 +177,7 @@ def test_shows_itself_and_close_leaves_a_session_it_did_not_start(session):
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
     panel.close()
     assert panel.widget.comm is None and panel.loss_figure.comm is None
-    assert all(row["alive"] for row in session.status())
+    assert all(row.alive for row in session.status())
 
 
 class Tiny(nn.Module):

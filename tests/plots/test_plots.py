@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import plotly.offline
@@ -11,7 +12,8 @@ import pytest
 
 from parakit.frontends import report
 from parakit.plots import runs as plots
-from parakit.records.result import FAILED, OK, STOPPED, RankInfo, RunResult, StepRecord
+from parakit.records.result import FAILED, OK, STOPPED, RankInfo, RunResult, SegmentRecord, StepRecord
+from parakit.records.summary_fields import Summary
 
 BATCH = 64
 
@@ -36,9 +38,8 @@ def make_run(run_id, workers, samples_per_s, *, strategy=None, model="mlp", batc
                             rank_step_time_s=[step_s] * workers, warmup=i < warmup)
                  for i, v in enumerate(losses)]
     peaks = [m for m in mem if m is not None]
-    run.summary = {"step_time_s": step_s, "samples_per_s": samples_per_s,
-                   "loss_first": losses[0], "loss_last": losses[-1],
-                   "peak_mem_bytes": max(peaks, default=None)}
+    run.summary = Summary(step_time_s=step_s, samples_per_s=samples_per_s, loss_first=losses[0],
+                          loss_last=losses[-1], peak_mem_bytes=max(peaks, default=None))
     return run
 
 
@@ -274,8 +275,8 @@ def test_plots_import_only_lower_layers():
 
 # -- what the measurement layer adds ---------------------------------------------------------
 def with_breakdown(run, compute, comm, exposed, idle):
-    run.summary.update(compute_time_s=compute, comm_time_s=comm, exposed_comm_time_s=exposed,
-                       idle_time_s=idle)
+    run.summary = replace(run.summary, compute_time_s=compute, comm_time_s=comm, exposed_comm_time_s=exposed,
+                          idle_time_s=idle)
     return run
 
 
@@ -298,9 +299,10 @@ def test_breakdown_stacks_compute_exposed_comm_and_idle_in_ms():
 def test_bytes_plot_draws_sent_beside_fp32_and_skips_uncounted_runs():
     a = make_run("a", 2, 640)
     a.config["compression"] = "powersgd:4"
-    a.summary.update(comm_bytes_per_step=2**20, uncompressed_bytes_per_step=64 * 2**20, compression_ratio=64.0)
+    a.summary = replace(a.summary, comm_bytes_per_step=2**20, uncompressed_bytes_per_step=64 * 2**20,
+                        compression_ratio=64.0)
     b = make_run("b", 2, 640)
-    b.summary.update(comm_bytes_per_step=None)
+    b.summary = replace(b.summary, comm_bytes_per_step=None)
     fig = plots.PLOTS["bytes"]([a, b])
     got = {t.name: list(t.y) for t in fig.data}
     assert got == {"fp32 all-reduce": [64.0], "sent": [1.0]}
@@ -326,15 +328,17 @@ def switched_run():
     power samples (on its own loop's clock, as the engines record them)."""
     def rank(watts):
         return RankInfo(rank=0, engine_id=0, pid=1, host="h", device="cuda:0", device_name="GPU",
-                        power={"samples": [[0.0, watts, 0, 0], [0.1, watts, 0, 0]], "scope": "GPU", "energy_j": 1.0},
+                        power={"samples": [[0.0, watts, 0, 0], [0.1, watts, 0, 0]], "scope": "GPU", "energy_j": 1.0,
+                               "avg_power_w": 10.0, "duration_s": 0.1},
                         power_device="gpu-0")
     steps = [StepRecord(step=i, loss=4.0 - i, step_time_s=0.1, rank_step_time_s=[0.1], warmup=i in (0, 2),
                         time_s=t) for i, t in enumerate([0.1, 0.2, 0.8, 0.9])]  # the switch paused 0.5 s
-    segments = [{"index": k, "first_step": 2 * k, "last_step": 2 * k + 1, "status": OK,
-                 "settings": {"strategy": s, "model": "gpt", "workers": 2}, "label": "start" if k == 0 else s,
-                 "world_size": 2, "switch_s": None if k == 0 else 0.5, "state_save_s": None if k == 0 else 0.2,
-                 "state_load_s": None if k == 0 else 0.2, "summary": {"samples_per_s": 100.0 * (k + 1)},
-                 "ranks": [vars(rank(100 + 50 * k))]} for k, s in enumerate(("ddp", "fsdp"))]
+    segments = [SegmentRecord.from_dict({  # as the store reads it back
+        "index": k, "first_step": 2 * k, "last_step": 2 * k + 1, "status": OK,
+        "settings": {"strategy": s, "model": "gpt", "workers": 2}, "label": "start" if k == 0 else s,
+        "world_size": 2, "switch_s": None if k == 0 else 0.5, "state_save_s": None if k == 0 else 0.2,
+        "state_load_s": None if k == 0 else 0.2, "summary": {"samples_per_s": 100.0 * (k + 1)},
+        "ranks": [vars(rank(100 + 50 * k))]}) for k, s in enumerate(("ddp", "fsdp"))]
     return RunResult(run_id="r1", status=OK, config={"strategy": "ddp", "model": "gpt", "workers": 2},
                      world_size=2, backend="gloo", device=["GPU"], steps=steps, segments=segments)
 

@@ -2,24 +2,26 @@
 power; a missing figure is said with its reason."""
 
 import re
+from dataclasses import replace
 
 import pytest
 
 from parakit.records.explain import bound_by, power_note, where_time_went
 from parakit.records.result import FAILED, OK, RunResult
+from parakit.records.summary_fields import Summary
 
 
 def run(workers, compute_ms, exposed_ms, idle_ms, comm_ms=None, *, sent=None, power=None, status=OK):
-    summary = {"compute_time_s": compute_ms / 1e3, "exposed_comm_time_s": exposed_ms / 1e3,
-               "idle_time_s": idle_ms / 1e3, "comm_time_s": (comm_ms if comm_ms is not None else exposed_ms) / 1e3,
-               "comm_bytes_per_step": sent, "energy_j": None, "avg_power_w": None, "samples_per_j": None}
+    summary = Summary(compute_time_s=compute_ms / 1e3, exposed_comm_time_s=exposed_ms / 1e3,
+                      idle_time_s=idle_ms / 1e3, comm_time_s=(comm_ms if comm_ms is not None else exposed_ms) / 1e3,
+                      comm_bytes_per_step=sent)
     unmeasured = {"energy_j": "no RAPL counter readable"}
     if power is not None:
-        summary.update(energy_j=10.0, avg_power_w=power, samples_per_j=12.5)
+        summary = replace(summary, energy_j=10.0, avg_power_w=power, samples_per_j=12.5)
         unmeasured = {}
     return RunResult(run_id=f"r{workers}", status=status, config={"strategy": "ddp", "model": "mlp"},
                      world_size=workers, backend="gloo", device=["cpu"] * workers,
-                     summary=summary if status == OK else {}, unmeasured=unmeasured)
+                     summary=summary if status == OK else Summary(), unmeasured=unmeasured)
 
 
 @pytest.mark.parametrize("parts, bound", [
@@ -43,7 +45,7 @@ def test_one_worker_sends_nothing_and_power_is_added_where_measured():
 
 def test_no_breakdown_or_a_failed_run_says_why():
     r = run(2, 1, 1, 1)
-    r.summary["compute_time_s"] = None
+    r.summary = replace(r.summary, compute_time_s=None)
     r.unmeasured["compute_time_s"] = "the profiler was off (profile_every=0)"
     assert where_time_went(r) == "no time breakdown (the profiler was off (profile_every=0))"
     assert where_time_went(run(2, 1, 1, 1, status=FAILED)) == "failed: no measured steps to explain"
@@ -60,5 +62,5 @@ def test_against_its_baseline_it_says_how_compute_changed_and_what_communication
                          "communication added 14.1 ms not hidden")
     # with throughputs measured, it opens with the speed-up and its interval (records.intervals)
     two, one = run(2, 22.7, 14.1, 1.6, comm_ms=18.6), run(1, 12.2, 0, 1.1)
-    two.summary["samples_per_s"], one.summary["samples_per_s"] = 100.0, 400.0
+    two.summary, one.summary = replace(two.summary, samples_per_s=100.0), replace(one.summary, samples_per_s=400.0)
     assert re.match(r"2 workers: 0\.25x \(0\.\d\d-0\.\d\d\); compute-bound: ", where_time_went(two, one))

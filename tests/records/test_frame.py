@@ -12,6 +12,7 @@ from parakit.config.run import RunConfig
 from parakit.records.result import RunResult
 from parakit.records.frame import add_scaling
 from parakit.records.store import runs_frame
+from parakit.records.summary_fields import Summary
 
 _ids = itertools.count()
 
@@ -21,8 +22,8 @@ def result(samples_per_s: float | None = 100.0, *, status="ok", device="cpu", **
     settings = {"strategy": "ddp", "workers": 1, "batch_size": 64, **settings}
     config = RunConfig(**settings)
     n = next(_ids)
-    summary = {} if samples_per_s is None else {
-        "samples_per_s": samples_per_s, "step_time_s": config.batch_size / samples_per_s}
+    summary = Summary() if samples_per_s is None else Summary(
+        samples_per_s=samples_per_s, step_time_s=config.batch_size / samples_per_s)
     return RunResult(run_id=f"run-{n}", status=status, config=config.describe(), world_size=config.workers,
                      backend="gloo", device=[device] * config.workers, summary=summary,
                      started_at=f"2025-01-01T00:00:{n:02d}")
@@ -165,3 +166,4 @@ def test_the_input_frame_is_left_as_it_was_and_a_repeated_index_is_fine():
 
     assert "speedup" not in doubled.columns
     assert list(out["speedup"]) == pytest.approx([1.0, 1.5, 1.0, 1.5])
+

@@ -10,6 +10,7 @@ from parakit.config.prices import Prices, price_table, usd_text
 from parakit.records.result import FAILED, RankInfo, RunResult, StepRecord, headline
 from parakit.records.run_cost import cost_note, record_costs
 from parakit.records.store import read_runs, runs_frame, save_run
+from parakit.records.summary_fields import Summary
 
 HOUR_S = 3600
 
@@ -25,8 +26,8 @@ def cpu_run(run_id="20260101-000000-aaaaaa", *, seconds=36.0, threads=(1, 1), en
                     ended_at=f"2026-01-01T00:00:{seconds:06.3f}+00:00" if seconds < 60 else "2026-01-01T01:00:00.000+00:00")
     if status == "ok":
         run.steps = [StepRecord(step=0, loss=2.0, step_time_s=0.1, rank_step_time_s=[0.1] * len(ranks), warmup=False)]
-        run.summary = {"step_time_s": 0.1, "samples_per_s": 640.0, "loss_first": 2.0, "loss_last": 1.5,
-                       "energy_j": energy_j}
+        run.summary = Summary(step_time_s=0.1, samples_per_s=640.0, loss_first=2.0, loss_last=1.5,
+                              energy_j=energy_j)
     if energy_j is None:
         run.unmeasured["energy_j"] = "no RAPL counters readable"
     return run

@@ -7,6 +7,7 @@ import pytest
 import parakit
 from parakit.records.result import RankInfo, RunResult, StepRecord
 from parakit.records.store import read_runs, save_run
+from parakit.records.summary_fields import Summary
 
 
 def make_run(run_id="20260101-000000-aaaaaa", status="ok", loss=2.0):
@@ -14,7 +15,7 @@ def make_run(run_id="20260101-000000-aaaaaa", status="ok", loss=2.0):
         run_id=run_id, status=status, config={"strategy": "ddp", "model": "mlp", "workers": 2},
         world_size=2, backend="gloo", device=["cpu", "cpu"],
         steps=[StepRecord(step=0, loss=loss, step_time_s=0.01, rank_step_time_s=[0.01, 0.009], warmup=True)],
-        summary={"step_time_s": 0.01, "samples_per_s": 6400.0, "peak_mem_bytes": None},
+        summary=Summary(step_time_s=0.01, samples_per_s=6400.0, peak_mem_bytes=None),
         ranks=[RankInfo(rank=0, engine_id=0, pid=1, host="h", device="cpu", device_name="cpu")],
         started_at=run_id, unmeasured={"peak_mem_bytes": "no /proc on this OS"},
     )

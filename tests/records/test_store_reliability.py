@@ -15,6 +15,7 @@ import pytest
 import parakit
 from parakit.records.result import CommBenchResult, RankInfo, RunResult, StepRecord
 from parakit.records.store import read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
+from parakit.records.summary_fields import Summary
 
 from record_helpers import quietly_read
 
@@ -26,7 +27,7 @@ def a_run(run_id: str = "20261123-000000-aaaaaa", **changes) -> RunResult:
         run_id=run_id, status="ok", config={"strategy": "ddp", "model": "mlp", "workers": 2, "batch_size": 8},
         world_size=2, backend="gloo", device=["cpu", "cpu"],
         steps=[StepRecord(step=0, loss=2.0, step_time_s=0.01, rank_step_time_s=[0.01, 0.009], warmup=False)],
-        summary={"step_time_s": 0.01, "samples_per_s": 800.0},
+        summary=Summary(step_time_s=0.01, samples_per_s=800.0),
         ranks=[RankInfo(rank=0, engine_id=0, pid=1, host="h", device="cpu", device_name="cpu")],
         started_at=run_id,
     )

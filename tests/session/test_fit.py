@@ -5,7 +5,8 @@ import pytest
 
 from parakit.plots.fit import fit_figure
 from parakit.records.store import read_runs
-from parakit.session.fit import CPU_MEASURE, rank_bytes
+from parakit.records.memory import measured_memory_per_rank
+from parakit.session.fit import CPU_MEASURE
 
 LIMIT = 24 * 2**20  # gpt width 128 at batch 8: ddp fits depth 4 here, fsdp 6 (measured 2026-12-02)
 
@@ -23,7 +24,7 @@ def test_fsdp_fits_a_deeper_model_than_ddp_under_the_same_limit(session):
         assert any(not t.fits and t.value == layout.largest + 1 for t in layout.tries), layout.tries
         for t in layout.tries:
             assert t.run_id in runs and t.predicted > 0  # every try is a saved run, with a prediction
-            measured, parts = rank_bytes(runs[t.run_id])
+            measured, parts = measured_memory_per_rank(runs[t.run_id].ranks)
             assert measured == t.bytes == sum(parts.values()) and t.fits == (measured <= LIMIT)
     table = result.table()
     assert list(table["largest depth"]) == [ddp.largest, fsdp.largest]

@@ -195,7 +195,7 @@ def resources(session) -> dict:
         "engine sockets": [len(p.net_connections(kind="inet")) for p in engines],
         "engine listening sockets": [sum(c.status == psutil.CONN_LISTEN for c in p.net_connections(kind="inet"))
                                      for p in engines],
-        "engine memory (MiB)": [round(row["rss_bytes"] / 2**20) for row in session.status()],
+        "engine memory (MiB)": [round(row.rss_bytes / 2**20) for row in session.status()],
     }
 
 

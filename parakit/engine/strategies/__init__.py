@@ -1,48 +1,18 @@
-"""Strategies: one module each, chosen through a dict from the Strategy enum. Each takes the
-built model and a Context and returns a Parallel: what this rank holds and how it steps.
+"""Strategies: one module per way of laying a model out over ranks, each an ``apply_x(model,
+mesh, ...)`` that takes a device mesh and plain arguments, never the run's whole config:
 
-A strategy's module is imported when a run first asks for it: FSDP, DTensor and pipelining
-(with dynamo) are 1.6 s of imports on a 2-core CPU, which an engine's first ddp run, and so
-every session's start-up, need not wait for.
+- tensor.py: tensor parallelism (the ``tensor`` step);
+- fsdp.py, ddp.py: the data-parallel step, FSDP2 or a DDP replica;
+- hybrid.py: the data-parallel step of ddp+tensor and pipeline+ddp (an all-reduce after backward);
+- pipeline.py: a pipeline's stages and schedule.
+
+engine/compose.py applies them in one fixed order and holds the dict from layout to data-parallel
+step. It imports each module when a run first needs it: FSDP, DTensor and pipelining (with
+dynamo) are 1.6 s of imports on a 2-core CPU, which an engine's first ddp run need not wait for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from importlib import import_module
+from parakit.engine.strategies.base import Parallel
 
-from torch import nn
-
-from parakit.config.run import Strategy
-from parakit.engine.strategies.base import Context, Parallel
-
-Apply = Callable[[nn.Module, Context], Parallel]
-
-# Strategy -> (module in this package, its apply function)
-_WHERE: dict[Strategy, tuple[str, str]] = {
-    Strategy.SINGLE: ("single", "apply_single"),
-    Strategy.DDP: ("ddp", "apply_ddp"),
-    Strategy.FSDP: ("fsdp", "apply_fsdp"),
-    Strategy.PIPELINE: ("pipeline", "apply_pipeline"),
-    Strategy.TENSOR: ("tensor", "apply_tensor"),
-    Strategy.HYBRID: ("hybrid", "apply_hybrid"),
-}
-
-
-class _OnFirstUse(Mapping[Strategy, Apply]):
-    """The dict from Strategy to apply function, importing each module when it is looked up."""
-
-    def __getitem__(self, strategy: Strategy) -> Apply:
-        module, name = _WHERE[strategy]
-        return getattr(import_module(f"{__name__}.{module}"), name)
-
-    def __iter__(self) -> Iterator[Strategy]:
-        return iter(_WHERE)
-
-    def __len__(self) -> int:
-        return len(_WHERE)
-
-
-APPLY: Mapping[Strategy, Apply] = _OnFirstUse()
-
-__all__ = ["APPLY", "Context", "Parallel"]
+__all__ = ["Parallel"]

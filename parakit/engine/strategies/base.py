@@ -1,4 +1,4 @@
-"""What every strategy is given (Context) and what it hands back to the training loop (Parallel)."""
+"""What every strategy hands back to the training loop (Parallel), and the pieces they share."""
 
 from __future__ import annotations
 
@@ -10,21 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from parakit.config.levers import Precision
-from parakit.config.run import RunConfig
+LossFn = Callable[[Any, Any], torch.Tensor]
+"""(outputs, targets) -> a scalar loss."""
 
 
-@dataclass
-class Context:
-    config: RunConfig
-    device: torch.device
-    rank: int
-    world_size: int
-    loss_fn: Callable[[Any, Any], torch.Tensor]
-    sample_inputs: Any = None
-    """This rank's inputs of the first step: a pipeline traces the model with a slice of them."""
-    scale_loss: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss
-    """What backward starts from: fp16's GradScaler scales the loss; identity otherwise."""
+def unscaled(loss: torch.Tensor) -> torch.Tensor:
+    """What backward starts from without fp16's GradScaler: the loss itself."""
+    return loss
 
 
 @dataclass
@@ -55,32 +47,26 @@ class Parallel:
     """A context in which backward accumulates gradients without synchronising them."""
     fp8_layers: list[str] | None = None
     """Under precision fp8, the linear layers converted to float8 (engine/fp8.py); else None."""
+    composed: tuple[str, ...] = ()
+    """The steps that laid the model out, in the order they were applied (engine/compose.py)."""
 
     def parameters(self):
         for module in self.modules:
             yield from module.parameters()
 
 
-def plain_forward_backward(model: nn.Module, ctx: Context) -> Callable[..., torch.Tensor]:
+def plain_forward_backward(model: nn.Module, loss_fn: LossFn,
+                           scale_loss: Callable[[torch.Tensor], torch.Tensor] = unscaled) -> Callable[..., torch.Tensor]:
+    """One forward and backward through ``model``; ``scale_loss`` is fp16's GradScaler.scale."""
+
     def forward_backward(inputs, targets, weight: float = 1.0):
-        loss = ctx.loss_fn(model(inputs), targets)
+        loss = loss_fn(model(inputs), targets)
         # weight < 1 when a step accumulates over micro-steps: their mean is the batch's loss.
         # ddp/fsdp: gradient communication runs inside backward, bucket by bucket.
-        ctx.scale_loss(loss * weight if weight != 1.0 else loss).backward()
+        scale_loss(loss * weight if weight != 1.0 else loss).backward()
         return loss
 
     return forward_backward
-
-
-def convert_fp8(model: nn.Module, ctx: Context, *, fsdp: bool = False) -> list[str] | None:
-    """Under precision fp8, the model's qualifying linear layers made float8, first of all (as
-    torchtitan converts before it parallelises); the converted names, or None at other precisions.
-    ``fsdp``: the model is sharded next, so its float8 weights are all-gathered in float8."""
-    if ctx.config.precision is not Precision.FP8:
-        return None
-    from parakit.engine.fp8 import apply_fp8  # fp8 runs only: it is where torchao is imported
-
-    return apply_fp8(model, ctx.device, fsdp_float8_all_gather=fsdp)
 
 
 def repeated_blocks(model: nn.Module) -> list[nn.Module]:

@@ -4,36 +4,35 @@ a rank keeps (and steps the optimizer on) only its shard.
 
 ZeRO's names for it: stage 3 is FSDP's default (a block's gathered weights are freed after its
 forward and gathered again in backward); stage 2 keeps them from forward to backward, one
-all-gather per block and step instead of two, for a full replica's weights held at the peak."""
+all-gather per block and step instead of two, for a full replica's weights held at the peak.
+
+``apply_fsdp`` is the last of compose's steps (engine/compose.py), as in torchtitan: it shards
+what tensor parallelism left (fsdp+tensor: DTensors on the mesh's other dimension) and wraps
+the checkpointed, compiled blocks, so its gather and free hooks stay outside the graphs."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
+import torch
 from torch import nn
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from parakit.engine.checkpointing import apply_checkpointing
-from parakit.engine.precision import fsdp_mixed_precision
-from parakit.engine.strategies.base import (
-    Context, Parallel, convert_fp8, plain_forward_backward, repeated_blocks,
-)
+from parakit.engine.strategies.base import LossFn, Parallel, plain_forward_backward, repeated_blocks, unscaled
 
 # ZeRO stage -> fully_shard's reshard_after_forward. Stage 3 and no stage leave it to FSDP:
 # True for the blocks, False for the root, whose weights backward needs first anyway.
 RESHARD_AFTER_FORWARD: dict[int | None, bool | None] = {None: None, 2: False, 3: None}
 
 
-def shard(model: nn.Module, ctx: Context, mesh=None) -> nn.Module:
+def shard(model: nn.Module, mesh, *, mp_policy: MixedPrecisionPolicy | None = None,
+          zero: int | None = None) -> nn.Module:
     """Shard each repeated block on its own (so only one block is gathered at a time), then the
     rest of the model (embeddings, head) as the root unit. A model without a block list is one
-    unit: correct, just with no overlap between gathering and compute. The run's ZeRO stage
-    says whether gathered weights are kept from forward to backward (RESHARD_AFTER_FORWARD)."""
-    # Precision as FSDP does it: parameters gathered in the compute dtype, gradients reduced in
-    # fp32 or in the dtype compression asks for.
-    policy = fsdp_mixed_precision(ctx.config.precision, ctx.config.compression)
-    options = {"mesh": mesh} if policy is None else {"mesh": mesh, "mp_policy": policy}
-    reshard = RESHARD_AFTER_FORWARD[ctx.config.zero]
+    unit: correct, just with no overlap between gathering and compute."""
+    options = {"mesh": mesh} if mp_policy is None else {"mesh": mesh, "mp_policy": mp_policy}
+    reshard = RESHARD_AFTER_FORWARD[zero]
     if reshard is not None:
         options["reshard_after_forward"] = reshard
     for block in repeated_blocks(model):
@@ -41,17 +40,31 @@ def shard(model: nn.Module, ctx: Context, mesh=None) -> nn.Module:
     return fully_shard(model, **options)
 
 
-def apply_fsdp(model: nn.Module, ctx: Context) -> Parallel:
-    fp8_layers = convert_fp8(model, ctx, fsdp=True)  # float8 weights, all-gathered in float8
-    apply_checkpointing(model, ctx.config.activation_checkpointing)  # before sharding, as torchtitan
-    sharded = shard(model, ctx)
-    parallel = Parallel(
-        [sharded], plain_forward_backward(sharded, ctx),
-        data_rank=ctx.rank, data_size=ctx.world_size, no_sync=lambda: skip_gradient_sync(sharded),
-        fp8_layers=fp8_layers,
-    )
-    if fp8_layers:
-        from parakit.engine.fp8 import scale_precompute
+def apply_fsdp(model: nn.Module, mesh, *, loss_fn: LossFn,
+               scale_loss: Callable[[torch.Tensor], torch.Tensor] = unscaled,
+               mp_policy: MixedPrecisionPolicy | None = None, zero: int | None = None,
+               float8_all_gather: bool = False) -> Parallel:
+    """Shard ``model`` over ``mesh`` (a 1-D mesh: the data-parallel ranks).
+
+    Args:
+        model: the model, converted, tensor-parallel, checkpointed and compiled as the run asks.
+        mesh: the ranks that split the batch, each holding a shard of every parameter.
+        loss_fn: (outputs, targets) -> the loss.
+        scale_loss: fp16's GradScaler.scale; the loss itself otherwise.
+        mp_policy: FSDP's precision (parameters gathered in, gradients reduced in);
+            None for fp32 throughout (engine/precision.py's fsdp_mixed_precision).
+        zero: the ZeRO stage, 2 or 3 (None: FSDP's default, stage 3's behaviour).
+        float8_all_gather: fp8 converted the model with float8 all-gather: every float8
+            weight's scale is computed after each optimizer step, in one all-reduce.
+
+    Returns:
+        This rank's shard, ready for the loop.
+    """
+    sharded = shard(model, mesh, mp_policy=mp_policy, zero=zero)
+    parallel = Parallel([sharded], plain_forward_backward(sharded, loss_fn, scale_loss),
+                        no_sync=lambda: skip_gradient_sync(sharded))
+    if float8_all_gather:
+        from parakit.engine.fp8 import scale_precompute  # fp8 runs only: it imports torchao
 
         # every float8 weight's scale in one all-reduce after the step, not one per weight in forward
         parallel.after_step = scale_precompute(sharded)

@@ -1,13 +1,17 @@
 """Pipeline parallelism with ``torch.distributed.pipelining``: the model is cut into stages of
 consecutive blocks, rank r holds stage r (and r + p, r + 2p, ... for interleaved schedules),
 and each step's batch flows through as micro-batches. Activations go forward and gradients
-back over point-to-point sends; the last stage computes the loss."""
+back over point-to-point sends; the last stage computes the loss.
+
+A pipeline is split before any other of compose's steps (engine/compose.py) and takes none of
+them but pipeline+ddp's gradient average: ``pipeline`` traces the whole, plain model with
+torch.export, and the stages run the traced graph, where blocks are no longer modules to wrap."""
 
 from __future__ import annotations
 
-import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,7 +21,7 @@ from torch.distributed.pipelining import (
 )
 
 from parakit.config.run import Schedule
-from parakit.engine.strategies.base import Context, Parallel
+from parakit.engine.strategies.base import LossFn, Parallel
 from parakit.config.layouts import STAGES_PER_RANK
 
 SCHEDULES = {Schedule.GPIPE: ScheduleGPipe, Schedule.ONE_F_ONE_B: Schedule1F1B,
@@ -49,14 +53,14 @@ def balanced_cuts(sizes: list[int], stages: int) -> list[int]:
     return sorted(cuts)[1:]  # the first stage begins at block 0
 
 
-def split_points(model: nn.Module, ctx: Context, stages: int) -> list[str]:
+def split_points(model: nn.Module, split: Sequence[str] | None, stages: int) -> list[str]:
     """The user's split points, or cuts that balance parameters over the model's block list."""
-    if ctx.config.split:
+    if split:
         names = dict(model.named_modules())
-        missing = [name for name in ctx.config.split if name not in names]
+        missing = [name for name in split if name not in names]
         if missing:
             raise ValueError(f"split names modules the model does not have: {', '.join(missing)}")
-        return list(ctx.config.split)
+        return list(split)
     name, blocks = next((n, c) for n, c in model.named_children() if isinstance(c, nn.ModuleList))
     sizes = [sum(p.numel() for p in b.parameters()) for b in blocks]
     return [f"{name}.{i}" for i in balanced_cuts(sizes, stages)]
@@ -88,39 +92,57 @@ class BusyTimer:
         self.busy_s = 0.0
 
 
-def build_stages(model: nn.Module, ctx: Context, pp_rank: int, pp_size: int, pp_group):
+def build_stages(model: nn.Module, mesh, *, device: torch.device, microbatch: Any, schedule: Schedule,
+                 split: Sequence[str] | None):
     """Trace the model, cut it, and build this rank's PipelineStages (looped placement: stage
     s on pipeline rank s % p, as interleaved schedules require)."""
-    config = ctx.config
-    per_rank = STAGES_PER_RANK[config.schedule]
+    per_rank = STAGES_PER_RANK[schedule]
+    pp_rank, pp_size = mesh.get_local_rank(), mesh.size()
     n_stages = pp_size * per_rank
-    spec = {name: SplitPoint.BEGINNING for name in split_points(model, ctx, n_stages)}
-    micro = config.per_rank_batch_size // config.n_microbatches
-    sample = ctx.sample_inputs[:micro]
+    spec = {name: SplitPoint.BEGINNING for name in split_points(model, split, n_stages)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's internal deprecations
-        pipe = pipeline(model, mb_args=(sample,), split_spec=spec)
+        pipe = pipeline(model, mb_args=(microbatch,), split_spec=spec)
     if pipe.num_stages != n_stages:
         raise ValueError(f"split points gave {pipe.num_stages} stages; {n_stages} are needed")
     indices = [pp_rank + k * pp_size for k in range(per_rank)]
-    modules = [pipe.get_stage_module(i).to(ctx.device) for i in indices]
-    stages = [PipelineStage(m, i, n_stages, ctx.device, group=pp_group) for m, i in zip(modules, indices)]
+    modules = [pipe.get_stage_module(i).to(device) for i in indices]
+    stages = [PipelineStage(m, i, n_stages, device, group=mesh.get_group()) for m, i in zip(modules, indices)]
     return stages, modules, n_stages
 
 
-def make_pipeline(model: nn.Module, ctx: Context, pp_rank: int, pp_size: int, pp_group=None,
-                  data_rank: int = 0, data_size: int = 1) -> Parallel:
-    config = ctx.config
-    stages, modules, n_stages = build_stages(model, ctx, pp_rank, pp_size, pp_group)
-    timer = BusyTimer(ctx.device)
+def apply_pipeline(model: nn.Module, mesh, *, device: torch.device, sample_inputs: Any, loss_fn: LossFn,
+                   schedule: Schedule, n_microbatches: int, split: Sequence[str] | None = None) -> Parallel:
+    """Cut ``model`` into stages over ``mesh`` and schedule each step's micro-batches through them.
+
+    Every stage reads the same (whole) batch: the first uses the inputs, the last the targets.
+
+    Args:
+        model: the built model, plain: nothing converted, wrapped or compiled.
+        mesh: a 1-D device mesh: the pipeline's ranks, in stage order.
+        device: this rank's device.
+        sample_inputs: this rank's inputs of the first step, on ``device``: the model is
+            traced with one micro-batch of them.
+        loss_fn: (outputs, targets) -> the loss, computed on the last stage.
+        schedule: gpipe, 1f1b or interleaved.
+        n_microbatches: micro-batches per step, each an equal slice of the batch.
+        split: the module names where stages begin; None for cuts that balance parameters.
+
+    Returns:
+        This rank's stages, ready for the loop.
+    """
+    microbatch = sample_inputs[: len(sample_inputs) // n_microbatches]
+    stages, modules, n_stages = build_stages(model, mesh, device=device, microbatch=microbatch,
+                                             schedule=schedule, split=split)
+    timer = BusyTimer(device)
     for stage in stages:
         stage.forward_one_chunk = timer.wrap(stage.forward_one_chunk)
         stage.backward_one_chunk = timer.wrap(stage.backward_one_chunk)
-    cls = SCHEDULES[config.schedule]
+    cls = SCHEDULES[schedule]
     # scale_grads: gradients are divided by the micro-batch count, so the mean of micro-batch
     # losses gives the same gradients as one pass over the whole batch.
-    schedule = cls(stages if cls is ScheduleInterleaved1F1B else stages[0],
-                   n_microbatches=config.n_microbatches, loss_fn=ctx.loss_fn, scale_grads=True)
+    scheduled = cls(stages if cls is ScheduleInterleaved1F1B else stages[0],
+                    n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=True)
     first = any(s.is_first for s in stages)
     last = any(s.is_last for s in stages)
 
@@ -128,37 +150,18 @@ def make_pipeline(model: nn.Module, ctx: Context, pp_rank: int, pp_size: int, pp
         losses: list[torch.Tensor] = []
         args = (inputs,) if first else ()
         if last:
-            schedule.step(*args, target=targets, losses=losses)
+            scheduled.step(*args, target=targets, losses=losses)
         else:
-            schedule.step(*args)
+            scheduled.step(*args)
         timer.end_step()
         # Equal micro-batches: the mean of their losses is the loss over the whole batch.
         return torch.stack([l.detach() for l in losses]).mean() if last else None
 
-    m, p = config.n_microbatches, n_stages
+    m, p, pp_size = n_microbatches, n_stages, mesh.size()
     ideal = (pp_size - 1) / (m * len(stages) + pp_size - 1)
 
     def stats() -> dict[str, Any]:
         return {"pipeline_busy_s": timer.per_step, "stages": [s.stage_index for s in stages],
                 "bubble_ideal": ideal, "microbatches": m, "pipeline_stages": p}
 
-    return Parallel(modules, forward_backward, data_rank=data_rank, data_size=data_size, stats=stats)
-
-
-def apply_pipeline(model: nn.Module, ctx: Context) -> Parallel:
-    # Every stage reads the same (whole) batch: the first uses the inputs, the last the targets.
-    return make_pipeline(model, ctx, ctx.rank, ctx.world_size)
-
-
-def pipeline_figures(stats: dict[str, Any], step_times: list[float], warmup: int) -> dict[str, Any]:
-    """A pipeline rank's bubble: the share of each step it spent not computing (waiting for a
-    neighbour), median over the measured steps, beside the schedule's ideal (p-1)/(v*m+p-1)."""
-    busy = stats.get("pipeline_busy_s")
-    if not busy:
-        return {}
-    idle = [1 - b / t for b, t in zip(busy[warmup:], step_times[warmup:]) if t > 0]
-    return {
-        "bubble": statistics.median(idle) if idle else None,
-        "bubble_ideal": stats["bubble_ideal"],
-        "stages": stats["stages"],
-    }
+    return Parallel(modules, forward_backward, stats=stats)

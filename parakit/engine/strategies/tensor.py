@@ -1,17 +1,18 @@
 """Tensor parallelism with DTensor: Megatron's column-then-row pairs. A column-wise layer
 splits its output features over the ranks (no communication); the row-wise layer after it
 takes those slices as its split input and all-reduces its partial sums. One all-reduce per
-pair in forward, one in backward. Layers outside the plan stay replicated."""
+pair in forward, one in backward. Layers outside the plan stay replicated.
+
+``apply_tensor`` is the second of compose's steps (engine/compose.py), after fp8's conversion
+and before checkpointing, as in torchtitan: the plan names modules of the model as built, and
+FSDP (fsdp+tensor) shards the DTensors it leaves."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from torch import nn
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
-
-from parakit.engine.checkpointing import apply_checkpointing
-from parakit.engine.strategies.base import Context, Parallel, plain_forward_backward
 
 STYLES = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
 
@@ -35,24 +36,30 @@ def mlp_plan(model: nn.Module) -> dict[str, str]:
     return plan
 
 
-BUILT_IN_PLANS = {"gpt": gpt_plan, "mlp": mlp_plan}
+BUILT_IN_PLANS: dict[str, Callable[[nn.Module], dict[str, str]]] = {"gpt": gpt_plan, "mlp": mlp_plan}
 
 
-def parallelize(model: nn.Module, ctx: Context, mesh) -> nn.Module:
-    config = ctx.config
-    plan: Mapping[str, str] = config.tp_plan or BUILT_IN_PLANS[config.model](model)
+def plan_for(model: nn.Module, tp_plan: Mapping[str, str] | None, workload) -> Mapping[str, str]:
+    """The user's plan, else the built-in model's (RunConfig refused a model with neither)."""
+    return tp_plan or BUILT_IN_PLANS[workload](model)
+
+
+def apply_tensor(model: nn.Module, mesh, plan: Mapping[str, str]) -> nn.Module:
+    """Split the layers ``plan`` names over ``mesh``, in place.
+
+    Args:
+        model: the built model (fp8 is not converted under tensor layouts).
+        mesh: a 1-D device mesh: the ranks that each hold a slice of every planned layer.
+        plan: module name -> "colwise" or "rowwise".
+
+    Returns:
+        The model, its planned layers' weights DTensors sharded over ``mesh``.
+
+    Raises:
+        ValueError: the plan names a module the model does not have.
+    """
     names = {name for name, _ in model.named_modules()}
     missing = [name for name in plan if name not in names]
     if missing:
         raise ValueError(f"tp_plan names modules the model does not have: {', '.join(missing)}")
     return parallelize_module(model, mesh, {name: STYLES[style]() for name, style in plan.items()})
-
-
-def apply_tensor(model: nn.Module, ctx: Context) -> Parallel:
-    from torch.distributed.device_mesh import init_device_mesh
-
-    mesh = init_device_mesh(ctx.device.type, (ctx.world_size,), mesh_dim_names=("tensor",))
-    model = parallelize(model, ctx, mesh)
-    apply_checkpointing(model, ctx.config.activation_checkpointing)  # after the plan: it names modules
-    # Every rank reads the whole batch: tensor parallelism splits the model, not the data.
-    return Parallel([model], plain_forward_backward(model, ctx))
