@@ -212,7 +212,7 @@ def recheck(session, advice, base: dict, rounds: int, contenders: int, statistic
 
 
 def machine(calibration) -> str:
-    return (f"{platform.node()}: {calibration.device_name}, {calibration.engines} engine(s) x "
+    return (f"{platform.node()}: {calibration.device_name}, {calibration.engine_count} engine(s) x "
             f"{calibration.threads_per_rank} thread(s)")
 
 

@@ -31,7 +31,7 @@ def main() -> None:
                     print("engine", {k: row[k] for k in ("rank", "host", "local_rank", "device", "device_name")})
                 strategy = "ddp" if args.engines > 1 else "single"
                 r = s.run(model="gpt", strategy=strategy, workers=args.engines, steps=8, batch_size=16)
-                print("run", r.status, r.error, "backend", r.backend, "devices", r.device,
+                print("run", r.status, r.error, "backend", r.backend, "devices", r.device_names,
                       "gpu_index", [x.gpu_index for x in r.ranks], "step ms", round(r.summary["step_time_s"] * 1e3, 2),
                       "network", r.network)
             print("attached cluster still has", len(cluster.connect_client_sync().ids), "engine(s)")

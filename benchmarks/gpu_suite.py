@@ -127,7 +127,7 @@ def row_of(size: str, options: dict, precision: str, compiled: bool, result, bat
     s = result.summary
     tokens_per_j = s["samples_per_j"] * options["seq_len"] if s.get("samples_per_j") else None
     return {**row, "step_time_s": s["step_time_s"], "tokens_per_s": s["samples_per_s"] * options["seq_len"],
-            "tflops": s.get("tflops_per_device"), "mfu": s.get("mfu"), "device": result.device[0],
+            "tflops": s.get("tflops_per_device"), "mfu": s.get("mfu"), "device": result.device_names[0],
             # the meter's window is the measured steps', the same steps the throughput covers
             "energy_per_token_j": 1 / tokens_per_j if tokens_per_j else None, "avg_power_w": s.get("avg_power_w"),
             "peak_mem_bytes": s.get("peak_mem_bytes"), "measured_steps": s.get("measured_steps"),

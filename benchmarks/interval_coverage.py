@@ -54,7 +54,7 @@ def one_session(pairs: int, long_pairs: int, runs_dir: str, index: int) -> dict:
     return {"short": short, "long": long}
 
 
-def figures(sessions: list[dict]) -> dict:
+def measures(sessions: list[dict]) -> dict:
     longs = {w: [r.summary["samples_per_s"] for s in sessions for r in s["long"][w]] for w in (1, 2)}
     reference = statistics.median(longs[2]) / statistics.median(longs[1])
     covered, widths, rows = 0, [], []

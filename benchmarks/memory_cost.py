@@ -46,11 +46,11 @@ def set_counting(variant: str) -> None:
     shipped = cls.__dict__.get("_shipped_counting", cls.counting)
     cls._shipped_counting = shipped
     cls.counting = shipped
-    cls.figures = cls.__dict__.get("_shipped_figures", cls.figures)
-    cls._shipped_figures = cls.figures
+    cls.measures = cls.__dict__.get("_shipped_measures", cls.measures)
+    cls._shipped_measures = cls.measures
     if variant == "off":
         cls.counting = lambda self, step: contextlib.nullcontext()
-        cls.figures = lambda self, parameters, failed: {}
+        cls.measures = lambda self, parameters, failed: {}
     elif variant == "every step":
         def every(self, step):
             self.step = step

@@ -49,7 +49,7 @@ def main() -> None:
             bubble = f"{sm['bubble']:.2f}" if sm.get("bubble") is not None else "-"
             ideal = f"{sm['bubble_ideal']:.2f}" if sm.get("bubble_ideal") is not None else "-"
             print(f"{name:34s} {r.status:7s} {rel:17.2e} {sm['step_time_s'] * 1e3:8.1f} {state:14.1f} {bubble:>7s} {ideal:>6s}"
-                  f"  [{r.backend}, {r.device[0]}]")
+                  f"  [{r.backend}, {r.device_names[0]}]")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ stored as ``application/vnd.plotly.v1+json``, which nbconvert cannot render, so 
 handed to mkdocs-jupyter as a copy in which every such output also carries the figure as HTML (a
 div and ``Plotly.newPlot``), and the pages with figures load the plotly.js that ships with the
 plotly package, copied into the site: the figures stay interactive, also offline.
+
+The menu reads in course order: Home, Concepts, Guides, Reference (docs/reference/, written
+from the code by docs/reference.py), Notebooks.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from mkdocs.structure.files import File, Files, file_sort_key
 ROOT = Path(__file__).resolve().parent.parent
 PLOTLY = "application/vnd.plotly.v1+json"
 PLOTLY_JS = "assets/javascripts/plotly.min.js"
+REFERENCE_ORDER = ["settings.md", "magics.md", "cli.md", "python-api.md"]  # docs/reference/, in the menu
 
 _tmp: tempfile.TemporaryDirectory | None = None
 
@@ -103,12 +107,49 @@ def on_serve(server, config, builder):
 
 
 def on_nav(nav, config, files):
+    """The menu in reading order: Home, Concepts, the guides, the reference, the notebooks.
+    The nav is built from the files (no ``nav:`` to keep in step with them); this only names
+    the sections and lifts docs/concepts.md and docs/reference/ out of the guides."""
+    lifted = []
     for item in nav.items:
         if item.is_page and item.file.src_uri == "README.md":
             item.title = "Home"  # in the menu and the tab; the page's heading stays "parakit"
         elif item.is_section and item.title == "Docs":
             item.title = "Guides"  # the docs/ folder's section, named for what it holds
+            lifted = [c for c in item.children if _lifted(c)]
+            item.children = [c for c in item.children if not _lifted(c)]
+    concepts = [c for c in lifted if c.is_page]
+    reference = [c for c in lifted if c.is_section]
+    home = nav.items[:1]
+    nav.items = home + concepts + [i for i in nav.items[1:] if not _is_notebooks(i)] + reference \
+        + [i for i in nav.items if _is_notebooks(i)]
+    for item in concepts + reference:
+        item.parent = None
+    for section in reference:  # what a user reaches for first, first
+        section.children.sort(key=lambda page: REFERENCE_ORDER.index(Path(page.file.src_uri).name)
+                              if Path(page.file.src_uri).name in REFERENCE_ORDER else len(REFERENCE_ORDER))
+    nav.pages = list(_pages(nav.items))
+    for before, page, after in zip([None, *nav.pages], nav.pages, [*nav.pages[1:], None]):
+        page.previous_page, page.next_page = before, after
     return nav
+
+
+def _lifted(item) -> bool:
+    if item.is_page:
+        return item.file.src_uri == "docs/concepts.md"
+    return item.is_section and item.title == "Reference"
+
+
+def _is_notebooks(item) -> bool:
+    return item.is_section and item.title == "Notebooks"
+
+
+def _pages(items):
+    for item in items:
+        if item.is_page:
+            yield item
+        elif item.is_section:
+            yield from _pages(item.children)
 
 
 def on_page_content(html: str, page, config, files: Files) -> str:

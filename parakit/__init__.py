@@ -12,15 +12,20 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Panel": "parakit.frontends.panel",
+    "Precision": "parakit.config.run",
+    "GPU_ONLY_PRECISIONS": "parakit.config.levers",
     "Prices": "parakit.config.prices",
     "RunConfig": "parakit.config.run",
     "RunResult": "parakit.records.result",
     "advise": "parakit.advisor.advice",
     "compare": "parakit.records.intervals",
+    "speedup_text": "parakit.records.intervals",
+    "where_time_went": "parakit.records.explain",
     "Session": "parakit.session.session",
     "load_runs": "parakit.records.store",
     "read_runs": "parakit.records.store",
     "delete_run": "parakit.records.store",
+    "read_comm_benches": "parakit.records.store",
 }
 # Subpackages a user reaches as attributes (``parakit.plots.speedup(runs)``), imported on first use.
 _SUBPACKAGES = ("plots",)

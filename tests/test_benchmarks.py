@@ -153,7 +153,7 @@ def test_interval_coverage_counts_the_pairs_whose_interval_holds_the_long_refere
     # long runs: 100 and 150 samples/s, a 1.5x reference; short pairs at 1.5x, 1.45x and 3x
     sessions = [{"long": {1: [run(100)], 2: [run(150)]}, "short": {1: [run(100), run(100)], 2: [run(150), run(145)]}},
                 {"long": {1: [run(100)], 2: [run(150)]}, "short": {1: [run(50)], 2: [run(150)]}}]
-    out = interval_coverage.figures(sessions)
+    out = interval_coverage.measures(sessions)
     assert out["reference_speedup"] == pytest.approx(1.5)
     assert out["comparisons"] == 3 and out["coverage"] == pytest.approx(2 / 3)
     assert [r["covers"] for r in out["rows"]] == [True, True, False]

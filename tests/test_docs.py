@@ -63,13 +63,17 @@ def test_site_builds_strict_with_every_page_and_figure(tmp_path):
 
 
 def test_strict_build_fails_on_a_broken_link_or_anchor(tmp_path):
-    """The same config and hook on a copy of README.md and docs/ (no notebooks, to be quick),
-    with one more page: its good links pass, its broken link and anchor fail the build."""
+    """The same config and hook on a copy of README.md and docs/ (the notebooks as empty
+    stand-ins, to be quick: the pages link to them), with one more page: its good links pass,
+    its broken link and anchor fail the build."""
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "notebooks").mkdir()
     shutil.copy(ROOT / "notebooks" / "README.md", tmp_path / "notebooks" / "README.md")
+    empty = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    for notebook in (ROOT / "notebooks").glob("*.ipynb"):
+        (tmp_path / "notebooks" / notebook.name).write_text(json.dumps(empty), encoding="utf-8")
     (tmp_path / "docs" / "broken.md").write_text(
         "# Broken\n\n[home](../README.md), [notebooks](../notebooks/README.md), "
         "[method](benchmarks.md#method), "
@@ -84,3 +88,20 @@ def test_strict_build_fails_on_a_broken_link_or_anchor(tmp_path):
     assert any("'missing.md'" in w for w in warnings), log
     assert any("no-such-section" in w for w in warnings), log
     assert len(warnings) == 2, log  # the good links (up and out of docs/, an anchor elsewhere) pass
+
+
+def test_notebooks_and_docs_use_only_the_public_api():
+    """What a notebook or a page shows a user to type comes from ``parakit`` or ``parakit.plots``
+    (parakit/__init__.py's ``__all__``), never from a module inside a layer."""
+    import re
+
+    inner = re.compile(r"from parakit\.(?!plots import)[\w.]+ import|\bparakit\.(?!plots\.)[a-z_]+\.[a-z_]+")
+    found = []
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+            source = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
+            found += [f"{notebook.name}: {line.strip()}" for line in source.splitlines() if inner.search(line)]
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+        found += [f"{page.name}: {line.strip()}" for block in blocks for line in block.splitlines() if inner.search(line)]
+    assert found == []

@@ -37,6 +37,8 @@ EXCEPTIONS = {
         "the benchmark function is shipped to the engines; the session names it when one starts",
     ("parakit.session.preflight", "parakit.engine.gpus"):
         "the preflight asks NVML (no CUDA context) for the GPUs' compute capability",
+    ("parakit.session.preflight", "parakit.engine.model_check"):
+        "the preflight checks the module names a run gives (tp_plan, split, blocks) on the model built on meta",
     ("parakit.session.tools", "parakit.advisor.advice"):
         "Session.advise forwards to the advisor, which is built on the session (the one edge up)",
 }

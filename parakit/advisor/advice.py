@@ -27,7 +27,7 @@ from parakit.config.levers import Compression, Precision, check_cpu_precision
 from parakit.records.advice import Advice, save_advice
 from parakit.records.result import new_run_id, now_iso
 from parakit.records.store import DEFAULT_RUNS_DIR
-from parakit.session.preflight import RUN_SETTINGS, Engines, check_config, engines_here
+from parakit.session.preflight import RUN_SETTINGS, EngineFacts, check_config, engines_here
 from parakit.config.hosts import usable_cores
 
 ENGINES = ("engines", "current", "current engines")
@@ -224,7 +224,7 @@ def _engine_arguments(session, **given: Any) -> dict[str, Any]:
     return {"runs_dir": session.runs_dir}
 
 
-def _candidates(request: Request, calibration, engines: Engines):
+def _candidates(request: Request, calibration, engines: EngineFacts):
     """(precisions, the candidates, those refused with why); ValueError when none is left."""
     precisions = _precisions(request, calibration, engines)
     found, refused = [], []
@@ -239,7 +239,7 @@ def _candidates(request: Request, calibration, engines: Engines):
     return precisions, found, refused
 
 
-def _runnable_here(found, refused, engines: Engines):
+def _runnable_here(found, refused, engines: EngineFacts):
     keep = []
     for c in found:
         try:
@@ -295,7 +295,7 @@ def _checked_calibration(calibration: Any, request: Request) -> Calibration | No
     return calibration
 
 
-def _precisions(request: Request, calibration, engines: Engines) -> list[str]:
+def _precisions(request: Request, calibration, engines: EngineFacts) -> list[str]:
     """The precisions to try: those asked for, else all the device has; CPU engines refuse the
     GPU-only ones (as runs would)."""
     if request.hardware is not None:

@@ -86,7 +86,7 @@ def calibrate(session, base: dict[str, Any], shape: ModelShape, plan: Plan, *, m
     return derive(measure(session, base, plan, measure_links), base, shape, statistic)
 
 
-def roles(plan: Plan, base: dict[str, Any], engines: int, measure_links: bool) -> dict[str, dict[str, Any]]:
+def roles(plan: Plan, base: dict[str, Any], engine_count: int, measure_links: bool) -> dict[str, dict[str, Any]]:
     """The calibration runs, by what each is for, as run settings (with ``base``)."""
     b, k = base["batch_size"], plan.accumulate
     runs = {"single": {"strategy": "single"}}
@@ -99,8 +99,8 @@ def roles(plan: Plan, base: dict[str, Any], engines: int, measure_links: bool) -
     runs.update({name: {"strategy": name, "workers": 1} for name in ("fsdp", "tensor") if getattr(plan, name)})
     runs.update({f"pipeline:{s}": {"strategy": "pipeline", "workers": 1, "schedule": s, "microbatches": max(k, 2)}
                  for s in plan.schedules})
-    if measure_links and engines >= 2:  # every engine computing, nothing sent: what ranks cost each other
-        runs["contention"] = {"strategy": "ddp", "workers": engines, "sync": f"local-sgd:{base.get('steps', 10) + 1}"}
+    if measure_links and engine_count >= 2:  # every engine computing, nothing sent: what ranks cost each other
+        runs["contention"] = {"strategy": "ddp", "workers": engine_count, "sync": f"local-sgd:{base.get('steps', 10) + 1}"}
     return runs
 
 
@@ -115,7 +115,7 @@ class Measured:
     bench_id: str | None
     engine: dict[str, Any]
     """The first engine's description: device, device_name, threads."""
-    engines: int
+    engine_count: int
     memory_bytes: float | None
 
 
@@ -168,14 +168,14 @@ def derive(measured: Measured, base: dict[str, Any], shape: ModelShape, statisti
             overheads[role] = max(0.0, t - full)
     contention = 1.0
     if "contention" in time and a + compute > 0:
-        contention = max(0.5, (time["contention"] - fixed) / (a + compute / measured.engines))
+        contention = max(0.5, (time["contention"] - fixed) / (a + compute / measured.engine_count))
     info = measured.engine
     return Calibration(
         device="cpu" if info["device"] == "cpu" else "gpu", model=model_text(base), device_name=info["device_name"],
-        engines=measured.engines, threads_per_rank=info.get("threads"), batch_size=b, statistic=statistic,
+        engine_count=measured.engine_count, threads_per_rank=info.get("threads"), batch_size=b, statistic=statistic,
         pass_fixed_s=a, per_row_s=per_row, step_fixed_s=fixed, precision_scale=scales, single_step_s=singles,
         peak_tflops=_peaks(info["device_name"]), contention=contention, overheads_s=overheads,
-        collectives=measured.fits, comm_world=measured.engines,
+        collectives=measured.fits, comm_world=measured.engine_count,
         memory_baseline_bytes=_baseline(results["single"], base, shape), memory_bytes=measured.memory_bytes,
         failed=failed, runs={role: r.run_id for role, r in results.items() if not isinstance(r, str)},
         bench_id=measured.bench_id,
@@ -199,7 +199,7 @@ def measured_again(cal: Calibration, runs_dir) -> Measured:
     results.update({role: why for role, why in cal.failed.items() if role not in results})
     return Measured(results, dict(cal.collectives), cal.bench_id,
                     {"device": cal.device, "device_name": cal.device_name, "threads": cal.threads_per_rank},
-                    cal.engines, cal.memory_bytes)
+                    cal.engine_count, cal.memory_bytes)
 
 
 def _why(result) -> str | None:
@@ -216,9 +216,9 @@ def _micro_steps(result) -> int:
     return int(sync.partition(":")[2] or 1)
 
 
-def _bench(session, engines: int) -> tuple[dict[str, dict[str, float]], str]:
+def _bench(session, engine_count: int) -> tuple[dict[str, dict[str, float]], str]:
     device = "cpu" if session.engines[0].device == "cpu" else "gpu"
-    bench = session.bench_comm(engines, sizes=BENCH_SIZES[device], collectives=BENCH_COLLECTIVES,
+    bench = session.bench_comm(engine_count, sizes=BENCH_SIZES[device], collectives=BENCH_COLLECTIVES,
                                repeats=10, warmup=2)
     fits = {name: {"alpha_s": fit["alpha_s"], "beta_bytes_per_s": fit["beta_bytes_per_s"]}
             for name, fit in bench.fits.items() if fit.get("alpha_s") is not None}

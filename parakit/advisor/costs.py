@@ -25,7 +25,7 @@ from parakit.advisor.comm import (
     gradient_wire,
     overlapped_exposure,
 )
-from parakit.advisor.hardware import PRESET_EFFICIENCY, Hardware, Unpredictable
+from parakit.advisor.hardware import PRESET_MFU, Hardware, Unpredictable
 from parakit.advisor.inputs import Calibration
 from parakit.config.shape import ModelShape
 from parakit.config.memory_model import HALF, memory_per_rank, state_bytes, tensor_params
@@ -54,7 +54,7 @@ class Rates:
 
 def rates(cal: Calibration, shape: ModelShape, hw: Hardware, precision: Precision, ranks: int) -> Rates:
     """Compute rates for ``ranks`` ranks at ``precision``: as measured on the engines, or scaled
-    to a preset by the ratio of peaks (by FLOPs at PRESET_EFFICIENCY of its peak where the
+    to a preset by the ratio of peaks (by FLOPs at PRESET_MFU of its peak where the
     engines have no peak, as CPUs)."""
     q = precision.value
     source = compute_source(cal, hw)
@@ -72,7 +72,7 @@ def rates(cal: Calibration, shape: ModelShape, hw: Hardware, precision: Precisio
         base = cal.peak_tflops[q if measured else "fp32"] * 1e12
         scale = cal.precision_scale[q] if measured else 1.0
         return Rates(cal.pass_fixed_s, cal.per_row_s * scale * base / peak, PRESET_LOOP_S, optimizer, 1.0)
-    per_row = shape.flops_per_sample / (peak * PRESET_EFFICIENCY)
+    per_row = shape.flops_per_sample / (peak * PRESET_MFU)
     fixed = layers * GPU_LAYER_PASS_S if hw.device == "gpu" else cal.pass_fixed_s
     return Rates(fixed, per_row, PRESET_LOOP_S, optimizer, 1.0)
 
@@ -80,7 +80,7 @@ def rates(cal: Calibration, shape: ModelShape, hw: Hardware, precision: Precisio
 def compute_source(cal: Calibration, hw: Hardware) -> str:
     """Where ``rates`` takes compute from (advisor/method.py names what each assumes):
     "engines" (their calibration, as measured), "peaks" (a GPU's calibration scaled to another
-    GPU by the ratio of dense peaks) or "flops" (the model's FLOPs at PRESET_EFFICIENCY of the
+    GPU by the ratio of dense peaks) or "flops" (the model's FLOPs at PRESET_MFU of the
     preset's peak: CPU engines have no peak to scale by)."""
     if hw.calibrated:
         return "engines"
@@ -102,15 +102,15 @@ def _measured_scale(cal: Calibration, q: str) -> float:
 def _contention(cal: Calibration, ranks: int) -> float:
     """Slowdown of compute when ``ranks`` engines compute at once; measured with all of them,
     taken as geometric in between."""
-    if ranks <= 1 or cal.engines <= 1:
+    if ranks <= 1 or cal.engine_count <= 1:
         return 1.0
-    return cal.contention ** min(1.0, (ranks - 1) / (cal.engines - 1))
+    return cal.contention ** min(1.0, (ranks - 1) / (cal.engine_count - 1))
 
 
 def _thread_share(cal: Calibration, hw: Hardware, ranks: int) -> float:
     """CPU: more ranks than engines get fewer threads each (cores // ranks), and share cores
     beyond one rank per core; compute time is taken as inversely proportional to the threads."""
-    if hw.device != "cpu" or ranks <= cal.engines or not cal.threads_per_rank or not hw.cores:
+    if hw.device != "cpu" or ranks <= cal.engine_count or not cal.threads_per_rank or not hw.cores:
         return 1.0
     return cal.threads_per_rank / rank_threads(cal, hw, ranks) * max(1.0, ranks / hw.cores)
 
@@ -121,7 +121,7 @@ def rank_threads(cal: Calibration, hw: Hardware, ranks: int) -> int | None:
     them out); on a preset, its threads per rank. None where unknown."""
     if not hw.calibrated:
         return hw.threads_per_rank
-    if ranks > cal.engines and cal.threads_per_rank and hw.cores:
+    if ranks > cal.engine_count and cal.threads_per_rank and hw.cores:
         return max(1, hw.cores // ranks)
     return cal.threads_per_rank
 
@@ -143,7 +143,7 @@ class Time:
 
 
 @dataclass
-class _Run:
+class _Costing:
     """One configuration being costed."""
 
     config: RunConfig
@@ -181,12 +181,12 @@ class _Run:
         return 2 if self.config.precision in HALF else 4
 
 
-def _single(run: _Run) -> Time:
+def _single(run: _Costing) -> Time:
     c = run.config
     return Time(run.step_fixed(run.shape.params) + run.passes(run.shape.parts, c.batch_size))
 
 
-def _ddp(run: _Run) -> Time:
+def _ddp(run: _Costing) -> Time:
     c, shape = run.config, run.shape
     n = c.workers
     compute = run.passes(shape.parts, c.batch_size / n)
@@ -201,7 +201,7 @@ def _ddp(run: _Run) -> Time:
     return Time(run.step_fixed(shape.params) + compute + extra, comm, exposed, sent_bytes=wire.sent_bytes)
 
 
-def _fsdp(run: _Run, data: int, degree: int = 1) -> Time:
+def _fsdp(run: _Costing, data: int, degree: int = 1) -> Time:
     """FSDP over ``data`` ranks, of a model whose tensor layers are split ``degree`` ways."""
     c, shape = run.config, run.shape
     gather = 2 if c.precision in HALF else 4  # parameters are gathered in the compute dtype
@@ -223,7 +223,7 @@ def _fsdp(run: _Run, data: int, degree: int = 1) -> Time:
     return Time(run.step_fixed(held) + compute, comm, exposed, sent_bytes=sent)
 
 
-def _tensor_comm(run: _Run, rows: float, degree: int) -> tuple[float, float]:
+def _tensor_comm(run: _Costing, rows: float, degree: int) -> tuple[float, float]:
     """(seconds, bytes) of tensor parallelism's activation all-reduces, forward and backward."""
     parts = run.shape.parts
     nbytes = sum(p.tensor_allreduce_bytes_per_sample for p in parts) * rows * run.activation_bytes() / 4
@@ -231,7 +231,7 @@ def _tensor_comm(run: _Run, rows: float, degree: int) -> tuple[float, float]:
     return collective_time(run.hw, "all_reduce", nbytes, degree, calls), nbytes
 
 
-def _tensor(run: _Run, data: int = 1) -> Time:
+def _tensor(run: _Costing, data: int = 1) -> Time:
     c, shape = run.config, run.shape
     t = c.tensor_degree
     rows = c.batch_size / data
@@ -240,7 +240,7 @@ def _tensor(run: _Run, data: int = 1) -> Time:
     return Time(run.step_fixed(tensor_params(shape.parts, t)) + compute, comm, comm, sent_bytes=sent)
 
 
-def _pipeline(run: _Run, data: int = 1) -> Time:
+def _pipeline(run: _Costing, data: int = 1) -> Time:
     c, shape = run.config, run.shape
     p, v, m = c.pipeline_ranks, STAGES_PER_RANK[c.schedule], c.n_microbatches
     try:
@@ -265,7 +265,7 @@ def _pipeline(run: _Run, data: int = 1) -> Time:
                 bubble=(p - 1) / (v * m + p - 1), sent_bytes=sent)
 
 
-def _hybrid(run: _Run) -> Time:
+def _hybrid(run: _Costing) -> Time:
     c = run.config
     dims = c.dims
     if c.hybrid is Hybrid.PIPELINE_DDP:
@@ -283,7 +283,7 @@ def _hybrid(run: _Run) -> Time:
                 sent_bytes=tensor.sent_bytes + held * 4)
 
 
-LAYOUTS: dict[Strategy, Callable[[_Run], Time]] = {
+LAYOUTS: dict[Strategy, Callable[[_Costing], Time]] = {
     Strategy.SINGLE: _single,
     Strategy.DDP: _ddp,
     Strategy.FSDP: lambda run: _fsdp(run, run.config.workers),
@@ -329,7 +329,7 @@ def estimate(config: RunConfig, shape: ModelShape, cal: Calibration, hw: Hardwar
         settings: the run settings as the user would pass them, kept in the estimate.
     """
     try:
-        run = _Run(config, shape, hw, cal, rates(cal, shape, hw, config.precision, config.workers))
+        run = _Costing(config, shape, hw, cal, rates(cal, shape, hw, config.precision, config.workers))
         time = LAYOUTS[config.strategy](run)
     except Unpredictable as e:
         return Estimate(settings=settings, fits=False, reason=str(e))

@@ -21,7 +21,7 @@ GIB = 2**30
 # estimated from FLOPs (calibrated on another kind of device): large transformer layers reach
 # 40-60 % MFU on H100/A100 (PaLM, Megatron-LM reports); small ones much less, which the
 # per-pass fixed cost measured on the calibration device stands for.
-PRESET_EFFICIENCY = 0.5
+PRESET_MFU = 0.5
 
 
 def _check_positive(name: str, value: Any, zero_ok: bool = False) -> None:

@@ -27,7 +27,7 @@ class Calibration:
     """The model the runs trained, with its options ('gpt depth=4 width=64 ...'): the figures
     are that model's."""
     device_name: str
-    engines: int
+    engine_count: int
     """Engines that were running: on a CPU, they share its cores."""
     threads_per_rank: int | None
     batch_size: int
@@ -73,6 +73,8 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
+        if "engines" in d and "engine_count" not in d:  # its name in calibrations saved before 0.2
+            d = {("engine_count" if k == "engines" else k): v for k, v in d.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -14,7 +14,7 @@ from parakit.advisor.costs import (
     PRESET_LOOP_S,
     compute_source,
 )
-from parakit.advisor.hardware import PRESET_EFFICIENCY, Hardware
+from parakit.advisor.hardware import PRESET_MFU, Hardware
 from parakit.advisor.inputs import Calibration
 from parakit.config.run import RunConfig, Strategy
 
@@ -30,7 +30,7 @@ def method_text(cal: Calibration, hw: Hardware, configs: Iterable[RunConfig]) ->
     }[source]
     assumed = []
     if source == "flops":
-        assumed.append(f"PRESET_EFFICIENCY = {PRESET_EFFICIENCY:g} (the share of the peak a model's matmuls reach)")
+        assumed.append(f"PRESET_MFU = {PRESET_MFU:g} (the share of the peak a model's matmuls reach)")
         if hw.device == "gpu":
             assumed.append(f"GPU_LAYER_PASS_S = {GPU_LAYER_PASS_S:g} s (kernel launches per layer per forward + backward)")
     if source != "engines":

@@ -194,27 +194,36 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
     """Interrupt the ranks still running and collect what went wrong, and what every rank that
     returned had measured (a failed rank returns its completed steps with its error). ``cause``
     leads the error text when the watch already knows it (an engine that died)."""
+    # A rank whose engine process is gone returns nothing: waiting for ipyparallel to say so
+    # (its heartbeat: seconds) would only delay the run's end, and a recovery (session/recovery.py).
+    gone = {r for r in pending if ids[r] in set(engines.dead_ids(ids))} if status == FAILED else set()
     if status == FAILED:
         # Peers of a failed rank usually fail by themselves within moments (their collective
         # broke) and return their own steps and error; interrupting them at once would turn
         # those into a bare KeyboardInterrupt.
         deadline = time.monotonic() + PEER_GRACE_S
-        for ar in pending.values():
-            ar.wait(max(0.0, deadline - time.monotonic()))
+        for rank, ar in pending.items():
+            if rank not in gone:
+                ar.wait(max(0.0, deadline - time.monotonic()))
     for rank, ar in pending.items():
-        if not ar.ready():
+        if not ar.ready() and rank not in gone:
             engines.interrupt(ids[rank])
     deadline = time.monotonic() + STOP_GRACE_S
-    for ar in pending.values():
-        ar.wait(max(0.0, deadline - time.monotonic()))
+    for rank, ar in pending.items():
+        if rank not in gone:
+            ar.wait(max(0.0, deadline - time.monotonic()))
     errors = [cause] if cause else []
     # A rank whose engine died is the cause; else the rank that failed first. The others'
     # errors are mostly their echo (a collective broken by the peer that left).
-    died = {r for r, ar in pending.items() if ar.ready() and not ar.successful() and _engine_died(ar)}
+    unreported = {r for r in gone if not pending[r].ready()}
+    died = {r for r, ar in pending.items() if ar.ready() and not ar.successful() and _engine_died(ar)} | unreported
     echoes = {r for r, ar in pending.items() if ar.ready() and _broken_by_peer(ar)}
     order = sorted(pending, key=lambda r: (r not in died, r in echoes, r != first, r))
     for rank in order:
         ar = pending[rank]
+        if rank in unreported and not (cause and rank == first):
+            errors.append(f"rank {rank} (engine {ids[rank]}): EngineError: its engine died during the run "
+                          "(the process ended)")
         if not ar.ready() or (cause and rank == first):
             continue
         try:
@@ -227,7 +236,7 @@ def _stop_others(engines: EngineSet, ids: list[int], pending: dict, status: str,
         if _error_of(result):
             errors.append(f"rank {rank} (engine {ids[rank]}): {_error_of(result)}")
     kept = [_returned(pending[rank]) for rank in sorted(pending)]
-    stuck = [rank for rank, ar in pending.items() if not ar.ready()]
+    stuck = [rank for rank, ar in pending.items() if not ar.ready() and rank not in gone]
     if stuck:
         errors.append(f"ranks {stuck} did not stop within {STOP_GRACE_S:.0f} s; their engines are restarted")
     # A stop that every rank honoured after the same step (see engine.stopping) leaves each

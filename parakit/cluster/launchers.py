@@ -26,7 +26,7 @@ def controller_ip(launch: EngineLaunch, link_address: str | None) -> str:
     connection file that holds the key is readable by its owner only)."""
     if link_address:
         return link_address
-    if launch.engines is Launcher.LOCAL:
+    if launch.launcher is Launcher.LOCAL:
         return "127.0.0.1"
     if launch.ifname:
         address = network.interface_address(launch.ifname)
@@ -42,7 +42,7 @@ def new_cluster(launch: EngineLaunch, folder: str, ip: str) -> ipp.Cluster:
     launcher (SSH hosts, Slurm options, mpiexec arguments), as it does for ``ipcluster``."""
     options = dict(
         controller_ip=ip,
-        engines=launch.engines.value,
+        engines=launch.launcher.value,
         log_level=logging.WARNING,
         engine_timeout=START_TIMEOUT_S,
     )
@@ -62,7 +62,7 @@ def engine_environment(launch: EngineLaunch) -> dict[str, str]:
     """Variables the engines' launcher needs. Open MPI's mpiexec refuses at once to run as root
     (containers, many cloud notebooks) unless both of these are set; parakit sets them for its
     own mpiexec only, and says so (``running_as_root_note``)."""
-    if launch.engines is Launcher.MPI and hasattr(os, "geteuid") and os.geteuid() == 0:
+    if launch.launcher is Launcher.MPI and hasattr(os, "geteuid") and os.geteuid() == 0:
         return {k: v for k, v in MPI_AS_ROOT.items() if k not in os.environ}
     return {}
 

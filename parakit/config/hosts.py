@@ -96,7 +96,9 @@ def _number_with_unit(text: str, units: dict[str, float]) -> float | None:
 class EngineLaunch:
     """How a session gets its engines. Checked on creation."""
 
-    engines: Launcher = Launcher.LOCAL
+    launcher: Launcher = Launcher.LOCAL
+    """What starts the engines: local processes, mpiexec, slurm, ssh, or attach to a running
+    cluster. Sessions take it as ``engines=``, ipyparallel's word (``Cluster(engines="mpi")``)."""
     profile: str | None = None
     """ipyparallel profile name, or a profile folder (a path), for mpi/slurm/ssh/attach."""
     cluster_id: str | None = None
@@ -108,7 +110,7 @@ class EngineLaunch:
     """A simulated slow link between two hosts made of network namespaces (local only)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "engines", Launcher.parse(self.engines, "engines"))
+        object.__setattr__(self, "launcher", Launcher.parse(self.launcher, "engines"))
         for name in ("profile", "cluster_id", "ifname"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -117,14 +119,14 @@ class EngineLaunch:
             raise ValueError(f"ifname {self.ifname!r} is not a network interface name (e.g. 'eth0'); see `ip link`")
         if self.link is not None:
             object.__setattr__(self, "link", Link.parse(self.link))
-            if self.engines is not Launcher.LOCAL:
+            if self.launcher is not Launcher.LOCAL:
                 raise ValueError(
-                    f"link= simulates a network between local engines; engines={self.engines.value} has a "
+                    f"link= simulates a network between local engines; engines={self.launcher.value} has a "
                     "real one: drop link, or use engines='local'"
                 )
             if self.ifname is not None:
                 raise ValueError("link= makes its own interfaces; drop ifname")
-        if self.engines is Launcher.LOCAL and (self.profile or self.cluster_id):
+        if self.launcher is Launcher.LOCAL and (self.profile or self.cluster_id):
             raise ValueError(
                 "profile/cluster_id name an ipyparallel cluster, but engines='local' starts a private one: "
                 "use engines='attach' (a running ipcluster) or engines='mpi'|'slurm'|'ssh'"
@@ -133,11 +135,11 @@ class EngineLaunch:
     @property
     def multi_host(self) -> bool:
         """Engines may be on more than one host (or network namespace)."""
-        return self.engines is not Launcher.LOCAL or self.link is not None
+        return self.launcher is not Launcher.LOCAL or self.link is not None
 
     def describe(self) -> dict:
         """What a run records about where it ran."""
-        return {"engines": self.engines.value, "ifname": self.ifname,
+        return {"engines": self.launcher.value, "ifname": self.ifname,
                 "link": self.link.text if self.link else None,
                 "link_rate_bits_per_s": self.link.rate_bits_per_s if self.link else None,
                 "link_delay_s": self.link.delay_s if self.link else None}

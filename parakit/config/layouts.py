@@ -128,11 +128,13 @@ def check_microbatches(microbatches: int, per_replica_batch: int, pipeline_ranks
         )
 
 
-def check_tensor(model: Any, options: Mapping[str, int], degree: int, plan: Mapping[str, str] | None) -> None:
-    if plan is not None:
+def check_tensor(model: Any, options: Mapping[str, int], degree: int, plan: Mapping[str, str] | str | None) -> None:
+    if isinstance(plan, Mapping):
         for name, style in plan.items():
             TensorStyle.parse(style, f"tp_plan style of {name!r}")
         return
+    if plan is not None and not isinstance(model, str):
+        return  # "auto": the model's own plan, read from the model on the meta device (engine/model_check.py)
     if model == "gpt":
         for what in ("heads", "width"):
             if options[what] % degree:
@@ -150,5 +152,5 @@ def check_tensor(model: Any, options: Mapping[str, int], degree: int, plan: Mapp
         name = model if isinstance(model, str) else "a model of your own"
         raise ValueError(
             f"tensor parallelism has no plan for {name}; use gpt or mlp, or pass "
-            "tp_plan={'layer.name': 'colwise' | 'rowwise', ...}"
+            "tp_plan={'layer.name': 'colwise' | 'rowwise', ...} (or tp_plan='auto' for a transformers model)"
         )

@@ -243,7 +243,7 @@ def check_fp8_capability(capability: tuple[int, int], device_name: str) -> None:
                          f"is {major}.{minor}: use bf16")
 
 
-def default_workers(strategy: str, mesh: Any, engines: int) -> int:
+def default_workers(strategy: str, mesh: Any, engine_count: int) -> int:
     """Workers a run gets when it does not say: 1 for single, the mesh's ranks (or 4) for hybrid,
     else every engine the session has."""
     if strategy == "single":
@@ -251,4 +251,4 @@ def default_workers(strategy: str, mesh: Any, engines: int) -> int:
     if strategy == "hybrid":
         sizes = mesh_sizes(mesh)  # a malformed mesh gets 4 here; RunConfig then says what is wrong
         return sizes[0] * sizes[1] if sizes else 4
-    return engines
+    return engine_count

@@ -21,6 +21,7 @@ from parakit.config.layouts import (
 )
 from parakit.config.levers import Compression, CompressionKind, Precision, Sync, check_fp8_settings
 from parakit.config.memory import Checkpointing, check_memory_levers, describe_memory_levers
+from parakit.config.own_model import AUTO_PLAN, check_blocks, check_loss, check_own_model, describe_own_model
 from parakit.config.sync import check_sync, describe_sync
 
 __all__ = [
@@ -57,8 +58,11 @@ class RunConfig:
     data: Any = None
     """None (the built-in model's own data), a callable (step, global_batch_size) -> (inputs,
     targets) giving the global batch of a step, or a torch Dataset."""
-    loss: Callable[[Any, Any], Any] | None = None
-    """A callable (outputs, targets) -> scalar; cross-entropy when None."""
+    loss: Callable[[Any, Any], Any] | str | None = None
+    """A callable (outputs, targets) -> scalar; cross-entropy of the outputs (their ``.logits``
+    where the model returns a ModelOutput, their first element for a tuple) when None; "model"
+    for a model that computes its own: called as ``model(inputs, labels=targets)``, its
+    ``.loss`` is trained on (not with pipelines)."""
     strategy: Strategy = Strategy.DDP
     """How the work is split across workers: single, ddp, fsdp, pipeline, tensor or hybrid."""
     workers: int = 1
@@ -84,8 +88,19 @@ class RunConfig:
     """Pipeline micro-batches per step (default: twice the pipeline ranks)."""
     split: tuple[str, ...] | None = None
     """Pipeline split points for a model of your own: names of the modules that begin a stage."""
-    tp_plan: Mapping[str, str] | None = None
-    """Tensor-parallel plan for a model of your own: module name -> colwise or rowwise."""
+    tp_plan: Mapping[str, str] | str | None = None
+    """Tensor-parallel plan for a model of your own: module name -> colwise or rowwise, a ``*``
+    matching any one name (``"layers.*.mlp.up_proj"``); or "auto": a transformers model's own
+    plan (``base_model_tp_plan``), its styles parakit has (colwise, rowwise) kept."""
+    blocks: str | tuple[Any, ...] | None = None
+    """A model's repeated blocks, where parakit should not look for them itself: a module name
+    ("model.layers": a ModuleList or Sequential stands for its children), a class, or a list of
+    names or classes. fsdp shards each on its own; checkpointing and compile take each alone.
+    None: found (engine/blocks.py: transformers' ``_no_split_modules``, else a list of blocks)."""
+    sync_batchnorm: bool = False
+    """ddp and fsdp on GPUs: BatchNorm layers normalise over the global batch (torch's
+    SyncBatchNorm, an all-reduce per layer per forward and backward) instead of each rank's
+    slice, so their statistics are single's. Off, each rank uses its own slice's."""
     hybrid: Hybrid = Hybrid.FSDP_TENSOR
     """Layout of strategy hybrid: ddp+tensor, fsdp+tensor or pipeline+ddp."""
     mesh: tuple[int, int] | str | None = None
@@ -102,9 +117,10 @@ class RunConfig:
     """Seed for weights and data; the same seed gives the same run at any world size."""
     profile_every: int | None = None
     """Which steps the PyTorch profiler records, for the time breakdown (compute, communication,
-    exposed communication, idle). None: one window of 3 consecutive steps right after the
-    warm-up, which costs a small run ~1% of its wall time; N: every Nth step after the warm-up
-    (each recorded step costs milliseconds outside it); 0: none."""
+    exposed communication, idle). None: one window of the run's last 3 steps (after the
+    warm-up), read after the measured steps' clock stops, which costs a small run ~1% of its
+    wall time; N: every Nth step after the warm-up (each recorded step costs milliseconds
+    outside it); 0: none."""
     bucket_mb: float | None = None
     """DDP gradient bucket size in MB (torch's default, 25, when None): smaller buckets start
     communicating earlier in backward, so more of it hides behind compute."""
@@ -153,9 +169,10 @@ class RunConfig:
             if not isinstance(self.split, (list, tuple)) or not all(isinstance(n, str) for n in self.split):
                 raise ValueError(f"split must be module names, e.g. ['layers.2'] (got {self.split!r})")
             set_(self, "split", tuple(self.split))
+        set_(self, "blocks", check_blocks(self.blocks))
         for name in ("model_options", "tp_plan"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, Mapping):
+            if value is not None and not isinstance(value, Mapping) and not (name == "tp_plan" and value == AUTO_PLAN):
                 raise ValueError(f"{name} must be a dict, e.g. {MAPPING_EXAMPLES[name]} (got {value!r})")
         self._check_model()
         self._check_numbers()
@@ -166,6 +183,7 @@ class RunConfig:
         self._check_layout()
         self._check_levers()
         check_memory_levers(self)
+        check_own_model(self)
 
     # -- checks, in the order a user would want to hear about them ---------------------
     def _check_model(self) -> None:
@@ -183,8 +201,7 @@ class RunConfig:
         if self.data is not None and not callable(self.data) and not _is_dataset(self.data):
             raise ValueError("data must be a callable (step, global_batch_size) -> (inputs, targets) "
                              f"or a torch Dataset (got {type(self.data).__name__})")
-        if self.loss is not None and not callable(self.loss):
-            raise ValueError("loss must be a callable (outputs, targets) -> scalar tensor")
+        check_loss(self.loss)
 
     def _check_numbers(self) -> None:
         check_int("workers", self.workers, 1)
@@ -345,11 +362,12 @@ class RunConfig:
         if self.strategy is Strategy.HYBRID:
             described.update(hybrid=self.hybrid.value, mesh=f"{self.mesh[0]}x{self.mesh[1]}")
         if self.tp_plan is not None:
-            described["tp_plan"] = dict(self.tp_plan)
+            described["tp_plan"] = self.tp_plan if self.tp_plan == AUTO_PLAN else dict(self.tp_plan)
+        described.update(describe_own_model(self))
         return described
 
 
-MAPPING_EXAMPLES = {"model_options": "{'width': 256}", "tp_plan": "{'fc1': 'colwise', 'fc2': 'rowwise'}"}
+MAPPING_EXAMPLES = {"model_options": "{'width': 256}", "tp_plan": "{'fc1': 'colwise', 'fc2': 'rowwise'} or 'auto'"}
 
 
 def _is_dataset(data: Any) -> bool:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from parakit.config.recovery import Fault
 SWITCHABLE = ("strategy", "workers", "precision", "compression", "error_feedback", "sync",
               "outer_lr", "outer_momentum", "schedule", "microbatches", "split", "tp_plan", "mesh", "hybrid",
               "bucket_mb", "zero", "activation_checkpointing")
@@ -143,6 +144,8 @@ def with_switch(settings: dict[str, Any], change: Mapping[str, Any]) -> dict[str
             new.pop(key, None)
     if strategy != "tensor" and strategy != "hybrid":
         new.pop("tp_plan", None)
+    if strategy not in ("ddp", "fsdp"):  # SyncBatchNorm syncs a data-parallel layout's slices
+        new.pop("sync_batchnorm", None)
     if strategy != "ddp":
         new.pop("bucket_mb", None)
         if new.get("zero") == 1 and "zero" not in change:  # ZeRO-1 is ddp's; fsdp shards by itself
@@ -187,7 +190,18 @@ class Segment:
     save_on_stop: bool = False
     """Save also when the run is stopped on request (``save_state=True``: a stopped run can
     be resumed)."""
+    checkpoint_every: int | None = None
+    """Save the state in the background after every global step that is a multiple of this
+    (config/recovery.py), into ``checkpoints``; None: no checkpoints."""
+    checkpoints: tuple[str, ...] = ()
+    """The two folders checkpoints take turns in (by the checkpoint's number), so a save cut
+    short by a death never spoils the complete one before it."""
+    fault: Fault | None = None
+    """A rank's engine to kill at a global step (its ``step`` counted from the run's start
+    here), or None."""
 
     def __post_init__(self) -> None:
         if isinstance(self.first_step, bool) or not isinstance(self.first_step, int) or self.first_step < 0:
             raise ValueError(f"first_step must be a whole number >= 0 (got {self.first_step!r})")
+        if self.checkpoint_every is not None and len(self.checkpoints) != 2:
+            raise ValueError("checkpoint_every needs two checkpoint folders to take turns in")

@@ -29,8 +29,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 
+from typing import Any
+
 from parakit.config.memory import Checkpointing
-from parakit.engine.strategies.base import repeated_blocks
+from parakit.config.own_model import WHOLE_MODEL
+from parakit.engine.blocks import find_blocks
 
 # Ops whose outputs selective checkpointing keeps: what backward would otherwise recompute at
 # a matmul's cost, or at a collective's. Everything else is recomputed. These are the ops as a
@@ -62,31 +65,32 @@ def saved_ops() -> list[torch._ops.OpOverload]:
     return ops
 
 
-def apply_checkpointing(model: nn.Module, mode: Checkpointing) -> int:
+def apply_checkpointing(model: nn.Module, mode: Checkpointing, blocks: Any = None) -> list[str]:
     """Checkpoint each repeated block of ``model`` in place, as ``mode`` says. A model without
-    a block list (a model of your own with no ModuleList of blocks) is checkpointed whole, as
-    one unit: its activations are rebuilt in backward all at once, which saves memory between
-    forward and backward but not at backward's peak.
+    blocks (engine/blocks.py found none) is checkpointed whole, as one unit: its activations
+    are rebuilt in backward all at once, which saves memory between forward and backward but
+    not at backward's peak.
 
     Args:
         model: the model, after tensor parallelism and before compile, FSDP or DDP.
         mode: none, full or selective.
+        blocks: the run's ``blocks`` setting (None: found).
 
     Returns:
-        The number of modules checkpointed (0 for none).
+        The names of the modules checkpointed ([WHOLE_MODEL] for the model as one; [] for none).
     """
     if mode is Checkpointing.NONE:
-        return 0
+        return []
     options = {}
     if mode is Checkpointing.SELECTIVE:
         # A fresh pair of contexts per forward: each holds that forward's saved outputs.
         options["context_fn"] = functools.partial(create_selective_checkpoint_contexts, saved_ops())
-    units = repeated_blocks(model) or [model]
-    for unit in units:
+    units = find_blocks(model, blocks) or [(WHOLE_MODEL, model)]
+    for _, unit in units:
         # An instance attribute shadows the class's forward; nn.Module.__call__ still runs the
         # hooks around it.
         unit.forward = checkpointed(unit.forward, options)
-    return len(units)
+    return [name for name, _ in units]
 
 
 def checkpointed(forward, options: dict):

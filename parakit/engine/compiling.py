@@ -19,25 +19,27 @@ so the first step pays (the warm-up, which RunConfig insists on).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from parakit.engine.strategies.base import repeated_blocks
+from parakit.engine.blocks import repeated_blocks
 
 
-def apply_compile(model: nn.Module, backend: str | Callable = "inductor") -> int:
+def apply_compile(model: nn.Module, backend: str | Callable = "inductor", blocks: Any = None) -> int:
     """Compile each repeated block's forward in place (the whole model's without blocks).
 
     Args:
         model: the model, checkpointed as the run asks, before FSDP or DDP wrap it.
         backend: torch.compile's backend: inductor for runs; tests pass one that records
             the graphs dynamo captures.
+        blocks: the run's ``blocks`` setting (None: found, engine/blocks.py).
 
     Returns:
         The number of modules whose forward was compiled.
     """
-    units = repeated_blocks(model) or [model]
+    units = repeated_blocks(model, blocks) or [model]
     for unit in units:
         # An instance attribute shadows the class's forward; nn.Module.__call__ still runs the
         # hooks around it. fullgraph=False: a model of your own may have code dynamo cannot

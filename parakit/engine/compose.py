@@ -3,10 +3,12 @@
 ``compose`` applies to the model, built alike on every rank, torchtitan's order (its model
 converters, then ``parallelize_llama``):
 
-1. convert: precision fp8 swaps the qualifying nn.Linear for Float8Linear (engine/fp8.py).
-   First, so every later step wraps the modules that will run.
+1. convert: precision fp8 swaps the qualifying nn.Linear for Float8Linear (engine/fp8.py);
+   sync_batchnorm swaps BatchNorm for SyncBatchNorm over the mesh's data dimension. First,
+   so every later step wraps the modules that will run.
 2. tensor: the tensor-parallel plan over the mesh's tensor dimension (strategies/tensor.py).
    The plan names modules of the model as built, and FSDP shards the DTensors it leaves.
+   Checkpointing, compile and fsdp take the model's blocks where engine/blocks.py finds them.
 3. checkpointing: each block's forward recomputed in backward (engine/checkpointing.py).
    After the plan, so the recomputation replays the tensor-parallel layers with their hooks.
 4. compile: each block's forward compiled, checkpoint included (engine/compiling.py). The
@@ -25,7 +27,8 @@ Where parakit departs from torchtitan, and why:
 - A pipeline is split before anything else and takes none of steps 1-4 (RunConfig refuses
   them with it): torch.distributed.pipelining traces the whole model with torch.export, and
   its stages run the traced graph, where blocks are no longer modules to convert, wrap or
-  compile. torchtitan splits first too, but by hand, into modules it then parallelises.
+  compile. torchtitan splits first too, but by hand, into modules it then parallelises; parakit
+  does so only where export cannot capture the model (strategies/stages.py).
 - Compile compiles each block's ``forward`` in place, where torchtitan swaps each block for
   a compiled wrapper module: parameter names keep no ``_orig_mod.`` prefix.
 
@@ -95,22 +98,28 @@ def compose(model: nn.Module, setup: Setup) -> Parallel:
         if config.precision is Precision.FP8:
             fp8_layers = _convert(model, setup)
             steps.append("convert")
+        if config.sync_batchnorm:  # a conversion too: every later step wraps the modules that will run
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model, mesh["data"].get_group())
+            steps.append("sync_batchnorm")
         if "tensor" in dims.mesh_names:
             model = _tensor(model, mesh, config)
             steps.append("tensor")
+        checkpointed = None
         if config.activation_checkpointing is not Checkpointing.NONE:
-            apply_checkpointing(model, config.activation_checkpointing)
+            checkpointed = apply_checkpointing(model, config.activation_checkpointing, config.blocks)
             steps.append("checkpointing")
         if config.compile:
-            apply_compile(model)  # lazy: the first (warm-up) step compiles, inside its timing
+            apply_compile(model, blocks=config.blocks)  # lazy: the first (warm-up) step compiles, inside its timing
             steps.append("compile")
         parallel = Parallel([model], plain_forward_backward(model, setup.loss_fn, setup.scale_loss),
-                            replicated=layout is Strategy.SINGLE)
+                            replicated=layout is Strategy.SINGLE, checkpointed_units=checkpointed)
     name, apply = DATA_PARALLEL.get(layout, (None, None))
     # A hybrid's data dimension of 1 has one replica and nothing to average: no flat copy of
     # every gradient each step for an all-reduce over one rank.
     if apply is not None and (dims.data_enabled or layout not in AVERAGED):
+        checkpointed = parallel.checkpointed_units
         parallel = apply(parallel, mesh, setup)
+        parallel.checkpointed_units = checkpointed
         steps.append(name)
     # The slice of each global batch this rank reads: its place on the mesh's data dimension.
     parallel.data_rank, parallel.data_size = dims.coordinates(setup.rank).get("data", 0), dims.data
@@ -170,7 +179,8 @@ def _pipeline(model: nn.Module, mesh, setup: Setup) -> Parallel:
 
     c = setup.config
     return apply_pipeline(model, mesh["pipeline"], device=setup.device, sample_inputs=setup.sample_inputs,
-                          loss_fn=setup.loss_fn, schedule=c.schedule, n_microbatches=c.n_microbatches, split=c.split)
+                          loss_fn=setup.loss_fn, schedule=c.schedule, n_microbatches=c.n_microbatches, split=c.split,
+                          blocks=c.blocks)
 
 
 def _ddp(parallel: Parallel, mesh, setup: Setup) -> Parallel:
@@ -192,7 +202,7 @@ def _fsdp(parallel: Parallel, mesh, setup: Setup) -> Parallel:
     # fp32 or in the dtype compression asks for.
     return apply_fsdp(parallel.modules[0], mesh["data"], loss_fn=setup.loss_fn, scale_loss=setup.scale_loss,
                       mp_policy=fsdp_mixed_precision(c.precision, c.compression), zero=c.zero,
-                      float8_all_gather=float8_all_gather(c))
+                      float8_all_gather=float8_all_gather(c), blocks=c.blocks)
 
 
 def _average(parallel: Parallel, mesh, setup: Setup) -> Parallel:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from parakit.config.run import RunConfig, Workload
+from parakit.engine.losses import forward_loss
 from parakit.engine.workloads import build_model
 
 FORMULA = "formula: 6N + 12LHQT per token"
@@ -126,7 +127,7 @@ def count_step_flops(
             twin = _fp32_copy(model, device)
             x, y = _fp32_on(inputs, device), _fp32_on(targets, device)
             with FlopCounterMode(display=False) as counter:
-                loss_fn(twin(x), y).backward()
+                forward_loss(twin, loss_fn, x, y).backward()
         except Exception as e:  # noqa: BLE001 - a user's model may fail in any way on meta
             failures.append(f"on {device}: {type(e).__name__}: {e}")
             continue

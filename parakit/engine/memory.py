@@ -138,7 +138,7 @@ class MemoryCount:
             yield
         self.counted = True
 
-    def figures(self, parameters: Iterable[torch.Tensor], failed: bool) -> dict[str, Any]:
+    def measures(self, parameters: Iterable[torch.Tensor], failed: bool) -> dict[str, Any]:
         """The memory figures of this rank for its RankReport, after the steps (their reading
         costs the run's end, not a step); a figure not measured is None, and
         ``memory_unmeasured`` says why."""

@@ -70,7 +70,8 @@ def _modules_to_send(objects) -> list[types.ModuleType]:
 def pack(config: Any) -> bytes:
     """The run's config (or a dict of names, for a cell) as bytes for the engines, with the
     user's code located (see above)."""
-    objects = config.values() if isinstance(config, dict) else (config.model, config.data, config.loss)
+    objects = config.values() if isinstance(config, dict) else (config.model, config.data, config.loss,
+                                                                 *(config.blocks or ()))
     ours = _modules_to_send(objects)
     for module in ours:
         cloudpickle.register_pickle_by_value(module)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import Future
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -68,20 +69,40 @@ def merged(modules: list[torch.nn.Module]) -> torch.nn.Module:
 def save(parallel, optimizer, path: str, *, step: int, settings: dict, rank: int, alone: bool) -> float:
     """Save model, optimizer and RNG state after ``step`` steps to ``path``. Returns seconds."""
     started = time.perf_counter()
+    dcp.save(state_dict(parallel, optimizer), checkpoint_id=path,
+             no_dist=alone)  # note: collectives with every rank (plans, barrier)
+    if rank == 0:
+        write_facts(path, step, settings, time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def save_in_background(parallel, optimizer, path: str, *, group, alone: bool) -> Future:
+    """Start saving the same state to ``path`` and return at once, the state copied to CPU memory
+    first (DCP's stager) so training may change it meanwhile; DCP writes it in a thread of its
+    own. ``group`` is a process group for that thread's collectives alone: sharing the run's
+    would interleave them with the training's. The future is done when every rank's share is
+    written and rank 0 has written DCP's metadata; ``write_facts`` is the caller's, then."""
+    return dcp.async_save(state_dict(parallel, optimizer), checkpoint_id=path, process_group=group, no_dist=alone)
+
+
+def state_dict(parallel, optimizer) -> dict:
+    """What a saved state holds: the model's and the optimizer's state by parameter name, and RNG."""
     model = _model(parallel)
     if is_zero(optimizer):  # ZeRO-1: each rank its share, under the same flattened names
         model_sd, optim_sd = get_model_state_dict(model), flat_state(model, optimizer)
     else:
         model_sd, optim_sd = get_state_dict(model, optimizer, options=FLAT)
-    dcp.save({"model": model_sd, "optim": optim_sd, "rng": torch.get_rng_state()},
-             checkpoint_id=path, no_dist=alone)  # note: collectives with every rank (plans, barrier)
-    if rank == 0:
-        facts = {"steps_done": step, "settings": settings, "saved_s": time.perf_counter() - started}
-        tmp = os.path.join(path, FACTS + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(facts, f)
-        os.replace(tmp, os.path.join(path, FACTS))  # last: its presence says the save finished
-    return time.perf_counter() - started
+    return {"model": model_sd, "optim": optim_sd, "rng": torch.get_rng_state()}
+
+
+def write_facts(path: str, step: int, settings: dict, saved_s: float, **more) -> None:
+    """Rank 0, once every rank's share is written: the steps done and the settings (and
+    ``more``: a checkpoint's losses), beside DCP's files."""
+    facts = {"steps_done": step, "settings": settings, "saved_s": saved_s, **more}
+    tmp = os.path.join(path, FACTS + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(facts, f)
+    os.replace(tmp, os.path.join(path, FACTS))  # last: its presence says the save finished
 
 
 def load_model(model: torch.nn.Module, path: str) -> None:

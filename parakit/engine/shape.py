@@ -22,24 +22,30 @@ from torch.utils.flop_counter import FlopCounterMode
 from parakit.config.shape import ModelShape, Part
 from parakit.config.run import RunConfig
 from parakit.engine.batches import make_batches, slice_rows
-from parakit.engine.strategies.base import repeated_blocks
-from parakit.engine.strategies.pipeline import balanced_cuts
-from parakit.engine.strategies.tensor import BUILT_IN_PLANS
-from parakit.engine.train import cross_entropy
+from parakit.engine.blocks import block_names
+from parakit.engine.losses import forward_loss, loss_function
+from parakit.engine.strategies.stages import balanced_cuts
+from parakit.engine.strategies.tensor import BUILT_IN_PLANS, plan_for
 from parakit.engine.workloads import build_model
 
 
 def model_shape(config: RunConfig) -> ModelShape:
-    """The shape of ``config``'s model (its model, model_options, data, loss, split, tp_plan)."""
-    model, device = _build(config)
-    inputs, targets = make_batches(config, 0, 1).rows(0, max(2, config.batch_size), 0, 2)
-    named = _parts(model)
-    loss_fn = config.loss or cross_entropy
-    one = _measure(model, named, _on(slice_rows(inputs, 0, 1), device), _on(slice_rows(targets, 0, 1), device), loss_fn)
-    two = _measure(model, named, _on(slice_rows(inputs, 0, 2), device), _on(slice_rows(targets, 0, 2), device), loss_fn)
+    """The shape of ``config``'s model (its model, model_options, data, loss, split, tp_plan,
+    blocks)."""
+    model, device = build_model_of(config)
+    try:
+        one, two = _passes(model, config, device)
+    except Exception as e:  # noqa: BLE001 - sorted below: only meta's refusal is retried
+        if device != "meta" or not _needs_real_tensors(e):
+            raise
+        # built on meta, but its forward reads values (a transformers mask's .item()): on the CPU
+        model, device = build_model_of(config, on_meta=False)
+        one, two = _passes(model, config, device)
+    named, blocks = _parts(model, config.blocks), set(block_names(model, config.blocks))
     order = [name for name in one["order"] if name in named]
-    plan = config.tp_plan or (BUILT_IN_PLANS[config.model](model) if config.model in BUILT_IN_PLANS else None)
-    tensor = _tensor_figures(model, plan or {}, one, two, order)
+    has_plan = config.tp_plan is not None or config.model in BUILT_IN_PLANS
+    plan = plan_for(model, config.tp_plan, config.model) if has_plan else None
+    tensor = _tensor_measures(model, plan or {}, one, two, order)
     root = type(model).__name__
     parts = []
     for name in order:
@@ -50,7 +56,7 @@ def model_shape(config: RunConfig) -> ModelShape:
             layers=sum(1 for m in module.modules() if not list(m.children())),
             saved_bytes_per_sample=two["saved"][name] - one["saved"][name],
             output_bytes_per_sample=two["output"][name] - one["output"][name],
-            is_block=name in _block_names(model), **tensor.get(name, {}),
+            is_block=name in blocks, **tensor.get(name, {}),
         ))
         if parts[-1].tensor_flops_per_sample > parts[-1].flops_per_sample:  # a first layer has no input gradient
             parts[-1] = replace(parts[-1], tensor_flops_per_sample=parts[-1].flops_per_sample)
@@ -60,11 +66,22 @@ def model_shape(config: RunConfig) -> ModelShape:
                       tensor_plan=plan is not None)
 
 
-def _build(config: RunConfig) -> tuple[nn.Module, str]:
+def _passes(model: nn.Module, config: RunConfig, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``_measure`` of one row and of two rows of the run's first batch."""
+    inputs, targets = make_batches(config, 0, 1).rows(0, max(2, config.batch_size), 0, 2)
+    named, loss_fn = _parts(model, config.blocks), loss_function(config.loss)
+    one, two = (_measure(model, named, _on(slice_rows(inputs, 0, rows), device),
+                         _on(slice_rows(targets, 0, rows), device), loss_fn) for rows in (1, 2))
+    return one, two
+
+
+def build_model_of(config: RunConfig, on_meta: bool = True) -> tuple[nn.Module, str]:
     """The model on the meta device, or on the CPU when building it needs real tensors. Any
     other failure is the model's own: it is raised once, naming the model, not built again."""
     torch.manual_seed(config.seed)
     make = (lambda: build_model(config.model, dict(config.model_options))) if isinstance(config.model, str) else config.model
+    if not on_meta:
+        return make(), "cpu"
     try:
         with torch.device("meta"):
             return make(), "meta"
@@ -102,21 +119,26 @@ def _on(batch: Any, device: str) -> Any:
     return batch
 
 
-def _block_names(model: nn.Module) -> set[str]:
-    blocks = {id(b) for b in repeated_blocks(model)}
-    return {name for name, m in model.named_modules() if id(m) in blocks}
+def _parts(model: nn.Module, blocks_setting: Any = None) -> dict[str, nn.Module]:
+    """The model in parts: its repeated blocks (engine/blocks.py, at any depth), and around
+    them the largest modules that hold no block (a top-level child; inside a wrapper such as
+    transformers' ``model.model``, its embeddings and final norm). A list that is not the
+    blocks' is left out, as it runs nothing itself."""
+    blocks = set(block_names(model, blocks_setting))
+    holders = {name.rsplit(".", i)[0] for name in blocks for i in range(1, name.count(".") + 1)}
+    out: dict[str, nn.Module] = {}
 
+    def visit(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            full = f"{prefix}{name}"
+            if full in blocks:
+                out[full] = child
+            elif full in holders:
+                visit(f"{full}.", child)
+            elif not isinstance(child, nn.ModuleList):
+                out[full] = child
 
-def _parts(model: nn.Module) -> dict[str, nn.Module]:
-    """Top-level children, with a list of repeated blocks unrolled into its blocks."""
-    out = {}
-    blocks = _block_names(model)
-    for name, child in model.named_children():
-        inner = [f"{name}.{n}" for n, _ in child.named_children()]
-        if inner and all(n in blocks for n in inner):
-            out.update({f"{name}.{n}": c for n, c in child.named_children()})
-        elif not isinstance(child, nn.ModuleList):
-            out[name] = child
+    visit("", model)
     return out
 
 
@@ -164,7 +186,7 @@ def _measure(model, named, inputs, targets, loss_fn) -> dict[str, Any]:
     try:
         with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             with FlopCounterMode(display=False) as forward:
-                loss = loss_fn(model(inputs), targets)
+                loss = forward_loss(model, loss_fn, inputs, targets)
             loss.backward()
     finally:
         for h in handles:
@@ -180,7 +202,7 @@ def _totals(counter: FlopCounterMode) -> dict[str, float]:
     return {k: float(sum(v.values())) for k, v in counter.get_flop_counts().items()}
 
 
-def _tensor_figures(model, plan, one, two, order) -> dict[str, dict[str, float]]:
+def _tensor_measures(model, plan, one, two, order) -> dict[str, dict[str, float]]:
     """Per part: parameters and FLOPs of its planned layers, and the bytes all-reduced per row
     (a row-wise layer's output forward, a column-wise layer's input gradient backward)."""
     root = type(model).__name__
@@ -190,14 +212,14 @@ def _tensor_figures(model, plan, one, two, order) -> dict[str, dict[str, float]]
         part = next((p for p in order if name == p or name.startswith(p + ".")), None)
         if part is None or name not in modules:
             continue
-        figures = out[part]
-        figures["tensor_params"] += sum(p.numel() for p in modules[name].parameters())
+        measures = out[part]
+        measures["tensor_params"] += sum(p.numel() for p in modules[name].parameters())
         # a matmul's backward computes twice its forward (the input's and the weight's gradients)
-        figures["tensor_flops_per_sample"] += 3 * one["forward_flops"].get(f"{root}.{name}", 0.0)
+        measures["tensor_flops_per_sample"] += 3 * one["forward_flops"].get(f"{root}.{name}", 0.0)
         moved = two["output"] if style == "rowwise" else two["inputs"]
         base = one["output"] if style == "rowwise" else one["inputs"]
-        figures["tensor_allreduce_bytes_per_sample"] += moved[name] - base[name]
-        figures["tensor_allreduces"] += 1
+        measures["tensor_allreduce_bytes_per_sample"] += moved[name] - base[name]
+        measures["tensor_allreduces"] += 1
     return {p: {k: (int(v) if k in ("tensor_params", "tensor_allreduces") else v) for k, v in f.items()}
             for p, f in out.items()}
 

@@ -116,7 +116,7 @@ class MachineLoad:
     of /proc at the window's ends, ~0.1 ms each; nothing during the steps."""
 
     def __init__(self):
-        self.figures: dict | None = None
+        self.measures: dict | None = None
         self._begin: tuple[float, float] | None = None
 
     @staticmethod
@@ -143,8 +143,8 @@ class MachineLoad:
             import psutil
 
             busy, own = self._read()
-            self.figures = {"host": socket.gethostname(), "cpus": psutil.cpu_count() or 1,
+            self.measures = {"host": socket.gethostname(), "cpus": psutil.cpu_count() or 1,
                             "busy_cpu_s": busy - self._begin[0], "own_cpu_s": own - self._begin[1],
                             "window_s": window_s}
         except Exception:  # noqa: BLE001
-            self.figures = None
+            self.measures = None

@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from parakit.config.memory import Checkpointing
 from parakit.config.run import RunConfig, Strategy
 from parakit.config.switch import Segment
 from parakit.engine import devices, precision, process_group, saved_state
+from parakit.engine.background_save import BackgroundSaver, measures
 from parakit.engine.batches import make_batches, slice_rows, to_device
 from parakit.engine.breakdown import StepProfiler, per_step
 from parakit.engine.compose import Setup, compose
 from parakit.engine.divergence import DivergenceWatch, is_check_step
+from parakit.engine.faults import kill_if_asked
 from parakit.config.formulas import peak_flops
 from parakit.engine.flops import step_flops
+from parakit.engine.losses import cross_entropy, loss_function  # noqa: F401 - cross_entropy: read from here too
 from parakit.engine.memory import SELECTIVE_UNCOUNTABLE, MemoryCount
 from parakit.engine.optimizer import local_bytes, make_optimizer, optimizer_state_bytes
 from parakit.engine.power import PowerMeter
@@ -35,7 +37,7 @@ from parakit.engine.publish import Publisher, progress
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies.base import Parallel, unscaled
-from parakit.engine.strategies.bubble import pipeline_figures
+from parakit.engine.strategies.bubble import pipeline_measures
 from parakit.engine.timing import MeasuredWindow, StepTimer
 from parakit.engine.workloads import build_model
 from parakit.config.levers import SyncKind
@@ -43,11 +45,6 @@ from parakit.records.rank import RankReport
 
 PUBLISH_EVERY_S = 0.2
 HEARTBEAT_EVERY_S = 5.0  # live=False: the step count only, so the hang watch still sees the run move
-
-
-def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy that also takes sequence outputs (B, T, V) with targets (B, T)."""
-    return F.cross_entropy(outputs.flatten(0, -2), targets.flatten())
 
 
 def params_digest(model: torch.nn.Module) -> str:
@@ -127,7 +124,7 @@ def failure_text(e: BaseException, device: torch.device) -> str:
 
 
 @dataclass
-class Run:
+class Training:
     """What ``set_up`` builds for one run on this rank and the loop uses: the model laid out
     over the ranks, its optimizer and data, and the instruments that measure it."""
 
@@ -159,6 +156,10 @@ class Run:
     """The global step this launch starts at (a switched or resumed run's later segment)."""
     state_load_s: float | None = None
     """Seconds spent loading a saved state (both phases), None when none was loaded."""
+    saver: BackgroundSaver | None = None
+    """Checkpoints every ``checkpoint_every`` steps, in the background; None without."""
+    fault: Any = None
+    """A kill to inject (config/recovery.Fault, its step global), or None."""
     publisher: Publisher = field(default_factory=Publisher)
 
 
@@ -179,30 +180,32 @@ def _train(config: RunConfig, stop: StopRequest | None = None, segment: Segment 
     """One run on this rank, as every rank runs it: set up, train, save the state, report."""
     stop = stop or StopRequest(None)  # no stop token: nothing can ask this run to stop early
     segment = segment or Segment()
-    run = set_up(config, segment)
-    made = train_steps(run, stop)
+    training = set_up(config, segment)
+    made = train_steps(training, stop)
+    if training.saver is not None:  # the checkpoint in flight is whole before the segment's own save
+        training.saver.finish(failed=made.error is not None)
     save_s = None
     ended = len(made.losses) == config.steps
     wanted = stop.switching or (segment.save_at_end if ended else segment.save_on_stop)
     if segment.state_out and made.error is None and wanted:
         try:
-            save_s = saved_state.save(run.parallel, run.optimizer, segment.state_out, rank=run.rank,
+            save_s = saved_state.save(training.parallel, training.optimizer, segment.state_out, rank=training.rank,
                                       step=segment.first_step + len(made.losses), settings=config.describe(),
                                       alone=config.strategy is Strategy.SINGLE)
         except Exception as e:  # noqa: BLE001 - the steps made are kept; the state is what failed
-            made.error = "saving the state failed: " + failure_text(e, run.device)
-    return dataclasses.replace(report(run, made, stop), state_save_s=save_s, state_load_s=run.state_load_s,
+            made.error = "saving the state failed: " + failure_text(e, training.device)
+    return dataclasses.replace(report(training, made, stop), state_save_s=save_s, state_load_s=training.state_load_s,
                                switching=stop.switching, loop_started_at=made.loop_s[0],
-                               loop_ended_at=made.loop_s[1])
+                               loop_ended_at=made.loop_s[1], **measures(training.saver))
 
 
-def set_up(config: RunConfig, segment: Segment | None = None) -> Run:
+def set_up(config: RunConfig, segment: Segment | None = None) -> Training:
     """Build the model (the same on every rank), lay it out over the ranks with the run's
     strategy (engine/compose.py), and make its optimizer, its data and the instruments."""
     single = config.strategy is Strategy.SINGLE
     rank, world = (0, 1) if single else (STATE.rank, STATE.world_size)
     device = devices.device()
-    loss_fn = config.loss or cross_entropy
+    loss_fn = loss_function(config.loss)
     math_flags = precision.set_math_flags(config.precision)  # explicit, and recorded
     scaler = precision.grad_scaler(config.precision, device)
 
@@ -232,14 +235,15 @@ def set_up(config: RunConfig, segment: Segment | None = None) -> Run:
     memory = devices.reset_peak_memory()
     devices.limit_memory(config.memory_limit)
     meter = PowerMeter(device)  # this engine's GPU, matched by UUID; RAPL on a CPU
-    return Run(
+    return Training(
         config=config, rank=rank, world=world, device=device, parallel=parallel, optimizer=optimizer,
         scaler=scaler, batches=batches, rows=(parallel.data_rank * per, (parallel.data_rank + 1) * per),
         micro_steps=config.sync.every if config.sync.kind is SyncKind.ACCUMULATE else 1,
         math_flags=math_flags, flops=flops, memory=memory, timer=StepTimer(device),
         profiler=StepProfiler(device, config.warmup_steps, config.profile_every, config.steps, world=world,
                               trace=config.trace),
-        meter=meter, first_step=segment.first_step, state_load_s=load_s,
+        meter=meter, first_step=segment.first_step, state_load_s=load_s, fault=segment.fault,
+        saver=BackgroundSaver(segment, rank, single, config.describe()) if segment.checkpoint_every else None,
         window=MeasuredWindow(device, meter),  # wall clock and energy over the measured steps alone
         divergence=DivergenceWatch(device),
         # last: with memory_snapshot, the allocator's history is recorded from here on
@@ -249,91 +253,96 @@ def set_up(config: RunConfig, segment: Segment | None = None) -> Run:
     )
 
 
-def train_steps(run: Run, stop: StopRequest) -> Steps:
+def train_steps(training: Training, stop: StopRequest) -> Steps:
     """The loop: one global batch per step, until the last step or a stop agreed by every
     rank. A failed step ends it; the steps made so far are kept, with the error."""
-    config, made = run.config, Steps()
+    config, made = training.config, Steps()
     started = time.time()
     last_publish = -math.inf  # the first step is always published
     publish_every_s = PUBLISH_EVERY_S if config.live else HEARTBEAT_EVERY_S
     try:
         for step in range(config.steps):
+            kill_if_asked(training.fault, training.rank, training.first_step + step)
             if step == config.warmup_steps:
-                run.window.begin()
-            with run.profiler.step(step):  # records the planned steps, outside the step's own timing
-                loss = one_step(run, step)
+                training.window.begin()
+            with training.profiler.step(step):  # records the planned steps, outside the step's own timing
+                loss = one_step(training, step)
             made.losses.append(None if loss is None else loss.detach())
-            if run.parallel.wire is not None:
-                sent = run.parallel.wire.take_step()  # plain ints counted in the hooks: no device sync
+            if training.parallel.wire is not None:
+                sent = training.parallel.wire.take_step()  # plain ints counted in the hooks: no device sync
                 made.comm_bytes.append(sent.comm_bytes)
                 made.uncompressed_bytes.append(sent.uncompressed_bytes)
             # Progress at most every PUBLISH_EVERY_S (the rate the notebook reads it) and at the end:
             # each message costs ~2.6 ms of CPU across engine, controller and client, which per step
             # took ~14% off a small model's throughput on 2 cores.
             now = time.perf_counter()
-            if run.rank == 0 and (now - last_publish >= publish_every_s or step + 1 == config.steps):
+            if training.rank == 0 and (now - last_publish >= publish_every_s or step + 1 == config.steps):
                 last_publish = now
-                run.publisher.send(progress(config, step, loss, run.device, run.meter, run.profiler))
-                run.window.cost_s += time.perf_counter() - now
-                run.window.messages += 1
-            if config.stop_on_divergence and is_check_step(step + 1) and run.divergence.check(made.losses) is not None:
-                stop.ask(step + 1, f"the loss diverged at step {run.divergence.first_step}")
+                training.publisher.send(progress(config, step, loss, training.device, training.meter, training.profiler))
+                training.window.cost_s += time.perf_counter() - now
+                training.window.messages += 1
+            if config.stop_on_divergence and is_check_step(step + 1) and training.divergence.check(made.losses) is not None:
+                stop.ask(step + 1, f"the loss diverged at step {training.divergence.first_step}")
+            done = training.first_step + step + 1
+            if training.saver is not None and training.saver.due(done) and step + 1 < config.steps:
+                training.saver.save(training.parallel, training.optimizer, done, made.losses)  # the pause: a copy to CPU
             if stop.should_stop(step + 1):
                 break
     except Exception as e:  # noqa: BLE001 - the steps made so far are returned with the error
         # A failed step (this rank's code, or a collective a peer broke) ends the run here;
         # what the completed steps measured goes back with the error instead of being lost.
-        made.error = failure_text(e, run.device)
+        made.error = failure_text(e, training.device)
     made.loop_s = (started, time.time())
     return made
 
 
-def one_step(run: Run, step: int) -> torch.Tensor | None:
+def one_step(training: Training, step: int) -> torch.Tensor | None:
     """One timed optimizer step on this rank's rows of global batch ``step``. Returns the
     loss, left on the device, or None where this rank computes none."""
-    config, optimizer, scaler = run.config, run.optimizer, run.scaler
-    run.timer.start()
-    inputs, targets = run.batches.rows(run.first_step + step, config.batch_size, *run.rows)
-    inputs, targets = to_device(inputs, run.device), to_device(targets, run.device)
+    config, optimizer, scaler = training.config, training.optimizer, training.scaler
+    training.timer.start()
+    inputs, targets = training.batches.rows(training.first_step + step, config.batch_size, *training.rows)
+    inputs, targets = to_device(inputs, training.device), to_device(targets, training.device)
     optimizer.zero_grad(set_to_none=True)
-    with precision.autocast(config.precision, run.device), run.memory_count.counting(step):
-        loss = forward_backward(run.parallel, inputs, targets, run.micro_steps, config.per_rank_batch_size)
-    run.parallel.before_step()
+    with precision.autocast(config.precision, training.device), training.memory_count.counting(step):
+        loss = forward_backward(training.parallel, inputs, targets, training.micro_steps, config.per_rank_batch_size)
+    training.parallel.before_step()
     if scaler is not None:
         scaler.unscale_(optimizer)
-        agree_on_overflow(scaler, optimizer, run.world)
+        agree_on_overflow(scaler, optimizer, training.world)
         # Skipped, on every rank alike, when a gradient overflowed. note: a host-device sync
         # (GradScaler reads the overflow flag) unless the optimizer is fused (make_optimizer).
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
-    run.parallel.after_step()
-    run.timer.stop()
+    training.parallel.after_step()
+    training.timer.stop()
     return loss
 
 
-def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
+def report(training: Training, made: Steps, stop: StopRequest) -> RankReport:
     """Stop the instruments and read them: this rank's RankReport of the steps it made."""
-    config, parallel = run.config, run.parallel
-    measured_wall_s, power = run.window.end(failed=made.error is not None)  # stops before the profiler's
-    run.profiler.finish()  # reading the last window's events costs the run's end, not its steps
-    memory = run.memory_count.figures(parallel.parameters(), failed=made.error is not None)
-    step_times = run.timer.step_times_s() if made.error is None else run.timer.completed_times_s(len(made.losses))
+    config, parallel = training.config, training.parallel
+    measured_wall_s, power = training.window.end(failed=made.error is not None)  # stops before the profiler's
+    training.profiler.finish()  # reading the last window's events costs the run's end, not its steps
+    memory = training.memory_count.measures(parallel.parameters(), failed=made.error is not None)
+    step_times = training.timer.step_times_s() if made.error is None else training.timer.completed_times_s(len(made.losses))
     # This GPU's dense peak at this precision (None on CPUs and GPUs not in the table)
     peak, no_peak = peak_flops(devices.device_name(), config.precision.value)
-    mem_kind, mem_reason = run.memory
+    mem_kind, mem_reason = training.memory
     return RankReport(
-        rank=run.rank, error=made.error, stopped_early=len(made.losses) < config.steps, stop_reason=stop.reason,
+        rank=training.rank, error=made.error, stopped_early=len(made.losses) < config.steps, stop_reason=stop.reason,
         # note: one device-to-host copy; None where this rank computes no loss (early stages)
         losses=[None if l is None else l.float().item() for l in made.losses],
-        step_time_s=step_times, step_end_s=run.timer.since_start_s(len(step_times)),
+        step_time_s=step_times, step_end_s=training.timer.since_start_s(len(step_times)),
         comm_bytes=made.comm_bytes or None, uncompressed_bytes=made.uncompressed_bytes or None,
         peak_mem_bytes=devices.peak_memory_bytes(mem_kind), peak_mem_kind=mem_kind, peak_mem_reason=mem_reason,
-        param_bytes=local_bytes(parallel.parameters()), optimizer_bytes=optimizer_state_bytes(run.optimizer),
+        param_bytes=local_bytes(parallel.parameters()), optimizer_bytes=optimizer_state_bytes(training.optimizer),
         **memory, params_digest=params_digest(parallel.modules[0]) if parallel.replicated else None,
-        math_flags=run.math_flags, fp8_layers=run.parallel.fp8_layers,
-        flops_per_step=run.flops[0], flops_method=run.flops[1], peak_flops_per_s=peak, no_peak_reason=no_peak,
+        math_flags=training.math_flags, fp8_layers=training.parallel.fp8_layers,
+        sharded_units=parallel.sharded_units, checkpointed_units=parallel.checkpointed_units,
+        flops_per_step=training.flops[0], flops_method=training.flops[1], peak_flops_per_s=peak, no_peak_reason=no_peak,
         # The measured steps' wall clock, everything between them included: what a user waits.
         measured_wall_s=measured_wall_s,
         power=power,
@@ -341,13 +350,13 @@ def report(run: Run, made: Steps, stop: StopRequest) -> RankReport:
         # same counter: the session counts each device once.
         power_device=STATE.gpu_uuid or f"cpu@{platform.node()}",
         # parakit's own instruments outside the steps' timers (profiler, progress messages)
-        profiler_cost_s=run.profiler.cost_s, progress_cost_s=run.window.cost_s,
-        profiler_on_steps=run.profiler.enabled_steps, progress_messages=run.window.messages,
-        machine_load=run.window.load.figures,
-        progress_failures=run.publisher.failures, gc_collections=run.window.gc_collections,
-        traces=run.profiler.traces or None,
-        **pipeline_figures(parallel.stats(), step_times, config.warmup_steps),
-        **per_step(run.profiler, len(step_times)),
+        profiler_cost_s=training.profiler.cost_s, progress_cost_s=training.window.cost_s,
+        profiler_on_steps=training.profiler.enabled_steps, progress_messages=training.window.messages,
+        machine_load=training.window.load.measures,
+        progress_failures=training.publisher.failures, gc_collections=training.window.gc_collections,
+        traces=training.profiler.traces or None,
+        **pipeline_measures(parallel.stats(), step_times, config.warmup_steps),
+        **per_step(training.profiler, len(step_times)),
     )
 
 

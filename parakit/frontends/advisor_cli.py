@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from parakit.frontends import options, text
+from parakit.frontends import advise_options, options, text
 
 
 def add_advise_parser(sub) -> None:
     p = sub.add_parser("advise", help="predict every configuration's step time, memory and bytes; rank them")
-    options.add_advise_options(p)
+    advise_options.add_advise_options(p)
     p.add_argument("--plot", default=None, metavar="PATH.html", help="write the projection (and verification) figures")
     p.add_argument("--json", action="store_true", help="print the advice as JSON (only JSON on stdout)")
     options.add_engine_options(p)
@@ -21,10 +21,10 @@ def advise_command(args: argparse.Namespace) -> int:
     from parakit.advisor.advice import advise, check_request
     from parakit.session.preflight import engines_here
 
-    settings = options.advise_settings(args)
+    settings = advise_options.advise_settings(args)
     where = options.engine_settings(args)
     with options.checked_input():
-        settings["calibration"] = options.checked_calibration(settings["calibration"])
+        settings["calibration"] = advise_options.checked_calibration(settings["calibration"])
         request = check_request(**{k: v for k, v in settings.items() if k != "calibration"})
         engines_here(workers=request.workers if request.hardware is None else 1, **where)
     advice = advise(**settings, progress=not args.json, **where)

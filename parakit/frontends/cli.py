@@ -1,5 +1,6 @@
 """The ``parakit`` command: ``parakit run`` for one run, ``parakit sweep`` for many, ``parakit demo``
-for the main job, ``parakit bench comm``, ``parakit advise``, ``parakit fit`` and ``parakit runs``.
+for the main job, ``parakit bench comm``, ``parakit advise``, ``parakit fit``, ``parakit runs``, and ``parakit preflight``
+for a notebook's dry run on a faked machine.
 
 Every setting is checked before an engine starts; a mistake is one line on stderr naming the
 fix, with exit code 2 and no traceback.
@@ -19,6 +20,7 @@ from parakit.frontends import names, options, text
 from parakit.frontends.advisor_cli import add_advise_parser, advise_command
 from parakit.frontends.demo import demo_command
 from parakit.frontends.fit_cli import add_fit_parser, fit_command
+from parakit.frontends.notebook_check import add_preflight_parser, preflight_command
 from parakit.frontends.options import UsageError  # noqa: F401  (raised by the option parsers)
 
 
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_advise_parser(sub)
     add_fit_parser(sub)
+    add_preflight_parser(sub)
 
     runs = sub.add_parser("runs", help="the run store: list the runs, or delete some with what they saved")
     runs.add_argument("--delete", nargs="+", default=None, metavar="RUN_ID",
@@ -85,10 +88,9 @@ def run_command(args: argparse.Namespace) -> int:
     from parakit.session.session import Session
 
     where = options.engine_settings(args)
-    settings = {**options.run_settings(args), "workers": args.workers}
     going_on = options.continue_settings(args)
     with options.checked_input():
-        settings = names.resolve(settings)
+        settings = names.resolve({**options.run_settings(args), "workers": args.workers})
         here = engines_here(**where)
         config = check_run(here, **settings)
         check_continuation(here, config, settings, runs_dir=where["runs_dir"], **going_on)  # before engines start
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             return advise_command(args)
         if args.command == "fit":
             return fit_command(args)
+        if args.command == "preflight":
+            return preflight_command(args)
         if args.command == "runs":
             return runs_command(args)
         return run_command(args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import ArgDecorator
 
+from parakit.frontends import advise_options as advise_group
 from parakit.frontends import options
 
 
@@ -53,7 +54,7 @@ class advise_options(ArgDecorator):
     """The advisor's settings, exactly as ``parakit advise`` takes them."""
 
     def add_to_parser(self, parser, group):
-        options.add_advise_options(parser)
+        advise_group.add_advise_options(parser)
 
 
 class bench_options(ArgDecorator):

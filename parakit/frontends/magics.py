@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import line_cell_magic, magics_class
 
-from parakit.frontends.magics_engines import DEFAULT_ENGINES
+from parakit.frontends.magics_engines import DEFAULT_START
 from parakit.frontends.magics_runs import RankErrors, RunMagics
 from parakit.frontends.magics_store import StoreMagics
 from parakit.plots.runs import PLOTS
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from parakit.frontends.panel import Panel
     from parakit.session.session import Session
 
-__all__ = ["DEFAULT_ENGINES", "ParakitMagics", "RankErrors", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["DEFAULT_START", "ParakitMagics", "RankErrors", "load_ipython_extension", "unload_ipython_extension"]
 
 
 @magics_class

@@ -15,11 +15,11 @@ from parakit.frontends import options
 from parakit.frontends.magic_options import checked, engine_options
 from parakit.records.engine_facts import EngineStatus
 from parakit.records.store import DEFAULT_RUNS_DIR
-from parakit.session.preflight import Engines, check_runs, engines_here
+from parakit.session.preflight import EngineFacts, check_runs, engines_here
 from parakit.session.session import Session
 
 # What engines start with when nothing says otherwise (Session's own defaults).
-DEFAULT_ENGINES: dict[str, Any] = {"engines": None, "device": "auto", "gpus": None, "runs_dir": None,
+DEFAULT_START: dict[str, Any] = {"engines": None, "device": "auto", "gpus": None, "runs_dir": None,
                                    "launch": None}
 
 
@@ -69,7 +69,7 @@ class EngineMagics(Magics):
         """
         args = self._parse(self._restart, rest)
         self._engine_request(args)  # checks the options go together
-        wanted = {**DEFAULT_ENGINES, **self._engine_settings}  # as now, unless the options say
+        wanted = {**DEFAULT_START, **self._engine_settings}  # as now, unless the options say
         if self.session is not None:
             wanted["engines"] = self.session.workers
         if args.engines is not None:
@@ -176,7 +176,7 @@ class EngineMagics(Magics):
     def _session(self, args: argparse.Namespace | None = None, runs: list[dict] = ()) -> Session:
         """The running session, after checking ``runs`` against it; or, with none yet, check
         them against this machine and start one with the defaults (or the engine options)."""
-        wanted = self._engine_request(args) if args is not None else dict(DEFAULT_ENGINES)
+        wanted = self._engine_request(args) if args is not None else dict(DEFAULT_START)
         if self.session is None:
             with checked:
                 check_runs(self._preflight(args), list(runs))
@@ -190,11 +190,11 @@ class EngineMagics(Magics):
             check_runs(self.session.preflight(), list(runs))
         return self.session
 
-    def _preflight(self, args: argparse.Namespace | None = None) -> Engines:
+    def _preflight(self, args: argparse.Namespace | None = None) -> EngineFacts:
         """What a request is checked against: the running engines, or those that would start."""
         if self.session is not None:
             return self.session.preflight()
-        wanted = self._engine_request(args) if args is not None else dict(DEFAULT_ENGINES)
+        wanted = self._engine_request(args) if args is not None else dict(DEFAULT_START)
         return engines_here(device=wanted["device"], gpus=wanted["gpus"], **(wanted["launch"] or {}))
 
     def _idle(self, session: Session) -> Session:

@@ -63,10 +63,9 @@ class RunMagics(EngineMagics):
         In [5]: r = %parakit run --model gpt --strategy fsdp --resume 20261202-101139-1b3e7e --steps 10
         """
         args = self._parse(self._run, rest)
-        settings = {**options.run_settings(args), "workers": args.workers}
         going_on = options.continue_settings(args)
         with checked:  # your own model, data and loss, by their names in this notebook
-            settings = names.resolve(settings, self._namespace())
+            settings = names.resolve({**options.run_settings(args), "workers": args.workers}, self._namespace())
             here = self._preflight(args)
             check_continuation(here, check_run(here, **settings), settings, runs_dir=self._store(), **going_on)
         session = self._idle(self._session(args, [settings]))

@@ -12,6 +12,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from parakit.advisor.advice import advise, check_request
+from parakit.frontends import advise_options as advise_group
 from parakit.frontends import names, options, text
 from parakit.frontends.magic_options import (
     advise_options, bench_options, checked, engine_options, fit_options, selection_options,
@@ -109,11 +110,11 @@ class StoreMagics(EngineMagics):
         In [2]: %parakit advise --model gpt --workers 64 --hardware h100-ib --project-to 1024
         """
         args = self._parse(self._advise, rest)
-        settings = options.advise_settings(args)
+        settings = advise_group.advise_settings(args)
         with checked:
             settings = names.resolve(settings, self._namespace())
         with checked:  # every input, before any engine starts
-            settings["calibration"] = options.checked_calibration(settings["calibration"])
+            settings["calibration"] = advise_group.checked_calibration(settings["calibration"])
             check_request(**{k: v for k, v in settings.items() if k != "calibration"})
         # a saved calibration predicts without engines; calibrating and verifying need them
         session = None if settings["calibration"] and not args.verify else self._idle(self._session(args))

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from parakit.config.choices import is_number
+from parakit.config.own_model import AUTO_PLAN
 from parakit.config.hosts import Launcher
 from parakit.config.prices import Prices
+from parakit.config.recovery import OnFailure
 from parakit.config.switch import SWITCHABLE, parse_switch
 from parakit.config.run import Hybrid, Precision, Schedule, Strategy, Workload
 from parakit.records.store import DEFAULT_RUNS_DIR
@@ -89,11 +91,25 @@ def str_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def plan_entry(text: str) -> tuple[str, str]:
+def plan_entry(text: str) -> tuple[str, str | None]:
+    """One ``--tp-plan NAME=STYLE``, or ``--tp-plan auto`` (the model's own plan: ("auto", None))."""
+    if text.strip() == AUTO_PLAN:
+        return AUTO_PLAN, None
     name, sep, style = text.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"expected NAME=colwise|rowwise, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected NAME=colwise|rowwise or auto, got {text!r}")
     return name.strip(), style.strip()
+
+
+def tp_plan_setting(entries: list[tuple[str, str | None]] | None) -> dict[str, str] | str | None:
+    """RunConfig's tp_plan from the ``--tp-plan`` entries: "auto" alone, or a NAME -> STYLE dict."""
+    if not entries:
+        return None
+    if any(name == AUTO_PLAN for name, _ in entries):
+        if len(entries) > 1:
+            raise ValueError("--tp-plan auto takes the model's own plan: give it alone, without NAME=STYLE entries")
+        return AUTO_PLAN
+    return dict(entries)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -120,7 +136,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--microbatches", type=int, default=None, help="pipeline micro-batches per step")
     p.add_argument("--split", type=str_list, default=None, help="pipeline split points, e.g. layers.2,layers.4")
     p.add_argument("--tp-plan", type=plan_entry, action="append", default=None, metavar="NAME=STYLE",
-                   help="tensor-parallel plan entry for your own model, e.g. fc1=colwise")
+                   help="tensor-parallel plan entry for your own model, e.g. fc1=colwise or layers.*.mlp.up_proj=colwise; "
+                        "auto: the model's own (transformers' base_model_tp_plan)")
+    p.add_argument("--blocks", type=str_list, default=None, metavar="NAME,...",
+                   help="your model's repeated blocks (fsdp units, checkpointed), e.g. model.layers (default: found)")
+    p.add_argument("--sync-batchnorm", action="store_true",
+                   help="ddp/fsdp on GPUs: BatchNorm statistics over the whole batch, not each rank's slice")
     p.add_argument("--hybrid", default="fsdp+tensor", help=f"hybrid layout: {Hybrid.allowed()}")
     p.add_argument("--mesh", default=None, help="hybrid mesh, outer x inner, e.g. 2x2")
     p.add_argument("--steps", type=int, default=20)
@@ -130,7 +151,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile-every", type=int, default=None,
                    help="record every Nth step after the warm-up for the time breakdown (0: none; "
-                        "default: one window of 3 steps right after the warm-up, ~1%% of a run's time)")
+                        "default: one window of the run's last 3 steps, ~1%% of a run's time)")
     p.add_argument("--trace", action="store_true",
                    help="write each rank's recorded steps as Chrome-trace JSON beside the run (Perfetto)")
     p.add_argument("--no-stop-on-divergence", dest="stop_on_divergence", action="store_false",
@@ -164,7 +185,7 @@ def switch_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings a ``switch`` was given (those left out stay as they are)."""
     change = {k: v for k, v in vars(args).items() if k in SWITCHABLE and v is not None}
     if "tp_plan" in change:
-        change["tp_plan"] = dict(change["tp_plan"])
+        change["tp_plan"] = tp_plan_setting(change["tp_plan"])
     return change
 
 
@@ -185,6 +206,12 @@ def add_continue_options(p: argparse.ArgumentParser) -> None:
                    help="save the final state with DCP beside the run, to resume from")
     p.add_argument("--resume", default=None, metavar="RUN_ID",
                    help="go on from a saved run's state for --steps more steps (any layout or workers)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="K", help="save the state every K steps")
+    p.add_argument("--on-failure", default="fail", metavar="WHAT", help=f"when a rank's engine dies: "
+                   f"{OnFailure.allowed()} (resume on a new engine; shrink to the workers left, same global batch)")
+    p.add_argument("--max-failures", type=int, default=3, metavar="N", help="engine deaths a run goes on after")
+    p.add_argument("--fault", default=None, metavar="kill:RANK@STEP",
+                   help="kill that rank's engine (SIGKILL) at that step, to try --on-failure")
 
 
 def continue_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -194,7 +221,8 @@ def continue_settings(args: argparse.Namespace) -> dict[str, Any]:
         switch = {}
         for step, change in args.switch:
             switch.setdefault(step, {}).update(change)
-    return dict(switch=switch, save_state=args.save_state, resume=args.resume)
+    return dict(switch=switch, save_state=args.save_state, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                on_failure=args.on_failure, max_failures=args.max_failures, fault=args.fault)
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -205,13 +233,17 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         precision=args.precision, compression=args.compression, error_feedback=args.error_feedback,
         sync=args.sync, outer_lr=args.outer_lr, outer_momentum=args.outer_momentum,
         schedule=args.schedule, microbatches=args.microbatches, split=args.split,
-        tp_plan=dict(args.tp_plan) if args.tp_plan else None, hybrid=args.hybrid, mesh=args.mesh,
+        tp_plan=tp_plan_setting(args.tp_plan), blocks=_blocks(args.blocks), sync_batchnorm=args.sync_batchnorm, hybrid=args.hybrid, mesh=args.mesh,
         steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb, compile=args.compile,
         trace=args.trace, stop_on_divergence=args.stop_on_divergence,
         activation_checkpointing=args.activation_checkpointing, zero=args.zero,
         memory_snapshot=args.memory_snapshot,
     )
+
+
+def _blocks(names: list[str] | None) -> str | tuple[str, ...] | None:
+    return None if not names else names[0] if len(names) == 1 else tuple(names)
 
 
 def non_negative(text: str) -> float:
@@ -302,82 +334,6 @@ def checked_input():
         raise UsageError(str(e)) from None
 
 
-def hardware_figures(text: str) -> Any:
-    """A preset name, or KEY=VALUE,... figures (numbers; device and name as text)."""
-    if "=" not in text:
-        return text
-    figures: dict[str, Any] = {}
-    for item in str_list(text):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. peak_tflops=400, got {item!r}")
-        key = key.strip()
-        try:
-            figures[key] = value.strip() if key in ("device", "name") else (
-                int(value) if key == "ranks_per_node" else float(value))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"hardware figure {key} must be a number, got {value!r}") from None
-    return figures
-
-
-def calibration_file(path: str) -> dict[str, Any]:
-    """A saved advice (``RUNS_DIR/advice/*.json``) or calibration, read as JSON."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise argparse.ArgumentTypeError(f"cannot read a calibration from {path!r}: {e}") from None
-    if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError(f"{path!r} holds no calibration")
-    return data.get("calibration", data)
-
-
-def add_advise_options(p: argparse.ArgumentParser) -> None:
-    """The advisor's settings; shared by ``parakit advise`` and ``%parakit advise``."""
-    p.add_argument("--model", default="mlp", help="mlp, cnn or gpt")
-    p.add_argument("--model-option", type=model_option, action="append", default=[], metavar="KEY=INT",
-                   help="size of the built-in model, e.g. --model-option depth=4")
-    p.add_argument("--workers", type=int, default=2, help="the worker count to advise for (1 to 1024)")
-    p.add_argument("--hardware", type=hardware_figures, default="engines",
-                   help="engines (measured), h100-nvlink, h100-ib, a100-pcie, cpu-ethernet, or figures: "
-                        "peak_tflops=400,memory_gib=80,alpha_s=1e-5,beta_bytes_per_s=1e11")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    p.add_argument("--precisions", type=str_list, default=None, help="precisions to try (default: all the device has)")
-    p.add_argument("--compressions", type=str_list, default=None,
-                   help="compressions to try (default none,fp16,bf16,powersgd:4,topk:0.01,randomk:0.01)")
-    p.add_argument("--strategies", type=str_list, default=None, help="strategies to try (default: all)")
-    p.add_argument("--verify", action="store_true", help="run the top configurations and compare with the prediction")
-    p.add_argument("--top", type=int, default=3, help="configurations verified and projected")
-    p.add_argument("--project-to", type=int, default=64, help="largest worker count of the projection (<= 1024)")
-    p.add_argument("--steps", type=int, default=10, help="steps of each calibration and verification run")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--statistic", default="median", choices=["median", "min"],
-                   help="a run's median step, or its fastest (on a machine shared with other work)")
-    p.add_argument("--calibration", type=calibration_file, default=None, metavar="ADVICE.json",
-                   help="predict from a saved advice's calibration instead of calibrating (no engine "
-                        "unless --verify)")
-    p.add_argument("--rank-by", default="time", choices=["time", "cost"],
-                   help="fastest first, or cheapest per 1000 samples first (device-hours x their price)")
-    add_price_options(p, energy=False)
-
-
-def advise_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``parakit.advise`` keyword arguments from parsed options (engines and store left out)."""
-    return {"model": args.model, "model_options": dict(args.model_option), "workers": args.workers,
-            "hardware": args.hardware, "batch_size": args.batch_size, "precisions": args.precisions,
-            "compressions": args.compressions, "strategies": args.strategies, "verify": args.verify,
-            "top": args.top, "project_to": args.project_to, "steps": args.steps, "seed": args.seed,
-            "statistic": args.statistic, "calibration": args.calibration, "rank_by": args.rank_by,
-            "prices": price_settings(args)}
-
-
-def checked_calibration(data: dict[str, Any] | None):
-    """The Calibration of ``--calibration``'s JSON (ValueError naming a wrong field), or None."""
-    from parakit.advisor.inputs import Calibration
-
-    return None if data is None else Calibration.from_dict(data)
-
-
 def own_models(models: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """``Panel(models=...)`` as run settings per name; one line naming a wrong entry."""
     out = {}
@@ -389,3 +345,4 @@ def own_models(models: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
                              "(model, data[, loss]), under a name that is not a built-in's")
         out[name] = {k: v for k, v in zip(("model", "data", "loss"), parts) if v is not None}
     return out
+

@@ -59,7 +59,7 @@ def _header(results: list[RunResult], title: str) -> str:
     hosts = sorted({k.host for r in results for k in r.ranks if k.host})
     # Ranks name the device best; RunResult.device covers runs recorded without ranks.
     devices = sorted({k.device_name for r in results for k in r.ranks if k.device_name}
-                     | {d for r in results if not r.ranks for d in r.device})
+                     | {d for r in results if not r.ranks for d in r.device_names})
     done = sum(r.ok for r in results)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (

@@ -37,7 +37,7 @@ def bench_table(bench: Any) -> str:
     """The benchmark as text: a line per (collective, size), then the fits."""
     if not bench.ok:
         return f"{bench.bench_id} {bench.status}: {bench.error}"
-    lines = [f"{bench.bench_id}: {bench.backend} x{bench.world_size} on {bench.device[0]}, {bench.dtype}",
+    lines = [f"{bench.bench_id}: {bench.backend} x{bench.world_size} on {bench.device_names[0]}, {bench.dtype}",
              f"{'collective':<15}{'size':>10}{'time (us)':>12}{'algbw GB/s':>12}{'busbw GB/s':>12}"]
     for r in bench.rows:
         lines.append(f"{r['collective']:<15}{size_text(r['bytes']):>10}{r['time_s'] * 1e6:>12.1f}"

@@ -2,6 +2,7 @@
 a go.Figure whose notebook output also carries an SVG copy). They import records and nothing
 above. ``from parakit.plots import speedup`` keeps working."""
 
+from parakit.plots.advisor import projection, verification  # noqa: F401
 from parakit.plots.base import Figure  # noqa: F401
 from parakit.plots.fit import fit_figure  # noqa: F401
 from parakit.plots.measures import breakdown, comm_bandwidth, power, wire_bytes  # noqa: F401
@@ -12,5 +13,5 @@ from parakit.plots.runs import (  # noqa: F401
     PLOTS, loss, speedup, speedup_table, step_times, throughput,
 )
 
-__all__ = ["PLOTS", "Figure", "switch_cost", "breakdown", "comm_bandwidth", "fit_figure", "loss_time", "time_to_loss_figure", "loss", "memory", "power", "speedup", "speedup_table",
+__all__ = ["PLOTS", "Figure", "projection", "verification", "switch_cost", "breakdown", "comm_bandwidth", "fit_figure", "loss_time", "time_to_loss_figure", "loss", "memory", "power", "speedup", "speedup_table",
            "step_times", "throughput", "wire_bytes"]

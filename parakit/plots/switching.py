@@ -14,17 +14,28 @@ SWITCH_PARTS = {
 }
 
 
+RECOVERY_COLOUR = "#c0392b"
+
+
 def mark_switches(fig: Figure, results: list[RunResult], axis: str = "step") -> None:
     """A dashed vertical line at each switch of each switched run, labelled with what changed:
-    on a step axis before the switch's first step, on a time axis where that step began."""
+    on a step axis before the switch's first step, on a time axis where that step began. A
+    recovery after a lost worker (records/recovery.py) is marked in red, and on a time axis the
+    time it lost is shaded: the lost steps, finding the death, new engines, the state loaded."""
     for run in results:
-        for step, at, label in switch_times(run):
+        for seg, (step, at, label) in zip(run.segments[1:], switch_times(run)):
             x = step - 0.5 if axis == "step" else at
             if x is None:
                 continue
-            fig.add_vline(x=x, line_dash="dash", line_color="#555", line_width=1,
-                          annotation_text=f"→ {label}", annotation_position="top right",
-                          annotation_font={"size": 10, "color": "#555"})
+            recovery = seg.recovered
+            colour = RECOVERY_COLOUR if recovery else "#555"
+            fig.add_vline(x=x, line_dash="dot" if recovery else "dash", line_color=colour, line_width=1,
+                          annotation_text=f"↺ {label}" if recovery else f"→ {label}",
+                          annotation_position="top right", annotation_font={"size": 10, "color": colour})
+            if recovery and axis == "time" and recovery.lost_s:
+                fig.add_vrect(x0=x - recovery.lost_s, x1=x, fillcolor=RECOVERY_COLOUR, opacity=0.12, line_width=0,
+                              annotation_text=f"{recovery.lost_s:.1f} s lost", annotation_position="bottom left",
+                              annotation_font={"size": 10, "color": RECOVERY_COLOUR})
 
 
 def switch_cost(results: list[RunResult]) -> Figure:
@@ -42,7 +53,7 @@ def switch_cost(results: list[RunResult]) -> Figure:
     bars = []
     for run in results:
         for seg in run.segments[1:]:
-            if seg["switch_s"] is None:
+            if seg["switch_s"] is None or seg.recovered is not None:  # a recovery's pause is no switch's
                 continue
             parts = {"state_save_s": seg["state_save_s"] or 0.0, "state_load_s": seg["state_load_s"] or 0.0}
             parts["launch_s"] = max(seg["switch_s"] - parts["state_save_s"] - parts["state_load_s"], 0.0)

@@ -12,7 +12,7 @@ from parakit.records.result import (  # noqa: F401  (the names users import from
 )
 
 RULES = {
-    "step time and samples/s of a run": "parakit.records.summary:step_figures",
+    "step time and samples/s of a run": "parakit.records.summary:step_measures",
     "a figure's 95 % interval (one run, or repeats)": "parakit.records.intervals:combine",
     "one configuration against another, with its verdict": "parakit.records.intervals:compare",
     "the verdict's words": "parakit.records.intervals:verdict",

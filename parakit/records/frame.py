@@ -68,6 +68,8 @@ SWITCHED = ("a run that keeps one layout (a switched run's segments compare by t
             "load_runs(segments=True))")
 # What a chosen baseline must share with the runs it is compared with: the training itself.
 SAME_TRAINING = ("model", "model_options", "data", "loss")
+# Settings as a label says them.
+_WORDS = {"device_name": "device"}
 # Always named in a group's label; other settings only where they differ between groups.
 _NAMED = ("strategy", "model", "precision")
 
@@ -103,30 +105,30 @@ def add_scaling(frame: pandas.DataFrame) -> pandas.DataFrame:
     baselines = _Baselines(runs)
     varying = _varying_settings(runs)
     configurations = _repeats(runs)
-    figures = {column: list(out[column]) for column in NEW_COLUMNS}
+    columns_out = {column: list(out[column]) for column in NEW_COLUMNS}
     for run in runs:
         strong, weak = baselines.estimate(run, "strong"), baselines.estimate(run, "weak")
         kind = "weak" if baselines.spans(run, "weak") and not baselines.spans(run, "strong") else "strong"
         base = weak if kind == "weak" else strong
         at, workers = run["position"], run["workers"]
         own = configurations[_configuration(run)]
-        figures["repeats"][at] = own.repeats
+        columns_out["repeats"][at] = own.repeats
         if base is not None:
-            _put(figures, "speedup", at, _against(own, base, run, baselines.ids(run, kind)))
-            figures["baseline"][at] = ",".join(baselines.ids(run, kind))
+            _put(columns_out, "speedup", at, _against(own, base, run, baselines.ids(run, kind)))
+            columns_out["baseline"][at] = ",".join(baselines.ids(run, kind))
             if run["run_id"] not in baselines.ids(run, kind):
-                figures["verdict"][at] = ratio(own, base).verdict
+                columns_out["verdict"][at] = ratio(own, base).verdict
         elif workers > 1:
-            figures["missing_baseline"][at] = _missing(run)
+            columns_out["missing_baseline"][at] = _missing(run)
         if strong is not None:
-            _put(figures, "strong_efficiency", at, _against(own, strong, run, baselines.ids(run, "strong")), workers)
+            _put(columns_out, "strong_efficiency", at, _against(own, strong, run, baselines.ids(run, "strong")), workers)
         if weak is not None:
-            _put(figures, "weak_efficiency", at, _against(own, weak, run, baselines.ids(run, "weak")), workers)
-        figures["scaling_group"][at] = _label(run, kind, varying)
+            _put(columns_out, "weak_efficiency", at, _against(own, weak, run, baselines.ids(run, "weak")), workers)
+        columns_out["scaling_group"][at] = _label(run, kind, varying)
     for at, row in enumerate(out.itertuples(index=False)):
         if row.status == OK and (_number(getattr(row, "switches", None)) or 0) > 0:
-            figures["missing_baseline"][at] = SWITCHED
-    for column, values in figures.items():
+            columns_out["missing_baseline"][at] = SWITCHED
+    for column, values in columns_out.items():
         out[column] = values
     return out
 
@@ -172,10 +174,10 @@ def _against(own: Estimate, base: Estimate, run: dict[str, Any], base_ids: list[
     return found.ratio, found.low, found.high
 
 
-def _put(figures: dict[str, list], name: str, at: int, value: tuple[float, float, float], workers: int = 1) -> None:
+def _put(columns_out: dict[str, list], name: str, at: int, value: tuple[float, float, float], workers: int = 1) -> None:
     """A figure and its interval; efficiencies are ratios per worker (``workers`` divides them)."""
     for suffix, v in zip(("", "_low", "_high"), value):
-        figures[name + suffix][at] = v / workers
+        columns_out[name + suffix][at] = v / workers
 
 
 def _ok_runs(frame: pandas.DataFrame) -> list[dict[str, Any]]:
@@ -191,8 +193,8 @@ def _ok_runs(frame: pandas.DataFrame) -> list[dict[str, Any]]:
             continue  # a switched run has no one layout to scale: its segments are compared instead
         settings = {c: _canonical(row[c]) for c in columns}
         # A CPU run and a GPU run of the same settings are not the same group.
-        device = _canonical(row.get("device"))
-        settings["device"] = device.split(":")[0] if isinstance(device, str) else device
+        # The device's product name (a run's first rank's): two kinds of GPU are two groups too.
+        settings["device_name"] = _canonical(row.get("device_name"))
         # Runs on one host and runs spread over several are not the same group either.
         hosts = row.get("hosts")
         settings["hosts"] = hosts if isinstance(hosts, (int, float)) and not math.isnan(hosts) else None
@@ -276,14 +278,14 @@ def _label(run: dict[str, Any], kind: str, varying: list[str]) -> str:
         strategy = f"hybrid {s['hybrid']}"
     batch = f"batch {run['batch_size']}" if kind == "strong" else f"{run['batch_size'] // run['workers']} per worker"
     parts = [strategy, s.get("model"), s.get("precision"), batch]
-    parts += [f"{c} {_shown(s[c])}" for c in varying if s[c] is not None]
+    parts += [f"{_WORDS.get(c, c)} {_shown(s[c])}" for c in varying if s[c] is not None]
     return f"{kind}: " + ", ".join(str(p) for p in parts if p is not None)
 
 
 def _missing(run: dict[str, Any]) -> str:
     """The run that would give this one a speed-up: 1 worker, the same settings."""
     s = run["settings"]
-    same = ", ".join(f"{c} {_shown(s[c])}" for c in ("model", "precision", "compression", "sync", "device")
+    same = ", ".join(f"{_WORDS.get(c, c)} {_shown(s[c])}" for c in ("model", "precision", "compression", "sync", "device_name")
                      if s.get(c) is not None)
     return (f"a 1-worker {s.get('strategy')} (or single) run with the same settings "
             f"({same}, batch {run['batch_size']})")

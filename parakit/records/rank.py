@@ -88,6 +88,12 @@ class RankReport:
     fp8_layers: list[str] | None = None
     """Under precision fp8, the linear layers torchao converted to float8, by name (the rest ran
     in bf16); None at other precisions."""
+    sharded_units: list[str] | None = None
+    """Under fsdp, the modules sharded as units of their own (engine/blocks.py's blocks), by
+    name; ["(the whole model)"] where none were found; None under other layouts."""
+    checkpointed_units: list[str] | None = None
+    """With activation checkpointing, the modules recomputed in backward, by name; ["(the whole
+    model)"] where no blocks were found; None without checkpointing."""
 
     # -- FLOPs (counted on rank 0 only) ---------------------------------------------------
     flops_per_step: float | None
@@ -155,6 +161,17 @@ class RankReport:
     loop_ended_at: float | None = None
     """When it ended, before any state was saved, epoch seconds: between one segment's end and
     the next one's start training paused (``records.segments``)."""
+
+    # -- checkpoints while training (checkpoint_every): engine/background_save.py ----------
+    checkpoint_steps: list[int] | None = None
+    """The steps after which a checkpoint was started, counted from this launch's first (as
+    ``losses`` are); None without checkpoint_every."""
+    checkpoint_pause_s: list[float] | None = None
+    """Per checkpoint, the loop's pause: waiting for the one before, copying the state to CPU."""
+    checkpoint_write_s: list[float] | None = None
+    """Per checkpoint written, from its start until it was whole on disk (behind the training)."""
+    checkpoint_error: str | None = None
+    """Why a checkpoint failed, if one did (the run went on; the one before stayed whole)."""
 
     def __post_init__(self) -> None:
         # A report rebuilt from JSON (a test's, or an old pickle) may hold the measurement as

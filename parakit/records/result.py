@@ -16,6 +16,7 @@ from parakit.config.layouts import mesh_sizes
 from parakit.config.prices import usd_text
 from parakit.records.power import PowerMeasurement
 from parakit.records.record_view import RecordView
+from parakit.records.recovery import Recovery
 from parakit.records.summary_fields import Summary
 
 if TYPE_CHECKING:
@@ -107,6 +108,18 @@ class RankInfo:
     """What the meter read: the GPU's UUID, or 'cpu@host' for a host's RAPL package counters."""
 
 
+def renamed(data: dict[str, Any], record: type) -> dict[str, Any]:
+    """A copy of a stored record's JSON with the names an older parakit used (the record's
+    ``RENAMED``) read under the field's name now."""
+    if not isinstance(data, dict):
+        return data  # not a record at all: the store's check says what it is
+    out = dict(data)
+    for old, new in getattr(record, "RENAMED", {}).items():
+        if old in out and new not in out:
+            out[new] = out.pop(old)
+    return out
+
+
 def ranks_from_dicts(rows: list[dict[str, Any]]) -> list[RankInfo]:
     """A record's ranks from their JSON: the run's own, and each segment's."""
     return [RankInfo(**{**r, "power": PowerMeasurement.from_dict(r["power"])})
@@ -119,7 +132,8 @@ class SegmentRecord(RecordView):
     by attribute; also a read-only Mapping of its fields (``g["first_step"]``,
     ``g["settings"]["strategy"]``), as the dict it used to be."""
 
-    READERS = {"summary": Summary.from_dict, "ranks": ranks_from_dicts}
+    READERS = {"summary": Summary.from_dict, "ranks": ranks_from_dicts, "recovered": Recovery.from_dict}
+    ONLY_WHERE_IT_APPLIES = frozenset({"recovered"})
 
     index: int
     """Its place in the run, from 0."""
@@ -150,18 +164,24 @@ class SegmentRecord(RecordView):
     """Figure name -> why it is None, for this segment."""
     ranks: list[RankInfo] = field(default_factory=list)
     """Where its ranks ran."""
+    recovered: Recovery | None = None
+    """The engine death it began by recovering from (records/recovery.py); None otherwise."""
 
 
 @dataclass
 class RunResult:
     """Everything a run produced; saved as one JSON file in the run store."""
 
+    RENAMED = {"device": "device_names"}  # stored name before 0.2 -> the field's name now
+
     run_id: str
     status: str
     config: dict[str, Any]
     world_size: int
     backend: str | None
-    device: list[str]
+    device_names: list[str]
+    """Each rank's device by its product name ("NVIDIA H100 80GB HBM3", a CPU model), as
+    RankInfo.device_name; stored as "device" by parakit before 0.2, which still reads."""
     steps: list[StepRecord] = field(default_factory=list)
     summary: Summary = field(default_factory=Summary)
     """The figures over the measured steps, frozen (records/summary_fields.py); also a read-only
@@ -210,6 +230,11 @@ class RunResult:
     def ok(self) -> bool:
         return self.status == OK
 
+    @property
+    def recovered(self) -> list[Recovery]:
+        """One entry per engine death the run went on after, in order (kept on its segments)."""
+        return [g.recovered for g in self.segments if g.recovered is not None]
+
     def to_dict(self) -> dict[str, Any]:
         """The run as plain JSON data; the summary and segments under their stored names."""
         d = asdict(self)
@@ -219,7 +244,7 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
-        d = dict(d)
+        d = renamed(d, cls)
         d["steps"] = [StepRecord(**s) for s in d.get("steps", [])]
         d["ranks"] = ranks_from_dicts(d.get("ranks", []))
         d["summary"] = Summary.from_dict(d.get("summary", {}))
@@ -303,11 +328,14 @@ def headline(result: RunResult) -> str:
 class CommBenchResult:
     """A communication micro-benchmark on the session's engines; saved like a run."""
 
+    RENAMED = {"device": "device_names"}  # stored name before 0.2 -> the field's name now
+
     bench_id: str
     status: str
     world_size: int
     backend: str | None
-    device: list[str]
+    device_names: list[str]
+    """Each rank's device by its product name (stored as "device" before 0.2)."""
     dtype: str = "float32"
     rows: list[dict[str, Any]] = field(default_factory=list)
     """One per (collective, message size): bytes, time_s (median of the slowest rank), time_min_s,
@@ -330,7 +358,7 @@ class CommBenchResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CommBenchResult":
-        return cls(**d)
+        return cls(**renamed(d, cls))
 
     def frame(self) -> "pandas.DataFrame":
         """The rows as a DataFrame, one row per (collective, size)."""
@@ -351,10 +379,10 @@ def bench_result(outcome, world: int, backend: str | None, devices: list[str], s
     rank's), or the error of a failed or stopped one."""
     result = CommBenchResult(
         bench_id=f"comm-{new_run_id()}", status=outcome.status, world_size=world,
-        backend=backend, device=devices, error=outcome.error, started_at=started, ended_at=now_iso(),
+        backend=backend, device_names=devices, error=outcome.error, started_at=started, ended_at=now_iso(),
     )
     if outcome.status == OK and outcome.rank_results:
-        figures = outcome.rank_results[0]
-        result.dtype, result.rows = figures["dtype"], figures["rows"]
-        result.fits, result.skipped = figures["fits"], figures["skipped"]
+        measured = outcome.rank_results[0]
+        result.dtype, result.rows = measured["dtype"], measured["rows"]
+        result.fits, result.skipped = measured["fits"], measured["skipped"]
     return result

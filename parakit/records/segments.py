@@ -21,21 +21,24 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from parakit.config.switch import change_text, changed
+from parakit.records.recovery import Recovery
 from parakit.records.result import OK, RankInfo, RunResult, SegmentRecord, StepRecord
-from parakit.records.summary import diverged_at_step, step_figures, timed_steps
+from parakit.records.summary import diverged_at_step, step_measures, timed_steps
 from parakit.records.summary_fields import Summary
 
 if TYPE_CHECKING:
     import pandas
 
-SEGMENT_FIGURES = ("samples_per_s", "step_time_s", "wall_samples_per_s", "comm_bytes_per_step",
+SEGMENT_MEASURES = ("samples_per_s", "step_time_s", "wall_samples_per_s", "comm_bytes_per_step",
                    "compute_time_s", "exposed_comm_time_s", "peak_mem_bytes", "param_bytes",
                    "optimizer_bytes", "energy_j", "avg_power_w", "loss_first", "loss_last")
 
 
 def segment_record(index: int, part: RunResult, first_step: int, previous: dict[str, Any] | None,
-                   switch_s: float | None, save_s: float | None, load_s: float | None) -> SegmentRecord:
-    """One segment as the run's record keeps it."""
+                   switch_s: float | None, save_s: float | None, load_s: float | None,
+                   recovered: Recovery | None = None) -> SegmentRecord:
+    """One segment as the run's record keeps it; ``recovered``: the death it went on after."""
+    label = change_text(changed(previous, part.config)) if previous is not None else "start"
     return SegmentRecord(
         index=index,
         first_step=first_step,
@@ -43,7 +46,7 @@ def segment_record(index: int, part: RunResult, first_step: int, previous: dict[
         status=part.status,
         settings=part.config,
         changed=changed(previous, part.config) if previous is not None else {},
-        label=change_text(changed(previous, part.config)) if previous is not None else "start",
+        label=recovered.label() if recovered is not None else label,
         world_size=part.world_size,
         switch_s=switch_s,
         state_save_s=save_s,
@@ -51,6 +54,7 @@ def segment_record(index: int, part: RunResult, first_step: int, previous: dict[
         summary=replace(part.summary, method=None),  # the words are the run's, said once
         unmeasured=dict(part.unmeasured),
         ranks=[replace(r) for r in part.ranks],  # copies, as the JSON was: the run's last ranks are these too
+        recovered=recovered,
     )
 
 
@@ -71,7 +75,7 @@ def join(parts: list[RunResult], records: list[SegmentRecord], run_id: str, conf
     status = next((p.status for p in parts if p.status != OK), OK)
     result = RunResult(
         run_id=run_id, status=status, config=config, world_size=parts[0].world_size, backend=last.backend,
-        device=last.device, steps=steps, ranks=last.ranks, error=next((p.error for p in parts if p.error), None),
+        device_names=last.device_names, steps=steps, ranks=last.ranks, error=next((p.error for p in parts if p.error), None),
         started_at=parts[0].started_at, ended_at=last.ended_at, network=last.network,
         warnings=[w for p in parts for w in p.warnings], segments=records,
     )
@@ -93,15 +97,16 @@ def run_summary(steps: list[StepRecord], parts: list[RunResult], records: list[S
     peaks = [p.summary.peak_mem_bytes for p in parts if p.summary.peak_mem_bytes is not None]
     return Summary(
         # one rule with a run's own: the median step with its interval (records/summary.py)
-        **(step_figures(timed_steps(measured), batch_size) if measured else {}),
+        **(step_measures(timed_steps(measured), batch_size) if measured else {}),
         measured_steps=sum(counts),
         wall_samples_per_s=batch_size * sum(counts) / wall_s if wall_s else None,
         loss_first=losses[0] if losses else None,
         loss_last=losses[-1] if losses else None,
         peak_mem_bytes=max(peaks) if peaks else None,
         energy_j=sum(energies) if energies and all(e is not None for e in energies) else None,
-        switches=len(records) - 1,
-        switch_s=sum(r.switch_s or 0.0 for r in records),
+        # a recovery's pause is time lost to a death (records/recovery.py), not a switch's
+        switches=sum(1 for r in records[1:] if r.recovered is None),
+        switch_s=sum(r.switch_s or 0.0 for r in records[1:] if r.recovered is None),
         params_in_sync=parts[-1].summary.params_in_sync,
         diverged_at_step=diverged_at_step(steps),
     )
@@ -123,7 +128,7 @@ def segment_results(results: list[RunResult]) -> list[RunResult]:
             ranks = [_shifted(r, start) for r in seg.ranks]
             out.append(RunResult(
                 run_id=f"{run.run_id}/{seg.index}", status=seg.status, config=seg.settings,
-                world_size=seg.world_size, backend=run.backend, device=[r.device_name for r in ranks],
+                world_size=seg.world_size, backend=run.backend, device_names=[r.device_name for r in ranks],
                 steps=steps, summary=seg.summary, ranks=ranks, unmeasured=dict(seg.unmeasured),
                 started_at=run.started_at, ended_at=run.ended_at, network=run.network))
     return out
@@ -161,7 +166,7 @@ def segment_rows(runs: list[RunResult]) -> list[dict[str, Any]]:
                    "last_step": seg.last_step, "status": seg.status, "world_size": seg.world_size,
                    "switched_to": seg.label, "switch_s": seg.switch_s}
             row.update({k: v for k, v in seg.settings.items() if k not in ("model_options",)})
-            row.update({k: seg.summary.get(k) for k in SEGMENT_FIGURES})  # the stored names: the frame's columns
+            row.update({k: seg.summary.get(k) for k in SEGMENT_MEASURES})  # the stored names: the frame's columns
             rows.append(row)
     return rows
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parakit.records.record_view import RecordView
-from parakit.records.result import CommBenchResult, RunResult
+from parakit.records.result import CommBenchResult, RunResult, renamed
 
 if TYPE_CHECKING:
     import pandas
@@ -174,7 +174,7 @@ def _read_all(folder: Path, record: type, what: str) -> list:
 def _read(path: Path, record: type):
     if not path.is_file():  # a folder, a FIFO (reading would block) or a device named *.json
         raise ValueError("not a regular file")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = renamed(json.loads(path.read_text(encoding="utf-8")), record)
     _check_record(data, record)
     if record is RunResult:
         for key in _CONFIG_COUNTS:
@@ -268,7 +268,7 @@ def runs_frame(runs: list[RunResult]) -> "pandas.DataFrame":
             "started_at": r.started_at,
             "world_size": r.world_size,
             "backend": r.backend,
-            "device": r.device[0] if r.device else None,
+            "device_name": r.device_names[0] if r.device_names else None,
             # The hosts the session's engines were on (one rule for the speed-up compares it).
             "hosts": len(set(r.network["hosts"])) if (r.network or {}).get("hosts") else None,
         }

@@ -18,7 +18,9 @@ from parakit.records.memory import memory_methods, memory_summary
 from parakit.records.rank import RankReport
 from parakit.records.result import RankInfo, RunResult, StepRecord
 from parakit.records.summary_fields import InstrumentOverhead, Summary
-from parakit.records.summary_words import divergence_warning, methods, progress_warning, unmeasured_reasons
+from parakit.records.summary_words import (
+    divergence_warning, methods, one_unit_warning, progress_warning, unmeasured_reasons,
+)
 
 
 def measure(result: RunResult, config: RunConfig, reports: list[RankReport | None]) -> None:
@@ -47,6 +49,7 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
         base, **power, **flops, **machine_load(returned, wall_s), flops_method=first.flops_method if first else None,
         math_flags=returned[0].math_flags,
         fp8_layers=returned[0].fp8_layers,  # None but under fp8: no key then, so other runs' records compare equal
+        sharded_units=returned[0].sharded_units, checkpointed_units=returned[0].checkpointed_units,
         wall_samples_per_s=config.batch_size * base.measured_steps / wall_s if wall_s else None,
         instrument_overhead=overhead, profiler_overhead=overhead.recorded_step_slowdown,
         diverged_at_step=diverged_at_step(result.steps),
@@ -56,7 +59,7 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
     if summary.diverged_at_step is not None:
         result.warnings.append(divergence_warning(summary.diverged_at_step, result.steps, config))
     settling = still_settling([s.step_time_s for s in result.steps if not s.warmup])
-    for warning in (settling, busy_warning(summary) if is_busy(summary) else None):
+    for warning in (settling, busy_warning(summary) if is_busy(summary) else None, one_unit_warning(summary, config)):
         if warning and warning not in result.warnings:
             result.warnings.append(warning)
 
@@ -100,13 +103,36 @@ def instrument_overhead(steps: list[StepRecord], reports: list[RankReport],
         gc_collections=[max(c) for c in zip(*collections)] if collections else None,
         activation_count_s=max((r.activation_count_s for r in reports if r.activation_count_s is not None),
                                default=None),
+        **checkpoint_cost(reports, measured[0].step if measured else None, wall_s),
         method=("recorded_step_slowdown: median recorded step against the median of the others; "
                 "after_recorded_slowdown: the 3 steps after each mid-run window against the steps "
                 "neither recorded nor after one; between_steps_s: perf_counter around "
                 "the profiler's start, stop and reading and the progress messages, largest rank; "
                 "wall_share: between_steps_s plus the recorded steps' time above the others' median, "
-                "over the measured steps' wall clock"),
+                "over the measured steps' wall clock; checkpoint_pause_s and checkpoint_write_s: perf_counter "
+                "around each checkpoint's start and until its future was done, median of the slowest rank's; "
+                "checkpoint_share: the slowest rank's pauses after measured steps over their wall clock"),
     )
+
+
+def checkpoint_cost(reports: list[RankReport], first_measured: int | None, wall_s: float | None) -> dict[str, Any]:
+    """What the checkpoints taken while training (``checkpoint_every``) cost: InstrumentOverhead's
+    checkpoint figures, or {} for a run without them."""
+    taken = [r for r in reports if r.checkpoint_steps is not None]
+    if not taken:
+        return {}
+    slowest = [max(p) for p in zip(*(r.checkpoint_pause_s for r in taken))]
+    written = [max(w) for w in zip(*(r.checkpoint_write_s for r in taken))]
+    steps = taken[0].checkpoint_steps
+    # a checkpoint after step k (counted from 1) paused the loop inside the measured wall clock
+    # when step k was measured
+    inside = [p for k, p in zip(steps, slowest) if first_measured is not None and k - 1 >= first_measured]
+    return {
+        "checkpoints": len(steps),
+        "checkpoint_pause_s": statistics.median(slowest) if slowest else None,
+        "checkpoint_write_s": statistics.median(written) if written else None,
+        "checkpoint_share": sum(inside) / wall_s if wall_s and first_measured is not None else None,
+    }
 
 
 def diverged_at_step(steps: list[StepRecord]) -> int | None:
@@ -143,7 +169,7 @@ def steps_from_ranks(reports: list[RankReport], warmup_steps: int) -> list[StepR
 
 BREAKDOWN = ("compute_time_s", "comm_time_s", "exposed_comm_time_s", "idle_time_s")
 # The helpers below each return some of Summary's fields as keyword arguments, by attribute
-# (``Summary(**step_figures(...))``): a bundle for the one constructor, never a record read by key.
+# (``Summary(**step_measures(...))``): a bundle for the one constructor, never a record read by key.
 
 
 def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo]) -> Summary:
@@ -155,7 +181,7 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
     digests = [r.params_digest for r in ranks if r.params_digest]
     bubbles = [r.bubble for r in ranks if r.bubble is not None]
     return Summary(
-        **step_figures(timed_steps(measured), config.batch_size),
+        **step_measures(timed_steps(measured), config.batch_size),
         measured_steps=len(measured),
         loss_first=losses[0] if losses else None,
         loss_last=losses[-1] if losses else None,
@@ -180,7 +206,7 @@ def timed_steps(measured: list[StepRecord]) -> list[float]:
     return plain if len(plain) >= 3 else [s.step_time_s for s in measured]
 
 
-def step_figures(times: list[float], batch_size: int) -> dict[str, Any]:
+def step_measures(times: list[float], batch_size: int) -> dict[str, Any]:
     """Step time and samples/s at the median step, with their 95 % intervals (records/intervals.py)
     and the within-run noise they came with. At the median, so one slow step does not move it."""
     step_time = statistics.median(times)

@@ -29,6 +29,9 @@ class InstrumentOverhead(RecordView):
     """What parakit's own instruments cost a run, measured on it (``summary.instrument_overhead``).
     None where a run could not tell, or is older than the figure."""
 
+    # Only a run with checkpoint_every has checkpoints to cost: elsewhere no key, as before them.
+    ONLY_WHERE_IT_APPLIES = frozenset({"checkpoints", "checkpoint_pause_s", "checkpoint_write_s", "checkpoint_share"})
+
     recorded_steps: int | None = None
     """How many measured steps the profiler recorded."""
     recorded_step_slowdown: float | None = None
@@ -53,6 +56,14 @@ class InstrumentOverhead(RecordView):
     activation_count_s: float | None = None
     """The saved-tensor hooks' time inside the one step they count activations in
     (engine/memory.py), largest rank; None where none counted."""
+    checkpoints: int | None = None
+    """Checkpoints started during the run (``checkpoint_every``); None without them."""
+    checkpoint_pause_s: float | None = None
+    """The loop's pause per checkpoint (the state copied to CPU memory), median, slowest rank."""
+    checkpoint_write_s: float | None = None
+    """Per checkpoint, the time until it was whole on disk, behind the training; median, slowest rank."""
+    checkpoint_share: float | None = None
+    """The pauses of the checkpoints among the measured steps over their wall clock."""
     method: str | None = None
     """How each of the above was obtained, in words."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +78,8 @@ class Summary(RecordView):
     STORED_AS = {"power_sampler_cpu_share": "power_sampler_overhead"}
     # Only a run under fp8 has layers to name, only a switched run switches, and a segment's
     # summary leaves the words to its run's: elsewhere the dict had no such key, nor has the view.
-    ONLY_WHERE_IT_APPLIES = frozenset({"fp8_layers", "switches", "switch_s", "method"})
+    ONLY_WHERE_IT_APPLIES = frozenset({"fp8_layers", "sharded_units", "checkpointed_units", "switches", "switch_s",
+                                       "method"})
     READERS = {"instrument_overhead": InstrumentOverhead.from_dict}
 
     # -- step time and throughput: at the median timed step (records/intervals.py) ----------
@@ -204,6 +216,12 @@ class Summary(RecordView):
     """Rank 0's math settings (TF32 for matmuls and cuDNN, ...), so a figure reads with them."""
     fp8_layers: list[str] | None = None
     """Under fp8: the layers converted to float8; no key elsewhere."""
+    sharded_units: list[str] | None = None
+    """Under fsdp: the modules sharded as units of their own, each gathered alone (the rest of
+    the model is one more unit); ["(the whole model)"] where no blocks were found; no key elsewhere."""
+    checkpointed_units: list[str] | None = None
+    """With activation checkpointing: the modules recomputed in backward; ["(the whole model)"]
+    where no blocks were found; no key elsewhere."""
 
     # -- a switched run (records/segments.py) --------------------------------------------
     switches: int | None = None

@@ -4,6 +4,7 @@ computes the figures). Kept apart so the wording changes without touching the ar
 
 from __future__ import annotations
 
+from parakit.config.own_model import WHOLE_MODEL
 from parakit.config.run import RunConfig, Strategy
 from parakit.records.intervals import METHOD as INTERVAL_METHOD
 from parakit.records.memory import memory_unmeasured
@@ -87,7 +88,7 @@ def methods(config: RunConfig, summary: Summary) -> dict[str, str]:
     }
     if summary.compute_time_s is not None:
         which = (f"every {config.profile_every}th after the warm-up" if config.profile_every
-                 else "one window right after the warm-up")
+                 else "one window, the run's last steps")
         out["compute_time_s"] = (
             f"torch.profiler on {summary.breakdown_steps} steps ({which}): union of compute intervals (GPU kernels; CPU operators of the training "
             "thread), mean over ranks, median over recorded steps; comm_time_s the same for "
@@ -105,3 +106,21 @@ def methods(config: RunConfig, summary: Summary) -> dict[str, str]:
     if summary.comm_bytes_per_step is not None:
         out["comm_bytes_per_step"] = "counted in DDP's communication hooks, largest sender, mean over measured steps"
     return out
+
+
+def one_unit_warning(summary: Summary, config: RunConfig) -> str | None:
+    """One warning where fsdp or activation checkpointing found no repeated blocks and took
+    the whole model as one unit: what that costs, and how to name the blocks; None otherwise."""
+    costs = []
+    if summary.sharded_units == [WHOLE_MODEL]:
+        full = summary.param_bytes * config.data_parallel_size if summary.param_bytes else None
+        held = f" (about {full / 2**20:.1f} MiB)" if full else ""
+        costs.append(f"fsdp gathers every weight at once{held}, so each rank's peak holds a whole replica, "
+                     "and no gathering overlaps compute")
+    if summary.checkpointed_units == [WHOLE_MODEL]:
+        costs.append("checkpointing recomputes the whole forward in backward at once, so backward's peak "
+                     "still holds every activation")
+    if not costs:
+        return None
+    return (f"no repeated blocks found in the model, so it is one unit: {'; '.join(costs)}. "
+            "Name them with blocks='model.layers' (a list of blocks) or blocks=[MyBlock]")

@@ -3,7 +3,9 @@ or those a session would start) and what to start or refuse.
 
 Session, the ``parakit`` command, the magics, the panel and the advisor all call these
 functions, so a request is refused with the same one line whichever front end it came from,
-and before any engine is started or touched. Nothing here imports torch or ipyparallel.
+and before any engine is started or touched. Nothing here imports torch or ipyparallel, but a
+run of a model of your own that names its modules (tp_plan, split, blocks) builds the model
+on the meta device to check them (engine/model_check.py), which imports torch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,7 @@ from parakit.config.hosts import EngineLaunch, Launcher
 from parakit.config.levers import (
     FP8_NEEDS_TORCHAO, Precision, check_cpu_precision, check_fp8_capability, default_workers,
 )
+from parakit.config.recovery import FailurePolicy, OnFailure
 from parakit.config.run import Device, RunConfig, Strategy
 from parakit.config.switch import CARRIED, STATE_FACTS, check_switches, segment_settings, with_switch
 from parakit.records.result import run_label
@@ -32,7 +36,7 @@ _DEFAULTS = {f.name: getattr(f.default, "value", f.default) for f in dataclasses
 
 
 @dataclass(frozen=True)
-class Engines:
+class EngineFacts:
     """What a request is checked against."""
 
     facts: placement.HostFacts
@@ -47,12 +51,12 @@ class Engines:
 
     @property
     def local(self) -> bool:
-        return self.launch.engines is Launcher.LOCAL
+        return self.launch.launcher is Launcher.LOCAL
 
 
 def engines_here(*, workers: Any = None, device: Any = "auto", gpus: Any = None, runs_dir: Any = None,
                  engines: str = "local", profile: str | None = None, cluster_id: str | None = None,
-                 ifname: str | None = None, link: str | None = None) -> Engines:
+                 ifname: str | None = None, link: str | None = None) -> EngineFacts:
     """The engines a Session given these arguments would start, checked against this machine.
 
     Args:
@@ -60,7 +64,7 @@ def engines_here(*, workers: Any = None, device: Any = "auto", gpus: Any = None,
             ``Session`` takes them (``runs_dir`` None: not checked).
 
     Returns:
-        The Engines a request is then checked against (``check_run``).
+        The EngineFacts a request is then checked against (``check_run``).
 
     Raises:
         ValueError: naming what does not fit (a GPU that is not there, too many engines for
@@ -75,20 +79,20 @@ def engines_here(*, workers: Any = None, device: Any = "auto", gpus: Any = None,
     if gpus is not None and not (isinstance(gpus, list) and all(type(g) is int for g in gpus)):
         raise ValueError(f"gpus must be a list of GPU indices, e.g. [0, 1] (got {gpus!r})")
     facts = placement.host_facts()
-    local = launch.engines is Launcher.LOCAL
+    local = launch.launcher is Launcher.LOCAL
     # Engines on other hosts choose among their own GPUs; the notebook's host may have none.
     chosen = placement.choose_gpus(device, gpus, facts) if local else []
     # Attached: wait for ``workers`` engines if given, else take the ones registered.
     if workers is None:
-        workers = 1 if launch.engines is Launcher.ATTACH else len(chosen) or 2
-    here = Engines(facts, chosen, workers, launch)
+        workers = 1 if launch.launcher is Launcher.ATTACH else len(chosen) or 2
+    here = EngineFacts(facts, chosen, workers, launch)
     check_count(here, workers)
     if runs_dir is not None:
         check_runs_dir(runs_dir)
     return here
 
 
-def check_count(engines: Engines, workers: Any) -> int:
+def check_count(engines: EngineFacts, workers: Any) -> int:
     """An engine count: a whole number >= 1 that (for local engines) this machine can hold."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1 (got {workers!r})")
@@ -97,7 +101,7 @@ def check_count(engines: Engines, workers: Any) -> int:
     return workers
 
 
-def check_run(engines: Engines, **settings: Any) -> RunConfig:
+def check_run(engines: EngineFacts, **settings: Any) -> RunConfig:
     """A run's settings, checked and completed for these engines.
 
     Args:
@@ -125,7 +129,7 @@ def check_run(engines: Engines, **settings: Any) -> RunConfig:
     return check_config(engines, RunConfig(**settings))
 
 
-def check_config(engines: Engines, config: RunConfig) -> RunConfig:
+def check_config(engines: EngineFacts, config: RunConfig) -> RunConfig:
     """What a RunConfig, sound in itself, needs of the engines: a precision their device has,
     and no pipeline over ranks that share a GPU. Returns the config; ValueError otherwise."""
     if not engines.gpus:
@@ -134,10 +138,26 @@ def check_config(engines: Engines, config: RunConfig) -> RunConfig:
         check_fp8_gpus(engines)
     if engines.local:
         placement.check_gpu_sharing(config, engines.gpus)
+    if config.sync_batchnorm and not engines.gpus:
+        raise ValueError("sync_batchnorm needs GPU engines (torch's SyncBatchNorm syncs CUDA tensors only); "
+                         "on CPU engines each rank normalises its own slice: drop sync_batchnorm")
+    check_own_model(config)
     return config
 
 
-def check_fp8_gpus(engines: Engines) -> None:
+def check_own_model(config: RunConfig) -> None:
+    """A model of your own's tp_plan, split and blocks against the model itself, built on the
+    meta device here (engine/model_check.py); what ``tp_plan="auto"`` left out is said as a
+    warning. Only runs that set one of them pay for the build (and a pipeline's trace)."""
+    if isinstance(config.model, str):
+        return
+    from parakit.engine.model_check import check_model_settings  # torch: only for a model of your own
+
+    for note in check_model_settings(config):
+        warnings.warn(f"parakit: {note}", stacklevel=4)
+
+
+def check_fp8_gpus(engines: EngineFacts) -> None:
     """fp8 on local GPU engines: torchao importable (they run this Python) and every GPU of
     compute capability 8.9 or later, as NVML reports it. Engines on other hosts, and GPUs NVML
     cannot describe, are checked on the engine when the run starts (engine/fp8.py)."""
@@ -172,7 +192,7 @@ def gpu_capabilities(gpus: list) -> list[tuple[str, tuple[int, int]]]:
         return []
 
 
-def check_runs(engines: Engines, runs: list[dict[str, Any]], label=None) -> list[RunConfig]:
+def check_runs(engines: EngineFacts, runs: list[dict[str, Any]], label=None) -> list[RunConfig]:
     """Every run of a list (a sweep) checked before the first starts.
 
     Raises:
@@ -201,7 +221,7 @@ def _label(settings: dict[str, Any]) -> str:
     return run_label({**_DEFAULTS, **given}, given.get("workers"))
 
 
-def check_bench(engines: Engines, workers: Any = None, *, sizes=None, collectives=None, repeats: Any = 10,
+def check_bench(engines: EngineFacts, workers: Any = None, *, sizes=None, collectives=None, repeats: Any = 10,
                 warmup: Any = 3, max_size=None, dtype: str = "float32") -> dict[str, Any]:
     """A communication benchmark's settings for these engines; returns the engine function's
     keyword arguments (``config.bench.bench_settings``) with ``workers`` filled in."""
@@ -237,15 +257,23 @@ class Continuation:
     """The saved state it starts from (``resume``)."""
     first_step: int = 0
     """The global step it starts at: the resumed run's steps done."""
+    failures: FailurePolicy = FailurePolicy()
+    """Its checkpoints and what it does about a lost worker (config/recovery.py)."""
 
 
-def check_continuation(engines: Engines, config: RunConfig, settings: dict[str, Any], *, switch: Any = None,
-                       save_state: Any = False, resume: Any = None, runs_dir: Any = None) -> Continuation:
-    """A run's switches, save and resume, checked before the first step: every segment as a
-    fresh run of its settings would be, the saved state present, whole and of the same
-    training. ValueError in one line otherwise."""
+def check_continuation(engines: EngineFacts, config: RunConfig, settings: dict[str, Any], *, switch: Any = None,
+                       save_state: Any = False, resume: Any = None, runs_dir: Any = None,
+                       checkpoint_every: Any = None, on_failure: Any = "fail", max_failures: Any = 3,
+                       fault: Any = None) -> Continuation:
+    """A run's switches, save and resume, checkpoints and what it does about a lost worker,
+    checked before the first step: every segment as a fresh run of its settings would be, the
+    saved state present, whole and of the same training, a shrink that fits. ValueError in one
+    line otherwise."""
     if not isinstance(save_state, bool):
         raise ValueError(f"save_state must be True or False (got {save_state!r})")
+    failures = FailurePolicy(checkpoint_every=checkpoint_every, on_failure=on_failure, max_failures=max_failures,
+                             fault=fault)
+    failures.check_run(config)
     plan = check_switches(switch, config.steps) if switch is not None else []
     settings = {**settings, "strategy": config.strategy.value, "workers": config.workers}
     chain = [settings]
@@ -261,8 +289,25 @@ def check_continuation(engines: Engines, config: RunConfig, settings: dict[str, 
             check_run(engines, **segment_settings(segment, end - start, config.warmup_steps))
         except ValueError as e:
             raise ValueError(f"the segment from step {start} ({end - start} step(s)): {e}") from None
+    if failures.on_failure is OnFailure.SHRINK:
+        check_shrink(engines, chain, config, failures.max_failures)
     state_in, first = check_resume(runs_dir, resume, config) if resume is not None else (None, 0)
-    return Continuation(plan, settings, state_in, first)
+    return Continuation(plan, settings, state_in, first, failures)
+
+
+def check_shrink(engines: EngineFacts, chain: list[dict[str, Any]], config: RunConfig, max_failures: int) -> None:
+    """``on_failure="shrink"``: every segment's layout must go on with each worker count a
+    death may leave it (one fewer per death, down to 1), with the same global batch."""
+    if config.workers < 2:
+        raise ValueError("on_failure='shrink' needs 2 workers or more: use on_failure='resume' on 1")
+    for settings in chain:
+        workers = settings.get("workers", config.workers)
+        for left in range(workers - 1, max(workers - 1 - max_failures, 0), -1):
+            try:
+                check_run(engines, **{**with_switch(settings, {"workers": left}), "steps": 2, "warmup_steps": 1})
+            except ValueError as e:
+                raise ValueError(f"on_failure='shrink' cannot go on with {left} worker(s) of "
+                                 f"{run_label(settings, workers)}: {e}") from None
 
 
 def check_resume(runs_dir: Any, run_id: Any, config: RunConfig) -> tuple[str, int]:

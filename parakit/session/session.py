@@ -19,7 +19,7 @@ from parakit.config.prices import Prices, check_prices
 from parakit.config.run import Device, RunConfig
 from parakit.records.result import OK, RunResult
 from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame
-from parakit.session.preflight import Engines, check_run, engines_here
+from parakit.session.preflight import EngineFacts, check_run, engines_here
 from parakit.session.fit import FitResult, run_fit
 from parakit.session.progress import StatusLine, note
 from parakit.session.sweep import combinations, run_sweep, said_in_a_terminal
@@ -148,7 +148,7 @@ class Session(SessionTools):
         launch = self.launch
         if launch.link is not None:
             return f", on two hosts joined by a {launch.link.text} link"
-        return "" if launch.engines is Launcher.LOCAL else f" through {launch.engines.value}"
+        return "" if launch.launcher is Launcher.LOCAL else f" through {launch.launcher.value}"
 
     def network(self) -> dict[str, Any]:
         """Where runs go: the launcher, hosts, interface and link (recorded with each run)."""
@@ -171,9 +171,9 @@ class Session(SessionTools):
         """Check run settings and fill in defaults, without touching an engine."""
         return check_run(self.preflight(), **settings)
 
-    def preflight(self) -> Engines:
+    def preflight(self) -> EngineFacts:
         """What a request is checked against on this session (see session/preflight.py)."""
-        return Engines(self.facts, self.gpus, self.workers, self.launch)
+        return EngineFacts(self.facts, self.gpus, self.workers, self.launch)
 
     def run(
         self,
@@ -184,6 +184,7 @@ class Session(SessionTools):
         switch: dict[int, dict[str, Any]] | None = None,
         save_state: bool = False,
         resume: str | None = None,
+        checkpoint_every: int | None = None, on_failure: str = "fail", max_failures: int = 3, fault: str | None = None,
         **settings: Any,
     ) -> RunResult:
         """Train once on the engines and save the result to the run store.
@@ -210,6 +211,8 @@ class Session(SessionTools):
             save_state: save the final state with DCP beside the run file, to resume from.
             resume: a run id saved with save_state=True: go on from its state for ``steps``
                 more steps, under the same or another layout or worker count.
+            checkpoint_every, on_failure, max_failures, fault: survive a lost worker: a checkpoint every K steps;
+                on a death, "resume" or "shrink", N times at most; "kill:RANK@STEP" tries it (docs/reliability.md).
 
         Returns:
             The RunResult (also saved as JSON in ``runs_dir``). A failed or interrupted run is
@@ -223,7 +226,8 @@ class Session(SessionTools):
         prices = self.prices if prices is None else check_prices(prices)
         with self._one_at_a_time():
             result = run_segments(self, config, {"model": model, **settings}, switch=switch, save_state=save_state,
-                                  resume=resume, on_progress=on_progress, prices=prices)
+                                  resume=resume, on_progress=on_progress, prices=prices, fault=fault,
+                                  checkpoint_every=checkpoint_every, on_failure=on_failure, max_failures=max_failures)
         for warning in result.warnings:  # a busy machine, a run still settling ...: one line each, on stderr
             warnings.warn(f"parakit: {result.run_id}: {warning}", stacklevel=2)
         return result
@@ -371,10 +375,8 @@ class Session(SessionTools):
             raise RuntimeError(self._broken)
         with self._state_lock:
             if self._running:
-                raise RuntimeError(
-                    "a run is already going on this session (a panel's?); wait for it to end, "
-                    "or stop it with session.stop()"
-                )
+                raise RuntimeError("a run is already going on this session (a panel's?); wait for it to end, "
+                                   "or stop it with session.stop()")
             self._running = True
             self._stop.clear()
         try:

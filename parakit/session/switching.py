@@ -27,6 +27,7 @@ from parakit.records.store import save_rank_files, save_run, state_folder
 from parakit.records.summary import measure
 from parakit.session.preflight import check_continuation
 from parakit.session.progress import ProgressPrinter
+from parakit.session.recovery import FailureGuard
 
 ANSWER_TIMEOUT_S = 600.0  # a live switch waits at most this long for the ranks to agree
 
@@ -72,19 +73,22 @@ class LiveSwitch:
 
 
 def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, switch: Any = None,
-                 save_state: bool = False, resume: str | None = None, on_progress=None, prices=None) -> RunResult:
-    """Train ``config`` as a chain of segments (see the module's docstring), save it as one run."""
+                 save_state: bool = False, resume: str | None = None, on_progress=None, prices=None,
+                 **failures: Any) -> RunResult:
+    """Train ``config`` as a chain of segments (see the module's docstring), save it as one run.
+    ``failures``: checkpoint_every, on_failure, max_failures and fault (session/recovery.py)."""
     go_on = check_continuation(session.preflight(), config, settings, switch=switch, save_state=save_state,
-                               resume=resume, runs_dir=session.runs_dir)
+                               resume=resume, runs_dir=session.runs_dir, **failures)
     plan, state_in, first, settings = go_on.plan, go_on.state_in, go_on.first_step, go_on.settings
-    run_id = new_run_id()
+    run_id, temps = new_run_id(), []
+    guard = FailureGuard(session, go_on.failures, run_id, first, temps)
     final = state_folder(session.runs_dir, run_id) if save_state else None
     live = LiveSwitch(session, settings)
     session._live = live
     printer = ProgressPrinter(config) if session.progress and on_progress is None else None
     ends = [first + step for step, _ in plan] + [first + config.steps]
-    parts, records, temps = [], [], []
-    step, previous, save_s, ended, cannot = first, None, None, None, None
+    parts, records = [], []
+    step, previous, save_s, ended, cannot, segment, kept = first, None, None, None, None, None, None
     try:
         while step < ends[-1]:
             end = next(e for e in ends if e > step)
@@ -100,17 +104,26 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
                 break
             last = end == ends[-1]
             out = str(final) if last and final else str(_temp(session.runs_dir, run_id, len(parts), temps))
-            segment = Segment(first_step=step, state_in=state_in, state_out=out,
-                              save_at_end=not last or bool(final), save_on_stop=bool(final))
+            segment = guard.segment(first_step=step, state_in=state_in, state_out=out,
+                                    save_at_end=not last or bool(final), save_on_stop=bool(final))
             progress = _offset(on_progress or printer, step - first, config.steps)
-            part, reports = launch_segment(session, seg_config, segment, progress, prices, live.event)
+            part, reports = launch_segment(session, seg_config, segment, progress, prices, live.event,
+                                           after=guard.after_launch)
             load_s = _slowest(reports, "state_load_s")
-            # Training paused from the last rank's last step to the last rank's first step again.
+            # Training paused from the last rank's last step to the last rank's first step again
+            # (after a death: from the end of the checkpoint's step, records/recovery.py).
             began = _slowest(reports, "loop_started_at")
+            recovered = guard.recovered(began)
             switch_s = began - ended if parts and began is not None and ended is not None else None
-            records.append(segment_record(len(parts), part, step, previous, switch_s, save_s, load_s))
+            switch_s, save_s = (recovered.lost_s, None) if recovered else (switch_s, save_s)
+            resumed = None if part.ok else guard.go_on(part, reports, segment, settings)  # trims the part
+            records.append(segment_record(len(parts), part, step, previous, switch_s, save_s, load_s, recovered))
             parts.append(part)
             previous, save_s, ended = part.config, _slowest(reports, "state_save_s"), _slowest(reports, "loop_ended_at")
+            if resumed:  # a death recovered from: the next segment goes on from the checkpoint
+                step, state_in, settings = resumed.step, resumed.state_in, resumed.settings
+                live.settings = settings
+                continue
             step += len(part.steps)
             state_in = out
             asked = live.take()
@@ -128,8 +141,10 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
                 printer.label = run_label(session.config(**settings).describe())
     finally:
         session._live = None
+        guard.restore_engines()
         if live.take():
             live.answer("the run ended before the switch could take effect")
+        kept = guard.keep_checkpoint(run_id, bool(parts) and all(p.ok for p in parts) and not cannot, segment)
         for folder in temps:
             shutil.rmtree(folder, ignore_errors=True)
     result = parts[0] if len(parts) == 1 else join(parts, records, run_id, _run_config(parts, config, plan))
@@ -143,6 +158,9 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
         result.segments = records
     result.resumed_from = resume
     result.state_dir = str(final) if final and (final / STATE_FACTS).is_file() else None
+    if kept and not result.state_dir:
+        result.state_dir = kept[0]
+        result.warnings.append(f"its last checkpoint (step {kept[1]}) is kept: resume={run_id!r} goes on from it")
     record_costs(result, session.prices if prices is None else prices)
     if printer:
         printer.done(headline(result))
@@ -151,8 +169,9 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
 
 
 def launch_segment(session: Any, config: RunConfig, segment: Segment, on_progress, prices,
-                   switch: threading.Event | None) -> tuple[RunResult, list]:
-    """One launch on the engines this segment needs, measured as a run of its own."""
+                   switch: threading.Event | None, after=None) -> tuple[RunResult, list]:
+    """One launch on the engines this segment needs, measured as a run of its own; ``after``
+    deals with the engines once it ended (``Session._after``'s work, by default)."""
     engines = session._engines
     engines.grow(config.workers)
     backend, warning = None, None
@@ -168,16 +187,16 @@ def launch_segment(session: Any, config: RunConfig, segment: Segment, on_progres
                        device_name=e.device_name, gpu_index=e.gpu_index, threads=e.threads)
              for rank, (e, report) in enumerate(zip(ranked, reports))]
     result = RunResult(run_id=new_run_id(), status=outcome.status, config=config.describe(),
-                       world_size=config.workers, backend=backend, device=[r.device_name for r in ranks],
+                       world_size=config.workers, backend=backend, device_names=[r.device_name for r in ranks],
                        ranks=ranks, error=outcome.error, started_at=started, ended_at=now_iso(),
                        network=session.network())
     measure(result, config, outcome.rank_results)
     save_rank_files(result, outcome.rank_results, session.runs_dir)
     if warning:
         result.warnings.append(warning)
-    recovered = session._after(outcome)
-    if recovered:
-        result.warnings.append(recovered)
+    repaired = (after or session._after)(outcome)
+    if repaired:
+        result.warnings.append(repaired)
     if result.ok and any(r is not None and r.error for r in reports):  # the state could not be saved
         result.status, result.error = FAILED, next(r.error for r in reports if r is not None and r.error)
     return result, reports

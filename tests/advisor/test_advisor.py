@@ -32,7 +32,7 @@ def blocks_shape(blocks=4, params=1000, flops=1e6) -> ModelShape:
 
 
 def calibration(**changes) -> Calibration:
-    figures = {"device": "cpu", "device_name": "test cpu", "engines": 2, "threads_per_rank": 1, "batch_size": 32,
+    figures = {"device": "cpu", "device_name": "test cpu", "engine_count": 2, "threads_per_rank": 1, "batch_size": 32,
                    "pass_fixed_s": 0.0, "per_row_s": 1e-3, "step_fixed_s": 0.0, "single_step_s": {"fp32": 0.032},
                    "collectives": {"all_reduce": {"alpha_s": 1e-4, "beta_bytes_per_s": 1e9},
                                 "all_gather": {"alpha_s": 1e-4, "beta_bytes_per_s": 1e9},
@@ -200,7 +200,7 @@ def advice(session):
 
 def test_calibrate_verify_and_project_on_two_cpu_engines(session, advice):
     cal = advice.calibration
-    assert cal.device == "cpu" and cal.engines == 2 and cal.per_row_s >= 0 and cal.single_step_s["fp32"] > 0
+    assert cal.device == "cpu" and cal.engine_count == 2 and cal.per_row_s >= 0 and cal.single_step_s["fp32"] > 0
     assert {"all_reduce", "send_recv"} <= set(cal.collectives)
     assert advice.best is not None and advice.best.settings["workers"] == 2
     stored = set(session.runs()["run_id"])
@@ -269,3 +269,9 @@ def test_cli_predicts_from_a_saved_calibration_without_engines(session, advice, 
     assert predicted["workers"] == 64 and predicted["hardware"]["name"] == "h100-ib"
     assert predicted["calibration"]["runs"] == advice.calibration.runs
     assert (tmp_path / "a.html").stat().st_size > 1000 and list((tmp_path / "advice").glob("advice-*.json"))
+
+
+def test_a_calibration_saved_before_engine_count_had_its_name_still_reads():
+    saved = {**calibration().to_dict(), "engines": 3}
+    del saved["engine_count"]
+    assert Calibration.from_dict(saved).engine_count == 3

@@ -27,7 +27,7 @@ def test_ranking_by_cost_puts_the_cheapest_first_then_the_unpriced_then_what_doe
 
 
 def test_cpu_engines_cost_the_cores_their_ranks_compute_on():
-    cal = calibration(threads_per_rank=2, engines=2)
+    cal = calibration(threads_per_rank=2, engine_count=2)
     hw = engines_hardware(cal, cores=4)
     guesses = [Estimate(settings={"workers": n}, step_time_s=0.1, samples_per_s=1000.0) for n in (1, 2, 4, 8)]
     costed, how = priced(guesses, hw, cal, Prices(cpu_core_hour_usd=3.6))

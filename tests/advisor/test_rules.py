@@ -15,7 +15,7 @@ from parakit.advisor.advice import advise
 from parakit.advisor.calibrate import engines_hardware
 from parakit.advisor.candidates import candidates
 from parakit.advisor.costs import GPU_LAYER_PASS_S, PRESET_LOOP_S, Estimate
-from parakit.advisor.hardware import PRESET_EFFICIENCY, PRESETS
+from parakit.advisor.hardware import PRESET_MFU, PRESETS
 from parakit.advisor.method import method_text
 from parakit.advisor.pricing import predicted_devices, priced
 from parakit.advisor.verify import measured_points, with_speedups
@@ -39,7 +39,7 @@ def run(run_id: str, samples_per_s: float, **settings) -> RunResult:
     config = {"model": "mlp", "model_options": {}, "batch_size": BATCH, "precision": "fp32", "compression": "none",
               **settings}
     return RunResult(run_id=run_id, status=OK, config=config, world_size=config["workers"], backend="gloo",
-                     device=["cpu"] * config["workers"],
+                     device_names=["cpu"] * config["workers"],
                      summary=Summary(samples_per_s=samples_per_s, step_time_s=BATCH / samples_per_s))
 
 
@@ -108,7 +108,7 @@ def rank(i: int, device: str = "cpu", gpu_index=None, threads=None, name="test c
 
 @pytest.mark.parametrize("ranks, threads, cores", [(2, 1, 2), (8, 1, 4)])  # 8 engines share 4 cores
 def test_a_prediction_and_its_verifying_run_are_priced_with_the_same_cpu_cores(ranks, threads, cores):
-    cal = calibration(threads_per_rank=threads, engines=ranks)
+    cal = calibration(threads_per_rank=threads, engine_count=ranks)
     hw = engines_hardware(cal, cores=cores)
     held, why = held_devices([rank(i, threads=threads) for i in range(ranks)])  # the verifying run, as recorded
     assert why is None and predicted_devices(hw, cal, ranks) == sum(held.values()) == ranks * threads
@@ -159,14 +159,14 @@ def test_the_method_names_each_assumed_constant_where_a_prediction_uses_it(tmp_p
     kwargs = dict(calibration=calibration(model="mlp"), runs_dir=tmp_path, strategies=["ddp"], compressions=["none"],
                   precisions=["fp32"])
     preset = advise("mlp", workers=8, hardware="h100-ib", **kwargs)  # a CPU calibration: by FLOPs
-    for named in (f"PRESET_EFFICIENCY = {PRESET_EFFICIENCY:g}", f"GPU_LAYER_PASS_S = {GPU_LAYER_PASS_S:g} s",
+    for named in (f"PRESET_MFU = {PRESET_MFU:g}", f"GPU_LAYER_PASS_S = {GPU_LAYER_PASS_S:g} s",
                   f"PRESET_LOOP_S = {PRESET_LOOP_S:g} s", "BACKWARD_SHARE = 0.667"):
         assert named in preset.method, named
     assert f"method: {preset.method}" in preset.summary() and preset.to_dict()["method"] == preset.method
     engines = advise("mlp", workers=2, **kwargs)  # the engines themselves: all as measured
     assert engines.method == "compute from the engines' own calibration runs, as measured; no assumed constants"
     scaled = method_text(calibration(device="gpu", peak_tflops={"fp32": 60.0}), PRESETS["h100-ib"], [])
-    assert f"PRESET_LOOP_S = {PRESET_LOOP_S:g} s" in scaled and "PRESET_EFFICIENCY" not in scaled
+    assert f"PRESET_LOOP_S = {PRESET_LOOP_S:g} s" in scaled and "PRESET_MFU" not in scaled
 
 
 # -- layers -----------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from parakit.cluster.hangs import training_frames, where
 from parakit.records.store import read_runs
 
 QUICK = dict(model="mlp", strategy="ddp", workers=2, batch_size=8)
-# Kills during a run: 8 cover both victims, both hang timeouts, every step offset and pause
-# (the loop below varies them); PARAKIT_KILL_LOOPS=20 runs the longer loop (~3 min on 2 cores).
-KILL_LOOPS = int(os.environ.get("PARAKIT_KILL_LOOPS", "8"))
+# Kills during a run: 4 cover both victims, both hang timeouts and every pause, and the step
+# offset takes each of its 3 values (the loop below varies them); PARAKIT_KILL_LOOPS=20 runs
+# the longer loop (~3 min on 2 cores).
+KILL_LOOPS = int(os.environ.get("PARAKIT_KILL_LOOPS", "4"))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_a_killed_engine_ends_the_run_saves_the_steps_and_is_replaced(session):
 
 @pytest.mark.slow
 def test_an_engine_killed_at_any_moment_never_makes_run_raise(session):
-    """20 kills in a loop, as a panel's thread meets them: half with a hang watch of 3 s, which
+    """KILL_LOOPS kills in a loop, as a panel's thread meets them: half with a hang watch of 3 s, which
     then fires before ipyparallel reports the death (the kill falls inside its window), half
     with 60 s, where the death is reported first. Every run returns a failed RunResult with the
     steps made so far, saved; the engines are replaced and the next run works."""

@@ -38,12 +38,12 @@ def test_bad_link_is_one_line_naming_the_form(bad):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"engines": "pbs"}, "engines must be one of local, mpi, slurm, ssh, attach"),
-    ({"engines": "mpi", "link": "1gbit"}, "drop link, or use engines='local'"),
+    ({"launcher": "pbs"}, "engines must be one of local, mpi, slurm, ssh, attach"),
+    ({"launcher": "mpi", "link": "1gbit"}, "drop link, or use engines='local'"),
     ({"link": "1gbit", "ifname": "eth0"}, "drop ifname"),
     ({"profile": "x"}, "use engines='attach'"),
-    ({"engines": "attach", "cluster_id": ""}, "cluster_id must be a non-empty string"),
-    ({"engines": "ssh", "ifname": "eth0; rm -rf /"}, "is not a network interface name"),
+    ({"launcher": "attach", "cluster_id": ""}, "cluster_id must be a non-empty string"),
+    ({"launcher": "ssh", "ifname": "eth0; rm -rf /"}, "is not a network interface name"),
 ])
 def test_bad_launch_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

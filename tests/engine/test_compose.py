@@ -155,3 +155,14 @@ def test_ddp_takes_a_mesh_and_its_sync_settings_not_the_run_config(group_of_one)
     assert sent == [0, sum(p.numel() * p.element_size() for p in parallel.parameters())]
     assert parallel.replicated is False  # 3 steps end between two averages
     assert apply_ddp(tiny_gpt(), mesh, device=CPU, loss_fn=sequence_loss).replicated is True
+
+
+def test_sync_batchnorm_converts_batchnorm_over_the_data_dimension_first(group_of_one):
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    # fsdp: DDP refuses SyncBatchNorm on CPU modules at once (preflight refuses the setting there)
+    config = RunConfig(model=lambda: model, data=lambda s, n: None, strategy="fsdp", workers=1, sync_batchnorm=True)
+    parallel = compose(model, Setup(config=config, device=CPU, loss_fn=F.cross_entropy))
+    assert parallel.composed == ("sync_batchnorm", "fsdp")
+    norm = parallel.modules[0][1]
+    # torch's SyncBatchNorm, its statistics all-reduced over the data-parallel ranks (on GPUs)
+    assert isinstance(norm, nn.SyncBatchNorm) and norm.process_group is not None

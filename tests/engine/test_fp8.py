@@ -56,7 +56,7 @@ def test_fp8_with_compile_is_a_run(strategy, workers):
 @pytest.mark.parametrize("extra", [dict(compile=True), {}])
 def test_fp8_on_cpu_engines_is_refused_first_in_one_line(extra):
     """On a CPU, compile=True is beside the point: the CPU refusal comes before it is asked for."""
-    engines = preflight.Engines(FACTS, [], 2)
+    engines = preflight.EngineFacts(FACTS, [], 2)
     with pytest.raises(ValueError) as e:
         preflight.check_run(engines, model="gpt", strategy="single", precision="fp8", **extra)
     assert str(e.value) == CPU_REFUSAL and "\n" not in CPU_REFUSAL
@@ -65,7 +65,7 @@ def test_fp8_on_cpu_engines_is_refused_first_in_one_line(extra):
 def on_gpus(monkeypatch, capability, torchao=True):
     monkeypatch.setattr(preflight, "torchao_installed", lambda: torchao)
     monkeypatch.setattr(preflight, "gpu_capabilities", lambda gpus: [("NVIDIA A100-SXM4-80GB", capability)] * len(gpus))
-    return preflight.Engines(FACTS, [Gpu(0, "GPU-0000")], 1)
+    return preflight.EngineFacts(FACTS, [Gpu(0, "GPU-0000")], 1)
 
 
 def test_fp8_on_a_gpu_before_compute_capability_8_9_is_refused_before_any_engine(monkeypatch):
@@ -235,7 +235,7 @@ def test_the_summary_records_the_converted_layers_under_fp8_only():
                            compile=precision_name == "fp8")
         rank0 = report(losses=[1.0, 0.9, 0.8], step_time_s=[0.1] * 3, fp8_layers=layers)
         result = RunResult(run_id="20260101-000000-aaaaaa", status="ok", config=config.describe(), world_size=1,
-                           backend=None, device=["cpu"],
+                           backend=None, device_names=["cpu"],
                            ranks=[rank_info(rank0, rank=0, engine_id=0, pid=1, host="h", device="cpu", device_name="cpu")])
         measure(result, config, [rank0])
         return result.summary

@@ -68,7 +68,7 @@ def test_per_sample_energy_counts_the_measured_steps_only(kept):
     ranks = [RankInfo(rank=k, engine_id=k, pid=k, host="h", device="cpu", device_name="cpu", power=kept(power),
                       power_device="cpu@h") for k in range(2)]
     result = RunResult(run_id="r", status="ok", config=config.describe(), world_size=2, backend="gloo",
-                       device=["cpu", "cpu"], ranks=ranks)
+                       device_names=["cpu", "cpu"], ranks=ranks)
     measure(result, config, [rank, rank])
     s = result.summary
     assert s["measured_steps"] == 4
@@ -81,7 +81,7 @@ def test_a_nan_loss_is_found_and_named_in_the_warnings():
     config = RunConfig(model="mlp", strategy="single", steps=5, warmup_steps=1, batch_size=8)
     rank = report(losses=[2.0, 1.0, float("nan"), float("nan"), float("nan")], step_time_s=[0.1] * 5,
                   measured_wall_s=0.5)
-    result = RunResult(run_id="r", status="ok", config=config.describe(), world_size=1, backend=None, device=["cpu"])
+    result = RunResult(run_id="r", status="ok", config=config.describe(), world_size=1, backend=None, device_names=["cpu"])
     measure(result, config, [rank])
     assert result.summary["diverged_at_step"] == 2
     assert result.warnings == ["the loss diverged at step 2 (NaN or infinite); it ran all 5 steps. "

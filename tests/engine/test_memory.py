@@ -102,7 +102,7 @@ def test_only_the_planned_step_is_counted_and_a_missed_one_says_why():
         if step == 0:
             assert count.saved.tensors == 0  # step 0 ran without the hooks
     assert count.saved.tensors == 1  # step 1's input, nothing after
-    out = count.figures(model.parameters(), failed=False)
+    out = count.measures(model.parameters(), failed=False)
     assert out["activation_bytes"] == 2 * 4 * F32 and out["activation_step"] == 1
     assert out["gradient_bytes"] == (16 + 4) * F32
     assert out["reserved_peak_bytes"] is None and out["fragmentation"] is None
@@ -112,7 +112,7 @@ def test_only_the_planned_step_is_counted_and_a_missed_one_says_why():
     stopped = MemoryCount(torch.device("cpu"), steps=5, warmup_steps=3)
     with stopped.counting(0):
         model(torch.randn(2, 4)).sum().backward()
-    out = stopped.figures(model.parameters(), failed=False)
+    out = stopped.measures(model.parameters(), failed=False)
     assert out["activation_bytes"] is None
     assert "ended before step 2" in out["memory_unmeasured"]["activation_bytes"]
 
@@ -152,7 +152,7 @@ def test_on_a_gpu_the_allocator_figures_and_the_snapshot(fake_cuda):
     # recording starts with the instrument, before any step, bounded, with Python stacks
     assert fake_cuda == [("record", "all", {"context": "all", "stacks": "python", "clear_history": True,
                                             "max_entries": memory_snapshot.MAX_ENTRIES})]
-    out = count.figures([], failed=False)
+    out = count.measures([], failed=False)
     assert out["memory_snapshot"] == b"pickled snapshot"
     assert [c[0] for c in fake_cuda] == ["record", "dump", "record"]
     assert fake_cuda[-1][1] is None  # recording stopped after the dump
@@ -173,7 +173,7 @@ def test_a_snapshot_that_cannot_be_taken_stops_recording_and_says_why(fake_cuda,
 
 def test_on_a_cpu_no_snapshot_is_recorded_and_the_run_says_why(fake_cuda):
     count = MemoryCount(torch.device("cpu"), steps=3, warmup_steps=1, snapshot=True)
-    out = count.figures([], failed=False)
+    out = count.measures([], failed=False)
     assert fake_cuda == []  # torch.cuda.memory was never asked
     assert out["memory_snapshot"] is None
     assert out["memory_unmeasured"]["memory_snapshot"] == memory_snapshot.NO_CUDA

@@ -125,8 +125,10 @@ def test_a_users_model_in_pipeline_and_fsdp_matches_single(four):
     fsdp = four.run(strategy="fsdp", workers=2, **own)
     assert single.ok, single.error
     assert mismatches(pipe, single) == [] and mismatches(fsdp, single) == []
-    bad = four.run(strategy="pipeline", workers=2, split=["layers.9"], **own)
-    assert bad.status == "failed" and "split names modules the model does not have: layers.9" in bad.error
+    # a split point the model lacks is refused before any engine, with the names nearest to it
+    with pytest.raises(ValueError, match=r"split names 'layers.9', which the model does not have; the nearest are "
+                                         r"layers.3, layers.2"):
+        four.run(strategy="pipeline", workers=2, split=["layers.9"], **own)
 
 
 def test_tensor_parallel_takes_a_users_plan(four):

@@ -20,9 +20,32 @@ def parakit(*args, cwd=None, timeout=300):
     )
 
 
-@pytest.mark.parametrize(
-    "args, fix",
-    [
+# Every bad command line runs in ONE process, one after another, through the same main() that
+# ``python -m parakit`` calls: a fresh interpreter per case cost ~4 s of imports each, 100 s in all.
+ONE_PROCESS = """
+import contextlib, io, json, sys
+from parakit.frontends.cli import main
+found = []
+for argv in json.loads(sys.argv[1]):
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own errors exit
+            code = e.code
+    found.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(found))
+"""
+
+
+def each_in_one_process(command_lines: list[list[str]], cwd) -> list[tuple[int, str, str]]:
+    out = subprocess.run([sys.executable, "-c", ONE_PROCESS, json.dumps(command_lines)], capture_output=True,
+                         text=True, cwd=cwd, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"})
+    assert out.returncode == 0, out.stderr
+    return [tuple(case) for case in json.loads(out.stdout.splitlines()[-1])]
+
+
+BAD_RUNS = [
         (["--workers", "0"], "workers must be >= 1"),
         (["--workers", "999"], "use workers <="),
         (["--workers", "3", "--batch-size", "64"], "use a multiple of 3"),
@@ -45,16 +68,46 @@ def parakit(*args, cwd=None, timeout=300):
         (["--compression", "topk:2"], "ratio must be in (0, 1]"),
         (["--strategy", "pipeline", "--compression", "powersgd:4"], "does not apply to pipeline"),
         (["--price-kwh", "-1"], "argument --price-kwh: expected a number >= 0"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, args, fix):
-    out = parakit("run", *args, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stdout == ""
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("parakit: error:") and fix in lines[0], out.stderr
-    assert "Traceback" not in out.stderr
-    assert not (tmp_path / "runs").exists()  # nothing was started or written
+        (["--strategy", "tensor", "--tp-plan", "auto", "--tp-plan", "fc1=colwise"], "--tp-plan auto takes the model's own plan"),
+]
+BAD_FITS = [
+    (["--vary", "height"], "vary must be one of depth, width, batch_size"),
+    (["--memory-limit", "lots"], "memory_limit must be a positive number of bytes"),
+    (["--strategies", "ddp:zero=2"], "zero=2 applies to fsdp or fsdp+tensor, not ddp"),
+    (["--model", "cnn"], "vary=depth sizes the built-in mlp or gpt"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """Each bad command line's (exit code, stdout, stderr), and whether it wrote a run store."""
+    where = tmp_path_factory.mktemp("bad-input")
+    lines = [["run", *args, "--runs-dir", str(where / f"run-{i}")] for i, (args, _) in enumerate(BAD_RUNS)]
+    lines += [["fit", *args, "--device", "cpu", "--runs-dir", str(where / f"fit-{i}")]
+              for i, (args, _) in enumerate(BAD_FITS)]
+    found = each_in_one_process(lines, where)
+    wrote = [(where / f"run-{i}").exists() for i in range(len(BAD_RUNS))]
+    wrote += [(where / f"fit-{i}").exists() for i in range(len(BAD_FITS))]
+    return [(*f, w) for f, w in zip(found, wrote)]
+
+
+@pytest.mark.parametrize("at, args, fix", [(i, *case) for i, case in enumerate(BAD_RUNS)])
+def test_bad_input_is_one_line_exit_2_and_starts_nothing(refused, at, args, fix):
+    code, stdout, stderr, wrote = refused[at]
+    assert code == 2
+    assert stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("parakit: error:") and fix in lines[0], stderr
+    assert "Traceback" not in stderr
+    assert not wrote  # nothing was started or written
+
+
+def test_a_bad_command_line_in_its_own_process_is_one_line_exit_2(tmp_path):
+    """The batch above runs main() in one process; the real command, once, as users run it."""
+    out = parakit("run", "--workers", "0", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr.strip() == "parakit: error: workers must be >= 1 (got 0)"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_run_json_prints_only_the_run_result(tmp_path):
@@ -112,13 +165,8 @@ def test_sweep_refuses_a_combination_that_does_not_fit_before_any_engine(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("args, fix", [
-    (["--vary", "height"], "vary must be one of depth, width, batch_size"),
-    (["--memory-limit", "lots"], "memory_limit must be a positive number of bytes"),
-    (["--strategies", "ddp:zero=2"], "zero=2 applies to fsdp or fsdp+tensor, not ddp"),
-    (["--model", "cnn"], "vary=depth sizes the built-in mlp or gpt"),
-])
-def test_fit_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, args, fix):
-    out = parakit("fit", *args, "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert out.returncode == 2 and out.stdout == "" and not (tmp_path / "runs").exists()
-    assert out.stderr.strip().startswith("parakit: error:") and fix in out.stderr and "\n" not in out.stderr.strip()
+@pytest.mark.parametrize("at, args, fix", [(len(BAD_RUNS) + i, *case) for i, case in enumerate(BAD_FITS)])
+def test_fit_bad_input_is_one_line_exit_2_and_starts_nothing(refused, at, args, fix):
+    code, stdout, stderr, wrote = refused[at]
+    assert code == 2 and stdout == "" and not wrote
+    assert stderr.strip().startswith("parakit: error:") and fix in stderr and "\n" not in stderr.strip()

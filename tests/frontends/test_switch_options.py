@@ -24,3 +24,16 @@ def test_options_left_out_are_not_switched_and_plans_become_dicts():
 def test_a_bad_value_is_refused_by_the_parser():
     with pytest.raises(UsageError, match="--zero: invalid int value: 'two'"):
         RunMagics._switch.parser.parse_args(["--zero", "two"])
+
+
+def test_the_run_options_take_a_models_own_plan_and_its_blocks():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    options.add_run_options(p)
+    given = options.run_settings(p.parse_args(["--tp-plan", "auto", "--blocks", "model.layers", "--sync-batchnorm"]))
+    assert (given["tp_plan"], given["blocks"], given["sync_batchnorm"]) == ("auto", "model.layers", True)
+    given = options.run_settings(p.parse_args(["--tp-plan", "layers.*.fc=colwise", "--blocks", "a,b"]))
+    assert (given["tp_plan"], given["blocks"]) == ({"layers.*.fc": "colwise"}, ("a", "b"))
+    with pytest.raises(ValueError, match="give it alone"):
+        options.run_settings(p.parse_args(["--tp-plan", "auto", "--tp-plan", "fc1=colwise"]))

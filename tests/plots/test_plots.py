@@ -29,7 +29,7 @@ def make_run(run_id, workers, samples_per_s, *, strategy=None, model="mlp", batc
     config = {"model": model, "model_options": {}, "strategy": strategy, "workers": workers,
               "batch_size": batch, "warmup_steps": warmup}
     run = RunResult(run_id=run_id, status=status, config=config, world_size=workers,
-                    backend="gloo", device=["Test CPU"] * workers, ranks=ranks, error=error)
+                    backend="gloo", device_names=["Test CPU"] * workers, ranks=ranks, error=error)
     if status != OK:
         return run
     step_s = batch / samples_per_s
@@ -340,7 +340,7 @@ def switched_run():
         "state_load_s": None if k == 0 else 0.2, "summary": {"samples_per_s": 100.0 * (k + 1)},
         "ranks": [vars(rank(100 + 50 * k))]}) for k, s in enumerate(("ddp", "fsdp"))]
     return RunResult(run_id="r1", status=OK, config={"strategy": "ddp", "model": "gpt", "workers": 2},
-                     world_size=2, backend="gloo", device=["GPU"], steps=steps, segments=segments)
+                     world_size=2, backend="gloo", device_names=["GPU"], steps=steps, segments=segments)
 
 
 def test_a_switched_run_draws_a_line_per_segment_and_marks_the_switch():

@@ -20,7 +20,7 @@ def run(workers, compute_ms, exposed_ms, idle_ms, comm_ms=None, *, sent=None, po
         summary = replace(summary, energy_j=10.0, avg_power_w=power, samples_per_j=12.5)
         unmeasured = {}
     return RunResult(run_id=f"r{workers}", status=status, config={"strategy": "ddp", "model": "mlp"},
-                     world_size=workers, backend="gloo", device=["cpu"] * workers,
+                     world_size=workers, backend="gloo", device_names=["cpu"] * workers,
                      summary=summary if status == OK else Summary(), unmeasured=unmeasured)
 
 

@@ -25,7 +25,7 @@ def result(samples_per_s: float | None = 100.0, *, status="ok", device="cpu", **
     summary = Summary() if samples_per_s is None else Summary(
         samples_per_s=samples_per_s, step_time_s=config.batch_size / samples_per_s)
     return RunResult(run_id=f"run-{n}", status=status, config=config.describe(), world_size=config.workers,
-                     backend="gloo", device=[device] * config.workers, summary=summary,
+                     backend="gloo", device_names=[device] * config.workers, summary=summary,
                      started_at=f"2025-01-01T00:00:{n:02d}")
 
 
@@ -111,12 +111,12 @@ def test_a_group_without_a_one_worker_run_has_no_speedup():
 def test_groups_differ_in_any_setting_that_changes_the_work_and_their_labels_say_which():
     frame = scaled(result(100.0, precision="bf16"), result(150.0, workers=2, precision="bf16"),
                    result(50.0), result(95.0, workers=2),
-                   result(400.0, device="cuda:0"), result(700.0, workers=2, device="cuda:0"))
+                   result(400.0, device="NVIDIA H100"), result(700.0, workers=2, device="NVIDIA H100"))
 
     assert list(frame["speedup"]) == pytest.approx([1.0, 1.5, 1.0, 1.9, 1.0, 1.75])
     assert frame["scaling_group"].iloc[1] == "strong: ddp, mlp, bf16, batch 64, device cpu"
     assert frame["scaling_group"].iloc[3] == "strong: ddp, mlp, fp32, batch 64, device cpu"
-    assert frame["scaling_group"].iloc[5] == "strong: ddp, mlp, fp32, batch 64, device cuda"
+    assert frame["scaling_group"].iloc[5] == "strong: ddp, mlp, fp32, batch 64, device NVIDIA H100"
 
 
 def test_how_long_a_run_ran_its_seed_lr_and_instruments_do_not_split_a_group():

@@ -118,7 +118,7 @@ def test_the_machine_load_is_what_others_used_on_the_busiest_host():
 
 def test_a_record_from_before_intervals_still_compares():
     old = RunResult(run_id="old", status="ok", config=result(100.0).config, world_size=1, backend="gloo",
-                    device=["cpu"], summary=Summary(samples_per_s=100.0, step_time_s=0.64), started_at="x")
+                    device_names=["cpu"], summary=Summary(samples_per_s=100.0, step_time_s=0.64), started_at="x")
     assert parakit.compare(result(300.0, workers=2), old).verdict == FASTER
 
 

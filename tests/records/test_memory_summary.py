@@ -21,7 +21,7 @@ def measured_run(*reports, snapshot=False) -> RunResult:
                        batch_size=8, memory_snapshot=snapshot)
     ranks = [rank_info(r, rank=i, **WHERE) for i, r in enumerate(reports)]
     result = RunResult(run_id="20260101-000000-aaaaaa", status="ok", config=config.describe(),
-                       world_size=len(reports), backend="gloo", device=["cpu"] * len(reports), ranks=ranks)
+                       world_size=len(reports), backend="gloo", device_names=["cpu"] * len(reports), ranks=ranks)
     measure(result, config, list(reports))
     return result
 

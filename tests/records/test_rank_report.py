@@ -22,7 +22,7 @@ def measured(*reports: RankReport, steps: int = 4) -> RunResult:
     config = RunConfig(model="mlp", strategy="ddp" if len(reports) > 1 else "single", workers=len(reports),
                        steps=steps, warmup_steps=1, batch_size=8)
     result = RunResult(run_id="r", status="ok", config=config.describe(), world_size=len(reports), backend=None,
-                       device=["cpu"] * len(reports))
+                       device_names=["cpu"] * len(reports))
     measure(result, config, list(reports))
     return result
 

@@ -21,7 +21,7 @@ def cpu_run(run_id="20260101-000000-aaaaaa", *, seconds=36.0, threads=(1, 1), en
                       threads=t) for i, t in enumerate(threads)]
     run = RunResult(run_id=run_id, status=status, config={"strategy": "ddp", "model": "mlp", "workers": len(ranks),
                                                            "batch_size": 64},
-                    world_size=len(ranks), backend="gloo", device=["Test CPU"] * len(ranks), ranks=ranks,
+                    world_size=len(ranks), backend="gloo", device_names=["Test CPU"] * len(ranks), ranks=ranks,
                     started_at="2026-01-01T00:00:00.000+00:00",
                     ended_at=f"2026-01-01T00:00:{seconds:06.3f}+00:00" if seconds < 60 else "2026-01-01T01:00:00.000+00:00")
     if status == "ok":

@@ -30,7 +30,7 @@ def part(strategy: str, step_s: float) -> RunResult:
     ranks = [rank_info(r, rank=k, engine_id=k, pid=k, host="h", device="cpu", device_name="cpu")
              for k, r in enumerate(reports)]
     result = RunResult(run_id=f"part-{strategy}", status="ok", config=config.describe(), world_size=2,
-                       backend="gloo", device=["cpu", "cpu"], ranks=ranks, started_at="2026-01-01")
+                       backend="gloo", device_names=["cpu", "cpu"], ranks=ranks, started_at="2026-01-01")
     measure(result, config, reports)
     return result
 

@@ -13,7 +13,7 @@ from parakit.records.summary_fields import Summary
 def make_run(run_id="20260101-000000-aaaaaa", status="ok", loss=2.0):
     return RunResult(
         run_id=run_id, status=status, config={"strategy": "ddp", "model": "mlp", "workers": 2},
-        world_size=2, backend="gloo", device=["cpu", "cpu"],
+        world_size=2, backend="gloo", device_names=["cpu", "cpu"],
         steps=[StepRecord(step=0, loss=loss, step_time_s=0.01, rank_step_time_s=[0.01, 0.009], warmup=True)],
         summary=Summary(step_time_s=0.01, samples_per_s=6400.0, peak_mem_bytes=None),
         ranks=[RankInfo(rank=0, engine_id=0, pid=1, host="h", device="cpu", device_name="cpu")],

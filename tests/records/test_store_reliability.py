@@ -25,7 +25,7 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 def a_run(run_id: str = "20261123-000000-aaaaaa", **changes) -> RunResult:
     run = RunResult(
         run_id=run_id, status="ok", config={"strategy": "ddp", "model": "mlp", "workers": 2, "batch_size": 8},
-        world_size=2, backend="gloo", device=["cpu", "cpu"],
+        world_size=2, backend="gloo", device_names=["cpu", "cpu"],
         steps=[StepRecord(step=0, loss=2.0, step_time_s=0.01, rank_step_time_s=[0.01, 0.009], warmup=False)],
         summary=Summary(step_time_s=0.01, samples_per_s=800.0),
         ranks=[RankInfo(rank=0, engine_id=0, pid=1, host="h", device="cpu", device_name="cpu")],
@@ -47,7 +47,7 @@ while not os.path.exists(go):  # both writers start saving at the same moment
 for i in range(50):
     run_id = f"20261123-000000-{who}{i:03d}"
     save_run(RunResult(run_id=run_id, status="ok", config={"workers": 1, "batch_size": 8}, world_size=1,
-                       backend=None, device=["cpu"], started_at=run_id), folder)
+                       backend=None, device_names=["cpu"], started_at=run_id), folder)
 """
 
 
@@ -74,7 +74,7 @@ import os, sys
 from parakit.records import store
 from parakit.records.result import RunResult
 def run(run_id):
-    return RunResult(run_id=run_id, status="ok", config={}, world_size=1, backend=None, device=["cpu"],
+    return RunResult(run_id=run_id, status="ok", config={}, world_size=1, backend=None, device_names=["cpu"],
                      started_at=run_id)
 store.save_run(run("20261123-000000-first"), sys.argv[1])
 store.os.replace = lambda *args: os._exit(9)  # the process dies after the write, before the rename
@@ -147,7 +147,7 @@ def test_things_that_are_not_files_are_skipped_too(tmp_path):
 
 def test_a_damaged_benchmark_file_is_skipped_with_a_warning_naming_it(tmp_path):
     good = CommBenchResult(bench_id="comm-20261123-000000-good", status="ok", world_size=2, backend="gloo",
-                           device=["cpu", "cpu"], started_at="2026-11-23")
+                           device_names=["cpu", "cpu"], started_at="2026-11-23")
     save_comm_bench(good, tmp_path)
     folder = tmp_path / "comm-bench"
     write(folder / "cut.json", json.dumps(good.to_dict())[:50])

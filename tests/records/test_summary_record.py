@@ -32,7 +32,7 @@ def measured_run(*, steps=6, **figures) -> RunResult:
     ranks = [rank_info(r, rank=k, engine_id=k, pid=k, host="h", device="cpu", device_name="cpu")
              for k, r in enumerate(reports)]
     result = RunResult(run_id="20260101-000000-aaaaaa", status="ok", config=config.describe(), world_size=2,
-                       backend="gloo", device=["cpu", "cpu"], ranks=ranks, started_at="2026-01-01")
+                       backend="gloo", device_names=["cpu", "cpu"], ranks=ranks, started_at="2026-01-01")
     measure(result, config, reports)
     return result
 
@@ -88,7 +88,7 @@ def test_a_figure_that_could_not_be_measured_is_none_and_one_that_does_not_apply
 
 
 def test_a_run_that_measured_no_step_has_an_empty_summary():
-    failed = RunResult(run_id="x", status="failed", config={}, world_size=1, backend=None, device=["cpu"])
+    failed = RunResult(run_id="x", status="failed", config={}, world_size=1, backend=None, device_names=["cpu"])
     assert not failed.summary and len(failed.summary) == 0 and dict(failed.summary) == {} and failed.summary == {}
     assert failed.summary.get("samples_per_s") is None and failed.summary.samples_per_s is None
     with pytest.raises(KeyError):
@@ -98,7 +98,7 @@ def test_a_run_that_measured_no_step_has_an_empty_summary():
 
 def test_a_dict_is_refused_where_a_summary_belongs():
     with pytest.raises(TypeError, match="Summary.from_dict"):
-        RunResult(run_id="x", status="ok", config={}, world_size=1, backend=None, device=["cpu"],
+        RunResult(run_id="x", status="ok", config={}, world_size=1, backend=None, device_names=["cpu"],
                   summary={"samples_per_s": 1.0})
 
 

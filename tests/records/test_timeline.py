@@ -12,7 +12,7 @@ def run(run_id, points, status=OK):
     steps = [StepRecord(step=i, loss=v, step_time_s=0.1, rank_step_time_s=[0.1], warmup=i < 1, time_s=t)
              for i, (t, v) in enumerate(points)]
     return RunResult(run_id=run_id, status=status, config={"strategy": "ddp", "model": "gpt"}, world_size=2,
-                     backend="gloo", device=["cpu"] * 2, steps=steps)
+                     backend="gloo", device_names=["cpu"] * 2, steps=steps)
 
 
 def test_the_time_to_a_loss_is_interpolated_at_the_crossing():

@@ -165,7 +165,7 @@ RUN = [
     (dict(strategy="hybrid", mesh="2x3", workers=4), "mesh 2x3 has 6 ranks but workers=4; use workers=6"),
     (dict(strategy="hybrid", mesh="axb"), "mesh must look like 2x2 (fsdp x tensor), got 'axb'"),
     (dict(mesh="2x2"), "mesh applies to strategy hybrid only (strategy is ddp)"),
-    (dict(stepz=3), "unknown setting 'stepz'; the settings are: activation_checkpointing, batch_size, bucket_mb"),
+    (dict(stepz=3), "unknown setting 'stepz'; the settings are: activation_checkpointing, batch_size, blocks, bucket_mb"),
     (dict(lr=math.inf), "lr must be a positive number (got inf)"),
     (dict(bucket_mb=math.inf), "bucket_mb must be a positive number of MB (got inf)"),
     (dict(bucket_mb=4, strategy="fsdp"), "strategy fsdp has none (use strategy ddp)"),

@@ -10,8 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-LossFn = Callable[[Any, Any], torch.Tensor]
-"""(outputs, targets) -> a scalar loss."""
+from parakit.engine.losses import LossFn, forward_loss
 
 
 def unscaled(loss: torch.Tensor) -> torch.Tensor:
@@ -49,6 +48,12 @@ class Parallel:
     """Under precision fp8, the linear layers converted to float8 (engine/fp8.py); else None."""
     composed: tuple[str, ...] = ()
     """The steps that laid the model out, in the order they were applied (engine/compose.py)."""
+    sharded_units: list[str] | None = None
+    """Under fsdp, the modules sharded as units of their own, each gathered alone (the rest of
+    the model is one more unit, the root); [WHOLE_MODEL] where no blocks were found; else None."""
+    checkpointed_units: list[str] | None = None
+    """With activation checkpointing, the modules whose forward is recomputed in backward;
+    [WHOLE_MODEL] where no blocks were found; else None."""
 
     def parameters(self):
         for module in self.modules:
@@ -60,7 +65,7 @@ def plain_forward_backward(model: nn.Module, loss_fn: LossFn,
     """One forward and backward through ``model``; ``scale_loss`` is fp16's GradScaler.scale."""
 
     def forward_backward(inputs, targets, weight: float = 1.0):
-        loss = loss_fn(model(inputs), targets)
+        loss = forward_loss(model, loss_fn, inputs, targets)
         # weight < 1 when a step accumulates over micro-steps: their mean is the batch's loss.
         # ddp/fsdp: gradient communication runs inside backward, bucket by bucket.
         scale_loss(loss * weight if weight != 1.0 else loss).backward()
@@ -68,13 +73,3 @@ def plain_forward_backward(model: nn.Module, loss_fn: LossFn,
 
     return forward_backward
 
-
-def repeated_blocks(model: nn.Module) -> list[nn.Module]:
-    """The model's first top-level list of repeated blocks (a ModuleList, or a Sequential whose
-    children are all one class), or []: the units FSDP shards one by one."""
-    for child in model.children():
-        if isinstance(child, nn.ModuleList) and len(child):
-            return list(child)
-        if isinstance(child, nn.Sequential) and len(child) > 1 and len({type(c) for c in child}) == 1:
-            return list(child)
-    return []

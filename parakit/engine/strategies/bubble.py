@@ -8,7 +8,7 @@ import statistics
 from typing import Any
 
 
-def pipeline_figures(stats: dict[str, Any], step_times: list[float], warmup: int) -> dict[str, Any]:
+def pipeline_measures(stats: dict[str, Any], step_times: list[float], warmup: int) -> dict[str, Any]:
     """A pipeline rank's bubble: the share of each step it spent not computing (waiting for a
     neighbour), median over the measured steps, beside the schedule's ideal (p-1)/(v*m+p-1)."""
     busy = stats.get("pipeline_busy_s")

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from parakit.engine.strategies.base import LossFn, Parallel, plain_forward_backward, repeated_blocks, unscaled
+from parakit.config.own_model import WHOLE_MODEL
+from parakit.engine.blocks import find_blocks
+from parakit.engine.strategies.base import LossFn, Parallel, plain_forward_backward, unscaled
 
 # ZeRO stage -> fully_shard's reshard_after_forward. Stage 3 and no stage leave it to FSDP:
 # True for the blocks, False for the root, whose weights backward needs first anyway.
@@ -27,23 +30,30 @@ RESHARD_AFTER_FORWARD: dict[int | None, bool | None] = {None: None, 2: False, 3:
 
 
 def shard(model: nn.Module, mesh, *, mp_policy: MixedPrecisionPolicy | None = None,
-          zero: int | None = None) -> nn.Module:
+          zero: int | None = None, blocks: Any = None) -> tuple[nn.Module, list[str]]:
     """Shard each repeated block on its own (so only one block is gathered at a time), then the
-    rest of the model (embeddings, head) as the root unit. A model without a block list is one
-    unit: correct, just with no overlap between gathering and compute."""
+    rest of the model (embeddings, head) as the root unit. A model without blocks (engine/
+    blocks.py found none) is one unit: correct, but every weight is gathered at once, so the
+    peak holds a whole replica, and no gathering overlaps compute.
+
+    Returns:
+        The sharded model, and the names of the blocks sharded on their own ([WHOLE_MODEL]
+        where there were none).
+    """
     options = {"mesh": mesh} if mp_policy is None else {"mesh": mesh, "mp_policy": mp_policy}
     reshard = RESHARD_AFTER_FORWARD[zero]
     if reshard is not None:
         options["reshard_after_forward"] = reshard
-    for block in repeated_blocks(model):
+    found = find_blocks(model, blocks)
+    for _, block in found:
         fully_shard(block, **options)
-    return fully_shard(model, **options)
+    return fully_shard(model, **options), [name for name, _ in found] or [WHOLE_MODEL]
 
 
 def apply_fsdp(model: nn.Module, mesh, *, loss_fn: LossFn,
                scale_loss: Callable[[torch.Tensor], torch.Tensor] = unscaled,
                mp_policy: MixedPrecisionPolicy | None = None, zero: int | None = None,
-               float8_all_gather: bool = False) -> Parallel:
+               float8_all_gather: bool = False, blocks: Any = None) -> Parallel:
     """Shard ``model`` over ``mesh`` (a 1-D mesh: the data-parallel ranks).
 
     Args:
@@ -56,13 +66,14 @@ def apply_fsdp(model: nn.Module, mesh, *, loss_fn: LossFn,
         zero: the ZeRO stage, 2 or 3 (None: FSDP's default, stage 3's behaviour).
         float8_all_gather: fp8 converted the model with float8 all-gather: every float8
             weight's scale is computed after each optimizer step, in one all-reduce.
+        blocks: the run's ``blocks`` setting (None: found, engine/blocks.py).
 
     Returns:
         This rank's shard, ready for the loop.
     """
-    sharded = shard(model, mesh, mp_policy=mp_policy, zero=zero)
+    sharded, units = shard(model, mesh, mp_policy=mp_policy, zero=zero, blocks=blocks)
     parallel = Parallel([sharded], plain_forward_backward(sharded, loss_fn, scale_loss),
-                        no_sync=lambda: skip_gradient_sync(sharded))
+                        no_sync=lambda: skip_gradient_sync(sharded), sharded_units=units)
     if float8_all_gather:
         from parakit.engine.fp8 import scale_precompute  # fp8 runs only: it imports torchao
 

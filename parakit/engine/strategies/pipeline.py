@@ -5,65 +5,29 @@ back over point-to-point sends; the last stage computes the loss.
 
 A pipeline is split before any other of compose's steps (engine/compose.py) and takes none of
 them but pipeline+ddp's gradient average: ``pipeline`` traces the whole, plain model with
-torch.export, and the stages run the traced graph, where blocks are no longer modules to wrap."""
+torch.export, and the stages run the traced graph, where blocks are no longer modules to wrap.
+Where export cannot capture the model, an nn.Sequential is cut by module instead (stages.py)."""
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.pipelining import (
-    PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B, SplitPoint, pipeline,
-)
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
 
 from parakit.config.run import Schedule
 from parakit.engine.strategies.base import LossFn, Parallel
+from parakit.engine.strategies.stages import (
+    as_model_returns, cache_off, cannot_cut, module_stages, output_spec, split_points, traced_stages,
+    why_not_by_module,
+)
 from parakit.config.layouts import STAGES_PER_RANK
 
 SCHEDULES = {Schedule.GPIPE: ScheduleGPipe, Schedule.ONE_F_ONE_B: Schedule1F1B,
              Schedule.INTERLEAVED: ScheduleInterleaved1F1B}
-
-
-def balanced_cuts(sizes: list[int], stages: int) -> list[int]:
-    """Indices where stages 1.. begin, so that the largest stage's parameter count is as small
-    as it can be (contiguous blocks, each stage at least one). A small dynamic programme."""
-    n = len(sizes)
-    prefix = [0]
-    for s in sizes:
-        prefix.append(prefix[-1] + s)
-    inf = float("inf")
-    # best[k][i]: the smallest max-stage-size putting the first i blocks into k stages
-    best = [[inf] * (n + 1) for _ in range(stages + 1)]
-    cut = [[0] * (n + 1) for _ in range(stages + 1)]
-    best[0][0] = 0
-    for k in range(1, stages + 1):
-        for i in range(k, n + 1):
-            for j in range(k - 1, i):
-                cost = max(best[k - 1][j], prefix[i] - prefix[j])
-                if cost < best[k][i]:
-                    best[k][i], cut[k][i] = cost, j
-    cuts, i = [], n
-    for k in range(stages, 0, -1):
-        i = cut[k][i]
-        cuts.append(i)
-    return sorted(cuts)[1:]  # the first stage begins at block 0
-
-
-def split_points(model: nn.Module, split: Sequence[str] | None, stages: int) -> list[str]:
-    """The user's split points, or cuts that balance parameters over the model's block list."""
-    if split:
-        names = dict(model.named_modules())
-        missing = [name for name in split if name not in names]
-        if missing:
-            raise ValueError(f"split names modules the model does not have: {', '.join(missing)}")
-        return list(split)
-    name, blocks = next((n, c) for n, c in model.named_children() if isinstance(c, nn.ModuleList))
-    sizes = [sum(p.numel() for p in b.parameters()) for b in blocks]
-    return [f"{name}.{i}" for i in balanced_cuts(sizes, stages)]
 
 
 class BusyTimer:
@@ -93,26 +57,36 @@ class BusyTimer:
 
 
 def build_stages(model: nn.Module, mesh, *, device: torch.device, microbatch: Any, schedule: Schedule,
-                 split: Sequence[str] | None):
-    """Trace the model, cut it, and build this rank's PipelineStages (looped placement: stage
-    s on pipeline rank s % p, as interleaved schedules require)."""
+                 split: Sequence[str] | None, blocks: Any = None):
+    """Cut the model (traced, else by module: strategies/stages.py) and build this rank's
+    PipelineStages (looped placement: stage s on pipeline rank s % p, as interleaved schedules
+    require).
+
+    Raises:
+        ValueError: the model can be cut neither way, in one line saying why and what to do.
+    """
     per_rank = STAGES_PER_RANK[schedule]
     pp_rank, pp_size = mesh.get_local_rank(), mesh.size()
     n_stages = pp_size * per_rank
-    spec = {name: SplitPoint.BEGINNING for name in split_points(model, split, n_stages)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.export's internal deprecations
-        pipe = pipeline(model, mb_args=(microbatch,), split_spec=spec)
-    if pipe.num_stages != n_stages:
-        raise ValueError(f"split points gave {pipe.num_stages} stages; {n_stages} are needed")
+    points = split_points(model, split, n_stages, blocks)
     indices = [pp_rank + k * pp_size for k in range(per_rank)]
-    modules = [pipe.get_stage_module(i).to(device) for i in indices]
+    cache_off(model)  # apply_pipeline did; again for a caller of this function alone
+    try:
+        every = traced_stages(model, microbatch, points)
+        modules = [every[i] for i in indices]
+    except RuntimeError as e:
+        why = why_not_by_module(model, points)
+        if why is not None:
+            raise ValueError(cannot_cut(model, e, why)) from e
+        modules = module_stages(model, points, indices)
+    modules = [m.to(device) for m in modules]
     stages = [PipelineStage(m, i, n_stages, device, group=mesh.get_group()) for m, i in zip(modules, indices)]
     return stages, modules, n_stages
 
 
 def apply_pipeline(model: nn.Module, mesh, *, device: torch.device, sample_inputs: Any, loss_fn: LossFn,
-                   schedule: Schedule, n_microbatches: int, split: Sequence[str] | None = None) -> Parallel:
+                   schedule: Schedule, n_microbatches: int, split: Sequence[str] | None = None,
+                   blocks: Any = None) -> Parallel:
     """Cut ``model`` into stages over ``mesh`` and schedule each step's micro-batches through them.
 
     Every stage reads the same (whole) batch: the first uses the inputs, the last the targets.
@@ -127,13 +101,16 @@ def apply_pipeline(model: nn.Module, mesh, *, device: torch.device, sample_input
         schedule: gpipe, 1f1b or interleaved.
         n_microbatches: micro-batches per step, each an equal slice of the batch.
         split: the module names where stages begin; None for cuts that balance parameters.
+        blocks: the run's ``blocks`` setting, for those cuts (None: found, engine/blocks.py).
 
     Returns:
         This rank's stages, ready for the loop.
     """
     microbatch = sample_inputs[: len(sample_inputs) // n_microbatches]
+    cache_off(model)
+    spec = output_spec(model, microbatch)  # before the cut: the whole model's output, as the loss expects it
     stages, modules, n_stages = build_stages(model, mesh, device=device, microbatch=microbatch,
-                                             schedule=schedule, split=split)
+                                             schedule=schedule, split=split, blocks=blocks)
     timer = BusyTimer(device)
     for stage in stages:
         stage.forward_one_chunk = timer.wrap(stage.forward_one_chunk)
@@ -141,8 +118,9 @@ def apply_pipeline(model: nn.Module, mesh, *, device: torch.device, sample_input
     cls = SCHEDULES[schedule]
     # scale_grads: gradients are divided by the micro-batch count, so the mean of micro-batch
     # losses gives the same gradients as one pass over the whole batch.
-    scheduled = cls(stages if cls is ScheduleInterleaved1F1B else stages[0],
-                    n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=True)
+    scheduled = cls(stages if cls is ScheduleInterleaved1F1B else stages[0], n_microbatches=n_microbatches,
+                    loss_fn=lambda outputs, targets: loss_fn(as_model_returns(outputs, spec), targets),
+                    scale_grads=True)
     first = any(s.is_first for s in stages)
     last = any(s.is_last for s in stages)
 
