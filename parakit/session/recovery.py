@@ -89,8 +89,8 @@ class FailureGuard:
         if not dead or not self.policy.recovers or self.failures >= self.policy.max_failures \
                 or outcome.engines_unusable:
             return self.session._after(outcome)
-        ids = engines.forget(dead)
-        return f"engine(s) {ids} of rank(s) {self.dead_ranks} died; the run goes on without them"
+        engines.forget(dead)
+        return None  # go_on says what became of the run
 
     def go_on(self, part: RunResult, reports: list, segment: Segment, settings: dict[str, Any]) -> GoOn | None:
         """After a failed launch: where the run goes on, or None where it ends (not a death,
@@ -120,9 +120,13 @@ class FailureGuard:
         except ValueError as e:
             part.warnings.append(f"the run cannot go on with {workers} worker(s): {e}")
             return None
-        if self.policy.on_failure is OnFailure.RESUME:
-            self.session._engines.grow(workers)  # the spare takes the dead engine's place
-        self.session._engines.start_spare()  # and the next death finds one too
+        try:
+            if self.policy.on_failure is OnFailure.RESUME:
+                self.session._engines.grow(workers)  # the spare takes the dead engine's place
+            self.session._engines.start_spare()  # and the next death finds one too
+        except Exception as e:  # noqa: BLE001 - the run ends failed, with what it trained and why
+            part.warnings.append(f"no engine could replace the dead one ({type(e).__name__}: {e}): the run ends")
+            return None
         kept_until, died = _trim(part, reports, checkpoint_step - segment.first_step)
         _agreed_losses(part, state_in, segment.first_step)
         record = Recovery(how=self.policy.on_failure.value, rank=self.dead_ranks[0], died_at_step=died_at,
@@ -130,6 +134,8 @@ class FailureGuard:
                           workers_before=part.world_size, workers_after=workers,
                           error=(part.error or "").splitlines()[0] if part.error else "")
         self._waiting = (record, kept_until, died)
+        part.warnings.append(f"rank {record.rank}'s engine died at step {died_at} ({record.error}); the run "
+                             f"went on from step {checkpoint_step} on {workers} worker(s)")
         part.status, part.error = OK, None  # its kept steps were made; the death is the Recovery's
         if self.session.progress:
             note(f"[parakit] rank {record.rank}'s engine died at step {died_at}; going on from step "
@@ -144,10 +150,6 @@ class FailureGuard:
         self._waiting = None
         lost = began - kept_until if began is not None and kept_until is not None else None
         return replace(record, lost_s=lost, recover_s=began - died if began is not None and died is not None else None)
-
-    def paused_since(self) -> float | None:
-        """Where the pause before a recovering segment starts: the end of the checkpoint's step."""
-        return self._waiting[1] if self._waiting else None
 
     def last_checkpoint(self, segment: Segment) -> tuple[str | None, int]:
         """The last whole state of this segment: its newest checkpoint, else the state it began
@@ -179,7 +181,10 @@ class FailureGuard:
         next run (the spare started for it takes the lost engine's place)."""
         engines = self.session._engines
         if self.workers_at_start is not None and engines.size < self.workers_at_start:
-            engines.grow(self.workers_at_start)
+            try:
+                engines.grow(self.workers_at_start)
+            except Exception as e:  # noqa: BLE001 - the run is saved regardless; the next run grows them
+                note(f"[parakit] the lost engine could not be replaced yet ({type(e).__name__}: {e})")
 
 
 def _facts(folder: str | None) -> dict[str, Any]:

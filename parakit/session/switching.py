@@ -107,8 +107,14 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
             segment = guard.segment(first_step=step, state_in=state_in, state_out=out,
                                     save_at_end=not last or bool(final), save_on_stop=bool(final))
             progress = _offset(on_progress or printer, step - first, config.steps)
-            part, reports = launch_segment(session, seg_config, segment, progress, prices, live.event,
-                                           after=guard.after_launch)
+            try:
+                part, reports = launch_segment(session, seg_config, segment, progress, prices, live.event,
+                                               after=guard.after_launch)
+            except Exception as e:  # noqa: BLE001 - engines that cannot start, a group that cannot form
+                if not parts:
+                    raise
+                cannot = f"the segment from step {step} could not start: {type(e).__name__}: {e}"
+                break
             load_s = _slowest(reports, "state_load_s")
             # Training paused from the last rank's last step to the last rank's first step again
             # (after a death: from the end of the checkpoint's step, records/recovery.py).
@@ -123,6 +129,8 @@ def run_segments(session: Any, config: RunConfig, settings: dict[str, Any], *, s
             if resumed:  # a death recovered from: the next segment goes on from the checkpoint
                 step, state_in, settings = resumed.step, resumed.state_in, resumed.settings
                 live.settings = settings
+                if printer:  # a shrink runs on fewer workers
+                    printer.label = run_label(session.config(**settings).describe())
                 continue
             step += len(part.steps)
             state_in = out

@@ -49,7 +49,7 @@ CLI = [
     (["run", "--microbatches", "4"], "microbatches apply to pipelines only (strategy is ddp)"),
     (["run", "--strategy", "pipeline", "--model", "gpt", "--microbatches", "5"], "micro-batches do not divide"),
     (["run", "--split", "layers.2"], "split applies to pipelines only (strategy is ddp)"),
-    (["run", "--tp-plan", "fc1"], "expected NAME=colwise|rowwise, got 'fc1'"),
+    (["run", "--tp-plan", "fc1"], "expected NAME=colwise|rowwise or auto, got 'fc1'"),
     (["run", "--strategy", "tensor", "--tp-plan", "fc1=diagonal"],
      "tp_plan style of 'fc1' must be one of colwise, rowwise"),
     (["run", "--strategy", "tensor", "--model", "cnn"], "tensor parallelism has no plan for cnn"),

@@ -19,7 +19,7 @@ from parakit.records.summary import measure
 from parakit.records.summary_fields import Summary
 from record_helpers import quietly_read, report
 
-SWITCHED = Path(__file__).resolve().parents[2] / "notebooks" / "parakit-runs" / "08-switch-while-training"
+SWITCHED = Path(__file__).resolve().parent / "stored-runs" / "08-switch-while-training"
 
 
 def part(strategy: str, step_s: float) -> RunResult:

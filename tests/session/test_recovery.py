@@ -13,7 +13,6 @@ import psutil
 import pytest
 import torch
 
-import parakit
 from parakit.config.switch import STATE_FACTS
 from parakit.plots.runs import PLOTS
 from parakit.records.result import headline
