@@ -43,7 +43,10 @@ def new_cluster(launch: EngineLaunch, folder: str, ip: str) -> ipp.Cluster:
     options = dict(
         controller_ip=ip,
         engines=launch.launcher.value,
-        log_level=logging.WARNING,
+        # ERROR, not WARNING: an engine that dies is logged by ipyparallel as a warning with
+        # its whole log (screens of it under a notebook cell); parakit says which rank died,
+        # at which step and what the run did about it.
+        log_level=logging.ERROR,
         engine_timeout=START_TIMEOUT_S,
     )
     if launch.cluster_id:

@@ -24,11 +24,12 @@ import ipywidgets as widgets
 from parakit.config.run import RunConfig, Workload
 from parakit.config.layouts import Strategy
 from parakit.config.levers import Compression, CompressionKind, Precision
+from parakit.config.recovery import FailurePolicy, OnFailure
 from parakit.config.switch import change_text
 from parakit.frontends.options import own_models
 from parakit.frontends.panel_figures import PanelFigures
-from parakit.plots.runs import speedup_table
-from parakit.records.result import OK, STOPPED, RunResult, headline, run_label
+from parakit.frontends.text import outcome_line
+from parakit.records.result import OK, STOPPED, RunResult, run_label
 from parakit.session.session import Session
 from parakit.session.sweep import MAX_REPEATS
 
@@ -87,10 +88,7 @@ class Panel:
         self._running = False
         self._thread: threading.Thread | None = None
         self._stop_requested = False
-        self._latest: dict[str, Any] = {}
-        self._live_x: list[int] = []
-        self._live_y: list[float] = []
-        self._last_draw = 0.0
+        self._latest, self._live_x, self._live_y, self._last_draw = {}, [], [], 0.0
         self._partial: dict[str, tuple[list[int], list[float]]] = {}  # stopped runs: the loss seen live
         self._switched_to: dict[str, Any] = {}  # what the run going on was last asked to train with
         self.switches: list[tuple[int, dict[str, Any]]] = []  # the run going on: (step, settings) switched to
@@ -136,6 +134,10 @@ class Panel:
         # Not a live control: how many times Run runs these settings (intervals from their spread)
         self.repeats = widgets.BoundedIntText(value=1, min=1, max=MAX_REPEATS, description="repeats",
                                               layout=widgets.Layout(width="160px"))
+        # Not live either: what the next run does if it loses a worker (0 steps: no checkpoints)
+        self.on_failure = toggle(options=[o.value for o in OnFailure], value=OnFailure.FAIL.value,
+                                 description="on failure")
+        self.checkpoint_every = widgets.BoundedIntText(0, min=0, max=10**7, description="checkpoint every")
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger",
                                           disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=defaults.steps, description="0 steps")
@@ -143,7 +145,8 @@ class Panel:
         self.status = widgets.HTML()  # one line: what the last or current run does
         self.log = widgets.Output()  # errors from callbacks, which Jupyter would otherwise hide
         self._controls = [self.strategy, self.precision, self.compression, self.compression_rank,
-                          self.compression_ratio, self.model, self.workers, self.steps, self.batch_size]
+                          self.compression_ratio, self.model, self.workers, self.steps, self.batch_size,
+                          self.on_failure, self.checkpoint_every]
 
     def _build_figures(self) -> None:
         self.drawn = PanelFigures()
@@ -158,6 +161,7 @@ class Panel:
             self.strategy, self.precision,
             row(self.compression, self.compression_rank, self.compression_ratio),
             self.model, row(self.workers, self.steps, self.batch_size, self.repeats),
+            row(self.on_failure, self.checkpoint_every),
             row(self.run_button, self.stop_button, self.progress, self.baseline_button),
             self.problem, self.status,
         ])
@@ -186,6 +190,11 @@ class Panel:
             "workers": self.workers.value, "steps": self.steps.value,
             "batch_size": self.batch_size.value,
         }
+
+    def failure_settings(self) -> dict[str, Any]:
+        """What the next run does if a worker is lost, as Session.run's keyword arguments."""
+        every = self.checkpoint_every.value or None
+        return {"on_failure": self.on_failure.value, **({"checkpoint_every": every} if every else {})}
 
     @_reported
     def _on_change(self, change: dict | None = None) -> None:
@@ -225,6 +234,7 @@ class Panel:
         not fit. Returns the config, or None."""
         try:
             config = self.session.config(**self.settings())
+            FailurePolicy(**self.failure_settings()).check_run(config)  # the same check as Session.run's
         except ValueError as e:
             self.problem.value = f"<span style='color:#b00020'>{html.escape(str(e))}</span>"
             self.run_button.disabled = True
@@ -256,7 +266,7 @@ class Panel:
             self.progress.bar_style, self.progress.description = "", f"0/{settings['steps']}"
         self.status.value = f"starting {html.escape(run_label(settings))} ..."
         self._draw_runs(live=run_label(settings))
-        self._thread = threading.Thread(target=self._run_in_background, args=(settings,),
+        self._thread = threading.Thread(target=self._run_in_background, args=({**settings, **self.failure_settings()},),
                                         name="parakit-panel-run", daemon=True)
         self._thread.start()
 
@@ -354,7 +364,7 @@ class Panel:
             self.progress.bar_style = {OK: "success", STOPPED: "warning"}.get(result.status, "danger")
             if result.summary.get("diverged_at_step") is not None:
                 self.progress.bar_style = "warning"
-        self.status.value = html.escape(_outcome(result, self.results))
+        self.status.value = html.escape(outcome_line(result, self.results))
         self._draw_runs()
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
@@ -387,14 +397,3 @@ class Panel:
         if self._own_session:
             self.session.close()
 
-
-def _outcome(result: RunResult, results: list[RunResult]) -> str:
-    """The run's headline, and its speed-up in words where the runs so far hold its baseline:
-    '...; 2 workers: 1.54x (1.31-1.81)' (records/intervals.py, as the tables say it)."""
-    text = f"{headline(result)} ({result.run_id})"
-    if result.ok and result.summary:
-        table = speedup_table(results).set_index("run_id")
-        said = table.at[result.run_id, "said"] if result.run_id in table.index else None
-        if isinstance(said, str):
-            text += f"; {said}"
-    return text

@@ -153,3 +153,17 @@ def sweep_progress(i: int, n: int, label: str, result: Any) -> None:
 
     if result is not None and not in_notebook():
         print(f"[{i}/{n}] {summary_line(result)}", flush=True)
+
+
+def outcome_line(result: Any, results: list[Any]) -> str:
+    """The run's headline, and its speed-up in words where the runs so far hold its baseline:
+    '...; 2 workers: 1.54x (1.31-1.81)' (records/intervals.py, as the tables say it)."""
+    from parakit.plots.runs import speedup_table
+
+    text = f"{headline(result)} ({result.run_id})"
+    if result.ok and result.summary:
+        table = speedup_table(results).set_index("run_id")
+        said = table.at[result.run_id, "said"] if result.run_id in table.index else None
+        if isinstance(said, str):
+            text += f"; {said}"
+    return text

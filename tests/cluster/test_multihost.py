@@ -220,7 +220,7 @@ def test_advise_verifies_on_the_engines_it_is_told_to_start(tmp_path, monkeypatc
         monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
         monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     link = {"alpha_s": 1e-4, "beta_bytes_per_s": 1e9}
-    saved = Calibration(device="cpu", device_name="test cpu", engines=2, threads_per_rank=1, batch_size=32,
+    saved = Calibration(device="cpu", device_name="test cpu", engine_count=2, threads_per_rank=1, batch_size=32,
                         pass_fixed_s=0.0, per_row_s=1e-4, step_fixed_s=0.0, single_step_s={"fp32": 0.004},
                         collectives={"all_reduce": link, "all_gather": link, "send_recv": link},
                         memory_bytes=2**33, model="mlp")

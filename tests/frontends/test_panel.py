@@ -57,6 +57,20 @@ def test_settings_that_do_not_fit_disable_run_and_say_why(panel, session):
     assert len(read_runs(session.runs_dir)) == saved  # nothing ran, nothing was saved
 
 
+def test_what_a_run_does_on_a_lost_worker_is_checked_before_it_runs(panel, session):
+    """on failure and checkpoint every go to Session.run; resume without checkpoints is refused
+    in one line, as Session.run refuses it, and Run waits until it fits."""
+    assert list(panel.on_failure.options) == ["fail", "resume", "shrink"]
+    assert panel.failure_settings() == {"on_failure": "fail"}
+    panel.on_failure.value = "resume"
+    assert panel.run_button.disabled and "give checkpoint_every=K" in panel.problem.value
+    panel.checkpoint_every.value = 5
+    assert not panel.run_button.disabled and panel.problem.value == ""
+    assert panel.failure_settings() == {"on_failure": "resume", "checkpoint_every": 5}
+    panel.on_failure.value, panel.checkpoint_every.value = "fail", 0
+    assert not panel.run_button.disabled
+
+
 def test_compression_shows_the_field_it_takes(panel):
     panel.compression.value = "powersgd"
     assert panel.compression_rank.layout.display is None
