@@ -126,9 +126,25 @@ QUOTED = [
     ("docs/advisor.md", lambda: "median step | **{:.1f} %** (goal <= 10 %: met)".format(
         100 * _cpu()["median"]["summary"]["median_abs_error"])),
     ("docs/advisor.md", lambda: "**{:.2f}** at the median step".format(_cpu()["median"]["summary"]["rank_correlation"])),
+    ("docs/advisor.md", lambda: "the first choice was **{:.2f}x** the best".format(
+        _cpu()["rechecked"]["2"]["first_over_best"])),
+    ("docs/advisor.md", lambda: "fp32 {:.1f} ms, against {:.1f} ms for bf16".format(
+        1e3 * _cpu()["rechecked"]["1"]["step_time_s"]["single x1 fp32"],
+        1e3 * _cpu()["rechecked"]["1"]["step_time_s"]["single x1 bf16"])),
 ]
 
 
 @pytest.mark.parametrize("page, quote", QUOTED)
 def test_a_number_quoted_from_a_benchmark_is_its_committed_result(page, quote):
     assert quote() in (ROOT / page).read_text(encoding="utf-8")
+
+
+def test_the_conda_environment_installs_what_ci_installs():
+    """environment.yml's pip list: the torch that .ci/run installs first, then the package held
+    to constraints.txt, as CI holds it; a conda user gets the versions the suite passed with."""
+    pip = [line.strip()[2:] for line in (ROOT / "environment.yml").read_text().splitlines()
+           if line.startswith("      - ")]
+    ci = (ROOT / ".ci/run").read_text()
+    torch_pin = next(p for p in pip if p.startswith("torch=="))
+    assert f"pip install -q {torch_pin}" in ci and f"{torch_pin}\n" in (ROOT / "constraints.txt").read_text()
+    assert pip.index(torch_pin) < pip.index("-e .[dev]") and "-c constraints.txt" in pip
