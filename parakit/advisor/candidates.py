@@ -11,6 +11,7 @@ from typing import Any
 
 from parakit.advisor.costs import Estimate
 from parakit.config.layouts import mesh_sizes
+from parakit.config.models import experts_of
 from parakit.config.run import Hybrid, RunConfig, Schedule
 
 PRECISIONS = {
@@ -18,13 +19,15 @@ PRECISIONS = {
     "cpu": ("fp32", "bf16", "bf16-pure"),  # tf32 and fp16 need a GPU (levers.GPU_ONLY_PRECISIONS)
 }
 COMPRESSIONS = ("none", "fp16", "bf16", "powersgd:4", "topk:0.01", "randomk:0.01")
-STRATEGIES = ("single", "ddp", "fsdp", "pipeline", "tensor", "hybrid")
+STRATEGIES = ("single", "ddp", "fsdp", "pipeline", "tensor", "hybrid", "context", "expert")
 MICROBATCHES_PER_RANK = (1, 2, 4)  # pipeline micro-batches tried: p, 2p and 4p
 MAX_PROJECTION = 1024
 
 
-def layouts(workers: int, compressions: Iterable[str], strategies: Iterable[str]) -> list[dict[str, Any]]:
-    """Every layout of ``workers`` ranks, before precision; the checks come later."""
+def layouts(workers: int, compressions: Iterable[str], strategies: Iterable[str],
+            moe: bool = False) -> list[dict[str, Any]]:
+    """Every layout of ``workers`` ranks, before precision; the checks come later. ``moe``: the
+    model is a mixture of experts, so strategy expert is one."""
     wanted = set(strategies)
     if workers == 1:
         return [{"strategy": "single"}] if "single" in wanted else []
@@ -38,6 +41,10 @@ def layouts(workers: int, compressions: Iterable[str], strategies: Iterable[str]
     if "pipeline" in wanted:
         out += [{"strategy": "pipeline", "schedule": s.value, "microbatches": k * workers}
                 for s, k in itertools.product(Schedule, MICROBATCHES_PER_RANK)]
+    if "context" in wanted:  # the built-in gpt only: RunConfig drops it for other models
+        out.append({"strategy": "context"})
+    if "expert" in wanted and moe:  # a mixture of experts only: a dense model has none to spread
+        out.append({"strategy": "expert"})
     if "hybrid" in wanted:
         for outer in range(2, workers // 2 + 1):
             if workers % outer == 0 and workers // outer >= 2:
@@ -69,7 +76,8 @@ def candidates(workers: int, base: dict[str, Any], precisions: Iterable[str],
     """
     ok, refused = [], []
     compressions = list(compressions)
-    for layout, precision in itertools.product(layouts(workers, compressions, strategies), precisions):
+    moe = isinstance(base.get("model"), str) and experts_of(base.get("model_options") or {}) is not None
+    for layout, precision in itertools.product(layouts(workers, compressions, strategies, moe), precisions):
         settings = {**layout, "workers": workers, "precision": precision}
         try:
             ok.append(Candidate(settings, RunConfig(**base, **settings)))

@@ -32,6 +32,7 @@ from parakit.config.memory_model import HALF, memory_per_rank, state_bytes, tens
 from parakit.config.run import Hybrid, RunConfig, Strategy
 from parakit.config.layouts import STAGES_PER_RANK
 from parakit.config.levers import CompressionKind, Precision
+from parakit.config.formulas import ring_bytes_per_step
 
 BACKWARD_SHARE = 2 / 3  # backward computes two matmuls per forward one
 # On a preset calibrated elsewhere: one layer's forward + backward kernel launches from Python,
@@ -283,6 +284,43 @@ def _hybrid(run: _Costing) -> Time:
                 sent_bytes=tensor.sent_bytes + held * 4)
 
 
+def _context(run: _Costing) -> Time:
+    """Each rank computes its 1/n of every sequence (its two chunks balance the causal mask, so
+    the work splits evenly); per step the keys and values go round the ring (one send_recv
+    pass per block, 3n - 2 of them: ``ring_bytes_per_step``), then the gradients are all-reduced
+    once after backward. All of it counted exposed: on a CPU each pass waits for its block."""
+    c, shape = run.config, run.shape
+    n, o = c.workers, c.options
+    ring = ring_bytes_per_step(batch_size=c.batch_size, seq_len=o["seq_len"], width=o["width"], depth=o["depth"],
+                               ranks=n)  # fp32 at every precision: the ring computes its blocks in fp32
+    t_ring = collective_time(run.hw, "send_recv", ring, n, calls=o["depth"] * (3 * n - 2))
+    sync = collective_time(run.hw, "all_reduce", shape.params * 4, n)
+    compute = run.passes(shape.parts, c.batch_size / n)
+    return Time(run.step_fixed(shape.params) + compute, t_ring + sync, t_ring + sync,
+                sent_bytes=ring + shape.params * 4)
+
+
+def _expert(run: _Costing) -> Time:
+    """Each rank runs its 1/n of the batch through the replicated parts, and through its experts
+    the tokens routed to them: an even share, as the shape (measured on meta, where routing has
+    no values) splits them. Per block, a token's activations go to its experts' rank and back in
+    forward (two all-to-alls) and their gradients likewise in backward: 4 calls per block, each
+    moving the (n-1)/n of its rows x top_k that leave the rank (no all-to-all benchmark: a
+    point-to-point send's latency and bandwidth per call). The replicated parameters' gradients
+    are all-reduced once after backward. All exposed: each all-to-all waits for its tokens."""
+    c, shape = run.config, run.shape
+    n, o = c.workers, c.options
+    experts = sum(p.expert_params for p in shape.parts)
+    rest = shape.params - experts
+    rows = c.batch_size / n * o["seq_len"] * o.get("top_k", 1)
+    a2a_bytes = 4 * o["depth"] * rows * o["width"] * run.activation_bytes() * (n - 1) / n
+    t_a2a = collective_time(run.hw, "send_recv", a2a_bytes, n, calls=4 * o["depth"])
+    sync = collective_time(run.hw, "all_reduce", rest * 4, n)
+    compute = run.passes(shape.parts, c.batch_size / n) + run.overhead("expert")
+    return Time(run.step_fixed(rest + experts / n) + compute, t_a2a + sync, t_a2a + sync,
+                sent_bytes=a2a_bytes + rest * 4)
+
+
 LAYOUTS: dict[Strategy, Callable[[_Costing], Time]] = {
     Strategy.SINGLE: _single,
     Strategy.DDP: _ddp,
@@ -290,6 +328,8 @@ LAYOUTS: dict[Strategy, Callable[[_Costing], Time]] = {
     Strategy.TENSOR: _tensor,
     Strategy.PIPELINE: _pipeline,
     Strategy.HYBRID: _hybrid,
+    Strategy.CONTEXT: _context,
+    Strategy.EXPERT: _expert,
 }
 
 

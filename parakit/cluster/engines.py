@@ -13,20 +13,17 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 import weakref
-from collections import Counter
 from dataclasses import replace
 
 import ipyparallel as ipp
-import torch.distributed as dist
 
-from parakit.cluster import launchers, netns, placement, watchdog
+from parakit.cluster import launchers, netns, placement
 from parakit.cluster.placement import EngineInfo, Gpu, choose_backend, gpu_for_engine
-from parakit.engine import devices, network, process_group, stacks
+from parakit.engine import devices, network, preload, process_group, stacks
 from parakit.config.hosts import EngineLaunch, Launcher
 
 START_TIMEOUT_S = launchers.START_TIMEOUT_S
@@ -91,32 +88,28 @@ class EngineSet:
         self._cluster = launchers.new_cluster(
             self.launch, self._folder, launchers.controller_ip(self.launch, self._hosts and self._hosts.address_a))
         self._cluster.start_controller_sync()
+        if not self.launch.profile:
+            launchers.start_watchdog(self._folder)  # a shared profile's processes are not only ours to kill
+        self._start_engines(n)  # before the client: engines import while the controller starts
         self.client = self._cluster.connect_client_sync()
         self.controller_ip = launchers.controller_address(self.client)
-        if not self.launch.profile:
-            self._start_watchdog()  # a shared profile's processes are not only ours to kill
-        self._start_engines(n)
         self._pin_new(n)
 
-    def _start_engines(self, k: int) -> None:
+    @property
+    def _cpu_only(self) -> bool:
+        """Local engines that no GPU awaits: they may import torch before they are pinned."""
+        return self.launch.launcher is Launcher.LOCAL and not self.gpus
+
+    def _start_engines(self, k: int) -> str:
         if self._hosts is None:
-            self._cluster.start_engines_sync(n=k)
-            return
+            return launchers.start_engines(self._cluster, self.launch, k, cpu_only=self._cpu_only)
         # Every other engine on the second host, so any number of workers spans the link.
         on_b = sum(1 for p in range(self.size, self.size + k) if p % 2 == 1)
         if k - on_b:
-            self._cluster.start_engines_sync(n=k - on_b)
+            launchers.start_engines(self._cluster, self.launch, k - on_b, cpu_only=self._cpu_only)
         if on_b:
-            self._cluster.start_engines_sync(n=on_b, engine_cmd=self._hosts.engine_command(sys.executable))
-
-    def _start_watchdog(self) -> None:
-        """A process that stops this cluster if this (client) process dies without closing it."""
-        started = watchdog.start_time(os.getpid())
-        if started is None:  # no /proc (macOS): atexit is all there is
-            return
-        subprocess.Popen([sys.executable, "-m", "parakit.cluster.watchdog", str(os.getpid()), started, self._folder],
-                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+            launchers.start_engines(self._cluster, self.launch, on_b, cpu_only=self._cpu_only,
+                                    command=self._hosts.engine_command(sys.executable))
 
     def grow(self, n: int) -> None:
         """Add engines until there are n; existing engines keep running."""
@@ -136,11 +129,12 @@ class EngineSet:
         """Start one engine ahead of need, without waiting for it: the next ``grow`` or
         ``replace_all`` takes it, registered by then, so a lost engine is replaced in the time
         its pinning takes instead of an engine's whole start (6-7 s of imports on 2 CPU cores).
-        An idle spare holds ~60 MB (no torch yet). Returns False where this set cannot start
-        engines itself (attached, a link's hosts, a shared profile), or one is waiting."""
+        An idle spare holds ~60 MB (no torch yet), or, on CPUs, ~300 MB (torch and the training
+        code, preloaded). Returns False where this set cannot start engines itself (attached, a
+        link's hosts, a shared profile), or one is waiting."""
         if self._cluster is None or self.attached or self._hosts is not None or self.launch.profile or self._spare:
             return False
-        self._spare = self._cluster.start_engines_sync(n=1)
+        self._spare = self._start_engines(1)
         return True
 
     def stop_spare(self) -> None:
@@ -201,24 +195,18 @@ class EngineSet:
         found = [EngineInfo.identified(engine_id, me)
                  for engine_id, me in zip(new_ids, self.client[new_ids].apply_sync(network.identify))]
         # Engines already here may move (a host's engines are counted anew): all are placed again.
-        everyone = self._share_cores(placement.place_on_hosts(self.engines + found, _own_host()))
+        # A link's hosts (namespaces) share one machine, and its cores.
+        one_machine = self.launch.launcher is Launcher.LOCAL
+        everyone = placement.share_cores(placement.place_on_hosts(self.engines + found, _own_host()), one_machine)
+        dumps = self.client[new_ids].apply_async(stacks.enable_stack_dumps, self._folder)
         placed, new = everyone[: self.size], self._pin(everyone[self.size:], first_position=self.size)
-        paths = self.client[new_ids].apply_sync(stacks.enable_stack_dumps, self._folder)
+        paths = dumps.get(timeout=START_TIMEOUT_S)
+        if not self._cpu_only:  # pinned now, they may import torch (CPU engines did as they started)
+            self.client[new_ids].apply_async(preload.start)
         self.engines = placed + [replace(e, stack_file=path) for e, path in zip(new, paths)]
         for e in self.engines:
             self.client[e.engine_id].apply_async(_set_threads, e.threads)
         self.client.wait(timeout=START_TIMEOUT_S)
-
-    def _share_cores(self, engines: list[EngineInfo]) -> list[EngineInfo]:
-        """Threads per engine: its share of its machine's cores, so one worker means a fixed
-        slice of the machine and adding workers adds hardware, as adding GPUs would."""
-        local = self.launch.launcher is Launcher.LOCAL  # a link's hosts (namespaces) share one machine
-
-        def machine(e: EngineInfo) -> str:
-            return "here" if local else e.host_key
-
-        per_machine = Counter(machine(e) for e in engines)
-        return [replace(e, threads=max(1, e.cpu_count // per_machine[machine(e)])) for e in engines]
 
     def _pin(self, engines: list[EngineInfo], first_position: int) -> list[EngineInfo]:
         """Pin these engines (positions from ``first_position`` on), all at once; returns them
@@ -294,7 +282,7 @@ class EngineSet:
         Returns (backend, warning or None).
         """
         ranks = self.ranks(world)
-        backend, warning = choose_backend([e.gpu for e in ranks], dist.is_nccl_available())
+        backend, warning = choose_backend([e.gpu for e in ranks], _nccl_available([e.gpu for e in ranks]))
         ids = tuple(e.engine_id for e in ranks)
         if self.group == (ids, backend):
             return backend, warning
@@ -365,6 +353,16 @@ class EngineSet:
                 self._hosts.close()
                 self._hosts = None
             shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _nccl_available(gpus: list[Gpu | None]) -> bool:
+    """Whether this torch has NCCL, asked only where a rank has a GPU: a CPU session's notebook
+    never imports torch (2 s) to start a run."""
+    if not any(gpus):
+        return False
+    import torch.distributed as dist
+
+    return dist.is_nccl_available()
 
 
 def _set_threads(threads: int) -> None:

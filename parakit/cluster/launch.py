@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+from concurrent import futures
 import threading
 import time
 import uuid
@@ -11,17 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from ipyparallel import error as ipp_error
 
+from parakit.cluster.controller import end_if_controller_lost
 from parakit.cluster.engines import EngineSet
-from parakit.cluster.hangs import diagnose
+from parakit.cluster.hangs import diagnose, name_a_death
 from parakit.cluster.placement import EngineInfo
 from parakit.config.run import RunConfig
 from parakit.config.switch import Segment
-from parakit.engine import process_group
+from parakit.engine import preload, process_group
 from parakit.engine.payload import pack
-from parakit.engine.train import train
 from parakit.records.commbench import CommBenchFigures
 from parakit.records.rank import RankReport
 from parakit.records.result import FAILED, OK, STOPPED
@@ -30,6 +30,7 @@ POLL_S = 0.2
 PEER_GRACE_S = 2.0  # after a rank fails, how long its peers get to fail by themselves
 STOP_GRACE_S = 5.0  # after a failure or interrupt, how long the other ranks get to stop
 STARTUP_S = 60.0  # the least a run gets to send its first progress (see _allowed)
+ABORT_WAIT_S = 1.0  # how long a stop waits for the engines to drop tasks not yet started
 
 
 @dataclass
@@ -71,8 +72,9 @@ def launch(
     thread) stops every rank within a poll and a few seconds, as Ctrl-C does; setting
     ``switch`` ends the run the same way, with its state saved to ``segment.state_out``."""
     token = uuid.uuid4().hex  # names this run's stop agreement in the process group's store
-    return run_on_ranks(engines, config.workers, train, (pack(config), token, segment), on_progress, stop,
-                        hang_timeout_s, switch)
+    # preload.train, not engine.train.train: shipping it needs no torch here (see engine/preload.py)
+    return run_on_ranks(engines, config.workers, preload.train, (pack(config), token, segment), on_progress,
+                        stop, hang_timeout_s, switch)
 
 
 def run_on_ranks(
@@ -103,6 +105,8 @@ def run_on_ranks(
         # hit, the ranks' results so far are kept and the run is reported as failed.
         outcome = _watch_failed(engines, ids, pending, e)
     outcome.engines = ranked
+    if outcome.status == FAILED and (named := name_a_death(engines, ranked)):  # gloo ended a rank: say why first
+        outcome.error = "\n".join(filter(None, [named, outcome.error]))
     return outcome
 
 
@@ -113,6 +117,8 @@ def _follow(engines: EngineSet, ranked: list[EngineInfo], pending: dict, on_prog
     ids, world = [e.engine_id for e in ranked], len(ranked)
     seen, moved, switch_sent = None, time.monotonic(), False
     while not all(ar.ready() for ar in pending.values()):
+        if (lost := end_if_controller_lost(engines, ranked, seen)) is not None:  # nothing can come back
+            return Outcome(FAILED, error=lost, engines_unusable=True)
         if stop is not None and stop.is_set():
             return _stop_on_request(engines, ids, pending)
         # A switch is signalled once rank 0 has made a step: every rank is then inside the run,
@@ -137,8 +143,8 @@ def _follow(engines: EngineSet, ranked: list[EngineInfo], pending: dict, on_prog
         failed = [r for r, ar in pending.items() if ar.ready() and _failed(ar)]
         if failed:
             return _stop_others(engines, ids, pending, FAILED, first=failed[0])
-        # Wait on a rank still running, so the loop ends as soon as the run does.
-        next(ar for ar in pending.values() if not ar.ready()).wait(POLL_S)
+        # Wait on a rank still running, so the loop ends as soon as the run does (all may be done by now).
+        next((ar for ar in pending.values() if not ar.ready()), pending[0]).wait(POLL_S)
         if on_progress is not None and isinstance(pending[0].data, dict) and pending[0].data:
             on_progress(dict(pending[0].data))
     failed = [r for r, ar in pending.items() if _failed(ar)]
@@ -287,8 +293,8 @@ def _stop_on_request(engines: EngineSet, ids: list[int], pending: dict) -> Outco
     """
     progress = pending[0].data if isinstance(pending[0].data, dict) else {}
     waiting = [ar for ar in pending.values() if not ar.ready()]
-    if waiting:
-        engines.client.abort(waiting, targets=ids, block=True)
+    if waiting:  # not block=True: an engine whose nanny (its control channel) is gone never answers
+        futures.wait([engines.client.abort(waiting, targets=ids, block=False)], timeout=ABORT_WAIT_S)
     outcome = _stop_others(engines, ids, pending, STOPPED)
     where = f" (last progress seen: step {progress['step']} of {progress['steps']})" if progress.get("step") else ""
     # What the ranks raised is the stop itself: an interrupt, an aborted task, or a collective
@@ -319,6 +325,8 @@ def run_code(engines: EngineSet, code: str, world: int, names: dict[str, Any] | 
         CODE_GRACE_S later are interrupted. Status is then FAILED, and the group must be formed
         afresh.
     """
+    import torch  # each rank's ``device``: a cell needs torch here, a run does not (see ``launch``)
+
     ids = engines.ids(world)
     packed = pack(names) if names else None
     for rank, info in enumerate(engines.ranks(world)):

@@ -7,6 +7,7 @@ found through NVML, which does not create a CUDA context.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from parakit.config.run import Device, RunConfig
@@ -16,7 +17,7 @@ from parakit.config.hosts import usable_cores
 
 __all__ = ["ENGINES_PER_CORE", "ENGINE_MEMORY_BYTES", "EngineInfo", "Gpu", "HostFacts", "check_gpu_sharing",
            "check_workers", "choose_backend", "choose_gpus", "filter_visible", "gpu_for_engine", "host_facts",
-           "max_workers", "place_on_hosts", "ranks_for", "visible_gpus"]
+           "max_workers", "place_on_hosts", "ranks_for", "share_cores", "visible_gpus"]
 
 ENGINES_PER_CORE = 4  # beyond this, CPU engines only wait for each other
 ENGINE_MEMORY_BYTES = 768 * 2**20  # an engine with torch imported and a small model
@@ -192,6 +193,18 @@ def place_on_hosts(engines: list[EngineInfo], own_host: str | None = None) -> li
         for local, p in enumerate(on_host):
             placed[p] = replace(placed[p], local_index=local)
     return placed
+
+
+def share_cores(engines: list[EngineInfo], one_machine: bool) -> list[EngineInfo]:
+    """Threads per engine: its share of its machine's cores, so one worker means a fixed slice of
+    the machine and adding workers adds hardware, as adding GPUs would. ``one_machine``: every
+    engine shares this one (local engines, a link's hosts included), whatever host it names."""
+
+    def machine(e: EngineInfo) -> str:
+        return "here" if one_machine else e.host_key
+
+    per_machine = Counter(machine(e) for e in engines)
+    return [replace(e, threads=max(1, e.cpu_count // per_machine[machine(e)])) for e in engines]
 
 
 def ranks_for(engines: list[EngineInfo], world: int) -> list[int]:

@@ -23,17 +23,22 @@ class ParallelDims:
     """Ranks that each hold a slice of every layer (tensor parallelism)."""
     pipeline: int = 1
     """Stages the model's depth is cut into (pipeline parallelism)."""
+    expert: int = 1
+    """Ranks a mixture's experts are spread over, borrowed from the data dimension (torchtitan's
+    expert parallelism): each also reads its own slice of the batch, so it is not in ``world``."""
+    context: int = 1
+    """Ranks each sequence is split over (context parallelism: attention round a ring of them)."""
     mesh_names: tuple[str, ...] = ("data",)
     """The mesh's dimensions, outer first, as the strategy names them."""
 
     def __post_init__(self) -> None:
-        for name in ("data", "tensor", "pipeline"):
+        for name in ("data", "tensor", "pipeline", "expert", "context"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"the {name}-parallel degree must be an integer >= 1 (got {value!r})")
-        unknown = set(self.mesh_names) - {"data", "tensor", "pipeline"}
+        unknown = set(self.mesh_names) - {"data", "tensor", "pipeline", "context"}
         if unknown:
-            raise ValueError(f"mesh dimension {sorted(unknown)[0]!r} is not data, tensor or pipeline")
+            raise ValueError(f"mesh dimension {sorted(unknown)[0]!r} is not data, tensor, pipeline or context")
 
     @classmethod
     def of(cls, strategy: Strategy, workers: int, hybrid: Hybrid | None = None,
@@ -47,15 +52,19 @@ class ParallelDims:
             return cls(data=outer, tensor=inner, mesh_names=("data", "tensor"))
         if strategy in (Strategy.DDP, Strategy.FSDP):
             return cls(data=workers)
+        if strategy is Strategy.EXPERT:  # the experts spread over the data dimension's ranks
+            return cls(data=workers, expert=workers)
         if strategy is Strategy.TENSOR:
             return cls(tensor=workers, mesh_names=("tensor",))
         if strategy is Strategy.PIPELINE:
             return cls(pipeline=workers, mesh_names=("pipeline",))
+        if strategy is Strategy.CONTEXT:  # every rank reads the whole batch, its chunks of each row
+            return cls(context=workers, mesh_names=("context",))
         return cls()  # single
 
     @property
     def world(self) -> int:
-        return self.data * self.tensor * self.pipeline
+        return self.data * self.tensor * self.pipeline * self.context
 
     @property
     def data_enabled(self) -> bool:

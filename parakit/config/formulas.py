@@ -209,3 +209,13 @@ def per_joule(count: float, energy_j: float | None) -> float | None:
     if energy_j is None or energy_j <= 0:
         return None
     return count / energy_j
+
+
+def ring_bytes_per_step(*, batch_size: int, seq_len: int, width: int, depth: int, ranks: int,
+                        value_bytes: int = 4) -> float:
+    """Bytes each context rank sends round the ring in one step (engine/strategies/ring.py): per
+    block, the keys and values of its tokens (2 x batch x seq_len/ranks x width values) pass on
+    ranks-1 times forward, ranks-1 times again in backward, and their gradients ranks times, the
+    last pass taking each home: 3 ranks - 2 passes of that size."""
+    keys_and_values = 2 * batch_size * seq_len / ranks * width * value_bytes
+    return depth * keys_and_values * (3 * ranks - 2)

@@ -17,6 +17,8 @@ class Strategy(Choice):
     PIPELINE = "pipeline"  # consecutive blocks on consecutive ranks, micro-batches flow through
     TENSOR = "tensor"  # each weight matrix split over ranks (DTensor, column- then row-wise)
     HYBRID = "hybrid"  # a 2-D mesh: data parallel x tensor, or pipeline x data parallel
+    EXPERT = "expert"  # a mixture of experts' experts spread over ranks, tokens sent by all-to-all
+    CONTEXT = "context"  # each sequence split over ranks, attention computed round a ring of them
 
 
 class Schedule(Choice):
@@ -154,3 +156,23 @@ def check_tensor(model: Any, options: Mapping[str, int], degree: int, plan: Mapp
             f"tensor parallelism has no plan for {name}; use gpt or mlp, or pass "
             "tp_plan={'layer.name': 'colwise' | 'rowwise', ...} (or tp_plan='auto' for a transformers model)"
         )
+
+
+def check_context(model: Any, options: Mapping[str, int], ranks: int, compile_: bool) -> None:
+    """Context parallelism replaces the model's attention with ring attention and cuts each
+    sequence into 2 chunks per rank (one early, one late, so the causal mask loads every rank alike)."""
+    if model != "gpt":
+        name = model if isinstance(model, str) else "a model of your own"
+        raise ValueError(f"context parallelism replaces attention with ring attention, which parakit can do in "
+                         f"the built-in gpt only (got {name}); use model='gpt'")
+    if options.get("experts"):
+        raise ValueError("context does not combine with experts yet (their balancing loss is over a rank's "
+                         "tokens); use strategy expert, or a dense gpt")
+    chunks = 2 * ranks
+    if options["seq_len"] % chunks:
+        raise ValueError(f"context over {ranks} ranks cuts each sequence into {chunks} chunks (two per rank); "
+                         f"seq_len {options['seq_len']} is not a multiple of {chunks}: use e.g. "
+                         f"seq_len={max(chunks, options['seq_len'] // chunks * chunks)}")
+    if compile_:
+        raise ValueError("compile does not combine with context yet (the ring's sends sit inside each "
+                         "block's attention); drop compile")

@@ -10,7 +10,8 @@ the runtime, for the rank that holds the most. Standard library only.
 - activations: what the forward keeps for backward (measured per row on the meta device, fp32;
   half under 16-bit precisions), times the rows in flight: the rank's batch, or per pipeline
   stage the micro-batches its schedule holds at once (GPipe m, 1F1B min(m, p)); activation
-  checkpointing as ``activation_bytes`` says;
+  checkpointing as ``activation_bytes`` says; context parallelism divides them by its ranks
+  (each keeps its chunks of every sequence, and ring attention keeps no T x T scores);
 - runtime: a process's own memory (the peak RSS of one worker less its model, on CPUs).
 """
 
@@ -107,7 +108,13 @@ def _held_and_activations(config: RunConfig, shape: ModelShape) -> tuple[float, 
             gathered = 2 * max(tensor_params([p], t) for p in parts)  # this unit and the prefetched one
         held = tensor_params(parts, t) / n
         return held, activation_bytes(parts, rows, t, q, ac), gathered * state_bytes(q)
+    if config.strategy is Strategy.EXPERT:  # each rank holds experts / workers of every mixture, whole
+        experts = sum(p.expert_params for p in parts)
+        rest = tensor_params(parts, 1) - experts  # replicated, its gradients averaged in one flat buffer
+        return rest + experts / config.dims.expert, activation_bytes(parts, rows, 1, q, ac), rest * 4.0
     held = tensor_params(parts, t)
+    if config.strategy is Strategy.CONTEXT:  # a rank keeps its 1/c of each sequence, plus the averaging buffer
+        return held, activation_bytes(parts, rows, t, q, ac) / config.dims.context, held * 4
     extra = held * 4 if config.strategy is Strategy.HYBRID else 0.0  # the flat buffer gradients are averaged in
     return held, activation_bytes(parts, rows, t, q, ac), extra
 

@@ -15,13 +15,15 @@ from typing import Any
 from parakit.config.choices import Choice, check_int, is_number
 from parakit.config.models import MODEL_OPTIONS, Workload, check_model_options
 from parakit.config.degrees import ParallelDims
+from parakit.config.experts import check_expert_layout
 from parakit.config.layouts import (
-    STAGES_PER_RANK, Hybrid, Schedule, Strategy, built_in_blocks, check_microbatches,
+    STAGES_PER_RANK, Hybrid, Schedule, Strategy, built_in_blocks, check_context, check_microbatches,
     check_pipeline, check_tensor, parse_mesh,
 )
 from parakit.config.levers import Compression, CompressionKind, Precision, Sync, check_fp8_settings
 from parakit.config.memory import Checkpointing, check_memory_levers, describe_memory_levers
 from parakit.config.own_model import AUTO_PLAN, check_blocks, check_loss, check_own_model, describe_own_model
+from parakit.config.straggler import check_straggler
 from parakit.config.sync import check_sync, describe_sync
 
 __all__ = [
@@ -64,7 +66,9 @@ class RunConfig:
     for a model that computes its own: called as ``model(inputs, labels=targets)``, its
     ``.loss`` is trained on (not with pipelines)."""
     strategy: Strategy = Strategy.DDP
-    """How the work is split across workers: single, ddp, fsdp, pipeline, tensor or hybrid."""
+    """How the work is split across workers: single, ddp, fsdp, pipeline, tensor, hybrid, expert
+    (a mixture of experts' experts spread over the workers) or context (each sequence split over
+    them, attention round a ring)."""
     workers: int = 1
     """Number of ranks (engines) taking part."""
     precision: Precision = Precision.FP32
@@ -136,6 +140,9 @@ class RunConfig:
     trace: bool = False
     """Write each rank's recorded steps as a Chrome-trace JSON file beside the run file (opens
     in Perfetto, chrome://tracing and Holistic Trace Analysis); see ``RunResult.traces``."""
+    straggler: str | None = None
+    """"RANK:FACTOR", e.g. "1:2": a lesson's lever that makes that rank's forward and backward
+    FACTOR times as slow with real extra arithmetic, so the others wait for it (config/straggler.py)."""
     activation_checkpointing: Checkpointing = Checkpointing.NONE
     """none, full (recompute each repeated block's forward in backward) or selective (keep the
     matmuls' outputs, recompute the rest): activation memory traded for compute (memory.py)."""
@@ -182,7 +189,9 @@ class RunConfig:
             raise ValueError(f"mesh applies to strategy hybrid only (strategy is {self.strategy})")
         self._check_layout()
         self._check_levers()
+        set_(self, "straggler", check_straggler(self.straggler, self.workers, self.strategy is Strategy.SINGLE))
         check_memory_levers(self)
+        check_expert_layout(self)
         check_own_model(self)
 
     # -- checks, in the order a user would want to hear about them ---------------------
@@ -253,6 +262,8 @@ class RunConfig:
             check_tensor(self.model, self.options, self.tensor_degree, self.tp_plan)
         elif self.tp_plan is not None:
             raise ValueError(f"tp_plan applies to tensor parallelism only (strategy is {s})")
+        if s is Strategy.CONTEXT:
+            check_context(self.model, self.options, self.workers, self.compile)
 
     def _check_levers(self) -> None:
         layout = self.hybrid if self.strategy is Strategy.HYBRID else self.strategy
@@ -354,6 +365,8 @@ class RunConfig:
             described["stop_on_divergence"] = False
         if self.trace:
             described["trace"] = True
+        if self.straggler is not None:
+            described["straggler"] = self.straggler
         described.update(describe_memory_levers(self))
         described.update(describe_sync(self))
         if self.uses_pipeline:

@@ -32,6 +32,8 @@ class Part:
     """Forward + backward all-reduce bytes per row under tensor parallelism, in fp32."""
     tensor_allreduces: int = 0
     """All-reduce calls per pass (forward and backward) under tensor parallelism."""
+    expert_params: int = 0
+    """Parameters in the part's mixture-of-experts experts: strategy expert spreads them over the ranks."""
 
 
 @dataclass(frozen=True, kw_only=True)

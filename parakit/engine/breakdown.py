@@ -4,12 +4,17 @@ behind compute, and idle time, from the PyTorch profiler over sampled steps.
 The method is Holistic Trace Analysis' temporal breakdown, on one step's trace:
 
 - communication: the union of the intervals in which a collective runs, timed where it runs:
-  gloo's worker threads (``gloo:all_reduce`` ...) and NCCL kernels on the GPU's stream;
+  gloo's worker threads (``gloo:all_reduce`` ...) and NCCL kernels on the GPU's stream, from
+  the moment the last rank entered it (engine/peer_wait.py): the time before, a rank that came
+  early spent waiting for a late one, and that is idle, not communication;
 - compute: the union of compute kernels on a GPU; on a CPU, of the operators the training
   thread runs (aten ops, autograd's backward functions, the optimizer);
 - exposed communication: communication time in which no compute runs;
-- idle: the rest of the step, in which neither runs (waiting for a peer, a pipeline bubble,
-  Python between operators).
+- idle: the rest of the step, in which neither runs (waiting for a peer, inside a collective
+  or out, a pipeline bubble, Python between operators).
+
+``classify`` is the rule each event is read by; the breakdown's sums and the timeline's spans
+(engine/step_spans.py) come from the same events through it.
 
 So compute + exposed + idle is the step as the profiler saw it; ``check`` compares that with
 the step time the timer measured, which is a separate clock.
@@ -28,19 +33,18 @@ the run, and pay for it. Each run reports what its instruments cost (``instrumen
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-import time
-from collections.abc import Iterator
+import bisect
+import math
 from typing import Any, NamedTuple
 
-import torch
-from torch.autograd import profiler as _autograd_profiler  # here: profiler.step asks it every step
-
 STEP_EVENT = "parakit.step"
+STRAGGLER = "parakit.straggler"  # engine/straggler.py's added time, on a CPU a sleep
 WINDOW_STEPS = 3  # the default: one window of this many consecutive steps, the run's last
-_COMM_MARKERS = ("gloo:", "nccl", "c10d::", "record_param_comms")
+# "AllToAll": expert parallelism's all-to-all (strategies/expert.py) runs its backward collective
+# inside autograd's evaluate_function, which would otherwise count as compute on a CPU; so does
+# context's "RingAttention" (strategies/ring.py) with its ring's waits (its matmuls inside still
+# count, as aten ops of their own).
+_COMM_MARKERS = ("gloo:", "nccl", "c10d::", "record_param_comms", "AllToAll", "RingAttention")
 _CPU_COMPUTE = ("aten::", "autograd::engine::evaluate_function", "Optimizer.")
 
 
@@ -59,6 +63,10 @@ class Span(NamedTuple):
     time_range: Any  # .start, .end (us)
     thread: int
     device_type: str | None
+    nbytes: int | None = None
+    """A collective's bytes, from the tensor shapes the profiler recorded; None for the rest."""
+    correlation: int | None = None
+    """A GPU kernel: the correlation id of the CPU launch it came from (phases on a GPU)."""
 
 
 class _Range(NamedTuple):
@@ -66,157 +74,116 @@ class _Range(NamedTuple):
     end: float
 
 
+ITEM_BYTES = {"float": 4, "double": 8, "c10::Half": 2, "c10::BFloat16": 2, "int": 4, "long int": 8,
+              "signed char": 1, "unsigned char": 1, "bool": 1, "short int": 2}
+
+
 def spans(kineto_results) -> list[Span]:
     """The raw events of a finished profile, read directly: building torch's FunctionEvent tree
     (``prof.events()``) took ~50 ms per recorded step of a small model and made millions of
-    objects whose collection then slowed the next steps."""
+    objects whose collection then slowed the next steps. Shapes are read for collectives only."""
     out = []
     for e in kineto_results.events():
-        start = e.start_ns() / 1e3
-        out.append(Span(e.name(), _Range(start, start + e.duration_ns() / 1e3), e.start_thread_id(),
-                        str(e.device_type())))
+        start, name = e.start_ns() / 1e3, e.name()
+        comm = name.startswith(COMM_EVENTS) or "nccl" in name.lower()
+        gpu = str(e.device_type()).endswith("CUDA")
+        out.append(Span(name, _Range(start, start + e.duration_ns() / 1e3), e.start_thread_id(),
+                        str(e.device_type()), _bytes(e.shapes(), e.dtypes()) if comm else None,
+                        e.linked_correlation_id() if gpu else e.correlation_id()))
     return out
 
 
-class StepProfiler:
-    """Records the planned steps (``recorded_steps``) with torch.profiler, one profiler session
-    per window of consecutive steps, and keeps each recorded step's breakdown.
-
-    A window that ends at the run's last step stays open until ``finish()``, which the loop
-    calls after the measured steps' clock has stopped: stopping the profiler and reading its
-    events (~50 ms for a small model's 3 steps on a CPU) then costs the run's end, not its
-    steps. A window in the middle (``profile_every=N``) is read when it closes, so a live view
-    can draw it; that cost falls between steps and is counted.
-
-    ``cost_s`` is the time spent starting, stopping and reading the profiler between steps
-    (what ``finish()`` spends after the last step is not in it); ``enabled_steps`` the steps
-    during which the profiler was on, checked at each step's start.
-    """
-
-    def __init__(self, device: torch.device, warmup: int, every: int | None, steps: int, *,
-                 world: int = 1, trace: bool = False):
-        self.device, self.cuda = device, device.type == "cuda"
-        self.world = world
-        self.steps = steps
-        self.plan = set(recorded_steps(steps, warmup, every))
-        self.trace = trace
-        self.breakdowns: dict[int, dict[str, float]] = {}
-        self.traces: list[tuple[list[int], str]] = []
-        """(steps, Chrome-trace JSON text) per window, when ``trace``."""
-        self.cost_s = 0.0
-        self.enabled_steps: list[int] = []
-        self._prof = None
-        self._window: list[int] = []
-
-    def latest(self) -> dict[str, float] | None:
-        """The newest recorded step's breakdown (for live progress), or None."""
-        return self.breakdowns[max(self.breakdowns)] if self.breakdowns else None
-
-    @contextlib.contextmanager
-    def step(self, step: int) -> Iterator[None]:
-        """Wrap one whole step, outside its timer, so starting and reading the profiler is not
-        counted in the step's time."""
-        if step not in self.plan:
-            if _profiler_on():
-                self.enabled_steps.append(step)
-            yield
-            return
-        from torch.profiler import record_function
-
-        if self._prof is None:
-            started = time.perf_counter()
-            self._open()
-            self.cost_s += time.perf_counter() - started
-        self._window.append(step)
-        self.enabled_steps.append(step)
-        if self.cuda:
-            torch.cuda.synchronize()  # note: sync on recorded steps only, so the step's kernels
-        with record_function(STEP_EVENT):  # fall inside the recorded step's range
-            yield
-            if self.cuda:
-                torch.cuda.synchronize()
-        if step + 1 not in self.plan and step + 1 < self.steps:
-            started = time.perf_counter()
-            self._close()
-            if self.world > 1:
-                # Ranks read their windows at different speeds; without this the first to finish
-                # would wait in the next step's collective and that step would carry the cost.
-                import torch.distributed as dist
-
-                dist.barrier()
-            self.cost_s += time.perf_counter() - started
-
-    def finish(self) -> None:
-        """After the last step (and after the measured steps' clock): read an open window. A
-        window that cannot be read (a failed GPU step broke the context) is dropped: the
-        steps the run made matter more than their breakdown."""
-        if self._prof is not None:
-            try:
-                self._close()
-            except Exception:  # noqa: BLE001 - see above
-                self._prof, self._window = None, []
-
-    def _open(self) -> None:
-        from torch.profiler import ProfilerActivity, profile
-
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
-        self._prof = profile(activities=activities)
-        self._prof.__enter__()
-
-    def _close(self) -> None:
-        prof, self._prof = self._prof, None
-        prof.__exit__(None, None, None)
-        events = spans(prof.profiler.kineto_results)
-        markers = sorted((e for e in events if e.name == STEP_EVENT and not _on_gpu(e)),
-                         key=lambda e: e.time_range.start)
-        for step, marker in zip(self._window, markers):
-            self.breakdowns[step] = breakdown(events, self.cuda, marker)
-        if self.trace:
-            self.traces.append((list(self._window), _chrome_trace(prof)))
-        self._window = []
+def _bytes(shapes, dtypes) -> int | None:
+    total = 0
+    for shape, dtype in zip(shapes, dtypes):
+        if dtype in ITEM_BYTES and shape:
+            total += math.prod(shape) * ITEM_BYTES[dtype]
+    return total or None
 
 
-def _profiler_on() -> bool:
-    return _autograd_profiler._is_profiler_enabled  # torch's own flag, set while any profiler records
+COMPUTE, COMM = "compute", "comm"
+COMM_EVENTS = ("gloo:",)
 
 
-def _chrome_trace(prof) -> str:
-    """The window as Chrome-trace JSON (Perfetto, chrome://tracing, Holistic Trace Analysis):
-    torch writes the process group's rank, world size and backend into its distributedInfo."""
-    with tempfile.TemporaryDirectory(prefix="parakit-trace-") as folder:
-        path = os.path.join(folder, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            return f.read()
+def classify(event, cuda: bool, thread: int) -> str | None:
+    """The one rule of what an event counts as: ``COMM`` (a collective or point-to-point
+    transfer, where it runs), ``COMPUTE`` (a GPU kernel; on a CPU an operator of the training
+    ``thread``), or None (enqueueing a collective, another thread's work, markers). The breakdown
+    and the timeline (engine/step_spans.py) both read events through it."""
+    if event.name.startswith(COMM_EVENTS):  # gloo's worker threads, for the whole collective
+        return COMM
+    if cuda:
+        return (COMM if "nccl" in event.name.lower() else COMPUTE) if _on_gpu(event) else None
+    if event.thread == thread and event.name.startswith(_CPU_COMPUTE) and not any(m in event.name for m in _COMM_MARKERS):
+        return COMPUTE
+    if event.thread == thread and event.name == STRAGGLER:  # the straggler lever's delay: its compute
+        return COMPUTE                                        # (config/straggler.py says why)
+    return None
 
 
-def breakdown(events, cuda: bool, marker=None) -> dict[str, float]:
-    """The temporal breakdown of one step, the ``marker`` event (by default the only
-    ``parakit.step`` event among ``events``), in seconds."""
-    marker = marker or next(e for e in events if e.name == STEP_EVENT)
+class StepParts(NamedTuple):
+    """One step's classified events, each clipped to the step: (start, end, event) in us."""
+
+    lo: float
+    hi: float
+    compute: list[tuple[float, float, Any]]
+    comm: list[tuple[float, float, Any]]
+    """Collectives from when every rank had entered them (``waits``): the time before is a wait."""
+    waits: list[tuple[float, float, Any]]
+    """The part of each collective before the last rank entered it (see engine/peer_wait.py)."""
+
+
+def step_parts(events, cuda: bool, marker, waits: dict | None = None) -> StepParts:
+    """``marker``'s step, its events classified by ``classify``; ``waits`` (event -> us) moves the
+    start of a collective to when the last rank entered it: waiting for a late peer is not
+    communication, it is idle time."""
     lo, hi = marker.time_range.start, marker.time_range.end
-    comm, compute = [], []
+    compute, comm, waited = [], [], []
     for e in events:
         start, end = e.time_range.start, e.time_range.end
         if e is marker or e.name == STEP_EVENT or end <= lo or start >= hi:
             continue
-        span = (max(start, lo), min(end, hi))
-        if e.name.startswith("gloo:"):  # gloo's worker threads, for the whole collective
-            comm.append(span)
-        elif cuda and _on_gpu(e):
-            (comm if "nccl" in e.name.lower() else compute).append(span)
-        elif not cuda and e.thread == marker.thread and e.name.startswith(_CPU_COMPUTE) \
-                and not any(m in e.name for m in _COMM_MARKERS):
-            compute.append(span)
-    comm, compute = union(comm), union(compute)
+        kind = classify(e, cuda, marker.thread)
+        start, end = max(start, lo), min(end, hi)
+        if kind == COMPUTE:
+            compute.append((start, end, e))
+        elif kind == COMM:
+            wait = min(waits.get(e, 0.0), end - start) if waits else 0.0
+            if wait > 0:
+                waited.append((start, start + wait, e))
+            if start + wait < end:
+                comm.append((start + wait, end, e))
+    return StepParts(lo, hi, compute, comm, waited)
+
+
+def by_step(events, markers) -> list[list]:
+    """``events`` split by the step (``markers``, in time order) they overlap, in one pass: each
+    step's breakdown and spans then read its own events, not the whole window's."""
+    starts = [m.time_range.start for m in markers]
+    out: list[list] = [[] for _ in markers]
+    for e in events:
+        i = max(bisect.bisect_right(starts, e.time_range.start) - 1, 0)
+        while i < len(markers) and markers[i].time_range.start < e.time_range.end:
+            if markers[i].time_range.end > e.time_range.start:
+                out[i].append(e)
+            i += 1
+    return out
+
+
+def breakdown(events, cuda: bool, marker=None, waits: dict | None = None) -> dict[str, float]:
+    """The temporal breakdown of one step, the ``marker`` event (by default the only
+    ``parakit.step`` event among ``events``), in seconds; ``waits`` as ``step_parts``."""
+    parts = step_parts(events, cuda, marker or next(e for e in events if e.name == STEP_EVENT), waits)
+    comm, compute = union([s[:2] for s in parts.comm]), union([s[:2] for s in parts.compute])
     busy = union(comm + compute)
-    step = hi - lo
+    step = parts.hi - parts.lo
     us = 1e-6
     return {
         "compute_time_s": length(compute) * us,
         "comm_time_s": length(comm) * us,
         "exposed_comm_time_s": (length(comm) - length(intersect(comm, compute))) * us,
         "idle_time_s": (step - length(busy)) * us,
+        "peer_wait_time_s": length(union([s[:2] for s in parts.waits])) * us,
         "profiled_step_s": step * us,
     }
 
@@ -253,12 +220,3 @@ def intersect(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> lis
         else:
             j += 1
     return out
-
-
-def per_step(profiler: StepProfiler, steps: int) -> dict[str, Any]:
-    """This rank's breakdown as lists over all steps (None on steps not recorded)."""
-    keys = ("compute_time_s", "comm_time_s", "exposed_comm_time_s", "idle_time_s")
-    if not profiler.breakdowns:
-        return {}
-    return {k: [profiler.breakdowns[s][k] if s in profiler.breakdowns else None for s in range(steps)]
-            for k in keys}

@@ -16,8 +16,10 @@ converters, then ``parallelize_llama``):
    checkpoint would rerun one opaque compiled call, and selective checkpointing's policy
    would never see the ops it picks.
 5. data: FSDP over the mesh's data dimension (strategies/fsdp.py), a DDP replica
-   (strategies/ddp.py), or the gradients' all-reduce of ddp+tensor and pipeline+ddp
-   (strategies/hybrid.py). Last and outermost, so its hooks stay outside the compiled blocks.
+   (strategies/ddp.py), the gradients' all-reduce of ddp+tensor and pipeline+ddp
+   (strategies/hybrid.py), or expert's experts spread over the data ranks with the rest's
+   gradients all-reduced (strategies/expert.py), or context's ring attention with the
+   gradients all-reduced after backward (strategies/context.py). Last and outermost, so its hooks stay outside the compiled blocks.
 
 A layout takes the steps that apply to it: tensor where its mesh has a tensor dimension, data
 where ``DATA_PARALLEL`` has a step for it; convert, checkpointing and compile where the run
@@ -52,8 +54,11 @@ from parakit.config.run import Hybrid, RunConfig, Strategy
 from parakit.config.sync import outer_settings
 from parakit.engine.checkpointing import apply_checkpointing
 from parakit.engine.compiling import apply_compile
+from parakit.engine.experts import attach_experts, log_steps
 from parakit.engine.precision import fsdp_mixed_precision
 from parakit.engine.strategies.base import LossFn, Parallel, plain_forward_backward, unscaled
+from parakit.engine.workloads.moe import moe_layers
+from parakit.engine.straggler import apply_straggler
 
 Layout = Strategy | Hybrid
 """A strategy, or for strategy hybrid the hybrid layout."""
@@ -90,6 +95,9 @@ def compose(model: nn.Module, setup: Setup) -> Parallel:
     config, dims = setup.config, setup.config.dims
     layout = layout_of(config)
     mesh = None if layout is Strategy.SINGLE else build_mesh(dims, setup.device, setup.rank)
+    # A mixture of experts: its balancing loss in the loss, its routing counted over the data ranks
+    data_group = mesh["data"].get_group() if dims.data_enabled and moe_layers(model) else None
+    setup, expert_log = attach_experts(model, setup, data_group)
     steps, fp8_layers = [], None
     if "pipeline" in dims.mesh_names:  # before anything: torch.export traces the plain model
         parallel = _pipeline(model, mesh, setup)
@@ -124,6 +132,12 @@ def compose(model: nn.Module, setup: Setup) -> Parallel:
     # The slice of each global batch this rank reads: its place on the mesh's data dimension.
     parallel.data_rank, parallel.data_size = dims.coordinates(setup.rank).get("data", 0), dims.data
     parallel.fp8_layers, parallel.composed = fp8_layers, tuple(steps)
+    if apply_straggler(parallel, config.straggler, setup.rank, setup.device):  # last: a lesson's lever
+        parallel.composed += ("straggler",)
+    if mesh is not None:  # where this rank sat, as the mesh itself says: reported with the rank
+        place, stats = dict(zip(mesh.mesh_dim_names, map(int, mesh.get_coordinate()))), parallel.stats
+        parallel.stats = lambda: {**stats(), "mesh_place": place}
+    log_steps(parallel, expert_log)
     return parallel
 
 
@@ -205,6 +219,19 @@ def _fsdp(parallel: Parallel, mesh, setup: Setup) -> Parallel:
                       float8_all_gather=float8_all_gather(c), blocks=c.blocks)
 
 
+def _expert(parallel: Parallel, mesh, setup: Setup) -> Parallel:
+    from parakit.engine.strategies.expert import apply_expert
+
+    return apply_expert(parallel, mesh["data"])
+
+
+def _context(parallel: Parallel, mesh, setup: Setup) -> Parallel:
+    from parakit.engine.strategies.context import apply_context  # the ring: context runs only
+
+    return apply_context(parallel.modules[0], mesh["context"], device=setup.device, loss_fn=setup.loss_fn,
+                         scale_loss=setup.scale_loss)
+
+
 def _average(parallel: Parallel, mesh, setup: Setup) -> Parallel:
     from parakit.engine.strategies.hybrid import apply_gradient_average
 
@@ -220,4 +247,7 @@ DATA_PARALLEL: dict[Layout, tuple[str, Callable[[Parallel, Any, Setup], Parallel
     Hybrid.FSDP_TENSOR: ("fsdp", _fsdp),
     Hybrid.DDP_TENSOR: ("ddp", _average),
     Hybrid.PIPELINE_DDP: ("ddp", _average),
+    Strategy.EXPERT: ("expert", _expert),
+    # context: ring attention inside, and the replicas' gradients averaged after backward as ddp+tensor's are
+    Strategy.CONTEXT: ("context", _context),
 }

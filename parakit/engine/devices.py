@@ -19,9 +19,11 @@ from parakit.records.engine_facts import PinnedDevice
 def pin(gpu: Gpu | None, threads: int) -> PinnedDevice:
     """Pin this engine to one GPU, named by UUID (or to the CPU with None), and set its thread
     count. Returns what it was pinned to."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        raise RuntimeError("CUDA was initialised in this engine before parakit could pin it")
+    if "torch" in sys.modules:  # imported already, or being imported (engine.preload): wait for it
+        import torch
+
+        if torch.cuda.is_initialized():
+            raise RuntimeError("CUDA was initialised in this engine before parakit could pin it")
     gpu_uuid = gpu.uuid if gpu is not None else None
     # A CPU engine hides every GPU, so nothing in it can start a CUDA context by accident.
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu_uuid or ""

@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from parakit.config.run import RunConfig, Workload
 from parakit.engine.losses import forward_loss
 from parakit.engine.workloads import build_model
+from parakit.engine.workloads.moe import moe_layers
 
 FORMULA = "formula: 6N + 12LHQT per token"
 COUNTED = "counted: FlopCounterMode on one step"
@@ -99,12 +100,16 @@ def gpt_matmul_params(options: Mapping[str, int]) -> int:
     counted too, as nanoGPT does (a few hundredths of a percent here).
 
     Counted on a model built on the meta device: no memory, and it follows the code if
-    the architecture changes.
+    the architecture changes. With experts, N is the parameters a token uses (DeepSeek's and
+    Mixtral's "active" parameters): each mixture's router and top_k of its E experts, not all E.
     """
     with torch.device("meta"):
         model = build_model(Workload.GPT.value, dict(options))
     lookups = {id(p) for p in itertools.chain(model.tok_emb.parameters(), model.pos_emb.parameters())}
-    return sum(p.numel() for p in model.parameters() if id(p) not in lookups)
+    experts = {id(p) for layer in moe_layers(model) for p in layer.experts.parameters()}
+    dense = sum(p.numel() for p in model.parameters() if id(p) not in lookups and id(p) not in experts)
+    used = sum(p.numel() * layer.top_k / layer.n_experts for layer in moe_layers(model) for p in layer.experts.parameters())
+    return dense + int(used)
 
 
 def count_step_flops(

@@ -7,7 +7,7 @@ import os
 import socket
 from datetime import timedelta
 
-from parakit.engine import network
+from parakit.engine import flight_recorder, network
 from parakit.engine.state import STATE
 
 
@@ -59,6 +59,7 @@ def join(rank: int, world_size: int, addr: str, port: int, backend: str, timeout
     leave()
     timeout = timedelta(seconds=timeout_s)
     _INTERFACES.choose(addr, ifname)
+    flight_recorder.turn_on()  # before the group is made: torch reads the ring's size then
     fd = _STORE_SOCKET.take_fd() if rank == 0 else None
     if fd is not None:
         store = dist.TCPStore(addr, port, world_size, True, timeout, master_listen_fd=fd)

@@ -45,6 +45,8 @@ def progress(config: RunConfig, step: int, loss, device, meter, profiler) -> dic
     """Rank 0's message after ``step``: the count (and when it was sent: engines and notebook
     share a clock on one host), plus, for a live run, what a live view draws."""
     message = {"step": step + 1, "steps": config.steps, "wall_time_s": time.time()}
+    if (stragglers := profiler.stragglers()):  # a recorded window named one: the status line says so
+        message["stragglers"] = stragglers
     if config.live:
         # On a CPU .item() is free; on a GPU it would sync, so only the count goes.
         value = loss.item() if loss is not None and device.type == "cpu" else None

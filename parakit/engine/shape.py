@@ -27,6 +27,7 @@ from parakit.engine.losses import forward_loss, loss_function
 from parakit.engine.strategies.stages import balanced_cuts
 from parakit.engine.strategies.tensor import BUILT_IN_PLANS, plan_for
 from parakit.engine.workloads import build_model
+from parakit.engine.workloads.moe import moe_layers
 
 
 def model_shape(config: RunConfig) -> ModelShape:
@@ -57,6 +58,7 @@ def model_shape(config: RunConfig) -> ModelShape:
             saved_bytes_per_sample=two["saved"][name] - one["saved"][name],
             output_bytes_per_sample=two["output"][name] - one["output"][name],
             is_block=name in blocks, **tensor.get(name, {}),
+            expert_params=sum(p.numel() for layer in moe_layers(module) for p in layer.experts.parameters()),
         ))
         if parts[-1].tensor_flops_per_sample > parts[-1].flops_per_sample:  # a first layer has no input gradient
             parts[-1] = replace(parts[-1], tensor_flops_per_sample=parts[-1].flops_per_sample)

@@ -22,7 +22,7 @@ from parakit.config.switch import Segment
 from parakit.engine import devices, precision, process_group, saved_state
 from parakit.engine.background_save import BackgroundSaver, measures
 from parakit.engine.batches import make_batches, slice_rows, to_device
-from parakit.engine.breakdown import StepProfiler, per_step
+from parakit.engine.step_profiler import StepProfiler, per_step
 from parakit.engine.compose import Setup, compose
 from parakit.engine.divergence import DivergenceWatch, is_check_step
 from parakit.engine.faults import kill_if_asked
@@ -37,7 +37,7 @@ from parakit.engine.publish import Publisher, progress
 from parakit.engine.state import STATE
 from parakit.engine.stopping import StopRequest
 from parakit.engine.strategies.base import Parallel, unscaled
-from parakit.engine.strategies.bubble import pipeline_measures
+from parakit.engine.strategies.measures import strategy_measures
 from parakit.engine.timing import MeasuredWindow, StepTimer
 from parakit.engine.workloads import build_model
 from parakit.config.levers import SyncKind
@@ -241,7 +241,7 @@ def set_up(config: RunConfig, segment: Segment | None = None) -> Training:
         micro_steps=config.sync.every if config.sync.kind is SyncKind.ACCUMULATE else 1,
         math_flags=math_flags, flops=flops, memory=memory, timer=StepTimer(device),
         profiler=StepProfiler(device, config.warmup_steps, config.profile_every, config.steps, world=world,
-                              trace=config.trace),
+                              trace=config.trace, rank=rank, strategy=config.strategy),
         meter=meter, first_step=segment.first_step, state_load_s=load_s, fault=segment.fault,
         saver=BackgroundSaver(segment, rank, single, config.describe()) if segment.checkpoint_every else None,
         window=MeasuredWindow(device, meter),  # wall clock and energy over the measured steps alone
@@ -325,7 +325,7 @@ def report(training: Training, made: Steps, stop: StopRequest) -> RankReport:
     """Stop the instruments and read them: this rank's RankReport of the steps it made."""
     config, parallel = training.config, training.parallel
     measured_wall_s, power = training.window.end(failed=made.error is not None)  # stops before the profiler's
-    training.profiler.finish()  # reading the last window's events costs the run's end, not its steps
+    training.profiler.finish(failed=made.error is not None)  # reading the last window costs the run's end, not its steps
     memory = training.memory_count.measures(parallel.parameters(), failed=made.error is not None)
     step_times = training.timer.step_times_s() if made.error is None else training.timer.completed_times_s(len(made.losses))
     # This GPU's dense peak at this precision (None on CPUs and GPUs not in the table)
@@ -355,8 +355,8 @@ def report(training: Training, made: Steps, stop: StopRequest) -> RankReport:
         machine_load=training.window.load.measures,
         progress_failures=training.publisher.failures, gc_collections=training.window.gc_collections,
         traces=training.profiler.traces or None,
-        **pipeline_measures(parallel.stats(), step_times, config.warmup_steps),
-        **per_step(training.profiler, len(step_times)),
+        **strategy_measures(parallel.stats(), step_times, config.warmup_steps),
+        **per_step(training.profiler, len(step_times), parallel.stats()),
     )
 
 

@@ -36,14 +36,18 @@ class StoreMagics(EngineMagics):
 
     @magic_arguments("parakit plot")
     @argument("kind", help=f"the figure: {', '.join(PLOTS)}")
+    @argument("run", nargs="?", default=None, help="one run's id (or its end): the same as --runs RUN")
     @selection_options()
     def _plot(self, rest: str):
-        """Draw stored runs (default: every run in the store).
+        """Draw stored runs (default: every run in the store; timeline: the latest run).
 
         In [1]: %parakit plot speedup --last 4
         In [2]: %parakit plot loss --runs 20250101-120000-1a2b3c,4d5e6f
+        In [3]: %parakit plot timeline 1a2b3c
         """
         args = self._parse(self._plot, rest)
+        if args.run is not None:
+            args.runs = [args.run]
         kind = args.kind.replace("-", "_")
         if kind not in PLOTS:
             raise UsageError(f"no plot {args.kind!r}; available: {', '.join(PLOTS)}")

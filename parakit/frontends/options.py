@@ -119,7 +119,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="mlp",
                    help="mlp, cnn, gpt, or your own: a name in the notebook (magics) or package.module:name")
     p.add_argument("--model-option", type=model_option, action="append", default=[],
-                   metavar="KEY=INT", help="size of the built-in model, e.g. --model-option width=256")
+                   metavar="KEY=INT", help="size of the built-in model, e.g. --model-option width=256; "
+                   "gpt's experts=E (and top_k=K) make each block a mixture of experts")
     p.add_argument("--data", default=None,
                    help="your own data: (step, global_batch_size) -> (inputs, targets) or a Dataset, by name")
     p.add_argument("--loss", default=None, help="your own loss: (outputs, targets) -> scalar, by name")
@@ -154,6 +155,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "default: one window of the run's last 3 steps, ~1%% of a run's time)")
     p.add_argument("--trace", action="store_true",
                    help="write each rank's recorded steps as Chrome-trace JSON beside the run (Perfetto)")
+    p.add_argument("--straggler", default=None, metavar="RANK:FACTOR",
+                   help="a lesson's lever: that rank's forward and backward FACTOR times as slow, e.g. 1:2")
     p.add_argument("--no-stop-on-divergence", dest="stop_on_divergence", action="store_false",
                    help="keep training after the loss becomes NaN or infinite (it is reported either way)")
     p.add_argument("--bucket-mb", type=float, default=None, help="DDP gradient bucket size in MB (default 25)")
@@ -236,7 +239,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         tp_plan=tp_plan_setting(args.tp_plan), blocks=_blocks(args.blocks), sync_batchnorm=args.sync_batchnorm, hybrid=args.hybrid, mesh=args.mesh,
         steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, profile_every=args.profile_every, bucket_mb=args.bucket_mb, compile=args.compile,
-        trace=args.trace, stop_on_divergence=args.stop_on_divergence,
+        trace=args.trace, straggler=args.straggler, stop_on_divergence=args.stop_on_divergence,
         activation_checkpointing=args.activation_checkpointing, zero=args.zero,
         memory_snapshot=args.memory_snapshot,
     )

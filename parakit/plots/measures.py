@@ -7,7 +7,8 @@ the figure is left out and counted in the subtitle, never drawn as 0.
 from __future__ import annotations
 
 from parakit.plots.base import HOVER_RUN, Figure, finish, measured_runs, run_axis, skip_note
-from parakit.records.result import CommBenchResult, RunResult, run_label
+from parakit.records.commbench import CommBenchResult
+from parakit.records.result import RunResult, run_label
 from parakit.plots.switching import mark_switches
 from parakit.records.segments import segment_results
 

@@ -27,7 +27,10 @@ from parakit.plots.base import (
     run_axis,
     skip_note,
 )
+from parakit.plots.context import context
+from parakit.plots.experts import experts
 from parakit.plots.switching import mark_switches, switch_cost
+from parakit.plots.timeline import timeline
 from parakit.records.frame import speedup_against
 from parakit.records.intervals import speedup_text
 from parakit.records.result import RunResult, StepRecord, run_label
@@ -257,4 +260,7 @@ PLOTS: dict[str, Callable[[list[RunResult]], Figure]] = {
     "power": power_figure,
     "loss-time": loss_time,
     "switches": switch_cost,
+    "experts": experts,
+    "context": context,
+    "timeline": timeline,
 }

@@ -7,8 +7,9 @@ user compares: every front end (magics, panel, CLI, demo, report), the advisor a
 benchmarks call these, and nothing else computes them (docs/measuring.md shows the table).
 """
 
-from parakit.records.result import (  # noqa: F401  (the names users import from here)
-    FAILED, OK, STOPPED, CommBenchResult, RankInfo, RunResult, StepRecord, headline, run_label,
+from parakit.records.commbench import CommBenchResult  # noqa: F401  (the names users import from here)
+from parakit.records.result import (  # noqa: F401
+    FAILED, OK, STOPPED, RankInfo, RunResult, StepRecord, headline, run_label,
 )
 
 RULES = {
@@ -26,6 +27,10 @@ RULES = {
     "the cores a host gives its engines": "parakit.config.hosts:usable_cores",
     "a hybrid mesh's sizes": "parakit.config.layouts:mesh_sizes",
     "a setting that is a finite number": "parakit.config.choices:is_number",
+    "a mixture of experts' load imbalance": "parakit.records.experts:load_imbalance",
+    "a straggler rank": "parakit.records.stragglers:find_stragglers",
+    "what a profiler event counts as (breakdown and timeline)": "parakit.engine.breakdown:classify",
+    "a pipeline's planned schedule in time": "parakit.records.pipeline_plan:planned_schedule",
 }
 """Figure -> ``module:function`` that computes it."""
 

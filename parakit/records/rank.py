@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parakit.records.power import PowerMeasurement
+from parakit.records.rank_timeline import RankTimeline
 from parakit.records.result import RankInfo
 
 
@@ -137,6 +138,8 @@ class RankReport:
     no measured step began."""
     traces: list[tuple[list[int], str]] | None = None
     """With ``trace=True``: (steps, Chrome-trace JSON) per profiler window; else None."""
+    timeline: RankTimeline | None = None
+    """The last profiler window as spans in time (records/rank_timeline.py); None where none was read."""
     step_end_s: list[float] | None = None
     """When each step ended, seconds since the first began (the timer's clock)."""
 
@@ -148,6 +151,25 @@ class RankReport:
     """The schedule's ideal bubble, (p-1)/(v*m+p-1); None off a pipeline."""
     stages: list[int] | None = None
     """The stage indices this rank held; None off a pipeline."""
+    mesh_place: dict[str, int] | None = None
+    """Where this rank sat on the run's device mesh, outer dimension first, as the mesh gave it
+    (``DeviceMesh.get_coordinate``), e.g. {"data": 1, "tensor": 0}; None for a single worker."""
+
+    # -- a mixture of experts only (engine/experts.py) -------------------------------------
+    expert_tokens: list[list[int]] | None = None
+    """Per step, the tokens this rank's slice sent to each expert, summed over the blocks (each
+    of a token's top_k choices counted); None for a dense model."""
+    all_to_all_bytes: list[int] | None = None
+    """Per step, the bytes this rank sent to other ranks in all-to-alls (expert's dispatch and
+    combine, forward and backward, and their counts); 0 where the experts are all here."""
+
+    # -- context parallelism only (engine/strategies/context.py) --------------------------
+    context_path: str | None = None
+    """How attention went round the context ranks: "ring (point-to-point)", parakit's ring, or
+    "torch context_parallel"; None off context."""
+    ring_bytes: list[int] | None = None
+    """Per step, the bytes this rank sent round the ring: keys and values forward, keys and values
+    with their gradients backward; None off context."""
 
     state_save_s: float | None = None
     """Seconds this rank spent saving the run's state with DCP at its end (None: not saved)."""
@@ -198,5 +220,5 @@ def rank_info(report: RankReport | None, **where: Any) -> RankInfo:
         activation_bytes=report.activation_bytes, allocated_peak_bytes=report.allocated_peak_bytes,
         reserved_peak_bytes=report.reserved_peak_bytes, fragmentation=report.fragmentation,
         bubble=report.bubble, bubble_ideal=report.bubble_ideal,
-        stages=report.stages, power=report.power, power_device=report.power_device,
+        stages=report.stages, mesh_place=report.mesh_place, power=report.power, power_device=report.power_device,
     )

@@ -10,17 +10,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from parakit.config.layouts import mesh_sizes
 from parakit.config.prices import usd_text
 from parakit.records.power import PowerMeasurement
+from parakit.records.rank_timeline import RankTimeline
 from parakit.records.record_view import RecordView
 from parakit.records.recovery import Recovery
 from parakit.records.summary_fields import Summary
-
-if TYPE_CHECKING:
-    import pandas
 
 OK, FAILED, STOPPED = "ok", "failed", "stopped"
 
@@ -61,6 +59,13 @@ class StepRecord:
     time_s: float | None = None
     """When the step ended, in seconds since the run's first step began (the slowest rank's):
     the wall clock its loss is drawn against (``plots.loss_time``). None in older records."""
+    expert_tokens: list[int] | None = None
+    """A mixture of experts: the tokens routed to each expert in this step, every rank's, summed
+    over the blocks (each of a token's top_k choices counted); None for a dense model."""
+    expert_imbalance: float | None = None
+    """The most tokens an expert took over the mean per expert (1 = even; records/experts.py)."""
+    rank_all_to_all_bytes: list[int] | None = None
+    """Per rank, the bytes it sent to other ranks in all-to-alls (strategy expert)."""
 
 
 @dataclass
@@ -101,6 +106,17 @@ class RankInfo:
     """Pipeline: the schedule's ideal bubble, (p-1)/(v*m+p-1)."""
     stages: list[int] | None = None
     """Pipeline: the stage indices this rank held."""
+    mesh_place: dict[str, int] | None = None
+    """Where this rank sat on the run's device mesh, outer dimension first, e.g. {"data": 1,
+    "tensor": 0}: ranks that share every other coordinate form that dimension's group."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its JSON: every field, and ``mesh_place`` only where there was a mesh, so a record
+        written before parakit reported it writes back as it was stored."""
+        d = asdict(self)
+        if d["mesh_place"] is None:
+            del d["mesh_place"]
+        return d
     power: PowerMeasurement | None = None
     """This rank's power meter over the training loop (records/power.py: energy_j, avg_power_w,
     samples [t_s, watts, util %, memory bytes], scope, reason, ...)."""
@@ -217,6 +233,10 @@ class RunResult:
     """The run whose saved state this run started from (``resume=``), or None."""
     state_dir: str | None = None
     """Where this run's final state is saved with DCP (``save_state=True``), or None."""
+    timelines: list[RankTimeline] = field(default_factory=list)
+    """Per rank that recorded one, in rank order: when, in the profiler's last window, it
+    computed, communicated and waited (records/rank_timeline.py, ``plots.timeline``); empty for a
+    run with no recorded step, and in older records."""
 
     def __post_init__(self) -> None:
         # A dict here would save and read back, but fail every reader by attribute later.
@@ -238,6 +258,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         """The run as plain JSON data; the summary and segments under their stored names."""
         d = asdict(self)
+        d["ranks"] = [r.to_dict() for r in self.ranks]
         d["summary"] = self.summary.to_dict()
         d["segments"] = [g.to_dict() for g in self.segments]
         return d
@@ -249,6 +270,7 @@ class RunResult:
         d["ranks"] = ranks_from_dicts(d.get("ranks", []))
         d["summary"] = Summary.from_dict(d.get("summary", {}))
         d["segments"] = [SegmentRecord.from_dict(g) for g in d.get("segments", [])]
+        d["timelines"] = [RankTimeline.from_dict(line) for line in d.get("timelines", [])]
         return cls(**d)
 
     def __repr__(self) -> str:
@@ -295,6 +317,8 @@ def run_label(settings: dict[str, Any], workers: int | None = None) -> str:
         parts.append(f"zero-{settings['zero']}")
     if settings.get("activation_checkpointing") not in (None, "none"):
         parts.append(f"ac:{settings['activation_checkpointing']}")
+    if settings.get("straggler"):
+        parts.append(f"straggler {settings['straggler']}")
     return " ".join(parts)
 
 
@@ -321,68 +345,6 @@ def headline(result: RunResult) -> str:
         text += f", cost {usd_text(result.cost_usd)}"
     if s.get("diverged_at_step") is not None:
         text += f"; DIVERGED at step {s['diverged_at_step']} (NaN or infinite loss)"
+    if s.get("stragglers"):  # records/stragglers.py: compute slower than the others' beyond the noise
+        text += f"; straggler: rank {', '.join(map(str, s['stragglers']))}"
     return text
-
-
-@dataclass
-class CommBenchResult:
-    """A communication micro-benchmark on the session's engines; saved like a run."""
-
-    RENAMED = {"device": "device_names"}  # stored name before 0.2 -> the field's name now
-
-    bench_id: str
-    status: str
-    world_size: int
-    backend: str | None
-    device_names: list[str]
-    """Each rank's device by its product name (stored as "device" before 0.2)."""
-    dtype: str = "float32"
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    """One per (collective, message size): bytes, time_s (median of the slowest rank), time_min_s,
-    time_max_s, algbw_gbps, busbw_gbps (nccl-tests definitions), repeats, warmup."""
-    fits: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per collective: alpha_s (latency) and beta_bytes_per_s (bandwidth) of time = alpha + bytes/beta,
-    or None with the reason."""
-    skipped: dict[str, str] = field(default_factory=dict)
-    """Collectives this backend and device cannot measure honestly, and why."""
-    error: str | None = None
-    started_at: str = ""
-    ended_at: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CommBenchResult":
-        return cls(**renamed(d, cls))
-
-    def frame(self) -> "pandas.DataFrame":
-        """The rows as a DataFrame, one row per (collective, size)."""
-        import pandas as pd  # only where a table is wanted
-
-        return pd.DataFrame(self.rows)
-
-    def __repr__(self) -> str:
-        head = f"CommBenchResult({self.bench_id}, {self.status}, {self.backend} x{self.world_size}"
-        if not self.ok:
-            return f"{head}, error={self.error!r})"
-        peak = max((r["busbw_gbps"] for r in self.rows), default=None)
-        return f"{head}, {len(self.rows)} rows" + (f", peak busbw {peak:.2f} GB/s)" if peak else ")")
-
-
-def bench_result(outcome, world: int, backend: str | None, devices: list[str], started: str) -> CommBenchResult:
-    """The record of a benchmark: rank 0's figures (every rank returns the same, the slowest
-    rank's), or the error of a failed or stopped one."""
-    result = CommBenchResult(
-        bench_id=f"comm-{new_run_id()}", status=outcome.status, world_size=world,
-        backend=backend, device_names=devices, error=outcome.error, started_at=started, ended_at=now_iso(),
-    )
-    if outcome.status == OK and outcome.rank_results:
-        measured = outcome.rank_results[0]
-        result.dtype, result.rows = measured["dtype"], measured["rows"]
-        result.fits, result.skipped = measured["fits"], measured["skipped"]
-    return result

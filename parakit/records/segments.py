@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from parakit.config.switch import change_text, changed
 from parakit.records.recovery import Recovery
 from parakit.records.result import OK, RankInfo, RunResult, SegmentRecord, StepRecord
+from parakit.records.experts import expert_summary
 from parakit.records.summary import diverged_at_step, step_measures, timed_steps
 from parakit.records.summary_fields import Summary
 
@@ -109,6 +110,7 @@ def run_summary(steps: list[StepRecord], parts: list[RunResult], records: list[S
         switch_s=sum(r.switch_s or 0.0 for r in records[1:] if r.recovered is None),
         params_in_sync=parts[-1].summary.params_in_sync,
         diverged_at_step=diverged_at_step(steps),
+        **expert_summary(measured),  # a mixture of experts' routing, over every segment's steps
     )
 
 

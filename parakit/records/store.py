@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parakit.records.record_view import RecordView
-from parakit.records.result import CommBenchResult, RunResult, renamed
+from parakit.records.commbench import CommBenchResult
+from parakit.records.result import RunResult, renamed
 
 if TYPE_CHECKING:
     import pandas

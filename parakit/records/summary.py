@@ -12,11 +12,14 @@ from typing import Any
 
 from parakit.config.formulas import TERA, achieved_flops_per_s, mfu, per_joule
 from parakit.config.run import RunConfig
+from parakit.records.context import context_summary
+from parakit.records.experts import expert_step, expert_summary
 from parakit.records.intervals import run_estimate, still_settling, within_run_sd
 from parakit.records.machine_load import busy_warning, is_busy, machine_load
 from parakit.records.memory import memory_methods, memory_summary
 from parakit.records.rank import RankReport
 from parakit.records.result import RankInfo, RunResult, StepRecord
+from parakit.records.stragglers import rank_figures, why_no_stragglers
 from parakit.records.summary_fields import InstrumentOverhead, Summary
 from parakit.records.summary_words import (
     divergence_warning, methods, one_unit_warning, progress_warning, unmeasured_reasons,
@@ -36,6 +39,7 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
     if failed_progress and failed_progress not in result.warnings:  # once, however often measured
         result.warnings.append(failed_progress)
     result.steps = steps_from_ranks(returned, config.warmup_steps)
+    result.timelines = [r.timeline for r in returned if r.timeline is not None]  # plots.timeline draws them
     if not result.steps:
         return
     wall_s = measured_wall_s(returned)
@@ -50,12 +54,15 @@ def measure(result: RunResult, config: RunConfig, reports: list[RankReport | Non
         math_flags=returned[0].math_flags,
         fp8_layers=returned[0].fp8_layers,  # None but under fp8: no key then, so other runs' records compare equal
         sharded_units=returned[0].sharded_units, checkpointed_units=returned[0].checkpointed_units,
+        **context_summary(returned, config.warmup_steps),  # {} off context: no keys
         wall_samples_per_s=config.batch_size * base.measured_steps / wall_s if wall_s else None,
         instrument_overhead=overhead, profiler_overhead=overhead.recorded_step_slowdown,
         diverged_at_step=diverged_at_step(result.steps),
     )
     summary = result.summary = replace(summary, method=methods(config, summary) | memory_methods(summary, returned))
     result.unmeasured.update(unmeasured_reasons(summary, config, returned, no_energy, no_flops))
+    if (no_stragglers := why_no_stragglers([s for s in result.steps if not s.warmup], config)) is not None:
+        result.unmeasured["stragglers"] = no_stragglers
     if summary.diverged_at_step is not None:
         result.warnings.append(divergence_warning(summary.diverged_at_step, result.steps, config))
     settling = still_settling([s.step_time_s for s in result.steps if not s.warmup])
@@ -161,7 +168,7 @@ def steps_from_ranks(reports: list[RankReport], warmup_steps: int) -> list[StepR
                 rank_comm_bytes=[r.comm_bytes[i] for r in reports] if counted else None,
                 rank_uncompressed_bytes=[r.uncompressed_bytes[i] for r in reports] if counted else None,
                 time_s=max(r.step_end_s[i] for r in reports) if timed else None,
-                **split,
+                **split, **expert_step(reports, i),
             )
         )
     return steps
@@ -194,6 +201,8 @@ def summarize(steps: list[StepRecord], config: RunConfig, ranks: list[RankInfo])
         **wire_summary(measured),
         bubble_ideal=next((r.bubble_ideal for r in ranks if r.bubble_ideal is not None), None),
         **breakdown_summary(measured),
+        **rank_figures(measured, config),  # each rank's, and the stragglers (records/stragglers.py)
+        **expert_summary(measured),
     )
 
 

@@ -76,10 +76,13 @@ class Summary(RecordView):
     no keys) for a run that measured no step."""
 
     STORED_AS = {"power_sampler_cpu_share": "power_sampler_overhead"}
-    # Only a run under fp8 has layers to name, only a switched run switches, and a segment's
-    # summary leaves the words to its run's: elsewhere the dict had no such key, nor has the view.
+    # Only a run under fp8 has layers to name, only a switched run switches, only a mixture of
+    # experts routes, and a segment's summary leaves the words to its run's: elsewhere the dict
+    # had no such key, nor has the view.
     ONLY_WHERE_IT_APPLIES = frozenset({"fp8_layers", "sharded_units", "checkpointed_units", "switches", "switch_s",
-                                       "method"})
+                                       "method", "expert_imbalance", "all_to_all_bytes_per_step", "context_path",
+                                       "ring_bytes_per_step", "rank_step_time_s", "rank_compute_time_s",
+                                       "rank_idle_time_s", "stragglers"})
     READERS = {"instrument_overhead": InstrumentOverhead.from_dict}
 
     # -- step time and throughput: at the median timed step (records/intervals.py) ----------
@@ -156,6 +159,21 @@ class Summary(RecordView):
     compression_ratio: float | None = None
     """``uncompressed_bytes_per_step`` / ``comm_bytes_per_step``; None when nothing was sent."""
 
+    # -- a mixture of experts (records/experts.py); no key for a dense model -------------
+    expert_imbalance: float | None = None
+    """The most tokens one expert took over the mean per expert (1 = even), each step's over
+    every rank's tokens, mean over the measured steps."""
+    all_to_all_bytes_per_step: float | None = None
+    """Bytes the largest sender sent to other ranks in all-to-alls per step (expert's dispatch
+    and combine, forward and backward), mean over the measured steps; 0 with every expert on one rank."""
+
+    # -- context parallelism (records/context.py); no key off context -------------------
+    context_path: str | None = None
+    """How attention went round the context ranks: "ring (point-to-point)" or "torch context_parallel"."""
+    ring_bytes_per_step: float | None = None
+    """Bytes the largest sender sent round the ring per step (forward and backward), mean over the
+    measured steps; part of ``comm_bytes_per_step``, which adds the gradients' all-reduce."""
+
     # -- the time breakdown, from the profiler's recorded steps --------------------------
     compute_time_s: float | None = None
     """Time computing per step (mean over ranks, median over recorded steps); reason in
@@ -171,6 +189,20 @@ class Summary(RecordView):
     breakdown_check: float | None = None
     """(compute + exposed communication + idle) / the timer's step time, median: near 1 when the
     breakdown accounts for the step."""
+
+    # -- each rank's figures, and the stragglers (records/stragglers.py); no key where None --
+    rank_step_time_s: list[float] | None = None
+    """Each rank's own step time (its timer), median over the measured steps: a synchronous step
+    ends on every rank together, so these differ little; where a rank spent it is below."""
+    rank_compute_time_s: list[float] | None = None
+    """Each rank's compute per step, median over the recorded steps; None without one."""
+    rank_idle_time_s: list[float] | None = None
+    """Each rank's idle time per step (a wait for a late peer inside a collective included),
+    median over the recorded steps: a straggler's peers' rises."""
+    stragglers: list[int] | None = None
+    """Ranks whose compute was slower than the other ranks' in every recorded step, beyond the
+    steps' noise (the rule and its margin: records/stragglers.py, ``method["stragglers"]``);
+    [] when none was; None where it cannot be told, reason in ``unmeasured``."""
 
     # -- what the instruments cost, and who else used the machine ------------------------
     instrument_overhead: InstrumentOverhead | None = None

@@ -10,6 +10,7 @@ from parakit.records.intervals import METHOD as INTERVAL_METHOD
 from parakit.records.memory import memory_unmeasured
 from parakit.records.rank import RankReport
 from parakit.records.result import StepRecord
+from parakit.records.stragglers import METHOD as STRAGGLER_METHOD
 from parakit.records.summary_fields import Summary
 
 
@@ -86,14 +87,16 @@ def methods(config: RunConfig, summary: Summary) -> dict[str, str]:
                                "included; slowest rank"),
         "peak_mem_bytes": "largest rank: torch.cuda.max_memory_allocated on GPU, peak resident set on CPU",
     }
+    if summary.stragglers is not None:
+        out["stragglers"] = STRAGGLER_METHOD
     if summary.compute_time_s is not None:
         which = (f"every {config.profile_every}th after the warm-up" if config.profile_every
                  else "one window, the run's last steps")
         out["compute_time_s"] = (
             f"torch.profiler on {summary.breakdown_steps} steps ({which}): union of compute intervals (GPU kernels; CPU operators of the training "
             "thread), mean over ranks, median over recorded steps; comm_time_s the same for "
-            "collectives (gloo threads, NCCL kernels), exposed_comm_time_s the part with no compute, "
-            "idle_time_s the rest of the step"
+            "collectives (gloo threads, NCCL kernels) from when the last rank entered them (ddp, fsdp, tensor: the "
+            "wait before is idle), exposed_comm_time_s the part with no compute, idle_time_s the rest of the step"
         )
     if summary.energy_j is not None:
         out["energy_j"] = ("energy counter read at the start and end of the measured steps "

@@ -123,6 +123,8 @@ class ProgressPrinter:
         rate = self._samples_per_s(step)
         if rate:
             text += f", {rate:.0f} samples/s"
+        if progress.get("stragglers"):  # a recorded window named them (records/stragglers.py)
+            text += f", straggler: rank {', '.join(map(str, progress['stragglers']))}"
         self._draw(text, step, steps, elapsed, "step", loss=progress.get("loss"), rate=rate)
 
     def _samples_per_s(self, step: int) -> float | None:

@@ -17,11 +17,12 @@ from parakit.cluster.placement import EngineInfo
 from parakit.config.hosts import Launcher
 from parakit.config.prices import Prices, check_prices
 from parakit.config.run import Device, RunConfig
-from parakit.records.result import OK, RunResult
+from parakit.records.result import RunResult
 from parakit.records.store import DEFAULT_RUNS_DIR, read_runs, runs_frame
 from parakit.session.preflight import EngineFacts, check_run, engines_here
 from parakit.session.fit import FitResult, run_fit
-from parakit.session.progress import StatusLine, note
+from parakit.session.progress import StatusLine
+from parakit.session.repair import after_run, restart_engines
 from parakit.session.sweep import combinations, run_sweep, said_in_a_terminal
 from parakit.session.switching import LiveSwitch, run_segments
 from parakit.session.tools import SessionTools
@@ -324,8 +325,9 @@ class Session(SessionTools):
     def stop(self) -> bool:
         """Stop the run going on this session, from another thread (a panel's Stop button).
 
-        Every rank is interrupted within a few seconds; the run is saved as ``stopped`` and the
-        engines stay usable. Safe to call from any thread, and when nothing runs.
+        Every rank is interrupted within a few seconds, by a signal to its pid (ipyparallel's
+        nanny is not needed); the run is saved as ``stopped`` and the engines stay usable. Safe
+        to call from any thread, and when nothing runs.
 
         Returns:
             True if a run (or cell) was going and has been asked to stop.
@@ -341,25 +343,8 @@ class Session(SessionTools):
         return self._running
 
     def _after(self, outcome) -> str | None:
-        """After a failure or stop: form the group afresh (a rank may have left mid-collective),
-        and replace engines that died or did not stop. Returns what was done, or None."""
-        if outcome.status == OK:
-            return None
-        self._engines.group = None
-        dead = self._engines.dead()
-        if not dead and not outcome.engines_unusable:
-            return None
-        order = self._engines.ranks(self._engines.size)
-        ranks = sorted(order.index(self._engines.engines[p]) for p in dead)
-        which = f"engine(s) of rank(s) {ranks} died" if dead else "some ranks did not stop"
-        if not self.auto_restart and not outcome.engines_unusable:
-            self._broken = f"{which}; call session.restart() (or %parakit restart) to replace them"
-            return self._broken
-        before = self._engines.pids()
-        self._restart_engines()
-        message = f"{which}; every engine was restarted (pids {before} -> {self._engines.pids()})"
-        note(message)
-        return message
+        """After a failure or stop: repair the engines as needed (session/repair.py)."""
+        return after_run(self, outcome)
 
     def restart(self) -> None:
         """Replace every engine with a fresh one (same count and devices) and drop the process
@@ -387,12 +372,7 @@ class Session(SessionTools):
 
     # -- helpers -----------------------------------------------------------------------
     def _restart_engines(self) -> None:
-        if self._engines.replace_all():  # a local cluster: new engines, same controller
-            return
-        n = self._engines.size
-        self._engines.close(kill=True)  # they are being replaced: no need to wait for them
-        self._engines = self._new_engines()
-        self._engines.start(n)
+        restart_engines(self)
 
     def _warn_once(self, message: str | None) -> None:
         if message and message not in self._warned:

@@ -11,9 +11,9 @@ from typing import Any
 
 from parakit.cluster.launch import Outcome, run_code, run_on_ranks
 from parakit.records.engine_facts import EngineStatus
-from parakit.records.result import CommBenchResult, now_iso
+from parakit.records.commbench import CommBenchResult, bench_result
+from parakit.records.result import now_iso
 from parakit.records.store import read_comm_benches, save_comm_bench
-from parakit.records.result import bench_result
 from parakit.session.preflight import check_bench, check_count
 from parakit.session.progress import ProgressPrinter
 
@@ -168,7 +168,7 @@ class SessionTools:
 
 
 def _as_stored(outcome: Outcome) -> Outcome:
-    """The outcome as records.result.bench_result reads it: each rank's CommBenchFigures as
+    """The outcome as records.commbench.bench_result reads it: each rank's CommBenchFigures as
     the JSON the store keeps. The figures come back typed; they turn to JSON only here, where
     they become the stored record."""
     return replace(outcome, rank_results=[None if f is None else f.to_dict() for f in outcome.rank_results])

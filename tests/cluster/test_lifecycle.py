@@ -1,6 +1,8 @@
 """A session grows its engines on demand and closing leaves no process or file behind."""
 
 import os
+import subprocess
+import sys
 import time
 
 import parakit
@@ -45,3 +47,13 @@ def test_context_manager_closes(tmp_path):
     while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.2)
     assert not any(alive(p) for p in pids)
+
+
+def test_the_notebook_reaches_a_session_and_a_run_launch_without_torch():
+    """torch is 2 s of a cold start on 2 cores: the notebook's side of starting engines and
+    launching a run (which ships engine.preload.train, a name the engines resolve) imports
+    none; the engines import it, ahead of the first run."""
+    code = "import sys, parakit\nparakit.Session\nfrom parakit.cluster import launch\nprint('torch' in sys.modules)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

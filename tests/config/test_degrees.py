@@ -37,7 +37,7 @@ def test_coordinates_follow_the_grid_last_dimension_fastest():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(data=0), "the data-parallel degree must be an integer >= 1 (got 0)"),
     (dict(tensor=1.5), "the tensor-parallel degree must be an integer >= 1 (got 1.5)"),
-    (dict(mesh_names=("expert",)), "mesh dimension 'expert' is not data, tensor or pipeline"),
+    (dict(mesh_names=("expert",)), "mesh dimension 'expert' is not data, tensor, pipeline or context"),
 ])
 def test_degrees_check_themselves(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

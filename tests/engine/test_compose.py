@@ -112,7 +112,8 @@ def test_compose_applies_its_steps_in_the_documented_order(group_of_one, monkeyp
 def test_every_layout_with_a_data_dimension_has_a_data_parallel_step():
     layouts = [s for s in Strategy if s is not Strategy.HYBRID] + list(Hybrid)
     with_data = {layout for layout in layouts if layout in composing.DATA_PARALLEL}
-    assert with_data == {Strategy.DDP, Strategy.FSDP, Hybrid.FSDP_TENSOR, Hybrid.DDP_TENSOR, Hybrid.PIPELINE_DDP}
+    assert with_data == {Strategy.DDP, Strategy.FSDP, Hybrid.FSDP_TENSOR, Hybrid.DDP_TENSOR, Hybrid.PIPELINE_DDP,
+                         Strategy.EXPERT, Strategy.CONTEXT}  # context: its replicas' gradients averaged
 
 
 # -- a mesh and plain arguments --------------------------------------------------------------

@@ -17,8 +17,16 @@ class Meter:
 
 
 class Profiler:
+    """The StepProfiler's side progress reads: its latest window, and the stragglers it named."""
+
+    def __init__(self, stragglers=None):
+        self.named = stragglers
+
     def latest(self):
         return {"compute_s": 0.01}
+
+    def stragglers(self):
+        return self.named
 
 
 def test_a_quiet_run_sends_the_step_count_only():
@@ -27,6 +35,14 @@ def test_a_quiet_run_sends_the_step_count_only():
     assert set(message) == {"step", "steps", "wall_time_s"}
     assert (message["step"], message["steps"]) == (3, 7)
     assert before <= message["wall_time_s"] <= time.time()
+
+
+def test_a_straggler_named_by_a_window_is_in_the_message_even_when_quiet():
+    message = progress(RunConfig(live=False, steps=7), 2, torch.tensor(1.5), torch.device("cpu"), Meter(),
+                       Profiler(stragglers=[1]))
+    assert message["stragglers"] == [1]
+    assert "stragglers" not in progress(RunConfig(live=False, steps=7), 2, torch.tensor(1.5), torch.device("cpu"),
+                                        Meter(), Profiler(stragglers=[]))
 
 
 def test_a_live_run_sends_loss_power_and_breakdown():

@@ -1,9 +1,10 @@
 """Every strategy trains the same model to the same losses as single, on the same engines.
 
 Same seed, same global batch, fp32, 20 steps on CPU engines with gloo: the loss curves of
-ddp, fsdp, pipeline (each schedule), tensor and the 2-D hybrids must equal single's within
-1e-4 relative. They differ only in the order floating-point sums are taken (sharded matmuls,
-all-reduce), which moves losses by about 1e-7 here.
+ddp, fsdp, pipeline (each schedule), tensor, the 2-D hybrids and context must equal single's
+within 1e-4 relative. They differ only in the order floating-point sums are taken (sharded
+matmuls, all-reduce, attention merged block by block round a ring), which moves losses by
+about 1e-7 here.
 """
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 import parakit
+from parakit.config.formulas import ring_bytes_per_step
 
 STEPS = 20
 GPT = dict(model="gpt", model_options={"depth": 4, "width": 64, "heads": 4, "seq_len": 32},
@@ -50,6 +52,7 @@ LAYOUTS = [
     dict(strategy="hybrid", workers=4, hybrid="fsdp+tensor", mesh="2x2"),
     dict(strategy="hybrid", workers=4, hybrid="ddp+tensor", mesh="2x2"),
     dict(strategy="hybrid", workers=4, hybrid="pipeline+ddp", mesh="2x2"),
+    dict(strategy="context", workers=2),  # seq_len 32 in 4 chunks, ring attention between 2 ranks
 ]
 
 
@@ -59,6 +62,25 @@ def test_every_strategy_matches_single(four, single_gpt, layout):
     assert mismatches(run, single_gpt) == []
     assert run.world_size == layout["workers"]
     assert all(r.param_bytes and r.optimizer_bytes for r in run.ranks)
+
+
+def test_context_sends_keys_and_values_round_the_ring_and_keeps_half_the_activations(four, single_gpt):
+    run = four.run(**{**GPT, "steps": 4}, strategy="context", workers=2)
+    assert run.ok, run.error
+    assert run.summary.context_path == "ring (point-to-point)"  # torch's context_parallel has no CPU kernel
+    o = GPT["model_options"]
+    # Per block, forward: the other rank's keys and values (R-1 passes); backward: them again,
+    # and their gradients, which come home in one more pass (R passes). 4-byte floats.
+    kv = 2 * GPT["batch_size"] * o["seq_len"] // 2 * o["width"] * 4
+    assert run.summary.ring_bytes_per_step == o["depth"] * kv * (1 + 1 + 2) == ring_bytes_per_step(
+        batch_size=GPT["batch_size"], seq_len=o["seq_len"], width=o["width"], depth=o["depth"], ranks=2)
+    params = sum(p.numel() for p in _gpt_params(o)) * 4
+    assert run.summary.comm_bytes_per_step == run.summary.ring_bytes_per_step + params  # + the gradients' all-reduce
+    assert run.summary.comm_time_s > 0  # the ring's gloo:send/recv count as communication
+    assert run.summary.params_in_sync is True  # a replica on each rank, its gradients all-reduced
+    # Each rank keeps the activations of half of each sequence (and no T x T scores: the ring
+    # recomputes them in backward from the saved log-sum-exp).
+    assert run.summary.activation_bytes < 0.6 * single_gpt.summary.activation_bytes
 
 
 def test_fsdp_holds_at_most_0_6_of_ddp_state_per_rank(four):
@@ -74,10 +96,10 @@ def test_fsdp_holds_at_most_0_6_of_ddp_state_per_rank(four):
     assert ddp.summary["params_in_sync"] is True and fsdp.summary["params_in_sync"] is None
 
 
-def _gpt_params():
+def _gpt_params(options=None):
     from parakit.engine.workloads import build_model
 
-    return build_model("gpt", {}).parameters()
+    return build_model("gpt", options or {}).parameters()
 
 
 def test_pipeline_reports_its_bubble_beside_the_ideal(four):
@@ -145,3 +167,36 @@ def test_tensor_parallel_takes_a_users_plan(four):
 def mismatches_n(run, reference):
     assert run.ok, run.error
     return [(s.loss, t.loss) for s, t in zip(run.steps, reference.steps) if abs(s.loss - t.loss) > REL * abs(t.loss)]
+
+
+# -- a mixture of experts: strategy expert against single, and switched to and from ddp -------
+MOE = dict(GPT, model_options={**GPT["model_options"], "experts": 4, "top_k": 2})
+
+
+@pytest.fixture(scope="module")
+def single_moe(four):
+    r = four.run(strategy="single", **MOE)
+    assert r.ok, r.error
+    return r
+
+
+def test_expert_parallel_matches_single_and_records_its_routing(single_moe, four):
+    expert = four.run(strategy="expert", workers=2, **MOE)
+    assert mismatches(expert, single_moe) == []
+    # the same tokens reach the same experts; each rank holds half of them, so fewer parameters
+    assert [s.expert_tokens for s in expert.steps] == [s.expert_tokens for s in single_moe.steps]
+    assert sum(expert.steps[0].expert_tokens) == 4 * 2 * 16 * 32  # blocks x top_k x tokens of the batch
+    assert expert.ranks[0].param_bytes < single_moe.ranks[0].param_bytes
+    assert all(s.expert_imbalance >= 1 for s in expert.steps)
+    assert expert.summary["expert_imbalance"] == pytest.approx(single_moe.summary["expert_imbalance"])
+    # the all-to-alls send bytes (none with every expert on one rank) and count as communication
+    assert expert.summary["all_to_all_bytes_per_step"] > 0 == single_moe.summary["all_to_all_bytes_per_step"]
+    assert expert.summary["comm_time_s"] > 0 and expert.summary["params_in_sync"] is None
+    assert "expert_imbalance" not in four.run(strategy="single", model="mlp", steps=3).summary  # dense: no key
+
+
+def test_expert_switches_to_ddp_and_back_as_one_run(single_moe, four):
+    run = four.run(strategy="expert", workers=2, switch={6: {"strategy": "ddp"}, 12: {"strategy": "expert"}}, **MOE)
+    assert mismatches(run, single_moe) == []  # each rank saved its experts under their global names
+    assert [g["settings"]["strategy"] for g in run.segments] == ["expert", "ddp", "expert"]
+    assert [g.summary["all_to_all_bytes_per_step"] > 0 for g in run.segments] == [True, False, True]

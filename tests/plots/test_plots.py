@@ -260,7 +260,8 @@ def test_report_write_is_atomic(tmp_path, runs, monkeypatch):
 
 def test_plots_import_only_lower_layers():
     allowed = {"__future__", "typing", "pandas", "plotly", "parakit.records", "parakit.config.run",
-               "parakit.plots.base", "parakit.plots.measures", "parakit.plots.memory", "parakit.plots.time", "parakit.plots.switching"}
+               "parakit.plots.base", "parakit.plots.measures", "parakit.plots.memory", "parakit.plots.time", "parakit.plots.switching",
+               "parakit.plots.timeline", "parakit.plots.context", "parakit.plots.experts"}
     tree = ast.parse(Path(plots.__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

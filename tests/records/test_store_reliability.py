@@ -13,7 +13,8 @@ import sys
 import pytest
 
 import parakit
-from parakit.records.result import CommBenchResult, RankInfo, RunResult, StepRecord
+from parakit.records.commbench import CommBenchResult
+from parakit.records.result import RankInfo, RunResult, StepRecord
 from parakit.records.store import read_comm_benches, read_runs, runs_frame, save_comm_bench, save_run
 from parakit.records.summary_fields import Summary
 

@@ -65,6 +65,14 @@ def test_ddp_to_fsdp_to_tensor_trains_as_one_single_run(session, reference):
     assert totals == pytest.approx([g["switch_s"] for g in segments[1:]])
 
 
+def test_ddp_to_context_trains_as_one_single_run(session, reference):
+    # context keeps the model's parameter names, so its replicas load the ddp state as they are
+    run = session.run(strategy="ddp", workers=2, steps=8, switch={4: {"strategy": "context"}}, **GPT)
+    assert run.ok, run.error
+    assert relative_gap(run.steps, reference.steps[:8]) < 1e-4
+    assert [g["settings"]["strategy"] for g in run.segments] == ["ddp", "context"]
+
+
 def test_ddp_x2_to_single_to_ddp_x2_switches_workers(session, reference):
     run = session.run(strategy="ddp", workers=2, steps=24, switch={8: {"workers": 1}, 16: {"workers": 2}}, **GPT)
     assert run.ok, run.error

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+from torch.profiler import record_function
 
 from parakit.config.run import Schedule
 from parakit.engine.strategies.base import LossFn, Parallel
@@ -39,12 +40,16 @@ class BusyTimer:
         self.busy_s = 0.0
         self.per_step: list[float] = []
 
-    def wrap(self, fn):
+    def wrap(self, fn, action: str):
+        """``fn`` (a stage's forward_one_chunk or backward_one_chunk, whose first argument is
+        the micro-batch) timed, and named for the profiler as torch names the action ("0F1":
+        stage 0, forward, micro-batch 1), so the timeline draws each micro-batch's span."""
         def timed(*args, **kwargs):
             self.sync()  # note: a GPU sync per chunk, so the time is the chunk's own compute
             start = time.perf_counter()
             try:
-                return fn(*args, **kwargs)
+                with record_function(f"parakit.pp:{action}{args[0]}"):
+                    return fn(*args, **kwargs)
             finally:
                 self.sync()
                 self.busy_s += time.perf_counter() - start
@@ -113,8 +118,8 @@ def apply_pipeline(model: nn.Module, mesh, *, device: torch.device, sample_input
                                              schedule=schedule, split=split, blocks=blocks)
     timer = BusyTimer(device)
     for stage in stages:
-        stage.forward_one_chunk = timer.wrap(stage.forward_one_chunk)
-        stage.backward_one_chunk = timer.wrap(stage.backward_one_chunk)
+        stage.forward_one_chunk = timer.wrap(stage.forward_one_chunk, f"{stage.stage_index}F")
+        stage.backward_one_chunk = timer.wrap(stage.backward_one_chunk, f"{stage.stage_index}B")
     cls = SCHEDULES[schedule]
     # scale_grads: gradients are divided by the micro-batch count, so the mean of micro-batch
     # losses gives the same gradients as one pass over the whole batch.
@@ -140,6 +145,28 @@ def apply_pipeline(model: nn.Module, mesh, *, device: torch.device, sample_input
 
     def stats() -> dict[str, Any]:
         return {"pipeline_busy_s": timer.per_step, "stages": [s.stage_index for s in stages],
-                "bubble_ideal": ideal, "microbatches": m, "pipeline_stages": p}
+                "bubble_ideal": ideal, "microbatches": m, "pipeline_stages": p,
+                "planned_order": planned_order(scheduled, schedule, mesh.get_local_rank(), stages[0].stage_index, p, m)}
 
     return Parallel(modules, forward_backward, stats=stats)
+
+
+def planned_order(scheduled, schedule: Schedule, pp_rank: int, stage: int, stages: int, m: int) -> list[str]:
+    """This rank's forward and backward actions in the order its schedule runs them ("0F1": stage
+    0, forward, micro-batch 1). A multi-stage schedule's is torch's own ``pipeline_order`` (what
+    torch's schedule visualiser draws); a single-stage schedule's is built here as its
+    ``_step_microbatches`` runs it, since torch 2.13's 1F1B ``pipeline_order`` numbers the last
+    rank's micro-batches from 1."""
+    if schedule is Schedule.GPIPE:
+        return [f"{stage}F{i}" for i in range(m)] + [f"{stage}B{i}" for i in range(m)]
+    if schedule is Schedule.ONE_F_ONE_B:
+        warmup = min(m, stages - stage)
+        order, forward = [f"{stage}F{i}" for i in range(warmup)], warmup
+        for backward in range(m):  # then one backward, one forward, while forwards remain
+            order.append(f"{stage}B{backward}")
+            if forward < m:
+                order.append(f"{stage}F{forward}")
+                forward += 1
+        return order
+    actions = (scheduled.pipeline_order or {}).get(pp_rank, [])
+    return [str(a) for a in actions if a is not None and a.computation_type.value in ("F", "B", "I", "W")]
