@@ -131,7 +131,14 @@ QUOTED = [
     ("docs/advisor.md", lambda: "fp32 {:.1f} ms, against {:.1f} ms for bf16".format(
         1e3 * _cpu()["rechecked"]["1"]["step_time_s"]["single x1 fp32"],
         1e3 * _cpu()["rechecked"]["1"]["step_time_s"]["single x1 bf16"])),
+    ("docs/advisor.md", lambda: "expert x2 was predicted **{:.0f} %** off".format(100 * _new("expert", "expert x2"))),
+    ("docs/advisor.md", lambda: "context x2 **{:.0f} %** off".format(100 * _new("context", "context x2"))),
 ]
+
+
+def _new(layout: str, label: str) -> float:
+    record = json.loads((ROOT / "benchmarks/results/advisor_new_layouts_cpu.json").read_text())
+    return next(v["error"] for v in record["cases"][layout]["verified"] if v["label"] == label)
 
 
 @pytest.mark.parametrize("page, quote", QUOTED)

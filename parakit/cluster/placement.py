@@ -10,7 +10,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from parakit.config.run import Device, RunConfig
+from parakit.config.run import Device, RunConfig, Strategy
 from parakit.engine.gpus import Gpu, filter_visible, visible_gpus
 from parakit.records.engine_facts import EngineIdentity
 from parakit.config.hosts import usable_cores
@@ -97,15 +97,18 @@ def choose_backend(ranks_gpus: list[Gpu | None], nccl_available: bool) -> tuple[
 
 
 def check_gpu_sharing(config: RunConfig, gpus: list[Gpu]) -> None:
-    """Refuse a pipeline on ranks that would share a GPU (local engines: rank i on GPU i % G).
-    Such ranks use gloo, whose TCP transport cannot send CUDA memory ("Bad address"), and a
-    pipeline's stages send activations point to point; ddp, fsdp and tensor only use
-    collectives, which gloo stages through the host."""
-    if not gpus or not config.uses_pipeline or config.workers <= len(gpus):
+    """Refuse a pipeline, or context parallelism's ring, on ranks that would share a GPU (local
+    engines: rank i on GPU i % G). Such ranks use gloo, whose TCP transport cannot send CUDA
+    memory ("Bad address"), and a pipeline's stages send activations point to point, as the
+    ring sends keys and values; ddp, fsdp, tensor and expert only use collectives, which gloo
+    stages through the host."""
+    ring = config.strategy is Strategy.CONTEXT
+    if not gpus or not (config.uses_pipeline or ring) or config.workers <= len(gpus):
         return
+    what = "context parallelism's ring" if ring else "a pipeline"
     raise ValueError(
-        f"a pipeline on {config.workers} ranks sharing {len(gpus)} GPU(s) cannot run: ranks on one GPU use gloo, "
-        f"which cannot send CUDA memory between them; use at most {len(gpus)} worker(s) per pipeline, "
+        f"{what} on {config.workers} ranks sharing {len(gpus)} GPU(s) cannot run: ranks on one GPU use gloo, "
+        f"which cannot send CUDA memory between them; use at most {len(gpus)} worker(s) for it, "
         "another strategy, or device='cpu'")
 
 

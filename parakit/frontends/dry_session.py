@@ -131,7 +131,8 @@ class DrySession:
                 rank=rank, engine_id=rank, host="dry-run", local_rank=rank, pid=0, alive=True,
                 device="cuda:0" if gpu else "cpu", device_name=self.device_name if gpu else "CPU",
                 threads=max(1, self.facts.cpu_count // self.workers), in_group=False, backend=None,
-                rss_bytes=None, peak_rss_bytes=None, memory_reason="a dry run starts no engine"))
+                rss_bytes=None, peak_rss_bytes=None, memory_reason="a dry run starts no engine",
+                gpu_index=gpu.index if gpu else None))
         return rows
 
     def runs(self):

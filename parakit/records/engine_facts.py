@@ -87,3 +87,6 @@ class EngineStatus:
     """The most resident memory its process has held; None where it cannot be read."""
     memory_reason: str | None = None
     """Why rss_bytes and peak_rss_bytes are None; None when they were read."""
+    gpu_index: int | None = None
+    """The physical GPU it is pinned to (every GPU engine sees its own as cuda:0, so engines
+    that share a GPU show the same index here); None on a CPU."""

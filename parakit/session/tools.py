@@ -162,7 +162,7 @@ class SessionTools:
                 rank=rank, engine_id=e.engine_id, host=e.host, local_rank=e.local_index, pid=e.pid,
                 alive=not self._engines.dead_ids([e.engine_id]), device=e.device, device_name=e.device_name,
                 threads=e.threads, in_group=e.engine_id in ids, backend=backend if e.engine_id in ids else None,
-                rss_bytes=rss, peak_rss_bytes=peak, memory_reason=why,
+                rss_bytes=rss, peak_rss_bytes=peak, memory_reason=why, gpu_index=e.gpu_index,
             ))
         return rows
 

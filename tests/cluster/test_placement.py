@@ -59,11 +59,14 @@ def test_backend_nccl_only_when_every_rank_has_its_own_gpu():
     ({"strategy": "tensor", "workers": 2}, 1, False),
     ({"strategy": "hybrid", "hybrid": "pipeline+ddp", "mesh": "2x2", "workers": 4}, 2, True),
     ({"strategy": "pipeline", "workers": 2}, 0, False),  # CPU engines: gloo sends host memory
+    ({"strategy": "context", "workers": 2}, 1, True),  # the ring's sends, like a pipeline's
+    ({"strategy": "context", "workers": 2}, 2, False),
+    ({"strategy": "expert", "workers": 2, "model_options": {"depth": 4, "experts": 2}}, 1, False),  # a collective
 ])
 def test_a_pipeline_on_ranks_sharing_a_gpu_is_refused(settings, gpus, refused):
     from parakit.config.run import RunConfig
 
-    config = RunConfig(model="gpt", model_options={"depth": 4}, batch_size=16, **settings)
+    config = RunConfig(**{"model": "gpt", "model_options": {"depth": 4}, "batch_size": 16, **settings})
     devices = [Gpu(i, f"GPU-{i}") for i in range(gpus)]
     if refused:
         with pytest.raises(ValueError, match="cannot send CUDA memory between them") as e:

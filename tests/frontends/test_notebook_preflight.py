@@ -55,6 +55,16 @@ def test_the_notebooks_take_their_gpu_path_on_gpu_machines():
     assert "tf32" not in on_cpu and "width=128 " in on_cpu
 
 
+@pytest.mark.parametrize("name, machine, asks", [("02", "2xgpu", True), ("02", "1xgpu", False), ("02", "cpu", True),
+                                                  ("12", "8xh100", True), ("12", "1xgpu", False)])
+def test_a_notebook_leaves_out_point_to_point_layouts_only_where_engines_share_a_gpu(name, machine, asks):
+    """The faked status gives each engine's physical GPU (``gpu_index``), as a real one does:
+    every engine sees its GPU as cuda:0, so the device alone cannot tell shared GPUs apart."""
+    notebook = next(p for p in NOTEBOOKS if p.name.startswith(name))
+    asked = requests(dry_run(notebook, MACHINES[machine]))
+    assert ("pipeline" in asked) is asks, asked
+
+
 def synthetic(tmp_path: Path, cells: list[tuple[str, list[str]]]) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_markdown_cell("# a notebook")] + [

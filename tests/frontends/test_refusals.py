@@ -35,7 +35,7 @@ CLI = [
     (["run", "--model-option", "width"], "expected KEY=INT, e.g. width=256, got 'width'"),
     (["run", "--model-option", "wide=3"], "model mlp has no option 'wide'"),
     (["run", "--model-option", "width=0"], "model option width must be >= 1 (got 0)"),
-    (["run", "--strategy", "fsdpp"], "strategy must be one of single, ddp, fsdp, pipeline, tensor, hybrid"),
+    (["run", "--strategy", "fsdpp"], "strategy must be one of single, ddp, fsdp, pipeline, tensor, hybrid, expert, context"),
     (["run", "--strategy", "single", "--workers", "2"], "use strategy ddp for more"),
     (["run", "--precision", "fp4"], "precision must be one of fp32, tf32, fp16, bf16, bf16-pure, fp8"),
     (["run", "--precision", "fp8", "--device", "cpu"], "fp8 needs an NVIDIA GPU of compute capability 8.9"),
