@@ -26,6 +26,7 @@ from parakit.config.layouts import Strategy
 from parakit.config.levers import Compression, CompressionKind, Precision
 from parakit.config.recovery import FailurePolicy, OnFailure
 from parakit.config.switch import change_text
+from parakit.frontends.callbacks import reported
 from parakit.frontends.options import own_models
 from parakit.frontends.panel_figures import PanelFigures
 from parakit.frontends.text import outcome_line
@@ -41,20 +42,6 @@ LIVE_SWITCHES = ("strategy", "precision", "compression", "workers")  # moved dur
 COMPRESSION_VALUE = {CompressionKind.POWERSGD: "rank", CompressionKind.TOPK: "ratio",
                      CompressionKind.RANDOMK: "ratio"}
 _TOGGLE_STYLE = {"button_width": "80px"}
-
-
-def _reported(method):
-    """A widget callback whose errors go to the panel's log, not the kernel's (unseen) log."""
-
-    @functools.wraps(method)
-    def wrapper(self: "Panel", *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except Exception:  # noqa: BLE001 - shown to the user, whatever it is
-            self.log.append_stderr(traceback.format_exc())
-            return None
-
-    return wrapper
 
 
 class Panel:
@@ -138,6 +125,9 @@ class Panel:
         self.on_failure = toggle(options=[o.value for o in OnFailure], value=OnFailure.FAIL.value,
                                  description="on failure")
         self.checkpoint_every = widgets.BoundedIntText(0, min=0, max=10**7, description="checkpoint every")
+        # A lesson's lever, not live: one rank made FACTOR times slower ("1:2"), empty for none
+        self.straggler = widgets.Text(value="", placeholder="RANK:FACTOR", description="straggler",
+                                      layout=widgets.Layout(width="220px"))
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger",
                                           disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=defaults.steps, description="0 steps")
@@ -146,7 +136,7 @@ class Panel:
         self.log = widgets.Output()  # errors from callbacks, which Jupyter would otherwise hide
         self._controls = [self.strategy, self.precision, self.compression, self.compression_rank,
                           self.compression_ratio, self.model, self.workers, self.steps, self.batch_size,
-                          self.on_failure, self.checkpoint_every]
+                          self.on_failure, self.checkpoint_every, self.straggler]
 
     def _build_figures(self) -> None:
         self.drawn = PanelFigures()
@@ -161,7 +151,7 @@ class Panel:
             self.strategy, self.precision,
             row(self.compression, self.compression_rank, self.compression_ratio),
             self.model, row(self.workers, self.steps, self.batch_size, self.repeats),
-            row(self.on_failure, self.checkpoint_every),
+            row(self.on_failure, self.checkpoint_every, self.straggler),
             row(self.run_button, self.stop_button, self.progress, self.baseline_button),
             self.problem, self.status,
         ])
@@ -189,6 +179,7 @@ class Panel:
             "precision": self.precision.value, "compression": str(compression),
             "workers": self.workers.value, "steps": self.steps.value,
             "batch_size": self.batch_size.value,
+            **({"straggler": self.straggler.value.strip()} if self.straggler.value.strip() else {}),
         }
 
     def failure_settings(self) -> dict[str, Any]:
@@ -196,7 +187,7 @@ class Panel:
         every = self.checkpoint_every.value or None
         return {"on_failure": self.on_failure.value, **({"checkpoint_every": every} if every else {})}
 
-    @_reported
+    @reported
     def _on_change(self, change: dict | None = None) -> None:
         field = COMPRESSION_VALUE.get(CompressionKind(self.compression.value))
         self.compression_rank.layout.display = None if field == "rank" else "none"
@@ -250,7 +241,7 @@ class Panel:
     def running(self) -> bool:
         return self._running
 
-    @_reported
+    @reported
     def _on_run(self, _button: widgets.Button | None = None) -> None:
         if self._running or self._check() is None:  # .click() works on a disabled button too
             return
@@ -270,20 +261,20 @@ class Panel:
                                         name="parakit-panel-run", daemon=True)
         self._thread.start()
 
-    @_reported
+    @reported
     def _on_baseline(self, _button: widgets.Button | None = None) -> None:
         """Run the 1-worker run the speed-up figure misses: these settings on one worker (the
-        same strategy where it runs on one, else single)."""
+        same strategy where it runs on one, else single; no straggler, which needs two)."""
         if self._running:
             return
-        workers, strategy = self.workers.value, self.strategy.value
-        self.workers.value = 1
+        workers, strategy, straggler = self.workers.value, self.strategy.value, self.straggler.value
+        self.workers.value, self.straggler.value = 1, ""
         if strategy not in ONE_WORKER_STRATEGIES:
             self.strategy.value = "single"
         try:
             self._on_run()
         finally:  # the controls go back to what the user chose, for the next Run
-            self.workers.value, self.strategy.value = workers, strategy
+            self.workers.value, self.strategy.value, self.straggler.value = workers, strategy, straggler
 
     def _run_in_background(self, settings: dict[str, Any]) -> None:
         result, shown = None, None
@@ -310,7 +301,7 @@ class Panel:
                 self.stop_button.disabled = True
                 self._on_change()
 
-    @_reported
+    @reported
     def _on_progress(self, progress: dict[str, Any]) -> None:
         """Rank 0's progress, a few times a second, in the run's thread."""
         if self._stop_requested:
@@ -337,7 +328,7 @@ class Panel:
         self.status.value = f"running: step {step}/{steps}" + (f", loss {value:.4f}" if value is not None else "")
         self.drawn.live(self._live_x, self._live_y, self._latest.get("breakdown"), self._live_power)
 
-    @_reported
+    @reported
     def _on_stop(self, _button: widgets.Button | None = None) -> None:
         if not self._running:
             return

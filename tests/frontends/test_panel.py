@@ -71,6 +71,23 @@ def test_what_a_run_does_on_a_lost_worker_is_checked_before_it_runs(panel, sessi
     assert not panel.run_button.disabled
 
 
+def test_a_straggler_goes_to_the_run_and_is_checked_as_session_run_checks_it(panel):
+    """The straggler box is the lever `straggler="RANK:FACTOR"`: empty sends nothing, a bad value
+    or a rank the run does not have is refused in one line before any engine is touched."""
+    workers = panel.workers.value
+    assert "straggler" not in panel.settings()
+    panel.workers.value = 2
+    panel.straggler.value = "1:2"
+    assert panel.settings()["straggler"] == "1:2"
+    assert not panel.run_button.disabled and panel.problem.value == ""
+    panel.straggler.value = "5:2"  # no rank 5 on 2 workers
+    assert panel.run_button.disabled and "straggler" in panel.problem.value
+    panel.straggler.value = "1:fast"
+    assert panel.run_button.disabled and "straggler" in panel.problem.value
+    panel.straggler.value, panel.workers.value = "", workers
+    assert not panel.run_button.disabled
+
+
 def test_compression_shows_the_field_it_takes(panel):
     panel.compression.value = "powersgd"
     assert panel.compression_rank.layout.display is None
