@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
-import parakit  # noqa: E402
+from against_ddp import alternate, median_figure, median_ms, record  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = {"width": 128, "depth": 2, "heads": 4, "seq_len": 256}
@@ -30,44 +26,14 @@ FIGURES = {"step_ms": "step_time_s", "comm_ms": "comm_time_s", "exposed_comm_ms"
 
 
 def measure(rounds: int, steps: int, batch: int, workers: int, device: str) -> dict:
-    runs: dict[str, list] = {"ddp": [], "context": []}
-    rows = []
-    with tempfile.TemporaryDirectory() as folder, parakit.Session(workers, device=device, runs_dir=folder,
-                                                                  progress=False) as session:
-        for i in range(rounds):
-            order = ("ddp", "context") if i % 2 == 0 else ("context", "ddp")  # alternated: drift hits both alike
-            for strategy in order:
-                r = session.run(model="gpt", model_options=SIZE, strategy=strategy, workers=workers, steps=steps,
-                                batch_size=batch, warmup_steps=3, seed=0)
-                if not r.ok:
-                    raise SystemExit(f"{strategy} failed: {r.error}")
-                runs[strategy].append(r)
-            ddp, context = runs["ddp"][-1].summary, runs["context"][-1].summary
-            rows.append({"round": i, "first": order[0], "ddp_step_ms": ddp["step_time_s"] * 1e3,
-                         "context_step_ms": context["step_time_s"] * 1e3,
-                         "context_over_ddp": context["step_time_s"] / ddp["step_time_s"]})
-    cmp = parakit.compare(runs["context"], runs["ddp"])  # throughput of context over ddp's, with its interval
-
-    def figure(strategy: str, name: str) -> float | None:
-        values = [r.summary.get(name) for r in runs[strategy] if r.summary.get(name) is not None]
-        return statistics.median(values) if values else None
-
-    layouts = {s: {**{k: None if figure(s, n) is None else figure(s, n) * 1e3 for k, n in FIGURES.items()},
-                   "ring_bytes_per_step": figure(s, "ring_bytes_per_step"),
-                   "comm_bytes_per_step": figure(s, "comm_bytes_per_step"),
-                   "activation_bytes_per_rank": figure(s, "activation_bytes"),
+    runs, rows = alternate("context", SIZE, rounds, steps, batch, workers, device)
+    layouts = {s: {**{k: median_ms(runs[s], n) for k, n in FIGURES.items()},
+                   "ring_bytes_per_step": median_figure(runs[s], "ring_bytes_per_step"),
+                   "comm_bytes_per_step": median_figure(runs[s], "comm_bytes_per_step"),
+                   "activation_bytes_per_rank": median_figure(runs[s], "activation_bytes"),
                    "context_path": runs[s][-1].summary.get("context_path")} for s in runs}
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
-            "processor": platform.processor() or platform.machine(), "torch": _torch(), "device": device,
-            "model_options": SIZE, "workers": workers, "batch_size": batch, "steps": steps, "rounds": rows,
-            "layouts": layouts, "context_over_ddp_step": statistics.median(r["context_over_ddp"] for r in rows),
-            "compare": {"throughput_ratio": cmp.ratio, "low": cmp.low, "high": cmp.high, "verdict": cmp.verdict}}
-
-
-def _torch() -> str:
-    import torch
-
-    return torch.__version__
+    return record("context", runs, rows, layouts, size=SIZE, workers=workers, batch=batch, steps=steps,
+                  device=device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,61 +13,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
-import parakit  # noqa: E402
+from against_ddp import alternate, median_figure, median_ms, record  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = {"width": 128, "depth": 2, "heads": 4, "seq_len": 64, "experts": 4, "top_k": 2}
 
 
 def measure(rounds: int, steps: int, batch: int, workers: int, device: str) -> dict:
-    runs: dict[str, list] = {"ddp": [], "expert": []}
-    rows = []
-    with tempfile.TemporaryDirectory() as folder, parakit.Session(workers, device=device, runs_dir=folder,
-                                                                  progress=False) as session:
-        for i in range(rounds):
-            order = ("ddp", "expert") if i % 2 == 0 else ("expert", "ddp")  # alternated: drift hits both alike
-            for strategy in order:
-                r = session.run(model="gpt", model_options=SIZE, strategy=strategy, workers=workers, steps=steps,
-                                batch_size=batch, warmup_steps=3, seed=0)
-                if not r.ok:
-                    raise SystemExit(f"{strategy} failed: {r.error}")
-                runs[strategy].append(r)
-            ddp, expert = runs["ddp"][-1].summary, runs["expert"][-1].summary
-            rows.append({"round": i, "first": order[0], "ddp_step_ms": ddp["step_time_s"] * 1e3,
-                         "expert_step_ms": expert["step_time_s"] * 1e3,
-                         "expert_over_ddp": expert["step_time_s"] / ddp["step_time_s"]})
-    cmp = parakit.compare(runs["expert"], runs["ddp"])  # throughput of expert over ddp's, with its interval
-
-    def figure(strategy: str, name: str) -> float | None:
-        values = [r.summary.get(name) for r in runs[strategy] if r.summary.get(name) is not None]
-        return statistics.median(values) if values else None
-
-    layouts = {s: {"step_ms": figure(s, "step_time_s") * 1e3,
-                   "comm_ms": None if figure(s, "comm_time_s") is None else figure(s, "comm_time_s") * 1e3,
-                   "all_to_all_bytes_per_step": figure(s, "all_to_all_bytes_per_step"),
-                   "gradient_bytes_per_step": figure(s, "comm_bytes_per_step"),
-                   "param_bytes_per_rank": figure(s, "param_bytes"),
-                   "expert_imbalance": figure(s, "expert_imbalance")} for s in runs}
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
-            "processor": platform.processor() or platform.machine(), "torch": _torch(), "device": device,
-            "model_options": SIZE, "workers": workers, "batch_size": batch, "steps": steps, "rounds": rows,
-            "layouts": layouts, "expert_over_ddp_step": statistics.median(r["expert_over_ddp"] for r in rows),
-            "compare": {"throughput_ratio": cmp.ratio, "low": cmp.low, "high": cmp.high, "verdict": cmp.verdict}}
-
-
-def _torch() -> str:
-    import torch
-
-    return torch.__version__
+    runs, rows = alternate("expert", SIZE, rounds, steps, batch, workers, device)
+    layouts = {s: {"step_ms": median_ms(runs[s], "step_time_s"), "comm_ms": median_ms(runs[s], "comm_time_s"),
+                   "all_to_all_bytes_per_step": median_figure(runs[s], "all_to_all_bytes_per_step"),
+                   "gradient_bytes_per_step": median_figure(runs[s], "comm_bytes_per_step"),
+                   "param_bytes_per_rank": median_figure(runs[s], "param_bytes"),
+                   "expert_imbalance": median_figure(runs[s], "expert_imbalance")} for s in runs}
+    return record("expert", runs, rows, layouts, size=SIZE, workers=workers, batch=batch, steps=steps,
+                  device=device)
 
 
 def main(argv: list[str] | None = None) -> int:
