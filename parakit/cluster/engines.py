@@ -193,7 +193,8 @@ class EngineSet:
         known = {e.engine_id for e in self.engines} | self._retired
         new_ids = [i for i in sorted(self.client.ids) if i not in known][: n - self.size]
         found = [EngineInfo.identified(engine_id, me)
-                 for engine_id, me in zip(new_ids, self.client[new_ids].apply_sync(network.identify))]
+                 for engine_id, me in zip(new_ids, self.client[new_ids].apply_sync(
+                     preload.call, "parakit.engine.network", "identify"))]  # by name: see preload.call
         # Engines already here may move (a host's engines are counted anew): all are placed again.
         # A link's hosts (namespaces) share one machine, and its cores.
         one_machine = self.launch.launcher is Launcher.LOCAL
@@ -205,7 +206,7 @@ class EngineSet:
             self.client[new_ids].apply_async(preload.start)
         self.engines = placed + [replace(e, stack_file=path) for e, path in zip(new, paths)]
         for e in self.engines:
-            self.client[e.engine_id].apply_async(_set_threads, e.threads)
+            self.client[e.engine_id].apply_async(preload.call, "parakit.cluster.engines", "_set_threads", e.threads)
         self.client.wait(timeout=START_TIMEOUT_S)
 
     def _pin(self, engines: list[EngineInfo], first_position: int) -> list[EngineInfo]:

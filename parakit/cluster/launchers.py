@@ -166,7 +166,9 @@ def _launcher_failure(launcher) -> str | None:
         output = ""
     tail = "\n".join(output.strip().splitlines()[-12:])
     name = type(launcher).__name__.replace("EngineSetLauncher", "").lower() or "engine"
-    return (f"the engines' {name} launcher exited with code {code} before they started"
+    # ipyparallel may have reaped the process and not yet filed its code: say so, not "None"
+    how = f"with code {code}" if code is not None else "(its exit code not reported yet)"
+    return (f"the engines' {name} launcher exited {how} before they started"
             + (f"; its last output:\n{tail}" if tail else " and printed nothing"))
 
 

@@ -40,12 +40,31 @@ def _load() -> None:
         pass
 
 
+def call(module: str, name: str, *args: Any) -> Any:
+    """``module.name(*args)``, imported on the engine once the background import has ended.
+
+    Why by name: a function shipped by reference is imported as it is unpickled, in the
+    engine's main thread, while the background thread may be importing the same parakit
+    modules; two threads importing one module can hand one of them the module half made
+    ("cannot import name ... from partially initialized module"). This module is imported
+    already, so shipping ``call`` imports nothing until the background import is over."""
+    import importlib
+
+    wait()
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def wait() -> None:
+    """Until the background import has ended (done, or failed and undone); at once without one."""
+    for loading in _LOADING:
+        loading.join()
+
+
 def train(*args: Any) -> Any:
     """``parakit.engine.train.train(*args)``, imported here, on the engine."""
-    for loading in _LOADING:
-        # Its import done, or failed and undone: the import below then finds the module whole,
-        # or imports it again and says why it fails, not a half-made module's missing name.
-        loading.join()
+    # Its import done, or failed and undone: the import below then finds the module whole,
+    # or imports it again and says why it fails, not a half-made module's missing name.
+    wait()
     from parakit.engine.train import train as run
 
     return run(*args)
